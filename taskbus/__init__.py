@@ -1,0 +1,107 @@
+"""taskbus: an event-bus task runtime for Python.
+
+Register task types, submit work and get an id back at once, and watch every
+step of a task's life as a typed event.
+"""
+
+from ._bus import ALL_EVENTS as ALL_EVENTS
+from ._bus import EventBus as EventBus
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._context import TaskContext as TaskContext
+from ._context import current_context as current_context
+from ._errors import BusNotRunning as BusNotRunning
+from ._errors import DuplicateTaskType as DuplicateTaskType
+from ._errors import ErrorType as ErrorType
+from ._errors import FatalError as FatalError
+from ._errors import InvalidSubmission as InvalidSubmission
+from ._errors import InvalidTaskDefinition as InvalidTaskDefinition
+from ._errors import InvalidTaskInput as InvalidTaskInput
+from ._errors import InvalidTransition as InvalidTransition
+from ._errors import RetryableError as RetryableError
+from ._errors import SubscriptionOverflow as SubscriptionOverflow
+from ._errors import TaskbusError as TaskbusError
+from ._errors import TaskCancelledError as TaskCancelledError
+from ._errors import TaskError as TaskError
+from ._errors import TaskFailedError as TaskFailedError
+from ._errors import TaskNotFound as TaskNotFound
+from ._errors import TaskTimeoutError as TaskTimeoutError
+from ._errors import UnknownTaskType as UnknownTaskType
+from ._errors import UserActionableError as UserActionableError
+from ._events import EVENT_ADAPTER as EVENT_ADAPTER
+from ._events import AnyTaskEvent as AnyTaskEvent
+from ._events import TaskCancelled as TaskCancelled
+from ._events import TaskCompleted as TaskCompleted
+from ._events import TaskEvent as TaskEvent
+from ._events import TaskFailed as TaskFailed
+from ._events import TaskProgress as TaskProgress
+from ._events import TaskQueued as TaskQueued
+from ._events import TaskRetrying as TaskRetrying
+from ._events import TaskStarted as TaskStarted
+from ._executor import TaskExecutor as TaskExecutor
+from ._handle import TaskHandle as TaskHandle
+from ._queue import TaskQueue as TaskQueue
+from ._registry import TaskDefinition as TaskDefinition
+from ._registry import TaskOptions as TaskOptions
+from ._registry import TaskRegistry as TaskRegistry
+from ._retry import RetryPolicy as RetryPolicy
+from ._snapshot import ErrorInfo as ErrorInfo
+from ._snapshot import TaskSnapshot as TaskSnapshot
+from ._states import TaskState as TaskState
+from ._subscription import EventBuffer as EventBuffer
+from ._taskbus import BusStats as BusStats
+from ._taskbus import ShutdownReport as ShutdownReport
+from ._taskbus import TaskBus as TaskBus
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ALL_EVENTS",
+    "EVENT_ADAPTER",
+    "AnyTaskEvent",
+    "BusNotRunning",
+    "BusStats",
+    "Clock",
+    "DuplicateTaskType",
+    "ErrorInfo",
+    "ErrorType",
+    "EventBuffer",
+    "EventBus",
+    "FatalError",
+    "InvalidSubmission",
+    "InvalidTaskDefinition",
+    "InvalidTaskInput",
+    "InvalidTransition",
+    "RetryPolicy",
+    "RetryableError",
+    "ShutdownReport",
+    "SubscriptionOverflow",
+    "SystemClock",
+    "TaskBus",
+    "TaskCancelled",
+    "TaskCancelledError",
+    "TaskCompleted",
+    "TaskContext",
+    "TaskDefinition",
+    "TaskError",
+    "TaskEvent",
+    "TaskExecutor",
+    "TaskFailed",
+    "TaskFailedError",
+    "TaskHandle",
+    "TaskNotFound",
+    "TaskOptions",
+    "TaskProgress",
+    "TaskQueue",
+    "TaskQueued",
+    "TaskRegistry",
+    "TaskRetrying",
+    "TaskSnapshot",
+    "TaskStarted",
+    "TaskState",
+    "TaskTimeoutError",
+    "TaskbusError",
+    "UnknownTaskType",
+    "UserActionableError",
+    "current_context",
+]

@@ -1,0 +1,218 @@
+"""`EventBus`: typed publish/subscribe over pyee, with isolated listeners.
+
+Sync listeners are called in the publishing task; each is wrapped so an
+exception is logged and counted, never raised into the runtime or other
+listeners. Async listeners each get an `EventBuffer` drained by a task of
+their own, so one that blocks only fills its own buffer. Events are built only
+when `wants(name)` says someone listens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskGroup
+from pyee import EventEmitter
+
+from ._events import EVENT_TYPES, TaskEvent
+
+__all__ = ["ALL_EVENTS", "EventBus", "Listener"]
+
+logger = logging.getLogger("taskbus.bus")
+
+E = TypeVar("E", bound=TaskEvent)
+Listener = Callable[[Any], Any]
+#: Subscribe to this name to receive every event.
+ALL_EVENTS = "*"
+
+_EventKey = str | type[TaskEvent]
+
+
+def _event_name(event: _EventKey) -> str:
+    if isinstance(event, str):
+        if event != ALL_EVENTS and event not in EVENT_TYPES:
+            raise ValueError(
+                f"unknown event name {event!r}; known: {', '.join(EVENT_TYPES)} or '*'"
+            )
+        return event
+    if isinstance(event, type) and issubclass(event, TaskEvent):
+        name = event.model_fields["name"].default
+        if name in EVENT_TYPES:
+            return str(name)
+    raise ValueError(f"not an event name or class: {event!r}")
+
+
+class _AsyncListener:
+    """Feeds one async listener from its own buffer, in its own task."""
+
+    def __init__(self, bus: EventBus, fn: Callable[[Any], Awaitable[Any]], maxsize: int) -> None:
+        from ._subscription import EventBuffer
+
+        self.fn = fn
+        self.buffer = EventBuffer(maxsize)
+        self._bus = bus
+
+    def __call__(self, event: TaskEvent) -> None:
+        self.buffer.put(event)
+
+    async def run(self) -> None:
+        async for event in self.buffer:
+            try:
+                await self.fn(event)
+            except Exception:
+                self._bus._listener_failed(self.fn, event)
+
+
+class EventBus:
+    """Publishes task events to listeners and subscribers.
+
+    ``bus.on("task-progress", fn)`` or ``bus.on(TaskProgress, fn)``; `fn` may be
+    sync or async. ``"*"`` receives every event.
+    """
+
+    def __init__(self, *, listener_buffer: int = 1000) -> None:
+        self._emitter = EventEmitter()
+        self._listener_buffer = listener_buffer
+        self._counts: dict[str, int] = {}
+        self._wrappers: dict[tuple[str, Any], list[Callable[[TaskEvent], None]]] = {}
+        self._async_listeners: list[_AsyncListener] = []
+        self._task_group: TaskGroup | None = None
+        self._any = 0
+        self.listener_errors = 0
+
+    def wants(self, name: str) -> bool:
+        """True when at least one listener or subscriber would receive `name`."""
+        return self._any > 0 or name in self._counts
+
+    def listener_count(self, event: _EventKey = ALL_EVENTS) -> int:
+        name = _event_name(event)
+        return self._any if name == ALL_EVENTS else self._counts.get(name, 0)
+
+    @overload
+    def on(self, event: _EventKey) -> Callable[[Listener], Listener]: ...
+    @overload
+    def on(self, event: _EventKey, listener: Listener) -> Listener: ...
+    def on(
+        self, event: _EventKey, listener: Listener | None = None
+    ) -> Listener | Callable[[Listener], Listener]:
+        """Call `listener(event)` for each event of that name or class.
+
+        Returns the listener, so it also works as a decorator.
+        """
+        name = _event_name(event)
+        if listener is None:
+            return lambda fn: self.on(name, fn)
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, not {listener!r}")
+        wrapper = self._wrap(listener)
+        self._wrappers.setdefault((name, listener), []).append(wrapper)
+        self._emitter.on(name, wrapper)
+        self._count(name, +1)
+        return listener
+
+    def off(self, event: _EventKey, listener: Listener) -> None:
+        """Remove a listener added with `on`; raises KeyError if it was not added."""
+        name = _event_name(event)
+        wrappers = self._wrappers.get((name, listener))
+        if not wrappers:
+            raise KeyError(f"{listener!r} is not listening to {name!r}")
+        wrapper = wrappers.pop()
+        if not wrappers:
+            del self._wrappers[(name, listener)]
+        self._emitter.remove_listener(name, wrapper)
+        self._count(name, -1)
+        if isinstance(wrapper, _AsyncListener):
+            wrapper.buffer.close()
+            self._async_listeners.remove(wrapper)
+
+    def _count(self, name: str, delta: int) -> None:
+        if name == ALL_EVENTS:
+            self._any += delta
+            return
+        count = self._counts.get(name, 0) + delta
+        if count:
+            self._counts[name] = count
+        else:
+            self._counts.pop(name, None)
+
+    def _wrap(self, listener: Listener) -> Callable[[TaskEvent], None]:
+        if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
+            getattr(listener, "__call__", None)  # noqa: B004
+        ):
+            feeder = _AsyncListener(self, listener, self._listener_buffer)
+            self._async_listeners.append(feeder)
+            if self._task_group is not None:
+                self._task_group.start_soon(feeder.run)
+            return feeder
+
+        def guarded(event: TaskEvent) -> None:
+            try:
+                listener(event)
+            except Exception:
+                self._listener_failed(listener, event)
+
+        return guarded
+
+    def _listener_failed(self, listener: Any, event: TaskEvent) -> None:
+        self.listener_errors += 1
+        logger.exception("listener %r raised on %s for task %s", listener, event.name, event.task_id)
+
+    def publish(self, event: TaskEvent) -> None:
+        """Deliver `event` to its listeners and to every-event subscribers."""
+        name = event.name
+        if name in self._counts:
+            self._emitter.emit(name, event)
+        if self._any:
+            self._emitter.emit(ALL_EVENTS, event)
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        *,
+        task_id: str | None = None,
+        task_type: str | None = None,
+        events: list[_EventKey] | None = None,
+        buffer: int = 1000,
+    ) -> AsyncIterator[Any]:
+        """An async iterator of matching events (see `EventBuffer` for overflow).
+
+        With `task_id`, iteration ends after that task's final event.
+        """
+        from ._subscription import EventBuffer
+
+        names = frozenset(_event_name(e) for e in events) if events else None
+
+        def accept(event: TaskEvent) -> bool:
+            return (
+                (task_id is None or event.task_id == task_id)
+                and (task_type is None or event.task_type == task_type)
+                and (names is None or event.name in names)
+            )
+
+        stream = EventBuffer(buffer, accept=accept, until_final_of=task_id)
+        self._emitter.on(ALL_EVENTS, stream.put)
+        self._any += 1
+        try:
+            yield stream
+        finally:
+            self._any -= 1
+            self._emitter.remove_listener(ALL_EVENTS, stream.put)
+            stream.close()
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """Start delivering to async listeners from `task_group`."""
+        self._task_group = task_group
+        for feeder in self._async_listeners:
+            task_group.start_soon(feeder.run)
+
+    async def drain(self, timeout: float) -> None:
+        """Let async listeners finish what they hold, for at most `timeout` seconds."""
+        self._task_group = None
+        with anyio.move_on_after(timeout):
+            while any(len(feeder.buffer) for feeder in self._async_listeners):
+                await anyio.sleep(0.01)

@@ -1,0 +1,126 @@
+"""`TaskContext`: what a running handler gets to talk back to the runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Generator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import anyio.from_thread
+
+from ._errors import TaskCancelledError
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+    from ._record import TaskRecord
+
+__all__ = ["TaskContext", "current_context"]
+
+_current: ContextVar[TaskContext | None] = ContextVar("taskbus_current_task", default=None)
+
+
+def current_context() -> TaskContext | None:
+    """The context of the task running in this (async or thread) context, if any."""
+    return _current.get()
+
+
+class _Done:
+    """An already-finished awaitable, so `await ctx.progress(...)` and a bare
+    `ctx.progress(...)` (in a sync handler) both work."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE = _Done()
+
+
+class TaskContext:
+    """Handed to a handler as its first argument.
+
+    In an async handler, ``await ctx.progress(...)``; in a sync (thread) handler,
+    call ``ctx.progress(...)`` without await. Both check for cancellation with
+    ``ctx.raise_if_cancelled()``.
+    """
+
+    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_record", "logger")
+
+    def __init__(self, lifecycle: Lifecycle, record: TaskRecord, *, in_thread: bool) -> None:
+        self._lifecycle = lifecycle
+        self._record = record
+        self._in_thread = in_thread
+        self._cancel_reason: str | None = None
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger("taskbus.task"),
+            {"task_id": record.id, "task_type": record.type, "attempt": record.attempt},
+        )
+
+    @property
+    def task_id(self) -> str:
+        return self._record.id
+
+    @property
+    def task_type(self) -> str:
+        return self._record.type
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self._record.attempt
+
+    @property
+    def owner(self) -> str | None:
+        return self._record.owner
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._record.metadata or {}
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation (or the timeout) was requested for this attempt."""
+        return self._cancel_reason is not None
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `TaskCancelledError` if this attempt should stop; for long loops."""
+        if self._cancel_reason is not None:
+            raise TaskCancelledError(self._record.id, self._cancel_reason)
+
+    def progress(
+        self,
+        percent: float | None = None,
+        message: str | None = None,
+        *,
+        current: int | None = None,
+        total: int | None = None,
+    ) -> Awaitable[None]:
+        """Report progress: a percent (0-100) or `current` of `total`, and a message.
+
+        Updates the task at once; task-progress events are debounced.
+        """
+        percent = _percent(percent, current, total)
+        if self._in_thread:
+            anyio.from_thread.run_sync(
+                self._lifecycle.progress, self._record, percent, message, current, total
+            )
+        else:
+            self._lifecycle.progress(self._record, percent, message, current, total)
+        return _DONE
+
+    def _request_cancel(self, reason: str) -> None:
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+
+
+def _percent(percent: float | None, current: int | None, total: int | None) -> float | None:
+    if percent is None and current is not None and total:
+        percent = 100.0 * current / total
+    if percent is not None and not 0 <= percent <= 100:
+        raise ValueError(f"progress must be between 0 and 100, not {percent}")
+    if total is not None and total < 0:
+        raise ValueError(f"total must not be negative, not {total}")
+    return percent

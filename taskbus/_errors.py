@@ -1,0 +1,208 @@
+"""Every exception taskbus raises, under one root.
+
+::
+
+    TaskbusError
+    ├── TaskNotFound (LookupError)          no task has that id
+    ├── UnknownTaskType (LookupError)       no task type has that name
+    ├── InvalidTaskInput (pydantic ValidationError, so also ValueError)
+    ├── InvalidSubmission (ValueError)      priority, delay or metadata out of range
+    ├── InvalidTaskDefinition (ValueError)  a handler or option that cannot work
+    ├── DuplicateTaskType (ValueError)      a name registered twice
+    ├── InvalidTransition (RuntimeError)    a state change the table forbids
+    ├── BusNotRunning (RuntimeError)        the bus is not started, or is closing
+    ├── SubscriptionOverflow                a subscriber fell too far behind
+    ├── TaskFailedError                     awaited task ended failed
+    ├── TaskCancelledError                  awaited task ended cancelled
+    └── TaskError                           raised *by handlers* to classify a failure
+        ├── RetryableError                  worth another attempt
+        ├── FatalError                      never worth another attempt
+        ├── UserActionableError             a person must act (suggested_action)
+        └── TaskTimeoutError (TimeoutError) the handler overran its timeout
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from ._snapshot import TaskSnapshot
+
+__all__ = [
+    "BusNotRunning",
+    "DuplicateTaskType",
+    "ErrorType",
+    "FatalError",
+    "InvalidSubmission",
+    "InvalidTaskDefinition",
+    "InvalidTaskInput",
+    "InvalidTransition",
+    "RetryableError",
+    "SubscriptionOverflow",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFound",
+    "TaskTimeoutError",
+    "TaskbusError",
+    "UnknownTaskType",
+    "UserActionableError",
+]
+
+
+class ErrorType(StrEnum):
+    """How a failure is classified; decides whether it is retried."""
+
+    RETRYABLE = "retryable"
+    FATAL = "fatal"
+    USER_ACTIONABLE = "user-actionable"
+
+
+class TaskbusError(Exception):
+    """The root of every exception taskbus raises."""
+
+
+class TaskNotFound(TaskbusError, LookupError):
+    """Raised when no task has the given id."""
+
+    def __init__(self, task_id: object) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}")
+
+
+class UnknownTaskType(TaskbusError, LookupError):
+    """Raised when no task type is registered under the given name."""
+
+    def __init__(self, name: object, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f"; registered types: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"no task type named {name!r}{hint}")
+
+
+class InvalidTaskInput(TaskbusError, ValidationError):
+    """Raised when a payload does not validate against its task type's input model.
+
+    It is a pydantic `ValidationError` (and so a `ValueError`): `errors()` gives
+    pydantic's details, and the title names the task type.
+    """
+
+    @classmethod
+    def from_validation_error(cls, task_type: str, error: ValidationError) -> InvalidTaskInput:
+        """Re-title pydantic's error with the task type it was raised for."""
+        details: list[Any] = [
+            {
+                "type": PydanticCustomError(item["type"], item["msg"]),
+                "loc": item["loc"],
+                "input": item["input"],
+            }
+            for item in error.errors(include_url=False)
+        ]
+        return cls.from_exception_data(f"input of task type {task_type!r}", details)
+
+
+class InvalidSubmission(TaskbusError, ValueError):
+    """Raised when a submit option (priority, delay, metadata, owner) is out of range."""
+
+
+class InvalidTaskDefinition(TaskbusError, ValueError):
+    """Raised when a handler or a task option cannot work (bad signature, bad name)."""
+
+
+class DuplicateTaskType(TaskbusError, ValueError):
+    """Raised when a task type name is registered a second time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"task type {name!r} is already registered")
+
+
+class InvalidTransition(TaskbusError, RuntimeError):
+    """Raised when a task would move between states the transition table forbids."""
+
+    def __init__(self, task_id: str, old: str, new: str) -> None:
+        super().__init__(f"task {task_id!r} cannot go from {old} to {new}")
+
+
+class BusNotRunning(TaskbusError, RuntimeError):
+    """Raised when work is submitted to a bus that is not started or is shutting down."""
+
+
+class SubscriptionOverflow(TaskbusError):
+    """Raised when a subscriber falls so far behind that lifecycle events would be lost."""
+
+
+class TaskFailedError(TaskbusError):
+    """Raised when awaiting the result of a task that ended failed."""
+
+    def __init__(self, snapshot: TaskSnapshot) -> None:
+        self.snapshot = snapshot
+        error = snapshot.error
+        self.error_type = error.error_type if error else ErrorType.FATAL
+        self.suggested_action = error.suggested_action if error else None
+        message = error.message if error else "unknown error"
+        super().__init__(f"task {snapshot.id} ({snapshot.type}) failed: {message}")
+
+
+class TaskCancelledError(TaskbusError):
+    """Raised when awaiting the result of a task that was cancelled.
+
+    `TaskContext.raise_if_cancelled()` raises it inside a handler, too.
+    """
+
+    def __init__(self, task_id: str, reason: str | None = None) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        suffix = f": {reason}" if reason else ""
+        super().__init__(f"task {task_id} was cancelled{suffix}")
+
+
+class TaskError(TaskbusError):
+    """Raised by a handler to say how its failure should be treated."""
+
+    error_type: ErrorType = ErrorType.FATAL
+
+    def __init__(self, message: str = "", *, suggested_action: str | None = None) -> None:
+        self.message = message
+        self.suggested_action = suggested_action
+        super().__init__(message)
+
+
+class RetryableError(TaskError):
+    """Raised by a handler when another attempt may succeed.
+
+    `retry_after` (seconds) overrides the policy's back-off for the next attempt.
+    """
+
+    error_type = ErrorType.RETRYABLE
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        suggested_action: str | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, suggested_action=suggested_action)
+
+
+class FatalError(TaskError):
+    """Raised by a handler when no further attempt can succeed."""
+
+    error_type = ErrorType.FATAL
+
+
+class UserActionableError(TaskError):
+    """Raised by a handler when a person must act first; it is not retried."""
+
+    error_type = ErrorType.USER_ACTIONABLE
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """Raised (recorded) when a handler runs past its task type's timeout."""
+
+    error_type = ErrorType.RETRYABLE

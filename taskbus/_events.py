@@ -1,0 +1,195 @@
+"""The typed events a task publishes over its life.
+
+Events are frozen pydantic models. `EVENT_ADAPTER` (over the `AnyTaskEvent`
+union, discriminated by `name`) turns them into JSON for stores, HTTP and UIs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ._errors import ErrorType
+
+__all__ = [
+    "EVENT_ADAPTER",
+    "EVENT_TYPES",
+    "FINAL_EVENT_NAMES",
+    "AnyTaskEvent",
+    "EventName",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskProgress",
+    "TaskQueued",
+    "TaskRetrying",
+    "TaskStarted",
+]
+
+EventName = Literal[
+    "task-queued",
+    "task-started",
+    "task-progress",
+    "task-retrying",
+    "task-completed",
+    "task-failed",
+    "task-cancelled",
+]
+
+
+class TaskEvent(BaseModel):
+    """Fields every task event has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    task_id: str = Field(description="Id of the task the event is about.")
+    task_type: str = Field(description="Registered type name of the task.")
+    timestamp: datetime = Field(description="When it happened (UTC).")
+    owner: str | None = Field(default=None, description="Owner given at submit, if any.")
+
+    final: ClassVar[bool] = False
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """Build from values the runtime already trusts, skipping validation.
+
+        Every field must be given except `name` and `timestamp` (a float epoch
+        second is accepted and converted). For the hot path only.
+        """
+        values["name"] = cls.model_fields["name"].default
+        stamp = values.get("timestamp")
+        if not isinstance(stamp, datetime):
+            values["timestamp"] = datetime.fromtimestamp(stamp, UTC)
+        event = cls.__new__(cls)
+        object.__setattr__(event, "__dict__", values)
+        object.__setattr__(event, "__pydantic_fields_set__", set(values))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event
+
+
+class TaskQueued(TaskEvent):
+    """A task was accepted and waits in the queue."""
+
+    name: Literal["task-queued"] = "task-queued"
+    priority: int = Field(ge=1, le=10, description="10 is the most urgent.")
+    estimated_duration: float | None = Field(description="Seconds, from the definition.")
+    metadata: dict[str, Any] = Field(description="Free-form metadata given at submit.")
+
+
+class TaskStarted(TaskEvent):
+    """An attempt of a task began running."""
+
+    name: Literal["task-started"] = "task-started"
+    attempt: int = Field(ge=1, description="1 for the first attempt.")
+
+
+class TaskProgress(TaskEvent):
+    """A (debounced) progress report from a running handler."""
+
+    name: Literal["task-progress"] = "task-progress"
+    progress: float = Field(ge=0, le=100, description="Percent done.")
+    current: int | None = Field(description="Items done, when counted.")
+    total: int | None = Field(description="Items in all, when counted.")
+    message: str | None = Field(description="The current operation.")
+    estimated_time_remaining: float | None = Field(description="Seconds, once progress moves.")
+
+
+class TaskRetrying(TaskEvent):
+    """An attempt failed with a retryable error; another follows after `delay`."""
+
+    name: Literal["task-retrying"] = "task-retrying"
+    attempt: int = Field(description="The attempt that failed.")
+    delay: float = Field(ge=0, description="Seconds until the next attempt may start.")
+    error: str = Field(description="What went wrong.")
+    error_type: ErrorType
+
+
+class TaskCompleted(TaskEvent):
+    """The task finished and returned a result."""
+
+    final: ClassVar[bool] = True
+    name: Literal["task-completed"] = "task-completed"
+    result: Any = Field(description="What the handler returned.")
+    duration: float = Field(description="Seconds the last attempt ran.")
+
+
+class TaskFailed(TaskEvent):
+    """The task ended in failure; no attempt follows."""
+
+    final: ClassVar[bool] = True
+    name: Literal["task-failed"] = "task-failed"
+    error: str = Field(description="What went wrong.")
+    error_type: ErrorType
+    suggested_action: str | None = Field(description="What a person can do about it.")
+    retryable: bool = Field(description="Whether the error was of a retryable kind.")
+    attempt_count: int = Field(description="Attempts made.")
+
+    @classmethod
+    def from_exception(
+        cls,
+        exc: BaseException,
+        *,
+        task_id: str,
+        task_type: str,
+        error_type: ErrorType,
+        attempt_count: int,
+        owner: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> TaskFailed:
+        """Describe a handler's exception as a validated event."""
+        return cls(
+            task_id=task_id,
+            task_type=task_type,
+            owner=owner,
+            timestamp=timestamp or datetime.now(UTC),
+            error=str(exc) or type(exc).__name__,
+            error_type=error_type,
+            suggested_action=getattr(exc, "suggested_action", None),
+            retryable=error_type is ErrorType.RETRYABLE,
+            attempt_count=attempt_count,
+        )
+
+
+class TaskCancelled(TaskEvent):
+    """The task was cancelled, queued or running."""
+
+    final: ClassVar[bool] = True
+    name: Literal["task-cancelled"] = "task-cancelled"
+    reason: str | None = Field(description="Why, as given to cancel().")
+
+
+AnyTaskEvent = Annotated[
+    TaskQueued
+    | TaskStarted
+    | TaskProgress
+    | TaskRetrying
+    | TaskCompleted
+    | TaskFailed
+    | TaskCancelled,
+    Field(discriminator="name"),
+]
+
+#: Serialise and validate any event: `EVENT_ADAPTER.dump_json(event)`.
+EVENT_ADAPTER: TypeAdapter[AnyTaskEvent] = TypeAdapter(AnyTaskEvent)
+
+EVENT_TYPES: dict[str, type[TaskEvent]] = {
+    cls.model_fields["name"].default: cls
+    for cls in (
+        TaskQueued,
+        TaskStarted,
+        TaskProgress,
+        TaskRetrying,
+        TaskCompleted,
+        TaskFailed,
+        TaskCancelled,
+    )
+}
+
+FINAL_EVENT_NAMES: frozenset[str] = frozenset(
+    name for name, cls in EVENT_TYPES.items() if cls.final
+)

@@ -1,0 +1,280 @@
+"""`TaskExecutor`: a fixed pool of workers that run handlers from the queue.
+
+Each worker is one long-lived task holding a cancel scope across many jobs, so
+a job costs no cancel scope and no timeout context of its own: timeouts are
+entries in the shared `Timers` heap, and cancelling a running job cancels its
+worker's scope, after which the worker settles the job and opens a new scope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_process
+import anyio.to_thread
+
+from ._clock import Clock
+from ._context import TaskContext, _current
+from ._errors import ErrorType, TaskTimeoutError, UnknownTaskType
+from ._lifecycle import Lifecycle, error_info
+from ._queue import TaskQueue
+from ._record import TaskRecord
+from ._retry import classify, next_delay
+from ._timers import Timers
+
+if TYPE_CHECKING:
+    from ._registry import TaskDefinition, TaskRegistry
+
+__all__ = ["TaskExecutor"]
+
+logger = logging.getLogger("taskbus.executor")
+
+
+class _Interrupt:
+    __slots__ = ("reason", "timeout")
+
+    def __init__(self, reason: str, timeout: float | None = None) -> None:
+        self.reason = reason
+        self.timeout = timeout
+
+
+class _Worker:
+    __slots__ = ("ctx", "interrupt", "job", "scope", "settling")
+
+    def __init__(self) -> None:
+        self.scope: anyio.CancelScope | None = None
+        self.job: TaskRecord | None = None
+        self.ctx: TaskContext | None = None
+        self.interrupt: _Interrupt | None = None
+        self.settling = False
+
+
+class TaskExecutor:
+    """Runs queued tasks on `workers` worker tasks until told to stop."""
+
+    def __init__(
+        self,
+        *,
+        queue: TaskQueue,
+        registry: TaskRegistry,
+        lifecycle: Lifecycle,
+        timers: Timers,
+        clock: Clock,
+        workers: int,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.workers = workers
+        self._queue = queue
+        self._registry = registry
+        self._lifecycle = lifecycle
+        self._timers = timers
+        self._clock = clock
+        self._idle: deque[anyio.Event] = deque()
+        self._running: dict[str, _Worker] = {}
+        self._stopping = False
+        self._active = 0
+        self._all_stopped = anyio.Event()
+        self._thread_limiter = anyio.CapacityLimiter(workers)
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def is_running(self, task_id: str) -> bool:
+        return task_id in self._running
+
+    async def run(self) -> None:
+        """Serve the queue until `stop_intake()`; returns when every worker is done."""
+        self._stopping = False
+        self._all_stopped = anyio.Event()
+        self._active = self.workers
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._work, _Worker())
+
+    def notify(self, count: int = 1) -> None:
+        """Wake up to `count` idle workers: work may be ready."""
+        idle = self._idle
+        while count > 0 and idle:
+            idle.popleft().set()
+            count -= 1
+
+    def stop_intake(self) -> None:
+        """Workers finish their current task and take no new one."""
+        self._stopping = True
+        self.notify(len(self._idle))
+
+    async def wait_stopped(self) -> None:
+        await self._all_stopped.wait()
+
+    def cancel_running(self, task_id: str, reason: str) -> bool:
+        """Interrupt a running task; False if it is not running here or already settling."""
+        worker = self._running.get(task_id)
+        if worker is None:
+            return False
+        return self._interrupt(worker, _Interrupt(reason))
+
+    def _interrupt(self, worker: _Worker, interrupt: _Interrupt) -> bool:
+        if worker.settling or worker.interrupt is not None or worker.scope is None:
+            return False
+        worker.interrupt = interrupt
+        if worker.ctx is not None:
+            worker.ctx._request_cancel(interrupt.reason)
+        worker.scope.cancel()
+        return True
+
+    def _expire(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
+        if worker.job is record:
+            self._interrupt(worker, _Interrupt(f"timed out after {timeout:g}s", timeout))
+
+    async def _work(self, worker: _Worker) -> None:
+        try:
+            while True:
+                with anyio.CancelScope() as scope:
+                    worker.scope = scope
+                    await self._serve(worker)
+                worker.scope = None
+                if worker.job is not None:
+                    await self._settle_interrupted(worker, worker.job)
+                elif self._stopping:
+                    return
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._all_stopped.set()
+
+    async def _serve(self, worker: _Worker) -> None:
+        queue = self._queue
+        clock = self._clock
+        while not self._stopping:
+            record = queue.pop(clock.now())
+            if record is None:
+                await self._wait_for_work()
+                continue
+            worker.job = record
+            await self._execute(worker, record)
+            if worker.interrupt is not None:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    async def _wait_for_work(self) -> None:
+        event = anyio.Event()
+        self._idle.append(event)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():
+                self._idle.remove(event)
+
+    async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
+        try:
+            definition = self._registry.get(record.type)
+        except UnknownTaskType as exc:
+            worker.settling = True
+            await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+            self._release(worker, record)
+            return
+        self._running[record.id] = worker
+        await self._lifecycle.started(record)
+        ctx = worker.ctx = TaskContext(
+            self._lifecycle, record, in_thread=definition.run_in == "thread"
+        )
+        timeout = definition.options.timeout
+        timer = (
+            self._timers.call_later(timeout, partial(self._expire, worker, record, timeout))
+            if timeout is not None
+            else None
+        )
+        failure: Exception | None = None
+        result: Any = None
+        try:
+            result = await self._invoke(definition, ctx, record)
+        except Exception as exc:
+            failure = exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if worker.interrupt is not None:
+            return
+        worker.settling = True
+        if failure is None:
+            await self._lifecycle.completed(record, result)
+        else:
+            await self._settle_failure(record, definition, failure)
+        self._release(worker, record)
+
+    async def _invoke(
+        self, definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
+    ) -> Any:
+        args: tuple[Any, ...] = (ctx,) if definition.takes_context else ()
+        if definition.takes_input:
+            args = (*args, record.input)
+        if definition.run_in == "loop":
+            token = _current.set(ctx)
+            try:
+                return await definition.handler(*args)
+            finally:
+                _current.reset(token)
+        if definition.run_in == "thread":
+            return await anyio.to_thread.run_sync(
+                partial(_call_in_thread, definition, ctx, args),
+                abandon_on_cancel=True,
+                limiter=self._thread_limiter,
+            )
+        return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
+
+    async def _settle_failure(
+        self, record: TaskRecord, definition: TaskDefinition[Any, Any], exc: BaseException
+    ) -> None:
+        options = definition.options
+        error_type = classify(exc, retry_on=options.retry_on, fatal_on=options.fatal_on)
+        info = error_info(exc, error_type)
+        delay = next_delay(definition.retrying, record.attempt, exc)
+        if delay is None:
+            await self._lifecycle.failed(record, info)
+            return
+        await self._lifecycle.retrying(record, delay, info)
+        self._queue.push(record, self._clock.now())
+        if record.not_before is not None:
+            self._timers.call_at(record.not_before, self.notify)
+
+    async def _settle_interrupted(self, worker: _Worker, record: TaskRecord) -> None:
+        interrupt = worker.interrupt
+        assert interrupt is not None
+        worker.settling = True
+        if interrupt.timeout is not None:
+            definition = self._registry.get(record.type)
+            await self._settle_failure(record, definition, TaskTimeoutError(interrupt.reason))
+        else:
+            await self._lifecycle.cancelled(record, interrupt.reason)
+        self._release(worker, record)
+
+    def _release(self, worker: _Worker, record: TaskRecord) -> None:
+        self._running.pop(record.id, None)
+        worker.job = None
+        worker.ctx = None
+        worker.interrupt = None
+        worker.settling = False
+        if self._queue.release(record.type):
+            self.notify(self.workers)
+
+
+def _call_in_thread(definition: TaskDefinition[Any, Any], ctx: TaskContext, args: Any) -> Any:
+    token = _current.set(ctx)
+    try:
+        return definition.handler(*args)
+    finally:
+        _current.reset(token)
+        if ctx.cancelled:
+            logger.info(
+                "thread of task %s (%s) returned after it was %s; its outcome is discarded",
+                ctx.task_id,
+                ctx.task_type,
+                ctx._cancel_reason,
+            )

@@ -1,0 +1,273 @@
+"""`Lifecycle`: every state change of a task, in one place.
+
+Each method changes the record (the transition table is enforced), tells the
+store, wakes whoever awaits the task, and publishes the event only if someone
+listens. Final transitions happen at most once per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._bus import EventBus
+from ._clock import Clock
+from ._errors import ErrorType, TaskError
+from ._events import (
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskQueued,
+    TaskRetrying,
+    TaskStarted,
+)
+from ._progress import ProgressDebouncer, estimate_remaining
+from ._record import TaskRecord
+from ._snapshot import ErrorInfo
+from ._states import TaskState
+from ._timers import Timers
+
+if TYPE_CHECKING:
+    from ._registry import TaskDefinition
+    from .stores import Store
+
+__all__ = ["Lifecycle", "error_info", "final_event"]
+
+logger = logging.getLogger("taskbus.lifecycle")
+
+_TRACEBACK_LIMIT = 8192
+_PROGRESS = "task-progress"
+
+
+def error_info(exc: BaseException, error_type: ErrorType) -> ErrorInfo:
+    """Describe an exception for a record: message, class, bounded traceback."""
+    text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(
+        message=str(exc) or type(exc).__name__,
+        error_type=error_type,
+        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        suggested_action=exc.suggested_action if isinstance(exc, TaskError) else None,
+        traceback=text[-_TRACEBACK_LIMIT:],
+    )
+
+
+def final_event(record: TaskRecord) -> TaskEvent:
+    """The final event of a finished record (also used to replay it)."""
+    base: dict[str, Any] = {
+        "task_id": record.id,
+        "task_type": record.type,
+        "owner": record.owner,
+        "timestamp": record.finished_at,
+    }
+    if record.state is TaskState.COMPLETED:
+        duration = (record.finished_at or 0.0) - (record.started_at or record.finished_at or 0.0)
+        return TaskCompleted.trusted(**base, result=record.result, duration=duration)
+    if record.state is TaskState.CANCELLED:
+        return TaskCancelled.trusted(**base, reason=record.cancel_reason)
+    if record.state is TaskState.FAILED and record.error is not None:
+        error = record.error
+        return TaskFailed.trusted(
+            **base,
+            error=error.message,
+            error_type=error.error_type,
+            suggested_action=error.suggested_action,
+            retryable=error.retryable,
+            attempt_count=record.attempt,
+        )
+    raise ValueError(f"{record!r} has no final event")
+
+
+class Lifecycle:
+    """Moves records between states and tells the store, waiters and listeners."""
+
+    def __init__(
+        self,
+        store: Store,
+        events: EventBus,
+        clock: Clock,
+        timers: Timers,
+        *,
+        progress_interval: float = 0.1,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.debouncer = ProgressDebouncer(
+            clock, timers, self._publish_progress, interval=progress_interval
+        )
+        self._waiters: dict[str, list[anyio.Event]] = {}
+
+    async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+        await self.store.add(record)
+        if self.events.wants("task-queued"):
+            self.events.publish(
+                TaskQueued.trusted(
+                    task_id=record.id,
+                    task_type=record.type,
+                    owner=record.owner,
+                    timestamp=record.created_at,
+                    priority=record.priority,
+                    estimated_duration=definition.estimated_duration,
+                    metadata=record.metadata or {},
+                )
+            )
+
+    async def started(self, record: TaskRecord) -> None:
+        record.move(TaskState.RUNNING)
+        record.attempt += 1
+        record.started_at = now = self.clock.now()
+        record.not_before = None
+        await self.store.claim(record)
+        logger.debug("started %s %s attempt=%d", record.id, record.type, record.attempt)
+        if self.events.wants("task-started"):
+            self.events.publish(
+                TaskStarted.trusted(
+                    task_id=record.id,
+                    task_type=record.type,
+                    owner=record.owner,
+                    timestamp=now,
+                    attempt=record.attempt,
+                )
+            )
+
+    def progress(
+        self,
+        record: TaskRecord,
+        percent: float | None,
+        message: str | None,
+        current: int | None,
+        total: int | None,
+    ) -> None:
+        """Record a progress report; the event goes through the debouncer."""
+        if record.state is not TaskState.RUNNING:
+            return
+        if percent is not None:
+            record.progress = percent
+        if message is not None:
+            record.message = message
+        if current is not None:
+            record.current = current
+        if total is not None:
+            record.total = total
+        if record.progress is not None:
+            record.eta = estimate_remaining(record.progress, record.started_at, self.clock.now())
+        if self.events.wants(_PROGRESS):
+            self.debouncer.update(record)
+
+    def _publish_progress(self, record: TaskRecord) -> None:
+        if record.state is not TaskState.RUNNING or not self.events.wants(_PROGRESS):
+            return
+        self.events.publish(
+            TaskProgress.trusted(
+                task_id=record.id,
+                task_type=record.type,
+                owner=record.owner,
+                timestamp=self.clock.now(),
+                progress=record.progress or 0.0,
+                current=record.current,
+                total=record.total,
+                message=record.message,
+                estimated_time_remaining=record.eta,
+            )
+        )
+
+    async def retrying(self, record: TaskRecord, delay: float, info: ErrorInfo) -> None:
+        self.debouncer.finish(record.id)
+        record.move(TaskState.QUEUED)
+        now = self.clock.now()
+        record.queued_at = now
+        record.not_before = now + delay
+        record.error = info
+        record.progress = record.current = record.total = record.eta = None
+        record.message = None
+        await self.store.update(record)
+        logger.info(
+            "retrying %s %s after attempt %d in %.3fs: %s",
+            record.id,
+            record.type,
+            record.attempt,
+            delay,
+            info.message,
+        )
+        if self.events.wants("task-retrying"):
+            self.events.publish(
+                TaskRetrying.trusted(
+                    task_id=record.id,
+                    task_type=record.type,
+                    owner=record.owner,
+                    timestamp=now,
+                    attempt=record.attempt,
+                    delay=delay,
+                    error=info.message,
+                    error_type=info.error_type,
+                )
+            )
+
+    async def completed(self, record: TaskRecord, result: Any) -> bool:
+        if record.state.is_final:
+            return False
+        record.result = result
+        record.error = None
+        if record.progress is not None:
+            record.progress = 100.0
+            record.eta = 0.0
+        return await self._finish(record, TaskState.COMPLETED)
+
+    async def failed(self, record: TaskRecord, info: ErrorInfo) -> bool:
+        if record.state.is_final:
+            return False
+        record.error = info
+        return await self._finish(record, TaskState.FAILED)
+
+    async def cancelled(self, record: TaskRecord, reason: str | None) -> bool:
+        if record.state.is_final:
+            return False
+        record.cancel_reason = reason
+        return await self._finish(record, TaskState.CANCELLED)
+
+    async def _finish(self, record: TaskRecord, state: TaskState) -> bool:
+        record.move(state)
+        record.finished_at = self.clock.now()
+        self.debouncer.finish(record.id)
+        waiters = self._waiters.pop(record.id, None)
+        if waiters:
+            for waiter in waiters:
+                waiter.set()
+        await self.store.finish(record)
+        if logger.isEnabledFor(logging.INFO):
+            started = record.started_at or record.finished_at
+            logger.info(
+                "%s %s %s attempt=%d elapsed=%.3fs",
+                state.value,
+                record.id,
+                record.type,
+                record.attempt,
+                record.finished_at - started,
+            )
+        if self.events.wants(_final_name(state)):
+            self.events.publish(final_event(record))
+        return True
+
+    async def wait_final(self, record: TaskRecord) -> None:
+        """Return once `record` is final."""
+        if record.state.is_final:
+            return
+        waiter = anyio.Event()
+        self._waiters.setdefault(record.id, []).append(waiter)
+        try:
+            await waiter.wait()
+        finally:
+            waiters = self._waiters.get(record.id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[record.id]
+
+
+def _final_name(state: TaskState) -> str:
+    return f"task-{state.value}"

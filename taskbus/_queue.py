@@ -1,0 +1,132 @@
+"""`TaskQueue`: which task runs next.
+
+Priorities run from 10 (most urgent) to 1, first in first out within a level.
+A type at its concurrency limit is set aside so it never blocks other types;
+tasks with a not-before time wait in a separate heap and hold no worker. With
+`aging`, a task gains one priority level per `aging` seconds it waits, so low
+priorities cannot starve: the ordering key is ``queued_at - priority * aging``,
+fixed at push, so the heap never needs re-sorting.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict, deque
+
+from ._record import TaskRecord
+from ._states import TaskState
+
+__all__ = ["MAX_PRIORITY", "MIN_PRIORITY", "TaskQueue"]
+
+MIN_PRIORITY = 1
+MAX_PRIORITY = 10
+
+_Entry = tuple[float, int, TaskRecord]
+
+
+class TaskQueue:
+    """Ready and delayed tasks, per-type concurrency counts, and the pick rule.
+
+    Entries whose record has left the queued state (cancelled, say) are
+    dropped when they reach the front, so removal costs nothing up front.
+    """
+
+    def __init__(self, *, aging: float | None = None) -> None:
+        if aging is not None and aging <= 0:
+            raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
+        self.aging = aging
+        self._ready: list[_Entry] = []
+        self._delayed: list[_Entry] = []
+        self._held: defaultdict[str, deque[_Entry]] = defaultdict(deque)
+        self._seq = itertools.count()
+        self._limits: dict[str, int] = {}
+        self._running: defaultdict[str, int] = defaultdict(int)
+
+    def __len__(self) -> int:
+        """Entries waiting, ready, delayed or held (stale ones until dropped)."""
+        return len(self._ready) + len(self._delayed) + sum(map(len, self._held.values()))
+
+    def set_limit(self, task_type: str, limit: int | None) -> None:
+        """Run at most `limit` tasks of `task_type` at once (None: no limit)."""
+        if limit is None:
+            self._limits.pop(task_type, None)
+        else:
+            self._limits[task_type] = limit
+        self._release_held(task_type)
+
+    def running(self, task_type: str) -> int:
+        return self._running.get(task_type, 0)
+
+    def push(self, record: TaskRecord, now: float) -> None:
+        """Queue `record`; it waits in the delayed heap while `not_before` is ahead."""
+        if record.not_before is not None and record.not_before > now:
+            heapq.heappush(self._delayed, (record.not_before, next(self._seq), record))
+            return
+        heapq.heappush(self._ready, (self._key(record, now), next(self._seq), record))
+
+    def _key(self, record: TaskRecord, now: float) -> float:
+        if self.aging is None:
+            return -record.priority
+        return now - record.priority * self.aging
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed task becomes ready, if any is delayed."""
+        return self._delayed[0][0] if self._delayed else None
+
+    def _promote_due(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, seq, record = heapq.heappop(delayed)
+            if record.state is TaskState.QUEUED:
+                heapq.heappush(self._ready, (self._key(record, now), seq, record))
+
+    def pop(self, now: float) -> TaskRecord | None:
+        """Take the next runnable task and count it as running, or return None."""
+        if self._delayed and self._delayed[0][0] <= now:
+            self._promote_due(now)
+        ready = self._ready
+        limits = self._limits
+        while ready:
+            entry = heapq.heappop(ready)
+            record = entry[2]
+            if record.state is not TaskState.QUEUED:
+                continue
+            task_type = record.type
+            limit = limits.get(task_type)
+            if limit is not None and self._running[task_type] >= limit:
+                self._held[task_type].append(entry)
+                continue
+            self._running[task_type] += 1
+            return record
+        return None
+
+    def release(self, task_type: str) -> bool:
+        """A task of `task_type` stopped running; True if held work became ready."""
+        self._running[task_type] -= 1
+        return self._release_held(task_type)
+
+    def _release_held(self, task_type: str) -> bool:
+        held = self._held.get(task_type)
+        if not held:
+            return False
+        limit = self._limits.get(task_type)
+        free = len(held) if limit is None else limit - self._running[task_type]
+        moved = False
+        while held and free > 0:
+            entry = held.popleft()
+            if entry[2].state is TaskState.QUEUED:
+                heapq.heappush(self._ready, entry)
+                free -= 1
+                moved = True
+        return moved
+
+    def drain(self) -> list[TaskRecord]:
+        """Remove and return every task still queued, in no particular order."""
+        entries = [*self._ready, *self._delayed]
+        for held in self._held.values():
+            entries.extend(held)
+        self._ready.clear()
+        self._delayed.clear()
+        self._held.clear()
+        return [entry[2] for entry in entries if entry[2].state is TaskState.QUEUED]

@@ -1,0 +1,137 @@
+"""`TaskRecord`: the runtime's own mutable view of one task.
+
+Records are plain slotted objects, not pydantic models: the queue and the
+executor touch them on every transition, and a store turns them into JSON at
+its edge. Callers only ever see `TaskSnapshot` copies.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from ._snapshot import ErrorInfo, TaskSnapshot
+from ._states import TaskState, check_transition
+
+__all__ = ["TaskRecord", "new_task_id"]
+
+_ID_BYTES = 16
+_ID_BATCH = 1024
+_id_pool: list[str] = []
+
+
+def new_task_id() -> str:
+    """A 128-bit random id as 32 hex characters (OS randomness, drawn in batches)."""
+    if not _id_pool:
+        raw = os.urandom(_ID_BYTES * _ID_BATCH).hex()
+        step = _ID_BYTES * 2
+        _id_pool.extend(raw[i : i + step] for i in range(0, len(raw), step))
+    return _id_pool.pop()
+
+
+def _dt(stamp: float | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+
+
+class TaskRecord:
+    """Everything the runtime knows about one task. Times are epoch seconds."""
+
+    __slots__ = (
+        "attempt",
+        "cancel_reason",
+        "created_at",
+        "current",
+        "error",
+        "eta",
+        "finished_at",
+        "id",
+        "input",
+        "key",
+        "max_attempts",
+        "message",
+        "metadata",
+        "not_before",
+        "owner",
+        "priority",
+        "progress",
+        "queued_at",
+        "result",
+        "started_at",
+        "state",
+        "total",
+        "type",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        type: str,
+        input: Any,
+        priority: int,
+        created_at: float,
+        max_attempts: int = 1,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        key: str | None = None,
+        not_before: float | None = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.input = input
+        self.priority = priority
+        self.owner = owner
+        self.metadata = metadata
+        self.key = key
+        self.state = TaskState.QUEUED
+        self.attempt = 0
+        self.max_attempts = max_attempts
+        self.created_at = created_at
+        self.queued_at = created_at
+        self.not_before = not_before
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.progress: float | None = None
+        self.current: int | None = None
+        self.total: int | None = None
+        self.message: str | None = None
+        self.eta: float | None = None
+        self.result: Any = None
+        self.error: ErrorInfo | None = None
+        self.cancel_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.id} {self.type} {self.state.value} attempt={self.attempt}>"
+
+    def move(self, new: TaskState) -> None:
+        """Change state, enforcing the transition table."""
+        check_transition(self.id, self.state, new)
+        self.state = new
+
+    def snapshot(self) -> TaskSnapshot:
+        """A frozen, validated copy for callers."""
+        return TaskSnapshot(
+            id=self.id,
+            type=self.type,
+            state=self.state,
+            priority=self.priority,
+            owner=self.owner,
+            metadata=self.metadata or {},
+            input=self.input,
+            progress=self.progress,
+            current=self.current,
+            total=self.total,
+            message=self.message,
+            eta=self.eta,
+            result=self.result,
+            error=self.error,
+            cancel_reason=self.cancel_reason,
+            attempts=self.attempt,
+            max_attempts=self.max_attempts,
+            created_at=_dt(self.created_at),
+            queued_at=_dt(self.queued_at),
+            started_at=_dt(self.started_at),
+            finished_at=_dt(self.finished_at),
+            not_before=_dt(self.not_before),
+        )

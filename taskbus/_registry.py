@@ -1,0 +1,317 @@
+"""Task types: `TaskDefinition` (one type) and `TaskRegistry` (all of them)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+import tenacity
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ._errors import DuplicateTaskType, InvalidTaskDefinition, InvalidTaskInput, UnknownTaskType
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._context import TaskContext
+    from ._handle import TaskHandle
+
+__all__ = ["RunIn", "TaskDefinition", "TaskOptions", "TaskRegistry", "TaskSubmitter"]
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+RunIn = Literal["loop", "thread", "process"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*$")
+_CONTEXT_NAMES = frozenset({"ctx", "context"})
+
+
+class TaskOptions(BaseModel):
+    """How a task type runs. Validated once, at registration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    timeout: float | None = Field(default=None, gt=0, description="Seconds per attempt.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    concurrency: int | None = Field(default=None, ge=1, description="Running at once, at most.")
+    priority: int = Field(default=5, ge=1, le=10, description="Default priority, 10 = urgent.")
+    description: str | None = None
+    estimated_duration: float | None = Field(default=None, ge=0, description="Seconds.")
+    run_in: RunIn | None = Field(
+        default=None, description="loop (async def), thread (def) or process; None: by kind."
+    )
+    retry_on: tuple[type[BaseException], ...] = ()
+    fatal_on: tuple[type[BaseException], ...] = ()
+
+
+class TaskSubmitter(typing.Protocol):
+    """What a definition needs from the bus to submit itself."""
+
+    async def submit(
+        self,
+        task_type: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]: ...
+
+
+class TaskDefinition(Generic[InT, OutT]):
+    """One registered task type: its handler, options, and input/output models.
+
+    `@bus.task(...)` returns one; `await definition.submit(input)` gives a
+    `TaskHandle[OutT]` so the result type reaches the caller's type checker.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handler: Callable[..., Any],
+        options: TaskOptions,
+        registry: TaskRegistry | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise InvalidTaskDefinition(
+                f"invalid task type name {name!r}: use letters, digits, '_', '.', '-', "
+                "with ':' between namespace parts"
+            )
+        self.name = name
+        self.handler = handler
+        self.options = options
+        self._registry = registry
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.run_in: RunIn = options.run_in or ("loop" if self.is_async else "thread")
+        self.takes_context, input_type, output_type = _inspect_handler(name, handler)
+        self.takes_input = input_type is not _NO_INPUT
+        self.input_adapter: TypeAdapter[Any] = TypeAdapter(
+            input_type if self.takes_input else None
+        )
+        self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
+        self._check_run_in()
+        self.retrying: tenacity.Retrying = options.retry.build(
+            retry_on=options.retry_on, fatal_on=options.fatal_on
+        )
+
+    def _check_run_in(self) -> None:
+        if self.run_in == "loop" and not self.is_async:
+            raise InvalidTaskDefinition(f"{self.name}: run_in='loop' needs an async def handler")
+        if self.run_in in ("thread", "process") and self.is_async:
+            raise InvalidTaskDefinition(
+                f"{self.name}: run_in={self.run_in!r} needs a plain def handler"
+            )
+        if self.run_in == "process" and self.takes_context:
+            raise InvalidTaskDefinition(
+                f"{self.name}: a process handler runs in another interpreter and takes only "
+                "its input, not a TaskContext"
+            )
+
+    def __repr__(self) -> str:
+        return f"<TaskDefinition {self.name} run_in={self.run_in}>"
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @property
+    def concurrency(self) -> int | None:
+        return self.options.concurrency
+
+    @property
+    def priority(self) -> int:
+        return self.options.priority
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.options.retry
+
+    @property
+    def description(self) -> str | None:
+        return self.options.description
+
+    @property
+    def estimated_duration(self) -> float | None:
+        return self.options.estimated_duration
+
+    def validate_input(self, payload: Any) -> Any:
+        """Validate a payload against the input model; raises `InvalidTaskInput`."""
+        try:
+            return self.input_adapter.validate_python(payload)
+        except ValidationError as exc:
+            raise InvalidTaskInput.from_validation_error(self.name, exc) from None
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON schema of the input."""
+        return self.input_adapter.json_schema()
+
+    async def submit(
+        self,
+        input: InT | None = None,
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[OutT]:
+        """Submit one task of this type to the bus it is registered on."""
+        submitter = self._registry.submitter if self._registry is not None else None
+        if submitter is None:
+            raise InvalidTaskDefinition(f"{self.name} is not registered on a TaskBus")
+        return await submitter.submit(
+            self.name,
+            input,
+            priority=priority,
+            owner=owner,
+            metadata=metadata,
+            delay=delay,
+            key=key,
+        )
+
+
+class _NoInput:
+    pass
+
+
+_NO_INPUT: Any = _NoInput
+
+
+def _inspect_handler(name: str, handler: Callable[..., Any]) -> tuple[bool, Any, Any]:
+    """(takes a context?, input type or _NO_INPUT, output type) from the signature."""
+    from ._context import TaskContext
+
+    if not callable(handler):
+        raise InvalidTaskDefinition(f"{name}: handler {handler!r} is not callable")
+    try:
+        hints = typing.get_type_hints(handler)
+    except (NameError, TypeError) as exc:
+        raise InvalidTaskDefinition(f"{name}: cannot resolve the handler's annotations: {exc}")
+    params = list(inspect.signature(handler).parameters.values())
+    for param in params:
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            raise InvalidTaskDefinition(
+                f"{name}: handler parameters must be positional, got {param.name!r}"
+            )
+    takes_context = bool(params) and (
+        hints.get(params[0].name) is TaskContext or params[0].name in _CONTEXT_NAMES
+    )
+    rest = params[1:] if takes_context else params
+    if len(rest) > 1:
+        raise InvalidTaskDefinition(
+            f"{name}: a handler takes (ctx, input), (ctx), (input) or (); "
+            f"got {[p.name for p in params]}"
+        )
+    input_type = hints.get(rest[0].name, Any) if rest else _NO_INPUT
+    return takes_context, input_type, hints.get("return", Any)
+
+
+class TaskRegistry:
+    """The registered task types of one bus, by name."""
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, TaskDefinition[Any, Any]] = {}
+        self._watchers: list[Callable[[str, TaskDefinition[Any, Any] | None], None]] = []
+        self.submitter: TaskSubmitter | None = None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+    def types(self) -> list[str]:
+        """Registered type names, sorted."""
+        return sorted(self._definitions)
+
+    def definitions(self) -> list[TaskDefinition[Any, Any]]:
+        return [self._definitions[name] for name in self.types()]
+
+    def get(self, name: str) -> TaskDefinition[Any, Any]:
+        """The definition named `name`; raises `UnknownTaskType`."""
+        try:
+            return self._definitions[name]
+        except (KeyError, TypeError):
+            raise UnknownTaskType(name, list(self._definitions)) from None
+
+    def watch(self, callback: Callable[[str, TaskDefinition[Any, Any] | None], None]) -> None:
+        """Call `callback(name, definition)` on register, `(name, None)` on unregister."""
+        self._watchers.append(callback)
+
+    def add(self, definition: TaskDefinition[Any, Any]) -> None:
+        """Register a built definition; raises `DuplicateTaskType`."""
+        if definition.name in self._definitions:
+            raise DuplicateTaskType(definition.name)
+        definition._registry = self
+        self._definitions[definition.name] = definition
+        for watcher in self._watchers:
+            watcher(definition.name, definition)
+
+    def register(
+        self, name: str, handler: Callable[..., Any], **options: Any
+    ) -> TaskDefinition[Any, Any]:
+        """Register `handler` under `name` with `TaskOptions` given as keywords."""
+        definition: TaskDefinition[Any, Any] = TaskDefinition(
+            name, handler, _options(name, options), self
+        )
+        self.add(definition)
+        return definition
+
+    def unregister(self, name: str) -> TaskDefinition[Any, Any]:
+        """Remove a type; raises `UnknownTaskType`. Queued tasks of it fail when picked."""
+        definition = self.get(name)
+        del self._definitions[name]
+        for watcher in self._watchers:
+            watcher(name, None)
+        return definition
+
+    def task(self, name: str, **options: Any) -> _Decorator:
+        """Decorator form of `register`: ``@registry.task("reports:build", timeout=30)``."""
+        return _Decorator(self, name, options)
+
+
+def _options(name: str, options: dict[str, Any]) -> TaskOptions:
+    try:
+        return TaskOptions(**options)
+    except ValidationError as exc:
+        raise InvalidTaskDefinition(f"invalid options for task type {name!r}: {exc}") from None
+
+
+class _Decorator:
+    """Turns a handler into a typed `TaskDefinition` (see `TaskRegistry.task`)."""
+
+    def __init__(self, registry: TaskRegistry, name: str, options: dict[str, Any]) -> None:
+        self._registry = registry
+        self._name = name
+        self._options = _options(name, options)
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, handler: Callable[[TaskContext, InT], Awaitable[OutT]]
+    ) -> TaskDefinition[InT, OutT]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, handler: Callable[[TaskContext], Awaitable[OutT]]
+    ) -> TaskDefinition[None, OutT]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, handler: Callable[[TaskContext, InT], OutT]
+    ) -> TaskDefinition[InT, OutT]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, handler: Callable[[TaskContext], OutT]
+    ) -> TaskDefinition[None, OutT]: ...
+    @overload
+    def __call__(self, handler: Callable[[InT], OutT]) -> TaskDefinition[InT, OutT]: ...
+    @overload
+    def __call__(self, handler: Callable[[], OutT]) -> TaskDefinition[None, OutT]: ...
+    def __call__(self, handler: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+        definition: TaskDefinition[Any, Any] = TaskDefinition(
+            self._name, handler, self._options, self._registry
+        )
+        self._registry.add(definition)
+        return definition

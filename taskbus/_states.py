@@ -1,0 +1,47 @@
+"""Task states and the one table of legal transitions between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from ._errors import InvalidTransition
+
+__all__ = ["FINAL_STATES", "TRANSITIONS", "TaskState", "check_transition"]
+
+
+class TaskState(StrEnum):
+    """Where a task is in its life. The last three are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for completed, failed and cancelled: nothing follows them."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES: frozenset[TaskState] = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
+)
+
+#: Every legal move. A retry takes a running task back to queued; a queued task
+#: fails without running when its type is unregistered or it cannot be recovered.
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED}
+    ),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+def check_transition(task_id: str, old: TaskState, new: TaskState) -> None:
+    """Raise `InvalidTransition` unless `old -> new` is in `TRANSITIONS`."""
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(task_id, old.value, new.value)

@@ -1,0 +1,125 @@
+"""Bounded event buffers behind `subscribe()` and async listeners.
+
+Overflow policy, once `maxsize` events wait: the oldest waiting progress event
+is dropped to make room (a newer one follows it, and the debouncer already
+keeps the last value). Lifecycle events (queued, started, retrying and the
+final ones) are never dropped: they may push the buffer past `maxsize`, up to
+`hard_limit`; past that the subscriber is too slow to be told the truth, so the
+buffer closes and the reader gets `SubscriptionOverflow` instead of silent loss.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+import anyio
+
+from ._errors import SubscriptionOverflow
+from ._events import TaskEvent
+
+__all__ = ["EventBuffer"]
+
+_PROGRESS = "task-progress"
+
+
+class EventBuffer:
+    """A bounded queue of events with the documented overflow policy.
+
+    Iterate it with ``async for``; iteration ends once it is closed and empty.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 1000,
+        *,
+        hard_limit: int | None = None,
+        accept: Callable[[TaskEvent], bool] | None = None,
+        until_final_of: str | None = None,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, not {maxsize}")
+        self.maxsize = maxsize
+        self.hard_limit = hard_limit if hard_limit is not None else maxsize * 10
+        self.dropped = 0
+        self._accept = accept
+        self._until_final_of = until_final_of
+        self._items: deque[TaskEvent] = deque()
+        self._waiter: anyio.Event | None = None
+        self._closed = False
+        self._overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, event: TaskEvent) -> None:
+        """Offer an event (sync, from the publishing task or the bus's thread)."""
+        if self._closed or (self._accept is not None and not self._accept(event)):
+            return
+        items = self._items
+        if len(items) >= self.maxsize and not self._make_room(event):
+            return
+        items.append(event)
+        if event.final and event.task_id == self._until_final_of:
+            self._closed = True
+        self._wake()
+
+    def _make_room(self, event: TaskEvent) -> bool:
+        for index, waiting in enumerate(self._items):
+            if waiting.name == _PROGRESS:
+                del self._items[index]
+                self.dropped += 1
+                return True
+        if event.name == _PROGRESS:
+            self.dropped += 1
+            return False
+        if len(self._items) >= self.hard_limit:
+            self._overflowed = True
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        """No more events; readers finish what is buffered, then stop."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def get_nowait(self) -> TaskEvent | None:
+        return self._items.popleft() if self._items else None
+
+    def __aiter__(self) -> EventBuffer:
+        return self
+
+    async def __anext__(self) -> TaskEvent:
+        while not self._items:
+            if self._overflowed:
+                raise SubscriptionOverflow(
+                    f"subscriber fell more than {self.hard_limit} lifecycle events behind"
+                )
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = waiter = anyio.Event()
+            await waiter.wait()
+        return self._items.popleft()
+
+    async def __aenter__(self) -> EventBuffer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,390 @@
+"""`TaskBus`: the registry, queue, executor, store and event bus, composed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+
+from ._bus import EventBus, Listener
+from ._clock import Clock, SystemClock
+from ._errors import (
+    BusNotRunning,
+    InvalidSubmission,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFound,
+)
+from ._events import TaskEvent
+from ._executor import TaskExecutor
+from ._handle import TaskHandle
+from ._lifecycle import Lifecycle, final_event
+from ._queue import MAX_PRIORITY, MIN_PRIORITY, TaskQueue
+from ._record import TaskRecord, new_task_id
+from ._registry import TaskRegistry, _Decorator
+from ._snapshot import TaskSnapshot
+from ._states import TaskState
+from ._timers import Timers
+from .stores import Store, TaskQuery, open_store
+
+__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
+
+logger = logging.getLogger("taskbus.bus")
+
+_METADATA = TypeAdapter(dict[str, JsonValue])
+
+
+def default_workers() -> int:
+    """Workers when none are asked for: CPUs + 4, between 4 and 32 (like a thread pool)."""
+    return max(4, min(32, (os.cpu_count() or 1) + 4))
+
+
+class ShutdownReport(BaseModel):
+    """What `async with bus:` left behind when it closed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    finished_in_grace: int = Field(description="Running tasks that finished during the grace.")
+    cancelled: list[str] = Field(description="Ids of running tasks cancelled after the grace.")
+    left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
+
+
+class BusStats(BaseModel):
+    """Counts by state and by type, plus the runtime's own gauges."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by_state: dict[TaskState, int]
+    by_type: dict[str, dict[TaskState, int]]
+    workers: int
+    running: int
+    listener_errors: int
+
+
+class TaskBus:
+    """An event-bus task runtime: register types, submit work, watch events.
+
+    ``async with TaskBus() as bus:`` starts the workers; leaving the block stops
+    intake, gives running tasks `shutdown_grace` seconds, then cancels them.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | str | None = None,
+        workers: int | None = None,
+        registry: TaskRegistry | None = None,
+        clock: Clock | None = None,
+        progress_interval: float = 0.1,
+        aging: float | None = None,
+        shutdown_grace: float = 10.0,
+        listener_buffer: int = 1000,
+    ) -> None:
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        if shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
+        self.store = open_store(store)
+        self.registry = registry if registry is not None else TaskRegistry()
+        self.events = EventBus(listener_buffer=listener_buffer)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.shutdown_grace = shutdown_grace
+        self.queue = TaskQueue(aging=aging)
+        self.timers = Timers(self.clock)
+        self.lifecycle = Lifecycle(
+            self.store, self.events, self.clock, self.timers, progress_interval=progress_interval
+        )
+        self.executor = TaskExecutor(
+            queue=self.queue,
+            registry=self.registry,
+            lifecycle=self.lifecycle,
+            timers=self.timers,
+            clock=self.clock,
+            workers=workers if workers is not None else default_workers(),
+        )
+        self.shutdown_report: ShutdownReport | None = None
+        self._accepting = False
+        self._exit_stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+        self.registry.submitter = self
+        for definition in self.registry.definitions():
+            self.queue.set_limit(definition.name, definition.concurrency)
+        self.registry.watch(self._on_registry_change)
+
+    def _on_registry_change(self, name: str, definition: Any) -> None:
+        self.queue.set_limit(name, definition.concurrency if definition is not None else None)
+        self.executor.notify(self.executor.workers)
+
+    @property
+    def running(self) -> bool:
+        """True between start and the beginning of shutdown."""
+        return self._accepting
+
+    # -- registration and events -------------------------------------------------
+
+    def task(self, name: str, **options: Any) -> _Decorator:
+        """Register the decorated handler as task type `name` (see `TaskOptions`)."""
+        return self.registry.task(name, **options)
+
+    def on(self, event: str | type[TaskEvent], listener: Listener | None = None) -> Any:
+        """Listen to an event by name or class; sync or async listener."""
+        if listener is None:
+            return self.events.on(event)
+        return self.events.on(event, listener)
+
+    def off(self, event: str | type[TaskEvent], listener: Listener) -> None:
+        self.events.off(event, listener)
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        *,
+        task_id: str | None = None,
+        task_type: str | None = None,
+        events: list[str | type[TaskEvent]] | None = None,
+        buffer: int = 1000,
+    ) -> AsyncIterator[Any]:
+        """Iterate events as they happen (see `EventBuffer` for the overflow policy).
+
+        With `task_id`, iteration ends after that task's final event; if the task
+        has already finished, its final event is replayed at once.
+        """
+        record = await self._record(task_id) if task_id is not None else None
+        async with self.events.subscribe(
+            task_id=task_id, task_type=task_type, events=events, buffer=buffer
+        ) as stream:
+            if record is not None and record.state.is_final:
+                stream.put(final_event(record))
+            yield stream
+
+    # -- submitting and reading --------------------------------------------------
+
+    async def submit(
+        self,
+        task_type: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]:
+        """Queue one task and return its handle at once.
+
+        Raises `UnknownTaskType`, `InvalidTaskInput` or `InvalidSubmission` for
+        bad input (nothing is stored), `BusNotRunning` outside ``async with``.
+        With `key`, a queued or running task submitted with the same key is
+        returned instead of a new one.
+        """
+        if not self._accepting:
+            raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
+        definition = self.registry.get(task_type)
+        value = definition.validate_input(input)
+        priority = definition.options.priority if priority is None else _priority(priority)
+        now = self.clock.now()
+        not_before = now + _delay(delay) if delay else None
+        if metadata is not None:
+            metadata = _metadata(metadata)
+        if owner is not None and not isinstance(owner, str):
+            raise InvalidSubmission(f"owner must be a string, not {type(owner).__name__}")
+        if key is not None:
+            existing = await self.store.find_active(key)
+            if existing is not None:
+                return TaskHandle(self, existing.id, existing.type)
+        record = TaskRecord(
+            id=new_task_id(),
+            type=task_type,
+            input=value,
+            priority=priority,
+            created_at=now,
+            max_attempts=definition.options.retry.max_attempts,
+            owner=owner,
+            metadata=metadata,
+            key=key,
+            not_before=not_before,
+        )
+        await self.lifecycle.queued(record, definition)
+        self.queue.push(record, now)
+        if not_before is None:
+            self.executor.notify()
+        else:
+            self.timers.call_at(not_before, self.executor.notify)
+        return TaskHandle(self, record.id, task_type)
+
+    async def _record(self, task_id: str) -> TaskRecord:
+        if not isinstance(task_id, str):
+            raise TaskNotFound(task_id)
+        record = await self.store.get(task_id)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    async def get(self, task_id: str) -> TaskSnapshot:
+        """The task as it is now; raises `TaskNotFound`."""
+        return (await self._record(task_id)).snapshot()
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot:
+        """Wait until the task is final and return its snapshot.
+
+        Raises `TimeoutError` after `timeout` seconds (the task goes on).
+        """
+        record = await self._record(task_id)
+        if not record.state.is_final:
+            with anyio.fail_after(timeout):
+                await self.lifecycle.wait_final(record)
+        return record.snapshot()
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """The task's result; raises `TaskFailedError` / `TaskCancelledError`."""
+        record = await self._record(task_id)
+        if not record.state.is_final:
+            with anyio.fail_after(timeout):
+                await self.lifecycle.wait_final(record)
+        if record.state is TaskState.COMPLETED:
+            return record.result
+        if record.state is TaskState.CANCELLED:
+            raise TaskCancelledError(record.id, record.cancel_reason)
+        raise TaskFailedError(record.snapshot())
+
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
+        """Cancel a queued or running task; False if it had already finished.
+
+        A queued task never starts; a running one has its handler cancelled
+        (see the README for threads and processes). Never retried.
+        """
+        record = await self._record(task_id)
+        if record.state.is_final:
+            return False
+        if record.state is TaskState.QUEUED:
+            return await self.lifecycle.cancelled(record, reason)
+        if self.executor.cancel_running(task_id, reason or "cancelled"):
+            await self.lifecycle.wait_final(record)
+            return record.state is TaskState.CANCELLED
+        return False
+
+    async def list(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        owner: str | None = None,
+        type_prefix: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskSnapshot]:
+        """Snapshots of matching tasks, oldest first."""
+        try:
+            query = TaskQuery(
+                state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
+            )
+        except ValidationError as exc:
+            raise InvalidSubmission(f"invalid list query: {exc}") from None
+        return [record.snapshot() for record in await self.store.list(query)]
+
+    async def stats(self) -> BusStats:
+        """Counts by state and by type."""
+        counts = await self.store.stats()
+        return BusStats(
+            by_state=counts.by_state,
+            by_type=counts.by_type,
+            workers=self.executor.workers,
+            running=len(self.executor.running_ids),
+            listener_errors=self.events.listener_errors,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._exit_stack is not None:
+            raise RuntimeError("this TaskBus is already running")
+        async with AsyncExitStack() as stack:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self.timers.run)
+            tg.start_soon(self.executor.run)
+            self.events.attach(tg)
+            for record in await self.store.recover():
+                self.queue.push(record, self.clock.now())
+            self._task_group = tg
+            self._exit_stack = stack.pop_all()
+        self._accepting = True
+        self.shutdown_report = None
+        logger.info("taskbus started with %d workers", self.executor.workers)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, tg = self._exit_stack, self._task_group
+        assert stack is not None and tg is not None
+        self._accepting = False
+        try:
+            with anyio.CancelScope(shield=True):
+                self.shutdown_report = await self._shut_down()
+            tg.cancel_scope.cancel()
+        finally:
+            self._exit_stack = self._task_group = None
+            await stack.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def _shut_down(self) -> ShutdownReport:
+        running_before = set(self.executor.running_ids)
+        self.executor.stop_intake()
+        with anyio.move_on_after(self.shutdown_grace):
+            await self.executor.wait_stopped()
+        cancelled = self.executor.running_ids
+        for task_id in cancelled:
+            self.executor.cancel_running(task_id, "bus shutdown")
+        with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
+            await self.executor.wait_stopped()
+        left = [record.id for record in self.queue.drain()]
+        await self.events.drain(timeout=1.0)
+        report = ShutdownReport(
+            finished_in_grace=len(running_before - set(cancelled)),
+            cancelled=cancelled,
+            left_queued=left,
+        )
+        if cancelled or left:
+            logger.warning(
+                "taskbus stopped: %d running task(s) cancelled after %.1fs grace, "
+                "%d left queued",
+                len(cancelled),
+                self.shutdown_grace,
+                len(left),
+            )
+        return report
+
+
+def _priority(priority: Any) -> int:
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidSubmission(
+            f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY} "
+            f"(10 most urgent), not {priority!r}"
+        )
+    return priority
+
+
+def _delay(delay: Any) -> float:
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+        raise InvalidSubmission(f"delay must be a non-negative number of seconds, not {delay!r}")
+    return float(delay)
+
+
+def _metadata(metadata: Any) -> dict[str, Any]:
+    try:
+        return _METADATA.validate_python(metadata)
+    except ValidationError as exc:
+        raise InvalidSubmission(f"metadata must be a JSON object: {exc}") from None
+
+

@@ -1,0 +1,26 @@
+"""Where tasks are kept: the `Store` protocol and its implementations.
+
+`memory` is built in; `sqlite` and `redis` are planned (see the README).
+"""
+
+from ._base import Store, StoreStats, TaskQuery
+from .memory import MemoryStore
+
+__all__ = ["MemoryStore", "Store", "StoreStats", "TaskQuery", "open_store"]
+
+
+def open_store(spec: Store | str | None) -> Store:
+    """A store from an instance, a URL (``memory://``), or None (memory)."""
+    if spec is None:
+        return MemoryStore()
+    if isinstance(spec, str):
+        scheme = spec.split("://", 1)[0] if "://" in spec else spec
+        if scheme == "memory":
+            return MemoryStore()
+        raise ValueError(
+            f"unsupported store {spec!r}: this version ships 'memory://' "
+            "(SQLite and Redis stores are planned)"
+        )
+    if isinstance(spec, Store):
+        return spec
+    raise TypeError(f"store must be a Store or a URL string, not {type(spec).__name__}")

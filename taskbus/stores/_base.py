@@ -1,0 +1,92 @@
+"""The `Store` protocol every task store implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._record import TaskRecord
+from .._states import TaskState
+
+__all__ = ["Store", "StoreStats", "TaskQuery"]
+
+
+class TaskQuery(BaseModel):
+    """Filters and paging for `Store.list` (all filters combine with AND)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state: TaskState | None = None
+    owner: str | None = None
+    type_prefix: str | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    offset: int = Field(default=0, ge=0)
+
+
+class StoreStats(BaseModel):
+    """Task counts by state and by type."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by_state: dict[TaskState, int] = Field(default_factory=dict)
+    by_type: dict[str, dict[TaskState, int]] = Field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Keeps task records. The runtime mutates a record, then tells the store.
+
+    A store must make `add` durable before it returns (for stores that are
+    durable at all); the other writes may be grouped.
+    """
+
+    async def open(self) -> None:
+        """Prepare for use (connect, migrate)."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources; the store may be opened again."""
+        ...
+
+    async def add(self, record: TaskRecord) -> None:
+        """Keep a new, queued record."""
+        ...
+
+    async def claim(self, record: TaskRecord) -> None:
+        """The record has just moved to running (attempt and start time set)."""
+        ...
+
+    async def update(self, record: TaskRecord) -> None:
+        """Non-final fields changed (re-queued for a retry, say)."""
+        ...
+
+    async def finish(self, record: TaskRecord) -> None:
+        """The record reached a final state, with its result or error."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        ...
+
+    async def find_active(self, key: str) -> TaskRecord | None:
+        """The queued or running record submitted with idempotency `key`, if any."""
+        ...
+
+    async def list(self, query: TaskQuery) -> list[TaskRecord]:
+        """Matching records, oldest first."""
+        ...
+
+    async def stats(self) -> StoreStats:
+        ...
+
+    async def purge(self, finished_before: float) -> int:
+        """Delete final records finished before that epoch time; return how many."""
+        ...
+
+    async def recover(self) -> list[TaskRecord]:
+        """Records a previous run left unfinished, to be queued again at start."""
+        ...

@@ -1,0 +1,93 @@
+"""`MemoryStore`: records in a dict. Nothing survives the process."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .._record import TaskRecord
+from .._states import TaskState
+from ._base import StoreStats, TaskQuery
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """The default store: fast, and gone with the process.
+
+    The runtime hands it live records, so writes cost nothing; `finish` drops
+    the idempotency key of a task that can no longer be joined.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, TaskRecord] = {}
+        self._keys: dict[str, TaskRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def add(self, record: TaskRecord) -> None:
+        self._records[record.id] = record
+        if record.key is not None:
+            self._keys[record.key] = record
+
+    async def claim(self, record: TaskRecord) -> None:
+        return None
+
+    async def update(self, record: TaskRecord) -> None:
+        return None
+
+    async def finish(self, record: TaskRecord) -> None:
+        if record.key is not None and self._keys.get(record.key) is record:
+            del self._keys[record.key]
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        return self._records.get(task_id)
+
+    async def find_active(self, key: str) -> TaskRecord | None:
+        record = self._keys.get(key)
+        return record if record is not None and not record.state.is_final else None
+
+    async def list(self, query: TaskQuery) -> list[TaskRecord]:
+        matches = [r for r in self._records.values() if _matches(r, query)]
+        return matches[query.offset : query.offset + query.limit]
+
+    async def stats(self) -> StoreStats:
+        by_state: defaultdict[TaskState, int] = defaultdict(int)
+        by_type: defaultdict[str, defaultdict[TaskState, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        for record in self._records.values():
+            by_state[record.state] += 1
+            by_type[record.type][record.state] += 1
+        return StoreStats(
+            by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()}
+        )
+
+    async def purge(self, finished_before: float) -> int:
+        doomed = [
+            task_id
+            for task_id, record in self._records.items()
+            if record.state.is_final
+            and record.finished_at is not None
+            and record.finished_at < finished_before
+        ]
+        for task_id in doomed:
+            del self._records[task_id]
+        return len(doomed)
+
+    async def recover(self) -> list[TaskRecord]:
+        return []
+
+
+def _matches(record: TaskRecord, query: TaskQuery) -> bool:
+    return (
+        (query.state is None or record.state is query.state)
+        and (query.owner is None or record.owner == query.owner)
+        and (query.type_prefix is None or record.type.startswith(query.type_prefix))
+    )
