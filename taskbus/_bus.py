@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 from pyee import EventEmitter
 
 from ._events import EVENT_TYPES, TaskEvent
+from ._subscription import EventBuffer
 
 __all__ = ["ALL_EVENTS", "EventBus", "Listener"]
 
@@ -51,21 +52,29 @@ class _AsyncListener:
     """Feeds one async listener from its own buffer, in its own task."""
 
     def __init__(self, bus: EventBus, fn: Callable[[Any], Awaitable[Any]], maxsize: int) -> None:
-        from ._subscription import EventBuffer
-
         self.fn = fn
         self.buffer = EventBuffer(maxsize)
+        self.done: anyio.Event | None = None
         self._bus = bus
 
     def __call__(self, event: TaskEvent) -> None:
         self.buffer.put(event)
 
-    async def run(self) -> None:
-        async for event in self.buffer:
-            try:
-                await self.fn(event)
-            except Exception:
-                self._bus._listener_failed(self.fn, event)
+    def start(self, task_group: TaskGroup) -> None:
+        if self.buffer.closed:
+            self.buffer = EventBuffer(self.buffer.maxsize)
+        self.done = anyio.Event()
+        task_group.start_soon(self._run, self.done)
+
+    async def _run(self, done: anyio.Event) -> None:
+        try:
+            async for event in self.buffer:
+                try:
+                    await self.fn(event)
+                except Exception:  # noqa: BLE001 - isolated listener; logged
+                    self._bus._listener_failed(self.fn, event)
+        finally:
+            done.set()
 
 
 class EventBus:
@@ -147,20 +156,22 @@ class EventBus:
             feeder = _AsyncListener(self, listener, self._listener_buffer)
             self._async_listeners.append(feeder)
             if self._task_group is not None:
-                self._task_group.start_soon(feeder.run)
+                feeder.start(self._task_group)
             return feeder
 
         def guarded(event: TaskEvent) -> None:
             try:
                 listener(event)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a listener never breaks the runtime; logged
                 self._listener_failed(listener, event)
 
         return guarded
 
     def _listener_failed(self, listener: Any, event: TaskEvent) -> None:
         self.listener_errors += 1
-        logger.exception("listener %r raised on %s for task %s", listener, event.name, event.task_id)
+        logger.exception(
+            "listener %r raised on %s for task %s", listener, event.name, event.task_id
+        )
 
     def publish(self, event: TaskEvent) -> None:
         """Deliver `event` to its listeners and to every-event subscribers."""
@@ -183,8 +194,6 @@ class EventBus:
 
         With `task_id`, iteration ends after that task's final event.
         """
-        from ._subscription import EventBuffer
-
         names = frozenset(_event_name(e) for e in events) if events else None
 
         def accept(event: TaskEvent) -> bool:
@@ -208,11 +217,14 @@ class EventBus:
         """Start delivering to async listeners from `task_group`."""
         self._task_group = task_group
         for feeder in self._async_listeners:
-            task_group.start_soon(feeder.run)
+            feeder.start(task_group)
 
     async def drain(self, timeout: float) -> None:
         """Let async listeners finish what they hold, for at most `timeout` seconds."""
         self._task_group = None
+        for feeder in self._async_listeners:
+            feeder.buffer.close()
         with anyio.move_on_after(timeout):
-            while any(len(feeder.buffer) for feeder in self._async_listeners):
-                await anyio.sleep(0.01)
+            for feeder in self._async_listeners:
+                if feeder.done is not None:
+                    await feeder.done.wait()

@@ -61,9 +61,9 @@ class TaskEvent(BaseModel):
         second is accepted and converted). For the hot path only.
         """
         values["name"] = cls.model_fields["name"].default
-        stamp = values.get("timestamp")
+        stamp = values["timestamp"]
         if not isinstance(stamp, datetime):
-            values["timestamp"] = datetime.fromtimestamp(stamp, UTC)
+            values["timestamp"] = datetime.fromtimestamp(float(stamp), UTC)
         event = cls.__new__(cls)
         object.__setattr__(event, "__dict__", values)
         object.__setattr__(event, "__pydantic_fields_set__", set(values))

@@ -89,11 +89,14 @@ class TaskExecutor:
     def is_running(self, task_id: str) -> bool:
         return task_id in self._running
 
-    async def run(self) -> None:
-        """Serve the queue until `stop_intake()`; returns when every worker is done."""
+    def prepare(self) -> None:
+        """Reset for a (re)start; call before `run` is scheduled."""
         self._stopping = False
         self._all_stopped = anyio.Event()
         self._active = self.workers
+
+    async def run(self) -> None:
+        """Serve the queue until `stop_intake()`; returns when every worker is done."""
         async with anyio.create_task_group() as tg:
             for _ in range(self.workers):
                 tg.start_soon(self._work, _Worker())
@@ -195,7 +198,7 @@ class TaskExecutor:
         result: Any = None
         try:
             result = await self._invoke(definition, ctx, record)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
         finally:
             if timer is not None:

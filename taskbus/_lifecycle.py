@@ -211,6 +211,7 @@ class Lifecycle:
     async def completed(self, record: TaskRecord, result: Any) -> bool:
         if record.state.is_final:
             return False
+        self.debouncer.finish(record.id)
         record.result = result
         record.error = None
         if record.progress is not None:
@@ -221,19 +222,20 @@ class Lifecycle:
     async def failed(self, record: TaskRecord, info: ErrorInfo) -> bool:
         if record.state.is_final:
             return False
+        self.debouncer.finish(record.id)
         record.error = info
         return await self._finish(record, TaskState.FAILED)
 
     async def cancelled(self, record: TaskRecord, reason: str | None) -> bool:
         if record.state.is_final:
             return False
+        self.debouncer.finish(record.id)
         record.cancel_reason = reason
         return await self._finish(record, TaskState.CANCELLED)
 
     async def _finish(self, record: TaskRecord, state: TaskState) -> bool:
         record.move(state)
         record.finished_at = self.clock.now()
-        self.debouncer.finish(record.id)
         waiters = self._waiters.pop(record.id, None)
         if waiters:
             for waiter in waiters:

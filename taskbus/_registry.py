@@ -89,9 +89,7 @@ class TaskDefinition(Generic[InT, OutT]):
         self.run_in: RunIn = options.run_in or ("loop" if self.is_async else "thread")
         self.takes_context, input_type, output_type = _inspect_handler(name, handler)
         self.takes_input = input_type is not _NO_INPUT
-        self.input_adapter: TypeAdapter[Any] = TypeAdapter(
-            input_type if self.takes_input else None
-        )
+        self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         self._check_run_in()
         self.retrying: tenacity.Retrying = options.retry.build(
@@ -190,7 +188,9 @@ def _inspect_handler(name: str, handler: Callable[..., Any]) -> tuple[bool, Any,
     try:
         hints = typing.get_type_hints(handler)
     except (NameError, TypeError) as exc:
-        raise InvalidTaskDefinition(f"{name}: cannot resolve the handler's annotations: {exc}")
+        raise InvalidTaskDefinition(
+            f"{name}: cannot resolve the handler's annotations: {exc}"
+        ) from exc
     params = list(inspect.signature(handler).parameters.values())
     for param in params:
         if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
@@ -290,21 +290,19 @@ class _Decorator:
         self._options = _options(name, options)
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, handler: Callable[[TaskContext, InT], Awaitable[OutT]]
     ) -> TaskDefinition[InT, OutT]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, handler: Callable[[TaskContext], Awaitable[OutT]]
     ) -> TaskDefinition[None, OutT]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, handler: Callable[[TaskContext, InT], OutT]
     ) -> TaskDefinition[InT, OutT]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, handler: Callable[[TaskContext], OutT]
-    ) -> TaskDefinition[None, OutT]: ...
+    def __call__(self, handler: Callable[[TaskContext], OutT]) -> TaskDefinition[None, OutT]: ...
     @overload
     def __call__(self, handler: Callable[[InT], OutT]) -> TaskDefinition[InT, OutT]: ...
     @overload

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,13 +22,18 @@ def classify(
 ) -> ErrorType:
     """Classify a handler's exception.
 
-    Order: a `TaskError` says for itself; then the definition's `fatal_on`, then
-    its `retry_on`; then `DEFAULT_RETRYABLE`; anything else is fatal.
+    Order: the definition's `fatal_on`, then its `retry_on`; then a `TaskError`
+    says for itself; then `DEFAULT_RETRYABLE`; anything else is fatal.
     """
-    if isinstance(exc, TaskError):
-        return exc.error_type
     if fatal_on and isinstance(exc, fatal_on):
         return ErrorType.FATAL
+    if retry_on and isinstance(exc, retry_on):
+        return ErrorType.RETRYABLE
+    if isinstance(exc, TaskError):
+        return exc.error_type
+    if isinstance(exc, DEFAULT_RETRYABLE):
+        return ErrorType.RETRYABLE
+    return ErrorType.FATAL
     if retry_on and isinstance(exc, retry_on):
         return ErrorType.RETRYABLE
     if isinstance(exc, DEFAULT_RETRYABLE):
@@ -96,5 +98,4 @@ def next_delay(retrying: tenacity.Retrying, attempt: int, exc: BaseException) ->
         return None
     if isinstance(exc, RetryableError) and exc.retry_after is not None:
         return max(exc.retry_after, 0.0)
-    wait: Callable[[tenacity.RetryCallState], float] = retrying.wait  # type: ignore[assignment]
-    return float(wait(state))
+    return float(retrying.wait(state))

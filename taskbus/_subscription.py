@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 import anyio
 
@@ -98,7 +99,7 @@ class EventBuffer:
     def get_nowait(self) -> TaskEvent | None:
         return self._items.popleft() if self._items else None
 
-    def __aiter__(self) -> EventBuffer:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> TaskEvent:
@@ -113,7 +114,7 @@ class EventBuffer:
             await waiter.wait()
         return self._items.popleft()
 
-    async def __aenter__(self) -> EventBuffer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

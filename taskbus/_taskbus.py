@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -52,7 +53,9 @@ class ShutdownReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     finished_in_grace: int = Field(description="Running tasks that finished during the grace.")
-    cancelled: list[str] = Field(description="Ids of running tasks cancelled after the grace.")
+    cancelled: builtins.list[str] = Field(
+        description="Ids of running tasks cancelled after the grace."
+    )
     left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
 
 
@@ -278,7 +281,7 @@ class TaskBus:
         type_prefix: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[TaskSnapshot]:
+    ) -> builtins.list[TaskSnapshot]:
         """Snapshots of matching tasks, oldest first."""
         try:
             query = TaskQuery(
@@ -309,6 +312,7 @@ class TaskBus:
             stack.push_async_callback(self.store.close)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self.timers.run)
+            self.executor.prepare()
             tg.start_soon(self.executor.run)
             self.events.attach(tg)
             for record in await self.store.recover():
@@ -335,7 +339,9 @@ class TaskBus:
             tg.cancel_scope.cancel()
         finally:
             self._exit_stack = self._task_group = None
-            await stack.__aexit__(exc_type, exc, tb)
+            # The body's own exception is re-raised as it is (never wrapped in an
+            # exception group); only failures of the bus's tasks come from here.
+            await stack.__aexit__(None, None, None)
         return None
 
     async def _shut_down(self) -> ShutdownReport:
@@ -357,8 +363,7 @@ class TaskBus:
         )
         if cancelled or left:
             logger.warning(
-                "taskbus stopped: %d running task(s) cancelled after %.1fs grace, "
-                "%d left queued",
+                "taskbus stopped: %d running task(s) cancelled after %.1fs grace, %d left queued",
                 len(cancelled),
                 self.shutdown_grace,
                 len(left),
@@ -386,5 +391,3 @@ def _metadata(metadata: Any) -> dict[str, Any]:
         return _METADATA.validate_python(metadata)
     except ValidationError as exc:
         raise InvalidSubmission(f"metadata must be a JSON object: {exc}") from None
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,24 +70,22 @@ class Store(Protocol):
         """The record reached a final state, with its result or error."""
         ...
 
-    async def get(self, task_id: str) -> TaskRecord | None:
-        ...
+    async def get(self, task_id: str) -> TaskRecord | None: ...
 
     async def find_active(self, key: str) -> TaskRecord | None:
         """The queued or running record submitted with idempotency `key`, if any."""
         ...
 
-    async def list(self, query: TaskQuery) -> list[TaskRecord]:
+    async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
         """Matching records, oldest first."""
         ...
 
-    async def stats(self) -> StoreStats:
-        ...
+    async def stats(self) -> StoreStats: ...
 
     async def purge(self, finished_before: float) -> int:
         """Delete final records finished before that epoch time; return how many."""
         ...
 
-    async def recover(self) -> list[TaskRecord]:
+    async def recover(self) -> builtins.list[TaskRecord]:
         """Records a previous run left unfinished, to be queued again at start."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
 
 from .._record import TaskRecord
@@ -53,7 +54,7 @@ class MemoryStore:
         record = self._keys.get(key)
         return record if record is not None and not record.state.is_final else None
 
-    async def list(self, query: TaskQuery) -> list[TaskRecord]:
+    async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
         matches = [r for r in self._records.values() if _matches(r, query)]
         return matches[query.offset : query.offset + query.limit]
 
@@ -65,9 +66,7 @@ class MemoryStore:
         for record in self._records.values():
             by_state[record.state] += 1
             by_type[record.type][record.state] += 1
-        return StoreStats(
-            by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()}
-        )
+        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
 
     async def purge(self, finished_before: float) -> int:
         doomed = [
@@ -81,7 +80,7 @@ class MemoryStore:
             del self._records[task_id]
         return len(doomed)
 
-    async def recover(self) -> list[TaskRecord]:
+    async def recover(self) -> builtins.list[TaskRecord]:
         return []
 
 

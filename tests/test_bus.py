@@ -1,0 +1,150 @@
+import logging
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+
+from taskbus import ALL_EVENTS, EventBus, TaskCompleted, TaskEvent, TaskProgress, TaskStarted
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def started(task: str = "a") -> TaskStarted:
+    return TaskStarted(task_id=task, task_type="t", timestamp=NOW, attempt=1)
+
+
+def completed(task: str = "a") -> TaskCompleted:
+    return TaskCompleted(task_id=task, task_type="t", timestamp=NOW, result=1, duration=0)
+
+
+def test_listeners_by_name_and_by_class() -> None:
+    bus = EventBus()
+    by_name: list[str] = []
+    by_class: list[str] = []
+    everything: list[str] = []
+    bus.on("task-started", lambda e: by_name.append(e.name))
+    bus.on(TaskStarted, lambda e: by_class.append(e.name))
+    bus.on(ALL_EVENTS, lambda e: everything.append(e.name))
+    bus.publish(started())
+    bus.publish(completed())
+    assert by_name == ["task-started"]
+    assert by_class == ["task-started"]
+    assert everything == ["task-started", "task-completed"]
+
+
+def test_wants_tracks_listeners() -> None:
+    bus = EventBus()
+    assert not bus.wants("task-progress")
+
+    def listener(event: TaskEvent) -> None: ...
+
+    bus.on(TaskProgress, listener)
+    assert bus.wants("task-progress") and not bus.wants("task-started")
+    bus.off(TaskProgress, listener)
+    assert not bus.wants("task-progress")
+    bus.on(ALL_EVENTS, listener)
+    assert bus.wants("task-started")
+
+
+def test_decorator_form() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    @bus.on("task-completed")
+    def on_done(event: TaskEvent) -> None:
+        seen.append(event.task_id)
+
+    bus.publish(completed("z"))
+    assert seen == ["z"]
+
+
+def test_a_raising_listener_is_logged_counted_and_isolated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = EventBus()
+    after: list[str] = []
+
+    def broken(event: TaskEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    bus.on("task-started", broken)
+    bus.on("task-started", lambda e: after.append(e.task_id))
+    with caplog.at_level(logging.ERROR, logger="taskbus.bus"):
+        bus.publish(started("x"))
+    assert after == ["x"]
+    assert bus.listener_errors == 1
+    assert "listener bug" in caplog.text
+
+
+def test_unknown_names_and_bad_listeners_are_rejected() -> None:
+    bus = EventBus()
+    with pytest.raises(ValueError, match="unknown event name"):
+        bus.on("task-exploded", lambda e: None)
+    with pytest.raises(TypeError, match="callable"):
+        bus.on("task-started", 42)  # type: ignore[call-overload]
+    with pytest.raises(KeyError):
+        bus.off("task-started", print)
+
+
+@pytest.mark.anyio
+async def test_async_listener_that_hangs_does_not_block_others() -> None:
+    bus = EventBus(listener_buffer=5)
+    quick: list[str] = []
+    first_seen = anyio.Event()
+    all_seen = anyio.Event()
+    never = anyio.Event()
+
+    async def hangs(event: TaskEvent) -> None:
+        first_seen.set()
+        await never.wait()
+
+    async def ok(event: TaskEvent) -> None:
+        quick.append(event.task_id)
+        if len(quick) == 20:
+            all_seen.set()
+
+    bus.on(ALL_EVENTS, hangs)
+    bus.on(ALL_EVENTS, ok)
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as tg:
+            bus.attach(tg)
+            for n in range(20):
+                bus.publish(started(f"t{n}"))
+            await first_seen.wait()
+            await all_seen.wait()
+            tg.cancel_scope.cancel()
+    assert quick == [f"t{n}" for n in range(20)]
+
+
+@pytest.mark.anyio
+async def test_async_listener_errors_are_counted() -> None:
+    bus = EventBus()
+    done = anyio.Event()
+
+    async def broken(event: TaskEvent) -> None:
+        done.set()
+        raise ValueError("async listener bug")
+
+    bus.on("task-completed", broken)
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as tg:
+            bus.attach(tg)
+            bus.publish(completed())
+            await done.wait()
+            await bus.drain(timeout=1)
+            tg.cancel_scope.cancel()
+    assert bus.listener_errors == 1
+
+
+@pytest.mark.anyio
+async def test_subscribe_filters_and_unsubscribes() -> None:
+    bus = EventBus()
+    async with bus.subscribe(task_id="a", events=[TaskCompleted]) as stream:
+        assert bus.wants("task-started")
+        bus.publish(started("a"))
+        bus.publish(completed("b"))
+        bus.publish(completed("a"))
+        with anyio.fail_after(2):
+            got = [(e.name, e.task_id) async for e in stream]
+    assert got == [("task-completed", "a")]
+    assert not bus.wants("task-started")

@@ -1,0 +1,91 @@
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+
+from taskbus import EventBuffer, SubscriptionOverflow, TaskCompleted, TaskProgress, TaskStarted
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def progress(task: str, value: float) -> TaskProgress:
+    return TaskProgress(task_id=task, task_type="t", timestamp=NOW, progress=value, current=None,
+                        total=None, message=None, estimated_time_remaining=None)
+
+
+def started(task: str) -> TaskStarted:
+    return TaskStarted(task_id=task, task_type="t", timestamp=NOW, attempt=1)
+
+
+def completed(task: str) -> TaskCompleted:
+    return TaskCompleted(task_id=task, task_type="t", timestamp=NOW, result=None, duration=0)
+
+
+def test_full_buffer_drops_the_oldest_progress_first() -> None:
+    buffer = EventBuffer(3)
+    buffer.put(progress("a", 1))
+    buffer.put(started("b"))
+    buffer.put(progress("a", 2))
+    buffer.put(completed("a"))
+    kept = [buffer.get_nowait() for _ in range(len(buffer))]
+    assert [(e.name, getattr(e, "progress", None)) for e in kept if e] == [
+        ("task-started", None),
+        ("task-progress", 2),
+        ("task-completed", None),
+    ]
+    assert buffer.dropped == 1
+
+
+def test_final_events_are_never_dropped_below_the_hard_limit() -> None:
+    buffer = EventBuffer(2, hard_limit=5)
+    for n in range(5):
+        buffer.put(completed(f"t{n}"))
+    assert len(buffer) == 5
+    buffer.put(progress("x", 1))
+    assert len(buffer) == 5 and buffer.dropped == 1
+
+
+@pytest.mark.anyio
+async def test_past_the_hard_limit_the_reader_is_told() -> None:
+    buffer = EventBuffer(1, hard_limit=2)
+    for n in range(3):
+        buffer.put(completed(f"t{n}"))
+    received = []
+    with pytest.raises(SubscriptionOverflow):
+        async for event in buffer:
+            received.append(event.task_id)
+    assert received == ["t0", "t1"]
+
+
+@pytest.mark.anyio
+async def test_until_final_of_ends_iteration() -> None:
+    buffer = EventBuffer(10, until_final_of="a")
+    buffer.put(started("a"))
+    buffer.put(completed("a"))
+    buffer.put(started("late"))
+    with anyio.fail_after(2):
+        names = [event.name async for event in buffer]
+    assert names == ["task-started", "task-completed"]
+
+
+@pytest.mark.anyio
+async def test_reader_waits_for_events() -> None:
+    buffer = EventBuffer(10)
+    got: list[str] = []
+
+    async def read() -> None:
+        async for event in buffer:
+            got.append(event.task_id)
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.lowlevel.checkpoint()
+            buffer.put(started("x"))
+            buffer.close()
+    assert got == ["x"]
+
+
+def test_bad_size() -> None:
+    with pytest.raises(ValueError):
+        EventBuffer(0)
