@@ -1,0 +1,56 @@
+"""Checked by mypy (strict) in `make typecheck`, never run.
+
+`assert_type` proves what the API infers; each `type: ignore[...]` proves a
+mistake is caught, because strict mypy fails on an ignore that is not needed.
+"""
+
+from typing import assert_type
+
+from pydantic import BaseModel
+
+from taskbus import TaskBus, TaskContext, TaskDefinition, TaskHandle
+
+bus = TaskBus()
+
+
+class ReportParams(BaseModel):
+    year: int
+
+
+class ReportResult(BaseModel):
+    rows: int
+
+
+@bus.task("reports:build", timeout=30)
+async def build(ctx: TaskContext, params: ReportParams) -> ReportResult:
+    await ctx.progress(10, "loading rows")
+    return ReportResult(rows=params.year)
+
+
+@bus.task("reports:count")
+def count(ctx: TaskContext, limit: int) -> int:
+    ctx.progress(current=1, total=limit)
+    return limit
+
+
+@bus.task("reports:ping")
+async def ping(ctx: TaskContext) -> str:
+    return "pong"
+
+
+async def typed_end_to_end() -> None:
+    assert_type(build, TaskDefinition[ReportParams, ReportResult])
+    assert_type(count, TaskDefinition[int, int])
+    assert_type(ping, TaskDefinition[None, str])
+
+    handle = await build.submit(ReportParams(year=2025), priority=8)
+    assert_type(handle, TaskHandle[ReportResult])
+    result = await handle.result(timeout=60)
+    assert_type(result, ReportResult)
+    assert_type(await (await count.submit(3)).result(), int)
+    assert_type(await (await ping.submit()).result(), str)
+
+    await build.submit("not params")  # type: ignore[arg-type]
+    await count.submit(ReportParams(year=1))  # type: ignore[arg-type]
+    wrong: str = await handle.result()  # type: ignore[assignment]
+    del wrong
