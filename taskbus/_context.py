@@ -47,17 +47,25 @@ class TaskContext:
     ``ctx.raise_if_cancelled()``.
     """
 
-    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_record", "logger")
+    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_logger", "_record")
 
     def __init__(self, lifecycle: Lifecycle, record: TaskRecord, *, in_thread: bool) -> None:
         self._lifecycle = lifecycle
         self._record = record
         self._in_thread = in_thread
         self._cancel_reason: str | None = None
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger("taskbus.task"),
-            {"task_id": record.id, "task_type": record.type, "attempt": record.attempt},
-        )
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``taskbus.task``) whose records carry task_id, task_type and attempt."""
+        if self._logger is None:
+            record = self._record
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger("taskbus.task"),
+                {"task_id": record.id, "task_type": record.type, "attempt": record.attempt},
+            )
+        return self._logger
 
     @property
     def task_id(self) -> str:

@@ -7,7 +7,7 @@ union, discriminated by `name`) turns them into JSON for stores, HTTP and UIs.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -40,6 +40,9 @@ EventName = Literal[
 ]
 
 
+E = TypeVar("E", bound="TaskEvent")
+
+
 class TaskEvent(BaseModel):
     """Fields every task event has."""
 
@@ -52,24 +55,38 @@ class TaskEvent(BaseModel):
     owner: str | None = Field(default=None, description="Owner given at submit, if any.")
 
     final: ClassVar[bool] = False
+    #: The `name` literal of the class, for code that has the class at hand.
+    event_name: ClassVar[str] = ""
+    _all_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def trusted(cls, **values: Any) -> Self:
         """Build from values the runtime already trusts, skipping validation.
 
-        Every field must be given except `name` and `timestamp` (a float epoch
-        second is accepted and converted). For the hot path only.
+        Every field but `name` must be given; `timestamp` may be epoch seconds.
+        For the hot path only: what pydantic's `model_construct` does, minus
+        its per-field default handling.
         """
-        values["name"] = cls.model_fields["name"].default
-        stamp = values["timestamp"]
-        if not isinstance(stamp, datetime):
-            values["timestamp"] = datetime.fromtimestamp(float(stamp), UTC)
-        event = cls.__new__(cls)
-        object.__setattr__(event, "__dict__", values)
-        object.__setattr__(event, "__pydantic_fields_set__", set(values))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
-        return event
+        return build_trusted(cls, values)
+
+
+def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
+    """`TaskEvent.trusted` taking the (consumed) values dict itself."""
+    values["name"] = cls.event_name
+    stamp = values["timestamp"]
+    if stamp.__class__ is not datetime:
+        values["timestamp"] = _fromtimestamp(stamp, UTC)
+    event = _new(cls)
+    _setattr(event, "__dict__", values)
+    _setattr(event, "__pydantic_fields_set__", set(cls._all_fields))
+    _setattr(event, "__pydantic_extra__", None)
+    _setattr(event, "__pydantic_private__", None)
+    return event
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+_fromtimestamp = datetime.fromtimestamp
 
 
 class TaskQueued(TaskEvent):
@@ -189,6 +206,10 @@ EVENT_TYPES: dict[str, type[TaskEvent]] = {
         TaskCancelled,
     )
 }
+
+for _name, _cls in EVENT_TYPES.items():
+    _cls.event_name = _name
+    _cls._all_fields = frozenset(_cls.model_fields)
 
 FINAL_EVENT_NAMES: frozenset[str] = frozenset(
     name for name, cls in EVENT_TYPES.items() if cls.final

@@ -9,6 +9,7 @@ worker's scope, after which the worker settles the job and opens a new scope.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["TaskExecutor"]
 
 logger = logging.getLogger("taskbus.executor")
+
+_YIELD_SLICE = 0.002
 
 
 class _Interrupt:
@@ -154,17 +157,24 @@ class TaskExecutor:
 
     async def _serve(self, worker: _Worker) -> None:
         queue = self._queue
-        clock = self._clock
+        now = self._clock.now
+        last_yield = time.monotonic()
         while not self._stopping:
-            record = queue.pop(clock.now())
+            record = queue.pop(now())
             if record is None:
                 await self._wait_for_work()
+                last_yield = time.monotonic()
                 continue
             worker.job = record
             await self._execute(worker, record)
             if worker.interrupt is not None:
                 return
-            await anyio.lowlevel.checkpoint()
+            # Handlers that never suspend would otherwise starve the loop; yielding
+            # after each of them costs as much as the task itself, so yield once
+            # the worker has held the loop for a slice.
+            if time.monotonic() - last_yield > _YIELD_SLICE:
+                await anyio.lowlevel.checkpoint()
+                last_yield = time.monotonic()
 
     async def _wait_for_work(self) -> None:
         event = anyio.Event()

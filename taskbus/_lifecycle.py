@@ -25,6 +25,7 @@ from ._events import (
     TaskQueued,
     TaskRetrying,
     TaskStarted,
+    build_trusted,
 )
 from ._progress import ProgressDebouncer, estimate_remaining
 from ._record import TaskRecord
@@ -58,27 +59,28 @@ def error_info(exc: BaseException, error_type: ErrorType) -> ErrorInfo:
 
 def final_event(record: TaskRecord) -> TaskEvent:
     """The final event of a finished record (also used to replay it)."""
-    base: dict[str, Any] = {
+    values: dict[str, Any] = {
         "task_id": record.id,
         "task_type": record.type,
         "owner": record.owner,
         "timestamp": record.finished_at,
     }
     if record.state is TaskState.COMPLETED:
-        duration = (record.finished_at or 0.0) - (record.started_at or record.finished_at or 0.0)
-        return TaskCompleted.trusted(**base, result=record.result, duration=duration)
+        finished = record.finished_at or 0.0
+        values["result"] = record.result
+        values["duration"] = finished - (record.started_at or finished)
+        return build_trusted(TaskCompleted, values)
     if record.state is TaskState.CANCELLED:
-        return TaskCancelled.trusted(**base, reason=record.cancel_reason)
+        values["reason"] = record.cancel_reason
+        return build_trusted(TaskCancelled, values)
     if record.state is TaskState.FAILED and record.error is not None:
         error = record.error
-        return TaskFailed.trusted(
-            **base,
-            error=error.message,
-            error_type=error.error_type,
-            suggested_action=error.suggested_action,
-            retryable=error.retryable,
-            attempt_count=record.attempt,
-        )
+        values["error"] = error.message
+        values["error_type"] = error.error_type
+        values["suggested_action"] = error.suggested_action
+        values["retryable"] = error.retryable
+        values["attempt_count"] = record.attempt
+        return build_trusted(TaskFailed, values)
     raise ValueError(f"{record!r} has no final event")
 
 
@@ -106,14 +108,17 @@ class Lifecycle:
         await self.store.add(record)
         if self.events.wants("task-queued"):
             self.events.publish(
-                TaskQueued.trusted(
-                    task_id=record.id,
-                    task_type=record.type,
-                    owner=record.owner,
-                    timestamp=record.created_at,
-                    priority=record.priority,
-                    estimated_duration=definition.estimated_duration,
-                    metadata=record.metadata or {},
+                build_trusted(
+                    TaskQueued,
+                    {
+                        "task_id": record.id,
+                        "task_type": record.type,
+                        "owner": record.owner,
+                        "timestamp": record.created_at,
+                        "priority": record.priority,
+                        "estimated_duration": definition.estimated_duration,
+                        "metadata": record.metadata or {},
+                    },
                 )
             )
 
@@ -126,12 +131,15 @@ class Lifecycle:
         logger.debug("started %s %s attempt=%d", record.id, record.type, record.attempt)
         if self.events.wants("task-started"):
             self.events.publish(
-                TaskStarted.trusted(
-                    task_id=record.id,
-                    task_type=record.type,
-                    owner=record.owner,
-                    timestamp=now,
-                    attempt=record.attempt,
+                build_trusted(
+                    TaskStarted,
+                    {
+                        "task_id": record.id,
+                        "task_type": record.type,
+                        "owner": record.owner,
+                        "timestamp": now,
+                        "attempt": record.attempt,
+                    },
                 )
             )
 
@@ -163,16 +171,19 @@ class Lifecycle:
         if record.state is not TaskState.RUNNING or not self.events.wants(_PROGRESS):
             return
         self.events.publish(
-            TaskProgress.trusted(
-                task_id=record.id,
-                task_type=record.type,
-                owner=record.owner,
-                timestamp=self.clock.now(),
-                progress=record.progress or 0.0,
-                current=record.current,
-                total=record.total,
-                message=record.message,
-                estimated_time_remaining=record.eta,
+            build_trusted(
+                TaskProgress,
+                {
+                    "task_id": record.id,
+                    "task_type": record.type,
+                    "owner": record.owner,
+                    "timestamp": self.clock.now(),
+                    "progress": record.progress or 0.0,
+                    "current": record.current,
+                    "total": record.total,
+                    "message": record.message,
+                    "estimated_time_remaining": record.eta,
+                },
             )
         )
 
@@ -196,15 +207,18 @@ class Lifecycle:
         )
         if self.events.wants("task-retrying"):
             self.events.publish(
-                TaskRetrying.trusted(
-                    task_id=record.id,
-                    task_type=record.type,
-                    owner=record.owner,
-                    timestamp=now,
-                    attempt=record.attempt,
-                    delay=delay,
-                    error=info.message,
-                    error_type=info.error_type,
+                build_trusted(
+                    TaskRetrying,
+                    {
+                        "task_id": record.id,
+                        "task_type": record.type,
+                        "owner": record.owner,
+                        "timestamp": now,
+                        "attempt": record.attempt,
+                        "delay": delay,
+                        "error": info.message,
+                        "error_type": info.error_type,
+                    },
                 )
             )
 
