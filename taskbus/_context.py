@@ -111,6 +111,8 @@ class TaskContext:
         Updates the task at once; task-progress events are debounced.
         """
         percent = _percent(percent, current, total)
+        if self._cancel_reason is not None:
+            return _DONE  # the attempt is over; nothing it reports is published
         if self._in_thread:
             anyio.from_thread.run_sync(
                 self._lifecycle.progress, self._record, percent, message, current, total

@@ -18,10 +18,11 @@ import anyio
 import anyio.lowlevel
 import anyio.to_process
 import anyio.to_thread
+from pydantic import ValidationError
 
 from ._clock import Clock
 from ._context import TaskContext, _current
-from ._errors import ErrorType, TaskTimeoutError, UnknownTaskType
+from ._errors import ErrorType, FatalError, TaskTimeoutError, UnknownTaskType
 from ._lifecycle import Lifecycle, error_info
 from ._queue import TaskQueue
 from ._record import TaskRecord
@@ -207,7 +208,12 @@ class TaskExecutor:
         failure: Exception | None = None
         result: Any = None
         try:
-            result = await self._invoke(definition, ctx, record)
+            result = definition.validate_output(await self._invoke(definition, ctx, record))
+        except ValidationError as exc:
+            failure = FatalError(
+                f"{definition.name} returned a value that does not match its return "
+                f"annotation: {exc}"
+            )
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
         finally:

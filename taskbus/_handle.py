@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskHandle"]
 
-OutT = TypeVar("OutT")
+OutT = TypeVar("OutT", covariant=True)
 
 
 class TaskHandle(Generic[OutT]):

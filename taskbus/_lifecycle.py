@@ -48,8 +48,12 @@ _PROGRESS = "task-progress"
 def error_info(exc: BaseException, error_type: ErrorType) -> ErrorInfo:
     """Describe an exception for a record: message, class, bounded traceback."""
     text = "".join(traceback.format_exception(exc))
+    message = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in message:
+        message = f"{message} (caused by {type(cause).__name__}: {cause})"
     return ErrorInfo(
-        message=str(exc) or type(exc).__name__,
+        message=message,
         error_type=error_type,
         exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
         suggested_action=exc.suggested_action if isinstance(exc, TaskError) else None,

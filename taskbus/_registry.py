@@ -91,6 +91,8 @@ class TaskDefinition(Generic[InT, OutT]):
         self.takes_input = input_type is not _NO_INPUT
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
+        #: Whether results are checked against the return annotation (not for Any).
+        self.checks_output = output_type is not Any
         self._check_run_in()
         self.retrying: tenacity.Retrying = options.retry.build(
             retry_on=options.retry_on, fatal_on=options.fatal_on
@@ -142,6 +144,12 @@ class TaskDefinition(Generic[InT, OutT]):
             return self.input_adapter.validate_python(payload)
         except ValidationError as exc:
             raise InvalidTaskInput.from_validation_error(self.name, exc) from None
+
+    def validate_output(self, value: Any) -> Any:
+        """Check a handler's return value against its annotation (pydantic)."""
+        if not self.checks_output:
+            return value
+        return self.output_adapter.validate_python(value)
 
     def input_schema(self) -> dict[str, Any]:
         """JSON schema of the input."""

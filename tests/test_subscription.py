@@ -9,8 +9,16 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def progress(task: str, value: float) -> TaskProgress:
-    return TaskProgress(task_id=task, task_type="t", timestamp=NOW, progress=value, current=None,
-                        total=None, message=None, estimated_time_remaining=None)
+    return TaskProgress(
+        task_id=task,
+        task_type="t",
+        timestamp=NOW,
+        progress=value,
+        current=None,
+        total=None,
+        message=None,
+        estimated_time_remaining=None,
+    )
 
 
 def started(task: str) -> TaskStarted:
@@ -53,7 +61,7 @@ async def test_past_the_hard_limit_the_reader_is_told() -> None:
     received = []
     with pytest.raises(SubscriptionOverflow):
         async for event in buffer:
-            received.append(event.task_id)
+            received.append(event.task_id)  # noqa: PERF401 - kept up to the exception
     assert received == ["t0", "t1"]
 
 
@@ -74,8 +82,7 @@ async def test_reader_waits_for_events() -> None:
     got: list[str] = []
 
     async def read() -> None:
-        async for event in buffer:
-            got.append(event.task_id)
+        got.extend([event.task_id async for event in buffer])
 
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:

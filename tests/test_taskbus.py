@@ -47,8 +47,9 @@ async def test_submit_returns_an_id_and_the_result_arrives(make_bus: MakeBus) ->
     register_build(bus)
     async with bus:
         recorder = EventRecorder(bus)
-        handle = await bus.submit("reports:build", {"year": 2025}, owner="alice",
-                                  metadata={"source": "test"}, priority=8)
+        handle = await bus.submit(
+            "reports:build", {"year": 2025}, owner="alice", metadata={"source": "test"}, priority=8
+        )
         assert len(handle.id) == 32 and int(handle.id, 16) >= 0
         assert await handle.result(timeout=5) == Report(rows=2025)
         snap = await bus.get(handle.id)
@@ -60,7 +61,9 @@ async def test_submit_returns_an_id_and_the_result_arrives(make_bus: MakeBus) ->
     assert snap.created_at <= snap.started_at <= snap.finished_at
     queued = recorder.of(TaskQueued, handle.id)[0]
     assert (queued.priority, queued.estimated_duration, queued.metadata) == (
-        8, 2.0, {"source": "test"}
+        8,
+        2.0,
+        {"source": "test"},
     )
     assert recorder.names(handle.id) == ["task-queued", "task-started", "task-completed"]
 
@@ -267,3 +270,38 @@ async def test_a_crashing_listener_never_affects_the_task(make_bus: MakeBus) -> 
         handle = await bus.submit("reports:build", {"year": 4})
         assert await handle.result(timeout=5) == Report(rows=4)
         assert (await bus.stats()).listener_errors == 2
+
+
+async def test_a_result_that_breaks_the_return_annotation_fails_the_task(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus()
+
+    @bus.task("out:liar")
+    async def liar(ctx: TaskContext) -> int:
+        return "not an int"  # type: ignore[return-value]
+
+    @bus.task("out:model")
+    async def model(ctx: TaskContext) -> Report:
+        return {"rows": "7"}  # type: ignore[return-value]
+
+    async with bus:
+        with pytest.raises(TaskFailedError, match="does not match its return annotation"):
+            await (await liar.submit()).result(timeout=5)
+        assert await (await model.submit()).result(timeout=5) == Report(rows=7)
+
+
+async def test_the_cause_of_a_failure_is_in_its_message(make_bus: MakeBus) -> None:
+    bus = make_bus()
+
+    @bus.task("cause:wrap", retry={"max_attempts": 1})
+    async def wrap(ctx: TaskContext) -> None:
+        try:
+            raise OSError("disk on fire")
+        except OSError as exc:
+            raise RuntimeError("could not write the report") from exc
+
+    async with bus:
+        snap = await (await wrap.submit()).wait(timeout=5)
+    assert snap.error is not None
+    assert snap.error.message == ("could not write the report (caused by OSError: disk on fire)")

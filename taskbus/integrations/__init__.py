@@ -1,0 +1,1 @@
+"""Optional surfaces over the core (CLI, ...); each imports its own extra."""

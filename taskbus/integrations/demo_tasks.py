@@ -1,0 +1,178 @@
+"""The task types `taskbus demo` runs, kept apart so other surfaces can reuse them.
+
+`register_demo_tasks(bus)` registers, under the ``demo:`` namespace:
+
+- ``demo:clone-repo``: async, a fake repository clone reporting objects received;
+- ``demo:flaky``: fails with `RetryableError` on its first attempts, then succeeds;
+- ``demo:slow-timeout``: overruns its 1 s timeout and is never retried;
+- ``demo:long-job``: reports progress in a loop until it is cancelled (or done);
+- ``demo:crunch``: CPU-bound, in a worker process (its handler takes only its input).
+
+The handlers sleep for small amounts only, so a whole demo takes seconds.
+"""
+
+from __future__ import annotations
+
+import anyio
+from pydantic import BaseModel, Field
+
+from taskbus import RetryableError, RetryPolicy, TaskBus, TaskContext
+
+__all__ = [
+    "CloneParams",
+    "CloneResult",
+    "CrunchParams",
+    "FlakyParams",
+    "LongJobParams",
+    "SlowParams",
+    "clone_repo",
+    "crunch",
+    "flaky",
+    "long_job",
+    "register_demo_tasks",
+    "slow_timeout",
+]
+
+NAMESPACE = "demo"
+
+
+class CloneParams(BaseModel):
+    """Input of ``demo:clone-repo``."""
+
+    repo: str = Field(description="Repository to pretend to clone, as owner/name.")
+    objects: int = Field(default=120, ge=1, le=100_000, description="Objects to receive.")
+    batch: int = Field(default=8, ge=1, description="Objects received per step.")
+    step_delay: float = Field(default=0.05, ge=0, le=1, description="Seconds per step.")
+
+
+class CloneResult(BaseModel):
+    """Output of ``demo:clone-repo``."""
+
+    repo: str
+    objects: int
+    path: str
+
+
+class FlakyParams(BaseModel):
+    """Input of ``demo:flaky``."""
+
+    failures: int = Field(default=2, ge=0, description="Attempts that fail before one succeeds.")
+
+
+class SlowParams(BaseModel):
+    """Input of ``demo:slow-timeout``."""
+
+    seconds: float = Field(default=3.0, ge=0, le=60, description="How long it would take.")
+
+
+class LongJobParams(BaseModel):
+    """Input of ``demo:long-job``."""
+
+    steps: int = Field(default=50, ge=1, le=10_000)
+    step_delay: float = Field(default=0.06, ge=0, le=1, description="Seconds per step.")
+
+
+class CrunchParams(BaseModel):
+    """Input of ``demo:crunch``: count the primes below `limit`."""
+
+    limit: int = Field(default=60_000, ge=2, le=10_000_000)
+
+
+async def clone_repo(ctx: TaskContext, params: CloneParams) -> CloneResult:
+    """Pretend to clone a repository, reporting objects received."""
+    total = params.objects
+    await ctx.progress(0, f"connecting to {params.repo}", current=0, total=total)
+    received = 0
+    while received < total:
+        await anyio.sleep(params.step_delay)
+        received = min(received + params.batch, total)
+        await ctx.progress(
+            current=received, total=total, message=f"receiving objects {received}/{total}"
+        )
+    await ctx.progress(100, "checking out files", current=total, total=total)
+    name = params.repo.rsplit("/", 1)[-1]
+    return CloneResult(repo=params.repo, objects=total, path=f"./{name}")
+
+
+async def flaky(ctx: TaskContext, params: FlakyParams) -> str:
+    """Fail with a retryable error on the first `failures` attempts, then succeed."""
+    await ctx.progress(10, f"calling a flaky service (attempt {ctx.attempt})")
+    await anyio.sleep(0.1)
+    if ctx.attempt <= params.failures:
+        raise RetryableError(f"service unavailable on attempt {ctx.attempt}")
+    await ctx.progress(100, "service answered")
+    return f"succeeded on attempt {ctx.attempt}"
+
+
+async def slow_timeout(ctx: TaskContext, params: SlowParams) -> None:
+    """Take longer than the type's timeout allows; the runtime stops it."""
+    steps = max(int(params.seconds / 0.1), 1)
+    for step in range(1, steps + 1):
+        await anyio.sleep(params.seconds / steps)
+        await ctx.progress(100.0 * step / steps, f"waiting on a slow upstream ({step}/{steps})")
+
+
+async def long_job(ctx: TaskContext, params: LongJobParams) -> int:
+    """Report progress step by step; meant to be cancelled half-way."""
+    for step in range(1, params.steps + 1):
+        await anyio.sleep(params.step_delay)
+        await ctx.progress(
+            current=step, total=params.steps, message=f"processing batch {step}/{params.steps}"
+        )
+    return params.steps
+
+
+def crunch(params: CrunchParams) -> int:
+    """Count the primes below `limit` by trial division (CPU-bound, in a process)."""
+    count = 0
+    for n in range(2, params.limit):
+        divisor = 2
+        while divisor * divisor <= n:
+            if n % divisor == 0:
+                break
+            divisor += 1
+        else:
+            count += 1
+    return count
+
+
+def register_demo_tasks(bus: TaskBus) -> None:
+    """Register the ``demo:*`` task types on `bus`."""
+    registry = bus.registry
+    registry.register(
+        f"{NAMESPACE}:clone-repo",
+        clone_repo,
+        concurrency=2,
+        description="Clone a repository (simulated), reporting objects received",
+        estimated_duration=1.0,
+    )
+    registry.register(
+        f"{NAMESPACE}:flaky",
+        flaky,
+        retry=RetryPolicy(max_attempts=3, base_delay=0.2, multiplier=1.5, jitter=0.05),
+        description="Call a flaky service: fails twice, then succeeds",
+        estimated_duration=0.2,
+    )
+    registry.register(
+        f"{NAMESPACE}:slow-timeout",
+        slow_timeout,
+        timeout=1.0,
+        retry=RetryPolicy.never(),
+        description="Overrun a 1 s timeout; never retried",
+        estimated_duration=3.0,
+    )
+    registry.register(
+        f"{NAMESPACE}:long-job",
+        long_job,
+        description="A long job with steady progress, to be cancelled",
+        estimated_duration=3.0,
+    )
+    registry.register(
+        f"{NAMESPACE}:crunch",
+        crunch,
+        run_in="process",
+        timeout=10.0,
+        retry=RetryPolicy.never(),
+        description="Count primes in a worker process (CPU-bound)",
+        estimated_duration=0.5,
+    )

@@ -1,0 +1,157 @@
+"""Every example runs and prints what its docstring says; so does `taskbus demo`.
+
+Each runs in a subprocess with this interpreter, under a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from taskbus import TaskBus, TaskState, __version__
+from taskbus.integrations.cli import app
+from taskbus.integrations.demo import DemoItem, PlainView, run_demo, summary_table
+from taskbus.integrations.demo_tasks import register_demo_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+#: Lines each example must print (a substring of its output, in any order).
+EXPECTED: dict[str, list[str]] = {
+    "quickstart.py": [
+        "  0.0% receiving objects 0%",
+        "100.0% receiving objects 100%",
+        "cloned https://example.com/repo.git",
+    ],
+    "progress_listener.py": [
+        "[sync listener]  queued files:copy",
+        "[subscription]   task-progress",
+        "[subscription]   task-completed",
+        "subscription ended after the final event",
+        "late subscriber got: ['task-completed']",
+        "[async listener] files:copy completed",
+    ],
+    "retries_and_timeouts.py": [
+        "retrying net:fetch: attempt 2 failed",
+        "net:fetch: completed: 200 OK from https://example.org on attempt 3",
+        "net:slow: failed after 2 attempt(s), retryable: timed out",
+        "net:upload: failed after 1 attempt(s), user-actionable",
+        "suggested action: run `app login`, then try again",
+        "net:parse: failed after 1 attempt(s), fatal",
+    ],
+    "cancel.py": [
+        "cancel queued: True",
+        "cancel running: True",
+        "result() raised TaskCancelledError: user pressed stop",
+        "queued task: cancelled, attempts=0",
+        "running task: cancelled, attempts=1",
+        "cancel finished: False",
+    ],
+}
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.py"))
+
+
+def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
+def test_example_runs(path: Path) -> None:
+    assert path.name in EXPECTED, f"add the expected output of {path.name} to EXPECTED"
+    result = run([str(path)], timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    for line in EXPECTED[path.name]:
+        assert line in result.stdout, f"{line!r} not in the output:\n{result.stdout}"
+
+
+def test_every_example_is_listed_in_the_readme() -> None:
+    readme = (EXAMPLES / "README.md").read_text()
+    for path in EXAMPLE_FILES:
+        assert f".venv/bin/python examples/{path.name}" in readme
+    assert set(EXPECTED) == {path.name for path in EXAMPLE_FILES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [["--no-live"], ["--backend", "trio"]],
+    ids=["asyncio-no-live", "trio-live-not-a-tty"],
+)
+def test_demo_ends_as_expected(options: list[str]) -> None:
+    started = time.monotonic()
+    result = run(["-m", "taskbus.integrations.cli", "demo", *options], timeout=25)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed < 15
+    out = result.stdout
+    assert "taskbus demo: final states" in out
+    for state in ("completed", "failed", "cancelled"):
+        assert state in out
+    assert "6 completed" in out
+    assert "user pressed stop" in out
+    assert "timed out after 1s" in out
+    assert "every task ended as expected" in out
+
+
+def test_demo_task_types_are_registered() -> None:
+    bus = TaskBus()
+    register_demo_tasks(bus)
+    assert bus.registry.types() == [
+        "demo:clone-repo",
+        "demo:crunch",
+        "demo:flaky",
+        "demo:long-job",
+        "demo:slow-timeout",
+    ]
+    assert bus.registry.get("demo:crunch").run_in == "process"
+
+
+def test_cli_version_and_help() -> None:
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0
+    assert __version__ in version.output
+    helped = runner.invoke(app, ["demo", "--help"])
+    assert helped.exit_code == 0
+    assert "--no-live" in helped.output
+
+
+@pytest.mark.anyio
+async def test_demo_summary_flags_an_unexpected_state() -> None:
+    plan = [
+        DemoItem(
+            "quick clone",
+            "demo:clone-repo",
+            {"repo": "a/b", "objects": 2, "step_delay": 0},
+            5,
+            TaskState.FAILED,  # it completes: the summary must say so
+        )
+    ]
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120)
+    outcome = await run_demo(PlainView(console), 2, plan)
+    assert outcome.finished_in_time
+    assert [snap.state for _, snap in outcome.snapshots] == [TaskState.COMPLETED]
+    table, all_expected = summary_table(outcome)
+    assert not all_expected
+    console.print(table)
+    output = buffer.getvalue()
+    assert "completed (expected failed)" in output
+    assert "quick clone" in output
+    assert "started (attempt 1)" in output
