@@ -11,10 +11,10 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskHandle"]
 
-OutT = TypeVar("OutT", covariant=True)
+ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 
-class TaskHandle(Generic[OutT]):
+class TaskHandle(Generic[ResultT_co]):
     """A submitted task: its id, and ways to wait for it, read it or cancel it."""
 
     __slots__ = ("_bus", "id", "type")
@@ -33,13 +33,13 @@ class TaskHandle(Generic[OutT]):
     def __hash__(self) -> int:
         return hash(self.id)
 
-    async def result(self, timeout: float | None = None) -> OutT:
+    async def result(self, timeout: float | None = None) -> ResultT_co:
         """The handler's return value, once the task is final.
 
         Raises `TaskFailedError` or `TaskCancelledError` for those outcomes, and
         `TimeoutError` if `timeout` seconds pass first (the task goes on).
         """
-        return cast(OutT, await self._bus.result(self.id, timeout=timeout))
+        return cast(ResultT_co, await self._bus.result(self.id, timeout=timeout))
 
     async def wait(self, timeout: float | None = None) -> TaskSnapshot:
         """The final snapshot, whatever the outcome (never raises for it)."""

@@ -76,13 +76,21 @@ def test_events_are_frozen_and_strict() -> None:
     with pytest.raises(ValidationError):
         TaskStarted(**BASE, attempt=1, surprise=True)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
-        TaskProgress(**BASE, progress=120, current=None, total=None, message=None,
-                     estimated_time_remaining=None)
+        TaskProgress(
+            **BASE,
+            progress=120,
+            current=None,
+            total=None,
+            message=None,
+            estimated_time_remaining=None,
+        )
 
 
 def test_final_flags() -> None:
     assert {c.__name__ for c in (TaskCompleted, TaskFailed, TaskCancelled) if c.final} == {
-        "TaskCompleted", "TaskFailed", "TaskCancelled"
+        "TaskCompleted",
+        "TaskFailed",
+        "TaskCancelled",
     }
     assert not TaskProgress.final and not TaskRetrying.final
 

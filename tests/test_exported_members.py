@@ -17,10 +17,32 @@ def test_all_is_sorted() -> None:
 
 
 def test_contract_names_are_exported() -> None:
-    contract = """TaskBus TaskContext TaskRegistry TaskDefinition RetryPolicy EventBus TaskExecutor
-    TaskQueue TaskState TaskSnapshot TaskHandle TaskQueued TaskStarted TaskProgress TaskCompleted
-    TaskFailed TaskCancelled RetryableError FatalError UserActionableError TaskNotFound
-    UnknownTaskType TaskFailedError TaskCancelledError""".split()
+    contract = [
+        "TaskBus",
+        "TaskContext",
+        "TaskRegistry",
+        "TaskDefinition",
+        "RetryPolicy",
+        "EventBus",
+        "TaskExecutor",
+        "TaskQueue",
+        "TaskState",
+        "TaskSnapshot",
+        "TaskHandle",
+        "TaskQueued",
+        "TaskStarted",
+        "TaskProgress",
+        "TaskCompleted",
+        "TaskFailed",
+        "TaskCancelled",
+        "RetryableError",
+        "FatalError",
+        "UserActionableError",
+        "TaskNotFound",
+        "UnknownTaskType",
+        "TaskFailedError",
+        "TaskCancelledError",
+    ]
     missing = [name for name in contract if not hasattr(taskbus, name)]
     assert missing == []
 

@@ -132,7 +132,10 @@ async def test_progress_is_recorded_on_the_snapshot_without_listeners(
             await reported.wait()
         snap = await handle.get()
         assert (snap.progress, snap.message, snap.current, snap.total) == (
-            75.0, "three of four", 3, 4
+            75.0,
+            "three of four",
+            3,
+            4,
         )
         release.set()
         await handle.result(timeout=5)

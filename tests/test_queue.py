@@ -6,7 +6,11 @@ NOW = 1000.0
 
 def rec(n: int, priority: int = 5, type: str = "t", not_before: float | None = None) -> TaskRecord:
     return TaskRecord(
-        id=f"id{n}", type=type, input=None, priority=priority, created_at=NOW,
+        id=f"id{n}",
+        type=type,
+        input=None,
+        priority=priority,
+        created_at=NOW,
         not_before=not_before,
     )
 

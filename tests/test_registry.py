@@ -53,7 +53,9 @@ def test_handler_shapes(handler_source: str, ctx: bool, has_input: bool, run_in:
     exec(handler_source, namespace)  # noqa: S102 - building handler shapes for the test
     definition = TaskRegistry().register("t", namespace["h"])
     assert (definition.takes_context, definition.takes_input, definition.run_in) == (
-        ctx, has_input, run_in
+        ctx,
+        has_input,
+        run_in,
     )
 
 
