@@ -1,0 +1,84 @@
+"""Smoke runs of the benchmark scripts: each `--quick` run exits 0 and prints JSON lines.
+
+Figures are not asserted (they depend on the machine); only that every line is
+a JSON object with the keys the README documents.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+EXPECTED: dict[str, set[str]] = {
+    "throughput": {
+        "backend",
+        "workers",
+        "tasks_per_s",
+        "reference_tasks_per_s",
+        "ratio",
+        "target_ratio",
+        "meets_target",
+    },
+    "latency": {
+        "workers",
+        "p50_us",
+        "p99_us",
+        "reference_p50_us",
+        "reference_p99_us",
+        "ratio_p50",
+        "ratio_p99",
+        "target_p50_us",
+        "meets_target",
+    },
+    "memory": {
+        "rss_growth_mib",
+        "mib_per_100k_tasks",
+        "bytes_per_task",
+        "reference_bytes_per_task",
+        "ratio",
+        "target_mib_per_100k_tasks",
+        "meets_target",
+    },
+}
+CASES = {
+    "throughput": {"no-subscriber", "sync-listener", "async-subscriber"},
+    "latency": {"submit-to-start", "submit-to-result"},
+    "memory": {"blocked-worker", "delayed"},
+}
+
+
+def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", *extra],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines, "no output"
+    parsed = [json.loads(line) for line in lines]
+    assert all(isinstance(line, dict) for line in parsed)
+    return parsed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["throughput", "latency", "memory"])
+def test_quick_run_prints_json_lines(script: str) -> None:
+    if script == "memory":
+        pytest.importorskip("psutil")
+    lines = run_quick(script)
+    for line in lines:
+        assert line["bench"] == script
+        assert {"bench", "case", "tasks", "meets_target"} <= line.keys()
+        missing = EXPECTED[script] - line.keys()
+        assert not missing, f"{line['case']}: missing {sorted(missing)}"
+    assert CASES[script] <= {line["case"] for line in lines}
