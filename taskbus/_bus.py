@@ -1,5 +1,8 @@
 """`EventBus`: typed publish/subscribe over pyee, with isolated listeners.
 
+pyee's emitter holds the listeners (`on`, `remove_listener`, `listeners`); the
+bus delivers from a cached tuple of them, rebuilt whenever they change.
+
 Sync listeners are called in the publishing task; each is wrapped so an
 exception is logged and counted, never raised into the runtime or other
 listeners. Async listeners each get an `EventBuffer` drained by a task of
@@ -19,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from pyee import EventEmitter
 
+from ._errors import SubscriptionOverflow
 from ._events import EVENT_TYPES, TaskEvent
 from ._subscription import EventBuffer
 
@@ -68,11 +72,26 @@ class _AsyncListener:
 
     async def _run(self, done: anyio.Event) -> None:
         try:
-            async for event in self.buffer:
+            while True:
                 try:
-                    await self.fn(event)
-                except Exception:  # noqa: BLE001 - isolated listener; logged
-                    self._bus._listener_failed(self.fn, event)
+                    async for event in self.buffer:
+                        try:
+                            await self.fn(event)
+                        except Exception:  # noqa: BLE001 - isolated listener; logged
+                            self._bus._listener_failed(self.fn, event)
+                    return
+                except SubscriptionOverflow:
+                    # Too slow to be told every lifecycle event: say so, count it,
+                    # and go on with a fresh buffer rather than stop the bus.
+                    self._bus.listener_errors += 1
+                    logger.error(
+                        "async listener %r fell more than %d events behind; "
+                        "%d events were not delivered to it",
+                        self.fn,
+                        self.buffer.hard_limit,
+                        len(self.buffer) + self.buffer.dropped,
+                    )
+                    self.buffer = EventBuffer(self.buffer.maxsize)
         finally:
             done.set()
 
@@ -90,6 +109,7 @@ class EventBus:
         self._counts: dict[str, int] = {}
         self._wrappers: dict[tuple[str, Any], list[Callable[[TaskEvent], None]]] = {}
         self._async_listeners: list[_AsyncListener] = []
+        self._snapshots: dict[str, tuple[Callable[[TaskEvent], None], ...]] = {}
         self._task_group: TaskGroup | None = None
         self._any = 0
         self.listener_errors = 0
@@ -140,6 +160,7 @@ class EventBus:
             self._async_listeners.remove(wrapper)
 
     def _count(self, name: str, delta: int) -> None:
+        self._snapshots.pop(name, None)
         if name == ALL_EVENTS:
             self._any += delta
             return
@@ -177,9 +198,19 @@ class EventBus:
         """Deliver `event` to its listeners and to every-event subscribers."""
         name = event.name
         if name in self._counts:
-            self._emitter.emit(name, event)
+            for handler in self._snapshots.get(name) or self._snapshot(name):
+                handler(event)
         if self._any:
-            self._emitter.emit(ALL_EVENTS, event)
+            for handler in self._snapshots.get(ALL_EVENTS) or self._snapshot(ALL_EVENTS):
+                handler(event)
+
+    def _snapshot(self, name: str) -> tuple[Callable[[TaskEvent], None], ...]:
+        # pyee keeps the listeners; its emit() locks and copies them on every call,
+        # which cost more than building the event, so the bus reads a tuple of
+        # pyee's listeners that is rebuilt whenever they change.
+        handlers = tuple(self._emitter.listeners(name))
+        self._snapshots[name] = handlers
+        return handlers
 
     @asynccontextmanager
     async def subscribe(
@@ -205,12 +236,12 @@ class EventBus:
 
         stream = EventBuffer(buffer, accept=accept, until_final_of=task_id)
         self._emitter.on(ALL_EVENTS, stream.put)
-        self._any += 1
+        self._count(ALL_EVENTS, +1)
         try:
             yield stream
         finally:
-            self._any -= 1
             self._emitter.remove_listener(ALL_EVENTS, stream.put)
+            self._count(ALL_EVENTS, -1)
             stream.close()
 
     def attach(self, task_group: TaskGroup) -> None:

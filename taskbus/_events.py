@@ -57,7 +57,6 @@ class TaskEvent(BaseModel):
     final: ClassVar[bool] = False
     #: The `name` literal of the class, for code that has the class at hand.
     event_name: ClassVar[str] = ""
-    _all_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def trusted(cls, **values: Any) -> Self:
@@ -72,13 +71,14 @@ class TaskEvent(BaseModel):
 
 def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
     """`TaskEvent.trusted` taking the (consumed) values dict itself."""
-    values["name"] = cls.event_name
+    name, fields = _TRUSTED[cls]
+    values["name"] = name
     stamp = values["timestamp"]
     if stamp.__class__ is not datetime:
         values["timestamp"] = _fromtimestamp(stamp, UTC)
     event = _new(cls)
     _setattr(event, "__dict__", values)
-    _setattr(event, "__pydantic_fields_set__", set(cls._all_fields))
+    _setattr(event, "__pydantic_fields_set__", set(fields))
     _setattr(event, "__pydantic_extra__", None)
     _setattr(event, "__pydantic_private__", None)
     return event
@@ -207,9 +207,11 @@ EVENT_TYPES: dict[str, type[TaskEvent]] = {
     )
 }
 
+# Class attribute reads on pydantic models are slow; the hot path reads this.
+_TRUSTED: dict[type[TaskEvent], tuple[str, frozenset[str]]] = {}
 for _name, _cls in EVENT_TYPES.items():
     _cls.event_name = _name
-    _cls._all_fields = frozenset(_cls.model_fields)
+    _TRUSTED[_cls] = (_name, frozenset(_cls.model_fields))
 
 FINAL_EVENT_NAMES: frozenset[str] = frozenset(
     name for name, cls in EVENT_TYPES.items() if cls.final

@@ -9,6 +9,7 @@ worker's scope, after which the worker settles the job and opens a new scope.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from functools import partial
@@ -27,7 +28,7 @@ from ._lifecycle import Lifecycle, error_info
 from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._retry import classify, next_delay
-from ._timers import Timers
+from ._timers import TimerHandle, Timers
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
@@ -48,7 +49,7 @@ class _Interrupt:
 
 
 class _Worker:
-    __slots__ = ("ctx", "interrupt", "job", "scope", "settling")
+    __slots__ = ("ctx", "deadline", "interrupt", "job", "scope", "settling", "timeout")
 
     def __init__(self) -> None:
         self.scope: anyio.CancelScope | None = None
@@ -56,6 +57,8 @@ class _Worker:
         self.ctx: TaskContext | None = None
         self.interrupt: _Interrupt | None = None
         self.settling = False
+        self.deadline = math.inf
+        self.timeout: float | None = None
 
 
 class TaskExecutor:
@@ -85,6 +88,8 @@ class TaskExecutor:
         self._active = 0
         self._all_stopped = anyio.Event()
         self._thread_limiter = anyio.CapacityLimiter(workers)
+        self._watchdog: TimerHandle | None = None
+        self._due_timer: TimerHandle | None = None
 
     @property
     def running_ids(self) -> list[str]:
@@ -136,9 +141,43 @@ class TaskExecutor:
         worker.scope.cancel()
         return True
 
-    def _expire(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
-        if worker.job is record:
-            self._interrupt(worker, _Interrupt(f"timed out after {timeout:g}s", timeout))
+    # One timer entry watches every running task's deadline: arming a timer per
+    # task cost more than the task itself.
+    def _arm_watchdog(self, deadline: float) -> None:
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.cancelled or deadline < watchdog.when:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = self._timers.call_at(deadline, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        now = self._clock.now()
+        earliest = math.inf
+        for worker in list(self._running.values()):
+            if worker.deadline <= now and worker.timeout is not None:
+                timeout = worker.timeout
+                self._interrupt(worker, _Interrupt(f"timed out after {timeout:g}s", timeout))
+            elif worker.deadline < earliest:
+                earliest = worker.deadline
+        if earliest < math.inf:
+            self._arm_watchdog(earliest)
+
+    def schedule_delayed(self) -> None:
+        """Make sure a timer is armed for the queue's earliest not-before time."""
+        due = self._queue.next_due()
+        if due is None:
+            return
+        timer = self._due_timer
+        if timer is None or timer.cancelled or due < timer.when:
+            if timer is not None:
+                timer.cancel()
+            self._due_timer = self._timers.call_at(due, self._on_due)
+
+    def _on_due(self) -> None:
+        self._due_timer = None
+        self.notify(self._queue.promote_due(self._clock.now()))
+        self.schedule_delayed()
 
     async def _work(self, worker: _Worker) -> None:
         try:
@@ -187,10 +226,10 @@ class TaskExecutor:
                 self._idle.remove(event)
 
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
-        try:
-            definition = self._registry.get(record.type)
-        except UnknownTaskType as exc:
+        definition = self._registry.find(record.type)
+        if definition is None:
             worker.settling = True
+            exc = UnknownTaskType(record.type, self._registry.types())
             await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
             self._release(worker, record)
             return
@@ -200,15 +239,23 @@ class TaskExecutor:
             self._lifecycle, record, in_thread=definition.run_in == "thread"
         )
         timeout = definition.options.timeout
-        timer = (
-            self._timers.call_later(timeout, partial(self._expire, worker, record, timeout))
-            if timeout is not None
-            else None
-        )
+        if timeout is not None:
+            worker.timeout = timeout
+            worker.deadline = deadline = (record.started_at or self._clock.now()) + timeout
+            self._arm_watchdog(deadline)
         failure: Exception | None = None
         result: Any = None
         try:
-            result = definition.validate_output(await self._invoke(definition, ctx, record))
+            if definition.run_in == "loop":
+                token = _current.set(ctx)
+                try:
+                    result = await definition.handler(*_arguments(definition, ctx, record))
+                finally:
+                    _current.reset(token)
+            else:
+                result = await self._invoke_off_loop(definition, ctx, record)
+            if definition.checks_output:
+                result = definition.validate_output(result)
         except ValidationError as exc:
             failure = FatalError(
                 f"{definition.name} returned a value that does not match its return "
@@ -216,9 +263,7 @@ class TaskExecutor:
             )
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
-        finally:
-            if timer is not None:
-                timer.cancel()
+        worker.deadline = math.inf
         if worker.interrupt is not None:
             return
         worker.settling = True
@@ -228,18 +273,10 @@ class TaskExecutor:
             await self._settle_failure(record, definition, failure)
         self._release(worker, record)
 
-    async def _invoke(
+    async def _invoke_off_loop(
         self, definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
     ) -> Any:
-        args: tuple[Any, ...] = (ctx,) if definition.takes_context else ()
-        if definition.takes_input:
-            args = (*args, record.input)
-        if definition.run_in == "loop":
-            token = _current.set(ctx)
-            try:
-                return await definition.handler(*args)
-            finally:
-                _current.reset(token)
+        args = _arguments(definition, ctx, record)
         if definition.run_in == "thread":
             return await anyio.to_thread.run_sync(
                 partial(_call_in_thread, definition, ctx, args),
@@ -260,15 +297,14 @@ class TaskExecutor:
             return
         await self._lifecycle.retrying(record, delay, info)
         self._queue.push(record, self._clock.now())
-        if record.not_before is not None:
-            self._timers.call_at(record.not_before, self.notify)
+        self.schedule_delayed()
 
     async def _settle_interrupted(self, worker: _Worker, record: TaskRecord) -> None:
         interrupt = worker.interrupt
         assert interrupt is not None
         worker.settling = True
-        if interrupt.timeout is not None:
-            definition = self._registry.get(record.type)
+        definition = self._registry.find(record.type)
+        if interrupt.timeout is not None and definition is not None:
             await self._settle_failure(record, definition, TaskTimeoutError(interrupt.reason))
         else:
             await self._lifecycle.cancelled(record, interrupt.reason)
@@ -280,8 +316,19 @@ class TaskExecutor:
         worker.ctx = None
         worker.interrupt = None
         worker.settling = False
-        if self._queue.release(record.type):
-            self.notify(self.workers)
+        worker.deadline = math.inf
+        worker.timeout = None
+        unblocked = self._queue.release(record.type)
+        if unblocked:
+            self.notify(unblocked)
+
+
+def _arguments(
+    definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
+) -> tuple[Any, ...]:
+    if definition.takes_context:
+        return (ctx, record.input) if definition.takes_input else (ctx,)
+    return (record.input,) if definition.takes_input else ()
 
 
 def _call_in_thread(definition: TaskDefinition[Any, Any], ctx: TaskContext, args: Any) -> Any:

@@ -107,6 +107,8 @@ class Lifecycle:
             clock, timers, self._publish_progress, interval=progress_interval
         )
         self._waiters: dict[str, list[anyio.Event]] = {}
+        # A store that keeps the runtime's own record objects needs no claim call.
+        self._claims = not getattr(store, "holds_live_records", False)
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         await self.store.add(record)
@@ -131,7 +133,8 @@ class Lifecycle:
         record.attempt += 1
         record.started_at = now = self.clock.now()
         record.not_before = None
-        await self.store.claim(record)
+        if self._claims:
+            await self.store.claim(record)
         logger.debug("started %s %s attempt=%d", record.id, record.type, record.attempt)
         if self.events.wants("task-started"):
             self.events.publish(
@@ -269,7 +272,7 @@ class Lifecycle:
                 record.attempt,
                 record.finished_at - started,
             )
-        if self.events.wants(_final_name(state)):
+        if self.events.wants(_FINAL_NAMES[state]):
             self.events.publish(final_event(record))
         return True
 
@@ -289,5 +292,7 @@ class Lifecycle:
                     del self._waiters[record.id]
 
 
-def _final_name(state: TaskState) -> str:
-    return f"task-{state.value}"
+_FINAL_NAMES: dict[TaskState, str] = {
+    state: f"task-{state.value}"
+    for state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+}

@@ -74,17 +74,21 @@ class TaskQueue:
         """When the earliest delayed task becomes ready, if any is delayed."""
         return self._delayed[0][0] if self._delayed else None
 
-    def _promote_due(self, now: float) -> None:
+    def promote_due(self, now: float) -> int:
+        """Move delayed tasks whose time has come to the ready heap; return how many."""
         delayed = self._delayed
+        moved = 0
         while delayed and delayed[0][0] <= now:
             _, seq, record = heapq.heappop(delayed)
             if record.state is TaskState.QUEUED:
                 heapq.heappush(self._ready, (self._key(record, now), seq, record))
+                moved += 1
+        return moved
 
     def pop(self, now: float) -> TaskRecord | None:
         """Take the next runnable task and count it as running, or return None."""
         if self._delayed and self._delayed[0][0] <= now:
-            self._promote_due(now)
+            self.promote_due(now)
         ready = self._ready
         limits = self._limits
         while ready:
@@ -101,24 +105,23 @@ class TaskQueue:
             return record
         return None
 
-    def release(self, task_type: str) -> bool:
-        """A task of `task_type` stopped running; True if held work became ready."""
+    def release(self, task_type: str) -> int:
+        """A task of `task_type` stopped running; return how many held tasks became ready."""
         self._running[task_type] -= 1
         return self._release_held(task_type)
 
-    def _release_held(self, task_type: str) -> bool:
+    def _release_held(self, task_type: str) -> int:
         held = self._held.get(task_type)
         if not held:
-            return False
+            return 0
         limit = self._limits.get(task_type)
         free = len(held) if limit is None else limit - self._running[task_type]
-        moved = False
-        while held and free > 0:
+        moved = 0
+        while held and free > moved:
             entry = held.popleft()
             if entry[2].state is TaskState.QUEUED:
                 heapq.heappush(self._ready, entry)
-                free -= 1
-                moved = True
+                moved += 1
         return moved
 
     def drain(self) -> list[TaskRecord]:

@@ -92,7 +92,7 @@ class TaskDefinition(Generic[InT, OutT]):
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         #: Whether results are checked against the return annotation (not for Any).
-        self.checks_output = output_type is not Any
+        self.checks_output = output_type not in (Any, None, type(None))
         self._check_run_in()
         self.retrying: tenacity.Retrying = options.retry.build(
             retry_on=options.retry_on, fatal_on=options.fatal_on
@@ -140,6 +140,8 @@ class TaskDefinition(Generic[InT, OutT]):
 
     def validate_input(self, payload: Any) -> Any:
         """Validate a payload against the input model; raises `InvalidTaskInput`."""
+        if payload is None and not self.takes_input:
+            return None
         try:
             return self.input_adapter.validate_python(payload)
         except ValidationError as exc:
@@ -238,6 +240,10 @@ class TaskRegistry:
 
     def definitions(self) -> list[TaskDefinition[Any, Any]]:
         return [self._definitions[name] for name in self.types()]
+
+    def find(self, name: str) -> TaskDefinition[Any, Any] | None:
+        """The definition named `name`, or None."""
+        return self._definitions.get(name)
 
     def get(self, name: str) -> TaskDefinition[Any, Any]:
         """The definition named `name`; raises `UnknownTaskType`."""

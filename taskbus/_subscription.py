@@ -47,6 +47,7 @@ class EventBuffer:
         self._accept = accept
         self._until_final_of = until_final_of
         self._items: deque[TaskEvent] = deque()
+        self._progress_held = 0
         self._waiter: anyio.Event | None = None
         self._closed = False
         self._overflowed = False
@@ -66,16 +67,20 @@ class EventBuffer:
         if len(items) >= self.maxsize and not self._make_room(event):
             return
         items.append(event)
+        if event.name == _PROGRESS:
+            self._progress_held += 1
         if event.final and event.task_id == self._until_final_of:
             self._closed = True
         self._wake()
 
     def _make_room(self, event: TaskEvent) -> bool:
-        for index, waiting in enumerate(self._items):
-            if waiting.name == _PROGRESS:
-                del self._items[index]
-                self.dropped += 1
-                return True
+        if self._progress_held:
+            for index, waiting in enumerate(self._items):
+                if waiting.name == _PROGRESS:
+                    del self._items[index]
+                    self._progress_held -= 1
+                    self.dropped += 1
+                    return True
         if event.name == _PROGRESS:
             self.dropped += 1
             return False
@@ -96,8 +101,14 @@ class EventBuffer:
             self._waiter = None
             waiter.set()
 
+    def _take(self) -> TaskEvent:
+        event = self._items.popleft()
+        if event.name == _PROGRESS:
+            self._progress_held -= 1
+        return event
+
     def get_nowait(self) -> TaskEvent | None:
-        return self._items.popleft() if self._items else None
+        return self._take() if self._items else None
 
     def __aiter__(self) -> Self:
         return self
@@ -112,7 +123,7 @@ class EventBuffer:
                 raise StopAsyncIteration
             self._waiter = waiter = anyio.Event()
             await waiter.wait()
-        return self._items.popleft()
+        return self._take()
 
     async def __aenter__(self) -> Self:
         return self

@@ -219,7 +219,7 @@ class TaskBus:
         if not_before is None:
             self.executor.notify()
         else:
-            self.timers.call_at(not_before, self.executor.notify)
+            self.executor.schedule_delayed()
         return TaskHandle(self, record.id, task_type)
 
     async def _record(self, task_id: str) -> TaskRecord:
@@ -240,22 +240,27 @@ class TaskBus:
         Raises `TimeoutError` after `timeout` seconds (the task goes on).
         """
         record = await self._record(task_id)
-        if not record.state.is_final:
-            with anyio.fail_after(timeout):
-                await self.lifecycle.wait_final(record)
+        await self._wait_final(record, timeout)
         return record.snapshot()
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
         """The task's result; raises `TaskFailedError` / `TaskCancelledError`."""
         record = await self._record(task_id)
-        if not record.state.is_final:
-            with anyio.fail_after(timeout):
-                await self.lifecycle.wait_final(record)
+        await self._wait_final(record, timeout)
         if record.state is TaskState.COMPLETED:
             return record.result
         if record.state is TaskState.CANCELLED:
             raise TaskCancelledError(record.id, record.cancel_reason)
         raise TaskFailedError(record.snapshot())
+
+    async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
+        if record.state.is_final:
+            return
+        if timeout is None:
+            await self.lifecycle.wait_final(record)
+        else:
+            with anyio.fail_after(timeout):
+                await self.lifecycle.wait_final(record)
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a queued or running task; False if it had already finished.
@@ -317,6 +322,7 @@ class TaskBus:
             self.events.attach(tg)
             for record in await self.store.recover():
                 self.queue.push(record, self.clock.now())
+            self.executor.schedule_delayed()
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self._accepting = True
@@ -361,13 +367,14 @@ class TaskBus:
             cancelled=cancelled,
             left_queued=left,
         )
-        if cancelled or left:
+        if cancelled:
             logger.warning(
-                "taskbus stopped: %d running task(s) cancelled after %.1fs grace, %d left queued",
+                "taskbus stopped: %d running task(s) cancelled after the %.1fs grace",
                 len(cancelled),
                 self.shutdown_grace,
-                len(left),
             )
+        if left:
+            logger.warning("taskbus stopped with %d task(s) left queued", len(left))
         return report
 
 

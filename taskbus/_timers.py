@@ -68,7 +68,8 @@ class Timers:
         return self.call_at(self._clock.now() + delay, callback)
 
     def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+        # In place: run_due may hold the list while a callback adds a timer.
+        self._heap[:] = [entry for entry in self._heap if not entry[2].cancelled]
         heapq.heapify(self._heap)
         self._cancelled_count = 0
 

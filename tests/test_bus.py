@@ -148,3 +148,31 @@ async def test_subscribe_filters_and_unsubscribes() -> None:
             got = [(e.name, e.task_id) async for e in stream]
     assert got == [("task-completed", "a")]
     assert not bus.wants("task-started")
+
+
+@pytest.mark.anyio
+async def test_an_async_listener_that_falls_far_behind_is_told_not_the_bus(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = EventBus(listener_buffer=2)
+    seen: list[str] = []
+    resumed = anyio.Event()
+
+    async def slow(event: TaskEvent) -> None:
+        seen.append(event.task_id)
+        if event.task_id == "late":
+            resumed.set()
+
+    bus.on(ALL_EVENTS, slow)
+    with anyio.fail_after(3), caplog.at_level(logging.ERROR, logger="taskbus.bus"):
+        async with anyio.create_task_group() as tg:
+            bus.attach(tg)
+            for n in range(25):  # past the hard limit (10 x 2) before the listener runs
+                bus.publish(started(f"t{n}"))
+            await anyio.lowlevel.checkpoint()
+            bus.publish(started("late"))
+            await resumed.wait()
+            tg.cancel_scope.cancel()
+    assert seen[-1] == "late", "delivery goes on after an overflow"
+    assert bus.listener_errors == 1
+    assert "fell more than 20 events behind" in caplog.text

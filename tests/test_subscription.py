@@ -96,3 +96,12 @@ async def test_reader_waits_for_events() -> None:
 def test_bad_size() -> None:
     with pytest.raises(ValueError):
         EventBuffer(0)
+
+
+def test_a_full_buffer_without_progress_does_not_rescan() -> None:
+    buffer = EventBuffer(2, hard_limit=10_000)
+    for n in range(5000):
+        buffer.put(completed(f"t{n}"))
+    assert buffer._progress_held == 0 and len(buffer) == 5000
+    buffer.put(progress("p", 1))
+    assert buffer.dropped == 1, "a new progress event is the one dropped"

@@ -43,7 +43,9 @@ class Store(Protocol):
     """Keeps task records. The runtime mutates a record, then tells the store.
 
     A store must make `add` durable before it returns (for stores that are
-    durable at all); the other writes may be grouped.
+    durable at all); the other writes may be grouped. A store whose class sets
+    ``holds_live_records = True`` keeps the very objects it is given, and the
+    runtime then skips `claim` calls, which would have nothing to write.
     """
 
     async def open(self) -> None:

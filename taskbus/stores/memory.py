@@ -19,6 +19,9 @@ class MemoryStore:
     the idempotency key of a task that can no longer be joined.
     """
 
+    #: The runtime hands it live records, so `claim` is skipped (see `Lifecycle`).
+    holds_live_records = True
+
     def __init__(self) -> None:
         self._records: dict[str, TaskRecord] = {}
         self._keys: dict[str, TaskRecord] = {}
