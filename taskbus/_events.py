@@ -78,7 +78,7 @@ def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
         values["timestamp"] = _fromtimestamp(stamp, UTC)
     event = _new(cls)
     _setattr(event, "__dict__", values)
-    _setattr(event, "__pydantic_fields_set__", set(fields))
+    _setattr(event, "__pydantic_fields_set__", fields)
     _setattr(event, "__pydantic_extra__", None)
     _setattr(event, "__pydantic_private__", None)
     return event
@@ -208,10 +208,12 @@ EVENT_TYPES: dict[str, type[TaskEvent]] = {
 }
 
 # Class attribute reads on pydantic models are slow; the hot path reads this.
-_TRUSTED: dict[type[TaskEvent], tuple[str, frozenset[str]]] = {}
+# Events are frozen, so pydantic never adds to their fields-set in place (copies
+# get their own), and every trusted event of a class can share one.
+_TRUSTED: dict[type[TaskEvent], tuple[str, set[str]]] = {}
 for _name, _cls in EVENT_TYPES.items():
     _cls.event_name = _name
-    _TRUSTED[_cls] = (_name, frozenset(_cls.model_fields))
+    _TRUSTED[_cls] = (_name, set(_cls.model_fields))
 
 FINAL_EVENT_NAMES: frozenset[str] = frozenset(
     name for name, cls in EVENT_TYPES.items() if cls.final

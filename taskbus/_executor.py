@@ -234,10 +234,12 @@ class TaskExecutor:
             self._release(worker, record)
             return
         self._running[record.id] = worker
-        await self._lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(
-            self._lifecycle, record, in_thread=definition.run_in == "thread"
-        )
+        lifecycle = self._lifecycle
+        if lifecycle.live:
+            lifecycle.mark_started(record)
+        else:
+            await lifecycle.started(record)
+        ctx = worker.ctx = TaskContext(lifecycle, record, in_thread=definition.run_in == "thread")
         timeout = definition.options.timeout
         if timeout is not None:
             worker.timeout = timeout
@@ -249,7 +251,10 @@ class TaskExecutor:
             if definition.run_in == "loop":
                 token = _current.set(ctx)
                 try:
-                    result = await definition.handler(*_arguments(definition, ctx, record))
+                    if definition.takes_context and not definition.takes_input:
+                        result = await definition.handler(ctx)
+                    else:
+                        result = await definition.handler(*_arguments(definition, ctx, record))
                 finally:
                     _current.reset(token)
             else:
@@ -268,7 +273,10 @@ class TaskExecutor:
             return
         worker.settling = True
         if failure is None:
-            await self._lifecycle.completed(record, result)
+            if lifecycle.live:
+                lifecycle.mark_completed(record, result)
+            else:
+                await lifecycle.completed(record, result)
         else:
             await self._settle_failure(record, definition, failure)
         self._release(worker, record)

@@ -30,8 +30,9 @@ from ._events import (
 from ._progress import ProgressDebouncer, estimate_remaining
 from ._record import TaskRecord
 from ._snapshot import ErrorInfo
-from ._states import TaskState
+from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
+from .stores._base import LiveRecordStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -107,11 +108,17 @@ class Lifecycle:
             clock, timers, self._publish_progress, interval=progress_interval
         )
         self._waiters: dict[str, list[anyio.Event]] = {}
-        # A store that keeps the runtime's own record objects needs no claim call.
-        self._claims = not getattr(store, "holds_live_records", False)
+        self._now = clock.now
+        #: The store keeps the runtime's own record objects (`LiveRecordStore`):
+        #: nothing to write on a transition, so the sync `mark_*` paths apply.
+        self.live = isinstance(store, LiveRecordStore)
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         await self.store.add(record)
+        self.announce_queued(record, definition)
+
+    def announce_queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+        """Publish task-queued (the record is already stored)."""
         if self.events.wants("task-queued"):
             self.events.publish(
                 build_trusted(
@@ -129,13 +136,16 @@ class Lifecycle:
             )
 
     async def started(self, record: TaskRecord) -> None:
+        self.mark_started(record)
+        if not self.live:
+            await self.store.claim(record)
+
+    def mark_started(self, record: TaskRecord) -> None:
+        """Move to running and publish task-started (the store is told by `started`)."""
         record.move(TaskState.RUNNING)
         record.attempt += 1
-        record.started_at = now = self.clock.now()
+        record.started_at = now = self._now()
         record.not_before = None
-        if self._claims:
-            await self.store.claim(record)
-        logger.debug("started %s %s attempt=%d", record.id, record.type, record.attempt)
         if self.events.wants("task-started"):
             self.events.publish(
                 build_trusted(
@@ -197,7 +207,7 @@ class Lifecycle:
     async def retrying(self, record: TaskRecord, delay: float, info: ErrorInfo) -> None:
         self.debouncer.finish(record.id)
         record.move(TaskState.QUEUED)
-        now = self.clock.now()
+        now = self._now()
         record.queued_at = now
         record.not_before = now + delay
         record.error = info
@@ -230,51 +240,65 @@ class Lifecycle:
             )
 
     async def completed(self, record: TaskRecord, result: Any) -> bool:
-        if record.state.is_final:
+        if not self.mark_completed(record, result):
             return False
-        self.debouncer.finish(record.id)
+        if not self.live:
+            await self.store.finish(record)
+        return True
+
+    def mark_completed(self, record: TaskRecord, result: Any) -> bool:
+        """The sync half of `completed`; False if the record was already final."""
+        if record.state in FINAL_STATES:
+            return False
+        if self.debouncer.active:
+            self.debouncer.finish(record.id)
         record.result = result
         record.error = None
         if record.progress is not None:
             record.progress = 100.0
             record.eta = 0.0
-        return await self._finish(record, TaskState.COMPLETED)
+        self._mark_final(record, TaskState.COMPLETED)
+        return True
 
     async def failed(self, record: TaskRecord, info: ErrorInfo) -> bool:
-        if record.state.is_final:
+        if record.state in FINAL_STATES:
             return False
         self.debouncer.finish(record.id)
         record.error = info
         return await self._finish(record, TaskState.FAILED)
 
     async def cancelled(self, record: TaskRecord, reason: str | None) -> bool:
-        if record.state.is_final:
+        if record.state in FINAL_STATES:
             return False
         self.debouncer.finish(record.id)
         record.cancel_reason = reason
         return await self._finish(record, TaskState.CANCELLED)
 
     async def _finish(self, record: TaskRecord, state: TaskState) -> bool:
+        self._mark_final(record, state)
+        if not self.live:
+            await self.store.finish(record)
+        return True
+
+    def _mark_final(self, record: TaskRecord, state: TaskState) -> None:
         record.move(state)
-        record.finished_at = self.clock.now()
-        waiters = self._waiters.pop(record.id, None)
-        if waiters:
-            for waiter in waiters:
-                waiter.set()
-        await self.store.finish(record)
+        record.finished_at = finished = self._now()
+        if self._waiters:
+            waiters = self._waiters.pop(record.id, None)
+            if waiters:
+                for waiter in waiters:
+                    waiter.set()
         if logger.isEnabledFor(logging.INFO):
-            started = record.started_at or record.finished_at
             logger.info(
                 "%s %s %s attempt=%d elapsed=%.3fs",
                 state.value,
                 record.id,
                 record.type,
                 record.attempt,
-                record.finished_at - started,
+                finished - (record.started_at or finished),
             )
         if self.events.wants(_FINAL_NAMES[state]):
             self.events.publish(final_event(record))
-        return True
 
     async def wait_final(self, record: TaskRecord) -> None:
         """Return once `record` is final."""

@@ -55,6 +55,11 @@ class ProgressDebouncer:
     def __len__(self) -> int:
         return len(self._slots)
 
+    @property
+    def active(self) -> bool:
+        """True while any task has debounce state (so `finish` has work to do)."""
+        return bool(self._slots)
+
     def update(self, record: TaskRecord) -> None:
         """The record's progress fields changed; emit now or schedule a trailing emit."""
         entry = self._slots.get(record.id)

@@ -60,10 +60,12 @@ class TaskQueue:
 
     def push(self, record: TaskRecord, now: float) -> None:
         """Queue `record`; it waits in the delayed heap while `not_before` is ahead."""
-        if record.not_before is not None and record.not_before > now:
-            heapq.heappush(self._delayed, (record.not_before, next(self._seq), record))
+        not_before = record.not_before
+        if not_before is not None and not_before > now:
+            heapq.heappush(self._delayed, (not_before, next(self._seq), record))
             return
-        heapq.heappush(self._ready, (self._key(record, now), next(self._seq), record))
+        key = -record.priority if self.aging is None else now - record.priority * self.aging
+        heapq.heappush(self._ready, (key, next(self._seq), record))
 
     def _key(self, record: TaskRecord, now: float) -> float:
         if self.aging is None:

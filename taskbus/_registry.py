@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import tenacity
@@ -49,7 +49,7 @@ class TaskOptions(BaseModel):
 class TaskSubmitter(typing.Protocol):
     """What a definition needs from the bus to submit itself."""
 
-    async def submit(
+    def submit(
         self,
         task_type: str,
         input: Any = None,
@@ -59,7 +59,7 @@ class TaskSubmitter(typing.Protocol):
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
-    ) -> TaskHandle[Any]: ...
+    ) -> Coroutine[Any, Any, TaskHandle[Any]]: ...
 
 
 class TaskDefinition(Generic[InT, OutT]):
@@ -157,7 +157,7 @@ class TaskDefinition(Generic[InT, OutT]):
         """JSON schema of the input."""
         return self.input_adapter.json_schema()
 
-    async def submit(
+    def submit(
         self,
         input: InT | None = None,
         *,
@@ -166,12 +166,13 @@ class TaskDefinition(Generic[InT, OutT]):
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
-    ) -> TaskHandle[OutT]:
-        """Submit one task of this type to the bus it is registered on."""
+    ) -> Coroutine[Any, Any, TaskHandle[OutT]]:
+        """Submit one task of this type to the bus it is registered on (await it)."""
         submitter = self._registry.submitter if self._registry is not None else None
         if submitter is None:
             raise InvalidTaskDefinition(f"{self.name} is not registered on a TaskBus")
-        return await submitter.submit(
+        # The bus's own coroutine, handed back as is: one coroutine per submit.
+        return submitter.submit(
             self.name,
             input,
             priority=priority,

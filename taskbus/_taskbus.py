@@ -33,7 +33,7 @@ from ._registry import TaskRegistry, _Decorator
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._timers import Timers
-from .stores import Store, TaskQuery, open_store
+from .stores import LiveRecordStore, Store, TaskQuery, open_store
 
 __all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
 
@@ -95,6 +95,7 @@ class TaskBus:
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
         self.store = open_store(store)
+        self._live_store = self.store if isinstance(self.store, LiveRecordStore) else None
         self.registry = registry if registry is not None else TaskRegistry()
         self.events = EventBus(listener_buffer=listener_buffer)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -214,7 +215,11 @@ class TaskBus:
             key=key,
             not_before=not_before,
         )
-        await self.lifecycle.queued(record, definition)
+        if self._live_store is not None:
+            self._live_store.add_now(record)
+            self.lifecycle.announce_queued(record, definition)
+        else:
+            await self.lifecycle.queued(record, definition)
         self.queue.push(record, now)
         if not_before is None:
             self.executor.notify()

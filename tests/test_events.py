@@ -105,3 +105,11 @@ def test_failed_from_exception() -> None:
     assert event.suggested_action == "log in again"
     assert event.error == "token expired"
     assert event.retryable is False
+
+
+def test_copies_of_trusted_events_do_not_share_state() -> None:
+    first = TaskStarted.trusted(**BASE, attempt=1)
+    second = TaskStarted.trusted(**BASE, attempt=2)
+    copy = first.model_copy(update={"attempt": 3})
+    assert (first.attempt, second.attempt, copy.attempt) == (1, 2, 3)
+    assert first.model_fields_set == set(TaskStarted.model_fields)

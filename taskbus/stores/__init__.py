@@ -3,10 +3,10 @@
 `memory` is built in; `sqlite` and `redis` are planned (see the README).
 """
 
-from ._base import Store, StoreStats, TaskQuery
+from ._base import LiveRecordStore, Store, StoreStats, TaskQuery
 from .memory import MemoryStore
 
-__all__ = ["MemoryStore", "Store", "StoreStats", "TaskQuery", "open_store"]
+__all__ = ["LiveRecordStore", "MemoryStore", "Store", "StoreStats", "TaskQuery", "open_store"]
 
 
 def open_store(spec: Store | str | None) -> Store:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._record import TaskRecord
 from .._states import TaskState
 
-__all__ = ["Store", "StoreStats", "TaskQuery"]
+__all__ = ["LiveRecordStore", "Store", "StoreStats", "TaskQuery"]
 
 
 class TaskQuery(BaseModel):
@@ -43,9 +43,7 @@ class Store(Protocol):
     """Keeps task records. The runtime mutates a record, then tells the store.
 
     A store must make `add` durable before it returns (for stores that are
-    durable at all); the other writes may be grouped. A store whose class sets
-    ``holds_live_records = True`` keeps the very objects it is given, and the
-    runtime then skips `claim` calls, which would have nothing to write.
+    durable at all); the other writes may be grouped.
     """
 
     async def open(self) -> None:
@@ -90,4 +88,17 @@ class Store(Protocol):
 
     async def recover(self) -> builtins.list[TaskRecord]:
         """Records a previous run left unfinished, to be queued again at start."""
+        ...
+
+
+@runtime_checkable
+class LiveRecordStore(Store, Protocol):
+    """An in-process store that keeps the very record objects it is given.
+
+    The runtime mutates those records in place, so it never calls `claim`,
+    `update` or `finish` on such a store, and adds with `add_now`.
+    """
+
+    def add_now(self, record: TaskRecord) -> None:
+        """`add`, without awaiting."""
         ...

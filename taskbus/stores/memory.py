@@ -15,12 +15,9 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """The default store: fast, and gone with the process.
 
-    The runtime hands it live records, so writes cost nothing; `finish` drops
-    the idempotency key of a task that can no longer be joined.
+    It keeps the runtime's live records (a `LiveRecordStore`), so the runtime
+    has nothing to tell it after `add_now`.
     """
-
-    #: The runtime hands it live records, so `claim` is skipped (see `Lifecycle`).
-    holds_live_records = True
 
     def __init__(self) -> None:
         self._records: dict[str, TaskRecord] = {}
@@ -36,6 +33,9 @@ class MemoryStore:
         return None
 
     async def add(self, record: TaskRecord) -> None:
+        self.add_now(record)
+
+    def add_now(self, record: TaskRecord) -> None:
         self._records[record.id] = record
         if record.key is not None:
             self._keys[record.key] = record
@@ -47,8 +47,7 @@ class MemoryStore:
         return None
 
     async def finish(self, record: TaskRecord) -> None:
-        if record.key is not None and self._keys.get(record.key) is record:
-            del self._keys[record.key]
+        return None
 
     async def get(self, task_id: str) -> TaskRecord | None:
         return self._records.get(task_id)
@@ -80,7 +79,9 @@ class MemoryStore:
             and record.finished_at < finished_before
         ]
         for task_id in doomed:
-            del self._records[task_id]
+            record = self._records.pop(task_id)
+            if record.key is not None and self._keys.get(record.key) is record:
+                del self._keys[record.key]
         return len(doomed)
 
     async def recover(self) -> builtins.list[TaskRecord]:
