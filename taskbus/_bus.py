@@ -16,6 +16,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar, overload
 
 import anyio
@@ -138,8 +139,9 @@ class EventBus:
             return lambda fn: self.on(name, fn)
         if not callable(listener):
             raise TypeError(f"listener must be callable, not {listener!r}")
-        wrapper = self._wrap(listener)
-        self._wrappers.setdefault((name, listener), []).append(wrapper)
+        registered = self._wrappers.setdefault((name, listener), [])
+        wrapper = self._wrap(listener, duplicate=bool(registered))
+        registered.append(wrapper)
         self._emitter.on(name, wrapper)
         self._count(name, +1)
         return listener
@@ -170,7 +172,7 @@ class EventBus:
         else:
             self._counts.pop(name, None)
 
-    def _wrap(self, listener: Listener) -> Callable[[TaskEvent], None]:
+    def _wrap(self, listener: Listener, *, duplicate: bool) -> Callable[[TaskEvent], None]:
         if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
             getattr(listener, "__call__", None)  # noqa: B004
         ):
@@ -180,13 +182,9 @@ class EventBus:
                 feeder.start(self._task_group)
             return feeder
 
-        def guarded(event: TaskEvent) -> None:
-            try:
-                listener(event)
-            except Exception:  # noqa: BLE001 - a listener never breaks the runtime; logged
-                self._listener_failed(listener, event)
-
-        return guarded
+        # pyee keys listeners by identity: a second registration of the same
+        # function gets a distinct callable so that it is called twice.
+        return partial(listener) if duplicate else listener
 
     def _listener_failed(self, listener: Any, event: TaskEvent) -> None:
         self.listener_errors += 1
@@ -198,11 +196,16 @@ class EventBus:
         """Deliver `event` to its listeners and to every-event subscribers."""
         name = event.name
         if name in self._counts:
-            for handler in self._snapshots.get(name) or self._snapshot(name):
-                handler(event)
+            self._deliver(self._snapshots.get(name) or self._snapshot(name), event)
         if self._any:
-            for handler in self._snapshots.get(ALL_EVENTS) or self._snapshot(ALL_EVENTS):
+            self._deliver(self._snapshots.get(ALL_EVENTS) or self._snapshot(ALL_EVENTS), event)
+
+    def _deliver(self, handlers: tuple[Callable[[TaskEvent], None], ...], event: TaskEvent) -> None:
+        for handler in handlers:
+            try:
                 handler(event)
+            except Exception:  # noqa: BLE001 - a listener never breaks the runtime; logged
+                self._listener_failed(getattr(handler, "func", handler), event)
 
     def _snapshot(self, name: str) -> tuple[Callable[[TaskEvent], None], ...]:
         # pyee keeps the listeners; its emit() locks and copies them on every call,

@@ -196,11 +196,10 @@ class TaskExecutor:
                 self._all_stopped.set()
 
     async def _serve(self, worker: _Worker) -> None:
-        queue = self._queue
-        now = self._clock.now
+        pop = self._queue.pop  # delayed tasks are promoted by the due timer
         last_yield = time.monotonic()
         while not self._stopping:
-            record = queue.pop(now())
+            record = pop()
             if record is None:
                 await self._wait_for_work()
                 last_yield = time.monotonic()

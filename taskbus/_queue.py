@@ -87,9 +87,13 @@ class TaskQueue:
                 moved += 1
         return moved
 
-    def pop(self, now: float) -> TaskRecord | None:
-        """Take the next runnable task and count it as running, or return None."""
-        if self._delayed and self._delayed[0][0] <= now:
+    def pop(self, now: float | None = None) -> TaskRecord | None:
+        """Take the next runnable task and count it as running, or return None.
+
+        With `now`, delayed tasks due by then are promoted first; without it,
+        the caller promotes them (`promote_due`) when their time comes.
+        """
+        if now is not None and self._delayed and self._delayed[0][0] <= now:
             self.promote_due(now)
         ready = self._ready
         limits = self._limits
@@ -110,7 +114,7 @@ class TaskQueue:
     def release(self, task_type: str) -> int:
         """A task of `task_type` stopped running; return how many held tasks became ready."""
         self._running[task_type] -= 1
-        return self._release_held(task_type)
+        return self._release_held(task_type) if self._held else 0
 
     def _release_held(self, task_type: str) -> int:
         held = self._held.get(task_type)

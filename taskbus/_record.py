@@ -65,7 +65,6 @@ class TaskRecord:
 
     def __init__(
         self,
-        *,
         id: str,
         type: str,
         input: Any,

@@ -94,6 +94,8 @@ class TaskDefinition(Generic[InT, OutT]):
         #: Whether results are checked against the return annotation (not for Any).
         self.checks_output = output_type not in (Any, None, type(None))
         self._check_run_in()
+        self.default_priority = options.priority
+        self.max_attempts = options.retry.max_attempts
         self.retrying: tenacity.Retrying = options.retry.build(
             retry_on=options.retry_on, fatal_on=options.fatal_on
         )

@@ -99,6 +99,7 @@ class TaskBus:
         self.registry = registry if registry is not None else TaskRegistry()
         self.events = EventBus(listener_buffer=listener_buffer)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self._now = self.clock.now
         self.shutdown_grace = shutdown_grace
         self.queue = TaskQueue(aging=aging)
         self.timers = Timers(self.clock)
@@ -190,10 +191,16 @@ class TaskBus:
         """
         if not self._accepting:
             raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
-        definition = self.registry.get(task_type)
-        value = definition.validate_input(input)
-        priority = definition.options.priority if priority is None else _priority(priority)
-        now = self.clock.now()
+        definition = self.registry.find(task_type)
+        if definition is None:
+            definition = self.registry.get(task_type)  # raises UnknownTaskType
+        value = (
+            None
+            if input is None and not definition.takes_input
+            else definition.validate_input(input)
+        )
+        priority = definition.default_priority if priority is None else _priority(priority)
+        now = self._now()
         not_before = now + _delay(delay) if delay else None
         if metadata is not None:
             metadata = _metadata(metadata)
@@ -204,16 +211,16 @@ class TaskBus:
             if existing is not None:
                 return TaskHandle(self, existing.id, existing.type)
         record = TaskRecord(
-            id=new_task_id(),
-            type=task_type,
-            input=value,
-            priority=priority,
-            created_at=now,
-            max_attempts=definition.options.retry.max_attempts,
-            owner=owner,
-            metadata=metadata,
-            key=key,
-            not_before=not_before,
+            new_task_id(),
+            task_type,
+            value,
+            priority,
+            now,
+            definition.max_attempts,
+            owner,
+            metadata,
+            key,
+            not_before,
         )
         if self._live_store is not None:
             self._live_store.add_now(record)

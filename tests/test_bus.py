@@ -177,3 +177,24 @@ async def test_an_async_listener_that_falls_far_behind_is_told_not_the_bus(
     assert seen[-1] == "late", "delivery goes on after an overflow"
     assert bus.listener_errors == 1
     assert "fell more than 20 events behind" in caplog.text
+
+
+def test_the_same_listener_twice_is_called_twice_until_removed_once() -> None:
+    bus = EventBus()
+    calls: list[str] = []
+
+    def listener(event: TaskEvent) -> None:
+        calls.append(event.task_id)
+
+    def broken(event: TaskEvent) -> None:
+        raise RuntimeError("again")
+
+    bus.on("task-started", listener)
+    bus.on("task-started", listener)
+    bus.on("task-started", broken)
+    bus.on("task-started", broken)
+    bus.publish(started("a"))
+    bus.off("task-started", listener)
+    bus.publish(started("b"))
+    assert calls == ["a", "a", "b"]
+    assert bus.listener_errors == 4
