@@ -49,7 +49,7 @@ class TaskContext:
 
     __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_logger", "_record")
 
-    def __init__(self, lifecycle: Lifecycle, record: TaskRecord, *, in_thread: bool) -> None:
+    def __init__(self, lifecycle: Lifecycle, record: TaskRecord, in_thread: bool) -> None:
         self._lifecycle = lifecycle
         self._record = record
         self._in_thread = in_thread

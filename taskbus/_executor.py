@@ -238,19 +238,22 @@ class TaskExecutor:
             lifecycle.mark_started(record)
         else:
             await lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(lifecycle, record, in_thread=definition.run_in == "thread")
-        timeout = definition.options.timeout
+        on_loop = definition.run_in == "loop"
+        ctx = worker.ctx = TaskContext(lifecycle, record, not on_loop)
+        timeout = definition.timeout
         if timeout is not None:
             worker.timeout = timeout
             worker.deadline = deadline = (record.started_at or self._clock.now()) + timeout
-            self._arm_watchdog(deadline)
+            watchdog = self._watchdog
+            if watchdog is None or deadline < watchdog.when:
+                self._arm_watchdog(deadline)
         failure: Exception | None = None
         result: Any = None
         try:
-            if definition.run_in == "loop":
+            if on_loop:
                 token = _current.set(ctx)
                 try:
-                    if definition.takes_context and not definition.takes_input:
+                    if definition.context_only:
                         result = await definition.handler(ctx)
                     else:
                         result = await definition.handler(*_arguments(definition, ctx, record))

@@ -89,11 +89,13 @@ class TaskDefinition(Generic[InT, OutT]):
         self.run_in: RunIn = options.run_in or ("loop" if self.is_async else "thread")
         self.takes_context, input_type, output_type = _inspect_handler(name, handler)
         self.takes_input = input_type is not _NO_INPUT
+        self.context_only = self.takes_context and not self.takes_input
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         #: Whether results are checked against the return annotation (not for Any).
         self.checks_output = output_type not in (Any, None, type(None))
         self._check_run_in()
+        self.timeout = options.timeout
         self.default_priority = options.priority
         self.max_attempts = options.retry.max_attempts
         self.retrying: tenacity.Retrying = options.retry.build(
@@ -115,10 +117,6 @@ class TaskDefinition(Generic[InT, OutT]):
 
     def __repr__(self) -> str:
         return f"<TaskDefinition {self.name} run_in={self.run_in}>"
-
-    @property
-    def timeout(self) -> float | None:
-        return self.options.timeout
 
     @property
     def concurrency(self) -> int | None:
