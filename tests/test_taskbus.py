@@ -305,3 +305,28 @@ async def test_the_cause_of_a_failure_is_in_its_message(make_bus: MakeBus) -> No
         snap = await (await wrap.submit()).wait(timeout=5)
     assert snap.error is not None
     assert snap.error.message == ("could not write the report (caused by OSError: disk on fire)")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"workers": "many"}, "workers"),
+        ({"shutdown_grace": -1}, "shutdown_grace"),
+        ({"progress_interval": -0.1}, "progress interval"),
+        ({"aging": 0}, "aging"),
+        ({"store": "sqlite:///jobs.db"}, "unsupported store"),
+        ({"store": 42}, "store must be"),
+    ],
+    ids=["zero-workers", "text-workers", "grace", "interval", "aging", "sqlite", "store-type"],
+)
+def test_bad_configuration_raises_at_construction(kwargs: dict, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        TaskBus(**kwargs)
+
+
+async def test_a_bus_cannot_be_entered_twice(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    async with bus:
+        with pytest.raises(RuntimeError, match="already running"):
+            await bus.__aenter__()
