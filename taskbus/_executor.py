@@ -95,9 +95,6 @@ class TaskExecutor:
     def running_ids(self) -> list[str]:
         return list(self._running)
 
-    def is_running(self, task_id: str) -> bool:
-        return task_id in self._running
-
     def prepare(self) -> None:
         """Reset for a (re)start; call before `run` is scheduled."""
         self._stopping = False

@@ -40,6 +40,7 @@ def test_wants_tracks_listeners() -> None:
 
     bus.on(TaskProgress, listener)
     assert bus.wants("task-progress") and not bus.wants("task-started")
+    assert bus.listener_count(TaskProgress) == 1 and bus.listener_count() == 0
     bus.off(TaskProgress, listener)
     assert not bus.wants("task-progress")
     bus.on(ALL_EVENTS, listener)
