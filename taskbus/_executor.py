@@ -224,10 +224,7 @@ class TaskExecutor:
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
         definition = self._registry.find(record.type)
         if definition is None:
-            worker.settling = True
-            exc = UnknownTaskType(record.type, self._registry.types())
-            await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
-            self._release(worker, record)
+            await self._fail_unknown(worker, record)
             return
         self._running[record.id] = worker
         lifecycle = self._lifecycle
@@ -237,13 +234,8 @@ class TaskExecutor:
             await lifecycle.started(record)
         on_loop = definition.run_in == "loop"
         ctx = worker.ctx = TaskContext(lifecycle, record, not on_loop)
-        timeout = definition.timeout
-        if timeout is not None:
-            worker.timeout = timeout
-            worker.deadline = deadline = (record.started_at or self._clock.now()) + timeout
-            watchdog = self._watchdog
-            if watchdog is None or deadline < watchdog.when:
-                self._arm_watchdog(deadline)
+        if definition.timeout is not None:
+            self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
         result: Any = None
         try:
@@ -258,18 +250,17 @@ class TaskExecutor:
                     _current.reset(token)
             else:
                 result = await self._invoke_off_loop(definition, ctx, record)
-            if definition.checks_output:
-                result = definition.validate_output(result)
-        except ValidationError as exc:
-            failure = FatalError(
-                f"{definition.name} returned a value that does not match its return "
-                f"annotation: {exc}"
-            )
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
+        except anyio.get_cancelled_exc_class():
+            failure = self._stray_cancellation(worker, definition)
+            if failure is None:
+                raise  # a real cancellation: ours, or the bus shutting down
         worker.deadline = math.inf
         if worker.interrupt is not None:
             return
+        if failure is None and definition.checks_output:
+            result, failure = _checked_output(definition, result)
         worker.settling = True
         if failure is None:
             if lifecycle.live:
@@ -279,6 +270,29 @@ class TaskExecutor:
         else:
             await self._settle_failure(record, definition, failure)
         self._release(worker, record)
+
+    async def _fail_unknown(self, worker: _Worker, record: TaskRecord) -> None:
+        worker.settling = True
+        exc = UnknownTaskType(record.type, self._registry.types())
+        await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+        self._release(worker, record)
+
+    def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
+        worker.timeout = timeout
+        worker.deadline = deadline = (record.started_at or self._clock.now()) + timeout
+        watchdog = self._watchdog
+        if watchdog is None or deadline < watchdog.when:
+            self._arm_watchdog(deadline)
+
+    def _stray_cancellation(
+        self, worker: _Worker, definition: TaskDefinition[Any, Any]
+    ) -> Exception | None:
+        """A failure for a cancellation nobody requested, or None for a real one."""
+        if worker.interrupt is not None or anyio.current_effective_deadline() == -math.inf:
+            return None
+        # asyncio lets a handler leak the CancelledError of something it awaited;
+        # that is the handler's failure, not a reason to stop the worker.
+        return FatalError(f"{definition.name} raised a cancellation nobody requested")
 
     async def _invoke_off_loop(
         self, definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
@@ -328,6 +342,17 @@ class TaskExecutor:
         unblocked = self._queue.release(record.type)
         if unblocked:
             self.notify(unblocked)
+
+
+def _checked_output(
+    definition: TaskDefinition[Any, Any], result: Any
+) -> tuple[Any, Exception | None]:
+    try:
+        return definition.validate_output(result), None
+    except ValidationError as exc:
+        return None, FatalError(
+            f"{definition.name} returned a value that does not match its return annotation: {exc}"
+        )
 
 
 def _arguments(

@@ -479,3 +479,27 @@ async def test_a_bus_can_be_started_again(make_bus: MakeBus) -> None:
     for _ in range(2):
         async with bus:
             assert await (await run.submit()).result(timeout=5) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_stray_asyncio_cancellation_fails_the_task_not_the_worker(
+    make_bus: MakeBus,
+) -> None:
+    import asyncio
+
+    bus = make_bus(workers=1)
+
+    @bus.task("c:leaky", retry=RetryPolicy.never())
+    async def leaky(ctx: TaskContext) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future  # raises CancelledError, though nobody cancelled the task
+
+    @bus.task("c:after")
+    async def after(ctx: TaskContext) -> str:
+        return "worker alive"
+
+    async with bus:
+        with pytest.raises(TaskFailedError, match="cancellation nobody requested"):
+            await (await leaky.submit()).result(timeout=5)
+        assert await (await after.submit()).result(timeout=5) == "worker alive"
