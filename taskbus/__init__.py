@@ -19,11 +19,13 @@ from ._errors import InvalidTaskDefinition as InvalidTaskDefinition
 from ._errors import InvalidTaskInput as InvalidTaskInput
 from ._errors import InvalidTransition as InvalidTransition
 from ._errors import RetryableError as RetryableError
+from ._errors import StoreError as StoreError
 from ._errors import SubscriptionOverflow as SubscriptionOverflow
 from ._errors import TaskbusError as TaskbusError
 from ._errors import TaskCancelledError as TaskCancelledError
 from ._errors import TaskError as TaskError
 from ._errors import TaskFailedError as TaskFailedError
+from ._errors import TaskInterruptedError as TaskInterruptedError
 from ._errors import TaskNotFound as TaskNotFound
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnknownTaskType as UnknownTaskType
@@ -50,6 +52,7 @@ from ._snapshot import TaskSnapshot as TaskSnapshot
 from ._states import TaskState as TaskState
 from ._subscription import EventBuffer as EventBuffer
 from ._taskbus import BusStats as BusStats
+from ._taskbus import RetentionPolicy as RetentionPolicy
 from ._taskbus import ShutdownReport as ShutdownReport
 from ._taskbus import TaskBus as TaskBus
 
@@ -72,9 +75,11 @@ __all__ = [
     "InvalidTaskDefinition",
     "InvalidTaskInput",
     "InvalidTransition",
+    "RetentionPolicy",
     "RetryPolicy",
     "RetryableError",
     "ShutdownReport",
+    "StoreError",
     "SubscriptionOverflow",
     "SystemClock",
     "TaskBus",
@@ -89,6 +94,7 @@ __all__ = [
     "TaskFailed",
     "TaskFailedError",
     "TaskHandle",
+    "TaskInterruptedError",
     "TaskNotFound",
     "TaskOptions",
     "TaskProgress",

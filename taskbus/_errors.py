@@ -12,13 +12,15 @@
     ├── InvalidTransition (RuntimeError)    a state change the table forbids
     ├── BusNotRunning (RuntimeError)        the bus is not started, or is closing
     ├── SubscriptionOverflow                a subscriber fell too far behind
+    ├── StoreError                          a store cannot open, read or write
     ├── TaskFailedError                     awaited task ended failed
     ├── TaskCancelledError                  awaited task ended cancelled
     └── TaskError                           raised *by handlers* to classify a failure
         ├── RetryableError                  worth another attempt
         ├── FatalError                      never worth another attempt
         ├── UserActionableError             a person must act (suggested_action)
-        └── TaskTimeoutError (TimeoutError) the handler overran its timeout
+        ├── TaskTimeoutError (TimeoutError) the handler overran its timeout
+        └── TaskInterruptedError            its process stopped while it ran
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ __all__ = [
     "InvalidTaskInput",
     "InvalidTransition",
     "RetryableError",
+    "StoreError",
     "SubscriptionOverflow",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
+    "TaskInterruptedError",
     "TaskNotFound",
     "TaskTimeoutError",
     "TaskbusError",
@@ -135,6 +139,11 @@ class SubscriptionOverflow(TaskbusError):
     """Raised when a subscriber falls so far behind that lifecycle events would be lost."""
 
 
+class StoreError(TaskbusError):
+    """Raised when a store cannot open, read or write: a corrupt or foreign file, a
+    database locked by another process, a read-only location, a full disk."""
+
+
 class TaskFailedError(TaskbusError):
     """Raised when awaiting the result of a task that ended failed."""
 
@@ -204,5 +213,11 @@ class UserActionableError(TaskError):
 
 class TaskTimeoutError(TaskError, TimeoutError):
     """Raised (recorded) when a handler runs past its task type's timeout."""
+
+    error_type = ErrorType.RETRYABLE
+
+
+class TaskInterruptedError(TaskError):
+    """Recorded on a task that was running when its process stopped (found at recovery)."""
 
     error_type = ErrorType.RETRYABLE

@@ -48,6 +48,7 @@ class TaskRecord:
         "id",
         "input",
         "key",
+        "loaded",
         "max_attempts",
         "message",
         "metadata",
@@ -99,6 +100,8 @@ class TaskRecord:
         self.result: Any = None
         self.error: ErrorInfo | None = None
         self.cancel_reason: str | None = None
+        #: Input, metadata and result are plain JSON, read back from a store.
+        self.loaded = False
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.id} {self.type} {self.state.value} attempt={self.attempt}>"

@@ -44,6 +44,17 @@ class TaskOptions(BaseModel):
     )
     retry_on: tuple[type[BaseException], ...] = ()
     fatal_on: tuple[type[BaseException], ...] = ()
+    key_ttl: float = Field(
+        default=0,
+        ge=0,
+        description="Seconds after completion during which the same idempotency key "
+        "still returns the completed task (0: only while queued or running).",
+    )
+    on_interrupt: Literal["retry", "fail"] = Field(
+        default="retry",
+        description="A task found running after a crash: queue it again (attempts "
+        "permitting) or fail it as interrupted.",
+    )
 
 
 class TaskSubmitter(typing.Protocol):

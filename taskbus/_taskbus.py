@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,13 +30,14 @@ from ._handle import TaskHandle
 from ._lifecycle import Lifecycle, final_event
 from ._queue import MAX_PRIORITY, MIN_PRIORITY, TaskQueue
 from ._record import TaskRecord, new_task_id
+from ._recovery import recover
 from ._registry import TaskRegistry, _Decorator
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._timers import Timers
 from .stores import LiveRecordStore, Store, TaskQuery, open_store
 
-__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
+__all__ = ["BusStats", "RetentionPolicy", "ShutdownReport", "TaskBus", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
 
@@ -57,6 +59,20 @@ class ShutdownReport(BaseModel):
         description="Ids of running tasks cancelled after the grace."
     )
     left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
+
+
+class RetentionPolicy(BaseModel):
+    """How long finished tasks are kept. Checked at start and every `interval`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_age: float | None = Field(
+        default=86_400.0, gt=0, description="Seconds a finished task is kept (None: forever)."
+    )
+    max_count: int | None = Field(
+        default=None, ge=0, description="Finished tasks kept at most (None: no limit)."
+    )
+    interval: float = Field(default=60.0, gt=0, description="Seconds between purges.")
 
 
 class BusStats(BaseModel):
@@ -89,6 +105,7 @@ class TaskBus:
         aging: float | None = None,
         shutdown_grace: float = 10.0,
         listener_buffer: int = 1000,
+        retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 - frozen
     ) -> None:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int, not {workers!r}")
@@ -101,6 +118,7 @@ class TaskBus:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.now
         self.shutdown_grace = shutdown_grace
+        self.retention = retention
         self.queue = TaskQueue(aging=aging)
         self.timers = Timers(self.clock)
         self.lifecycle = Lifecycle(
@@ -207,7 +225,8 @@ class TaskBus:
         if owner is not None and not isinstance(owner, str):
             raise InvalidSubmission(f"owner must be a string, not {type(owner).__name__}")
         if key is not None:
-            existing = await self.store.find_active(key)
+            ttl = definition.options.key_ttl
+            existing = await self.store.find_by_key(key, completed_since=now - ttl if ttl else None)
             if existing is not None:
                 return TaskHandle(self, existing.id, existing.type)
         record = TaskRecord(
@@ -260,10 +279,29 @@ class TaskBus:
         record = await self._record(task_id)
         await self._wait_final(record, timeout)
         if record.state is TaskState.COMPLETED:
-            return record.result
+            return self._typed_result(record)
         if record.state is TaskState.CANCELLED:
             raise TaskCancelledError(record.id, record.cancel_reason)
         raise TaskFailedError(record.snapshot())
+
+    def _typed_result(self, record: TaskRecord) -> Any:
+        """The result, validated back into the handler's type if it came from storage."""
+        definition = self.registry.find(record.type)
+        if not record.loaded or definition is None or not definition.checks_output:
+            return record.result
+        return definition.output_adapter.validate_python(record.result)
+
+    async def _retain(self, policy: RetentionPolicy) -> None:
+        while True:
+            purged = await self.store.purge(
+                finished_before=None
+                if policy.max_age is None
+                else self.clock.now() - policy.max_age,
+                keep=policy.max_count,
+            )
+            if purged:
+                logger.info("retention purged %d finished task(s)", purged)
+            await self.clock.sleep(policy.interval)
 
     async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
         if record.state.is_final:
@@ -296,13 +334,21 @@ class TaskBus:
         state: TaskState | str | None = None,
         owner: str | None = None,
         type_prefix: str | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[TaskSnapshot]:
-        """Snapshots of matching tasks, oldest first."""
+        """Snapshots of matching tasks, oldest first (`created_*`: datetime or epoch)."""
         try:
             query = TaskQuery(
-                state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
+                state=state,
+                owner=owner,
+                type_prefix=type_prefix,
+                created_after=_epoch(created_after),
+                created_before=_epoch(created_before),
+                limit=limit,
+                offset=offset,
             )
         except ValidationError as exc:
             raise InvalidSubmission(f"invalid list query: {exc}") from None
@@ -332,9 +378,10 @@ class TaskBus:
             self.executor.prepare()
             tg.start_soon(self.executor.run)
             self.events.attach(tg)
-            for record in await self.store.recover():
-                self.queue.push(record, self.clock.now())
+            await recover(self, await self.store.recover())
             self.executor.schedule_delayed()
+            if self.retention is not None:
+                tg.start_soon(self._retain, self.retention)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self._accepting = True
@@ -388,6 +435,10 @@ class TaskBus:
         if left:
             logger.warning("taskbus stopped with %d task(s) left queued", len(left))
         return report
+
+
+def _epoch(moment: datetime | float | None) -> float | None:
+    return moment.timestamp() if isinstance(moment, datetime) else moment
 
 
 def _priority(priority: Any) -> int:

@@ -1,6 +1,6 @@
 """Where tasks are kept: the `Store` protocol and its implementations.
 
-`memory` is built in; `sqlite` and `redis` are planned (see the README).
+`memory` (default) and `sqlite` are built in; `redis` is planned (see the README).
 """
 
 from ._base import LiveRecordStore, Store, StoreStats, TaskQuery
@@ -17,9 +17,13 @@ def open_store(spec: Store | str | None) -> Store:
         scheme = spec.split("://", 1)[0] if "://" in spec else spec
         if scheme == "memory":
             return MemoryStore()
+        if scheme == "sqlite":
+            from .sqlite import SqliteStore
+
+            return SqliteStore.from_url(spec)
         raise ValueError(
-            f"unsupported store {spec!r}: this version ships 'memory://' "
-            "(SQLite and Redis stores are planned)"
+            f"unsupported store {spec!r}: this version ships 'memory://' and "
+            "'sqlite:///path.db' (a Redis store is planned)"
         )
     if isinstance(spec, Store):
         return spec

@@ -21,8 +21,20 @@ class TaskQuery(BaseModel):
     state: TaskState | None = None
     owner: str | None = None
     type_prefix: str | None = None
+    created_after: float | None = Field(default=None, description="Epoch seconds, inclusive.")
+    created_before: float | None = Field(default=None, description="Epoch seconds, exclusive.")
     limit: int = Field(default=100, ge=1, le=10_000)
     offset: int = Field(default=0, ge=0)
+
+    def matches(self, record: TaskRecord) -> bool:
+        """Whether `record` passes every filter (for stores that filter in Python)."""
+        return (
+            (self.state is None or record.state is self.state)
+            and (self.owner is None or record.owner == self.owner)
+            and (self.type_prefix is None or record.type.startswith(self.type_prefix))
+            and (self.created_after is None or record.created_at >= self.created_after)
+            and (self.created_before is None or record.created_at < self.created_before)
+        )
 
 
 class StoreStats(BaseModel):
@@ -72,8 +84,11 @@ class Store(Protocol):
 
     async def get(self, task_id: str) -> TaskRecord | None: ...
 
-    async def find_active(self, key: str) -> TaskRecord | None:
-        """The queued or running record submitted with idempotency `key`, if any."""
+    async def find_by_key(
+        self, key: str, *, completed_since: float | None = None
+    ) -> TaskRecord | None:
+        """The record submitted with idempotency `key` that is queued or running, or
+        completed at or after `completed_since` (epoch seconds), if there is one."""
         ...
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
@@ -82,8 +97,9 @@ class Store(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
-    async def purge(self, finished_before: float) -> int:
-        """Delete final records finished before that epoch time; return how many."""
+    async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
+        """Delete final records finished before that epoch time and/or all but the
+        `keep` most recently finished; return how many were deleted."""
         ...
 
     async def recover(self) -> builtins.list[TaskRecord]:

@@ -52,12 +52,22 @@ class MemoryStore:
     async def get(self, task_id: str) -> TaskRecord | None:
         return self._records.get(task_id)
 
-    async def find_active(self, key: str) -> TaskRecord | None:
+    async def find_by_key(
+        self, key: str, *, completed_since: float | None = None
+    ) -> TaskRecord | None:
         record = self._keys.get(key)
-        return record if record is not None and not record.state.is_final else None
+        if record is None or not record.state.is_final:
+            return record
+        if (
+            completed_since is not None
+            and record.state is TaskState.COMPLETED
+            and (record.finished_at or 0.0) >= completed_since
+        ):
+            return record
+        return None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
-        matches = [r for r in self._records.values() if _matches(r, query)]
+        matches = [r for r in self._records.values() if query.matches(r)]
         return matches[query.offset : query.offset + query.limit]
 
     async def stats(self) -> StoreStats:
@@ -70,27 +80,23 @@ class MemoryStore:
             by_type[record.type][record.state] += 1
         return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
 
-    async def purge(self, finished_before: float) -> int:
+    async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
+        final = sorted(
+            (r for r in self._records.values() if r.state.is_final and r.finished_at is not None),
+            key=lambda r: r.finished_at or 0.0,
+            reverse=True,
+        )
         doomed = [
-            task_id
-            for task_id, record in self._records.items()
-            if record.state.is_final
-            and record.finished_at is not None
-            and record.finished_at < finished_before
+            record
+            for rank, record in enumerate(final)
+            if (keep is not None and rank >= keep)
+            or (finished_before is not None and (record.finished_at or 0.0) < finished_before)
         ]
-        for task_id in doomed:
-            record = self._records.pop(task_id)
+        for record in doomed:
+            del self._records[record.id]
             if record.key is not None and self._keys.get(record.key) is record:
                 del self._keys[record.key]
         return len(doomed)
 
     async def recover(self) -> builtins.list[TaskRecord]:
         return []
-
-
-def _matches(record: TaskRecord, query: TaskQuery) -> bool:
-    return (
-        (query.state is None or record.state is query.state)
-        and (query.owner is None or record.owner == query.owner)
-        and (query.type_prefix is None or record.type.startswith(query.type_prefix))
-    )

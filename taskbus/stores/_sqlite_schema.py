@@ -1,0 +1,139 @@
+"""The SQLite store's schema: connections, version checks and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .._errors import StoreError
+from ._codec import COLUMNS
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "UPSERT", "connect", "migrate", "store_error"]
+
+#: Marks a file as a taskbus database (``PRAGMA application_id``): "tbus".
+APPLICATION_ID = 0x74627573
+SCHEMA_VERSION = 1
+
+_PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
+_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
+#: Insert a row, or overwrite every column of the row with that id.
+UPSERT = (
+    f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({_PLACEHOLDERS}) "
+    f"ON CONFLICT(id) DO UPDATE SET {_UPDATES}"
+)
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    _run_script(
+        conn,
+        """
+        CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            state TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            owner TEXT,
+            key TEXT,
+            input TEXT,
+            metadata TEXT,
+            attempt INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            queued_at REAL NOT NULL,
+            not_before REAL,
+            started_at REAL,
+            finished_at REAL,
+            progress REAL,
+            current INTEGER,
+            total INTEGER,
+            message TEXT,
+            eta REAL,
+            result TEXT,
+            error TEXT,
+            cancel_reason TEXT
+        );
+        CREATE INDEX tasks_state_created ON tasks (state, created_at);
+        CREATE INDEX tasks_owner_created ON tasks (owner, created_at);
+        CREATE INDEX tasks_type_created ON tasks (type, created_at);
+        CREATE INDEX tasks_created ON tasks (created_at);
+        CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+        CREATE INDEX tasks_key ON tasks (key) WHERE key IS NOT NULL;
+        """,
+    )
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and a migration must be one transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+#: MIGRATIONS[n] takes a database from version n to n + 1.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+
+
+def store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
+    """A `StoreError` that says what failed, where, and what it likely means."""
+    text = str(exc)
+    hint = ""
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        hint = " (the file is corrupt, or not a SQLite database)"
+    elif "locked" in lowered or "busy" in lowered:
+        hint = " (another connection holds a lock on it)"
+    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        hint = " (the file or its directory is not writable)"
+    elif "full" in lowered:
+        hint = " (the disk, or the database's size limit, is full)"
+    error = StoreError(f"SQLite store {str(path)!r}: cannot {doing}: {text}{hint}")
+    error.__cause__ = exc
+    return error
+
+
+def connect(
+    path: Path, pragmas: Mapping[str, str | int], *, busy_timeout: float
+) -> sqlite3.Connection:
+    """A connection in WAL mode with the store's pragmas applied."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA foreign_keys = ON")
+        for name, value in pragmas.items():
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"not a pragma name: {name!r}")
+            conn.execute(f"PRAGMA {name} = {int(value) if isinstance(value, int) else value}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Check that the file is ours (or new) and bring its schema up to date."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise StoreError(
+            f"SQLite store {str(path)!r}: this database belongs to another application "
+            f"(application_id={app_id}, {tables} tables); refusing to touch it"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"SQLite store {str(path)!r}: schema version {version} was written by a newer "
+            f"taskbus (this one knows up to {SCHEMA_VERSION}); upgrade taskbus"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[step](conn)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
