@@ -378,7 +378,8 @@ class TaskBus:
             self.executor.prepare()
             tg.start_soon(self.executor.run)
             self.events.attach(tg)
-            await recover(self, await self.store.recover())
+            requeued, _ = await recover(self, await self.store.recover())
+            self.executor.notify(requeued)
             self.executor.schedule_delayed()
             if self.retention is not None:
                 tg.start_soon(self._retain, self.retention)

@@ -1,0 +1,162 @@
+"""Recovery at start: what a bus does with tasks a dead process left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from taskbus import (
+    RetryPolicy,
+    TaskBus,
+    TaskContext,
+    TaskFailedError,
+    TaskRetrying,
+    TaskState,
+)
+from taskbus._record import TaskRecord
+from taskbus._states import TaskState as State
+from taskbus.stores.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+
+class Params(BaseModel):
+    n: int
+
+
+async def leave_behind(path: Path, *records: TaskRecord) -> None:
+    """Write records as a crashed process would have left them."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        for record in records:
+            state = record.state
+            record.state = State.QUEUED
+            await store.add(record)
+            if state is State.RUNNING:
+                record.move(State.RUNNING)
+                record.attempt += 1
+                record.started_at = record.created_at + 1
+                await store.claim(record)
+        await store.flush()
+    finally:
+        await store.close()
+
+
+def record(
+    task_id: str,
+    state: State,
+    *,
+    max_attempts: int = 3,
+    payload: object = None,
+    task_type: str = "rec:work",
+    priority: int = 5,
+) -> TaskRecord:
+    made = TaskRecord(
+        task_id,
+        task_type,
+        payload if payload is not None else {"n": 1},
+        priority,
+        1_700_000_000.0,
+        max_attempts,
+    )
+    made.state = state
+    return made
+
+
+def make_bus(path: Path, *, on_interrupt: str = "retry", ran: list[str] | None = None) -> TaskBus:
+    bus = TaskBus(store=SqliteStore(path), workers=2, shutdown_grace=1)
+
+    @bus.task("rec:work", on_interrupt=on_interrupt, retry=RetryPolicy(max_attempts=3))
+    async def work(ctx: TaskContext, params: Params) -> int:
+        if ran is not None:
+            ran.append(ctx.task_id)
+        return params.n * 10
+
+    return bus
+
+
+async def test_running_tasks_are_queued_again_and_queued_ones_run(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("r1", State.RUNNING), record("q1", State.QUEUED))
+    ran: list[str] = []
+    async with make_bus(path, ran=ran) as bus:
+        assert await bus.result("r1", timeout=5) == 10
+        assert await bus.result("q1", timeout=5) == 10
+        snap = await bus.get("r1")
+    assert sorted(ran) == ["q1", "r1"]
+    assert snap.attempts == 2, "the interrupted attempt counts"
+    assert snap.state is TaskState.COMPLETED
+
+
+async def test_an_interrupted_task_without_attempts_left_fails(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("last", State.RUNNING, max_attempts=1))
+    async with make_bus(path) as bus:
+        with pytest.raises(TaskFailedError, match="interrupted"):
+            await bus.result("last", timeout=5)
+        snap = await bus.get("last")
+    assert snap.error is not None and snap.error.exception_type.endswith("TaskInterruptedError")
+
+
+async def test_a_definition_can_ask_to_fail_interrupted_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("once", State.RUNNING))
+    ran: list[str] = []
+    async with make_bus(path, on_interrupt="fail", ran=ran) as bus:
+        with pytest.raises(TaskFailedError, match="interrupted"):
+            await bus.result("once", timeout=5)
+    assert ran == []
+
+
+async def test_stored_input_that_no_longer_validates_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("old", State.QUEUED, payload={"count": 1}))
+    async with make_bus(path) as bus:
+        with pytest.raises(TaskFailedError, match="n"):
+            await bus.result("old", timeout=5)
+
+
+async def test_recovered_work_keeps_priority_order(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(
+        path,
+        *(record(f"p{p}", State.QUEUED, priority=p) for p in (1, 9, 5)),
+    )
+    ran: list[str] = []
+    bus = TaskBus(store=SqliteStore(path), workers=1, shutdown_grace=1)
+
+    @bus.task("rec:work")
+    async def work(ctx: TaskContext, params: Params) -> int:
+        ran.append(ctx.task_id)
+        return 0
+
+    async with bus:
+        for task_id in ("p1", "p5", "p9"):
+            await bus.result(task_id, timeout=5)
+    assert ran == ["p9", "p5", "p1"]
+
+
+async def test_tasks_of_unknown_types_fail_when_picked(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
+    async with make_bus(path) as bus:
+        with pytest.raises(TaskFailedError, match="no task type named 'gone:away'"):
+            await bus.result("ghost", timeout=5)
+
+
+async def test_recovery_publishes_no_retrying_event_for_requeued_tasks(tmp_path: Path) -> None:
+    from taskbus.testing import EventRecorder
+
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("r2", State.RUNNING))
+    bus = make_bus(path)
+    seen: list[str] = []
+    bus.on("*", lambda event: seen.append(event.name))
+    async with bus:
+        recorder = EventRecorder(bus)
+        await bus.result("r2", timeout=5)
+    assert not recorder.of(TaskRetrying)
+    assert seen[-2:] == ["task-started", "task-completed"]
