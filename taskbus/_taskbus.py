@@ -434,7 +434,13 @@ class TaskBus:
                 self.shutdown_grace,
             )
         if left:
-            logger.warning("taskbus stopped with %d task(s) left queued", len(left))
+            durable = not isinstance(self.store, LiveRecordStore)
+            logger.log(
+                logging.INFO if durable else logging.WARNING,
+                "taskbus stopped with %d task(s) left queued%s",
+                len(left),
+                " (kept in the store for the next start)" if durable else " (lost)",
+            )
         return report
 
 

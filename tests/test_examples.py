@@ -46,6 +46,13 @@ EXPECTED: dict[str, list[str]] = {
         "suggested action: run `app login`, then try again",
         "net:parse: failed after 1 attempt(s), fatal",
     ],
+    "durable_jobs.py": [
+        "first bus finished 2023 and closed with 2 jobs queued",
+        "second bus ran 2024: Summary",
+        "second bus ran 2025: Summary",
+        "same key returns the finished job: True",
+        "typed result from the file: year=2023 rows=23",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",
