@@ -31,7 +31,7 @@ from ._lifecycle import Lifecycle, final_event
 from ._queue import MAX_PRIORITY, MIN_PRIORITY, TaskQueue
 from ._record import TaskRecord, new_task_id
 from ._recovery import recover
-from ._registry import TaskRegistry, _Decorator
+from ._registry import TaskDefinition, TaskRegistry, _Decorator
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._timers import Timers
@@ -134,6 +134,7 @@ class TaskBus:
         )
         self.shutdown_report: ShutdownReport | None = None
         self._accepting = False
+        self._keys_in_flight: dict[str, anyio.Event] = {}
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self.registry.submitter = self
@@ -224,11 +225,6 @@ class TaskBus:
             metadata = _metadata(metadata)
         if owner is not None and not isinstance(owner, str):
             raise InvalidSubmission(f"owner must be a string, not {type(owner).__name__}")
-        if key is not None:
-            ttl = definition.options.key_ttl
-            existing = await self.store.find_by_key(key, completed_since=now - ttl if ttl else None)
-            if existing is not None:
-                return TaskHandle(self, existing.id, existing.type)
         record = TaskRecord(
             new_task_id(),
             task_type,
@@ -241,17 +237,53 @@ class TaskBus:
             key,
             not_before,
         )
+        if key is not None:
+            return await self._submit_keyed(record, definition, key)
+        if self._live_store is not None:  # the hot path, inline: no extra coroutine
+            self._live_store.add_now(record)
+            self.lifecycle.announce_queued(record, definition)
+            self.queue.push(record, now)
+            if not_before is None:
+                self.executor.notify()
+            else:
+                self.executor.schedule_delayed()
+        else:
+            await self._enqueue(record, definition)
+        return TaskHandle(self, record.id, task_type)
+
+    async def _submit_keyed(
+        self, record: TaskRecord, definition: TaskDefinition[Any, Any], key: str
+    ) -> TaskHandle[Any]:
+        # One submit per key at a time in this bus: a second one waits, then finds
+        # the first one's task instead of storing a duplicate.
+        while (busy := self._keys_in_flight.get(key)) is not None:
+            await busy.wait()
+        self._keys_in_flight[key] = done = anyio.Event()
+        try:
+            ttl = definition.options.key_ttl
+            existing = await self.store.find_by_key(
+                key, completed_since=record.created_at - ttl if ttl else None
+            )
+            if existing is not None:
+                return TaskHandle(self, existing.id, existing.type)
+            await self._enqueue(record, definition)
+            return TaskHandle(self, record.id, record.type)
+        finally:
+            del self._keys_in_flight[key]
+            done.set()
+
+    async def _enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+        """Store the new record (durably, if the store is), announce it, queue it."""
         if self._live_store is not None:
             self._live_store.add_now(record)
             self.lifecycle.announce_queued(record, definition)
         else:
             await self.lifecycle.queued(record, definition)
-        self.queue.push(record, now)
-        if not_before is None:
+        self.queue.push(record, record.created_at)
+        if record.not_before is None:
             self.executor.notify()
         else:
             self.executor.schedule_delayed()
-        return TaskHandle(self, record.id, task_type)
 
     async def _record(self, task_id: str) -> TaskRecord:
         if not isinstance(task_id, str):
@@ -293,14 +325,14 @@ class TaskBus:
 
     async def _retain(self, policy: RetentionPolicy) -> None:
         while True:
-            purged = await self.store.purge(
-                finished_before=None
-                if policy.max_age is None
-                else self.clock.now() - policy.max_age,
-                keep=policy.max_count,
-            )
-            if purged:
-                logger.info("retention purged %d finished task(s)", purged)
+            cutoff = None if policy.max_age is None else self.clock.now() - policy.max_age
+            try:
+                purged = await self.store.purge(finished_before=cutoff, keep=policy.max_count)
+            except Exception:
+                logger.exception("retention could not purge finished tasks; will retry")
+            else:
+                if purged:
+                    logger.info("retention purged %d finished task(s)", purged)
             await self.clock.sleep(policy.interval)
 
     async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
@@ -373,13 +405,14 @@ class TaskBus:
         async with AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            # Recovery happens before the task group exists, so a store error
+            # reaches the caller as itself, not wrapped in an exception group.
+            await recover(self, await self.store.recover())
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self.timers.run)
             self.executor.prepare()
             tg.start_soon(self.executor.run)
             self.events.attach(tg)
-            requeued, _ = await recover(self, await self.store.recover())
-            self.executor.notify(requeued)
             self.executor.schedule_delayed()
             if self.retention is not None:
                 tg.start_soon(self._retain, self.retention)

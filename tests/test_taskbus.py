@@ -10,6 +10,7 @@ from taskbus import (
     BusNotRunning,
     InvalidSubmission,
     InvalidTaskInput,
+    StoreError,
     TaskBus,
     TaskCancelled,
     TaskCancelledError,
@@ -22,6 +23,7 @@ from taskbus import (
     UnknownTaskType,
     UserActionableError,
 )
+from taskbus.stores import MemoryStore
 from taskbus.testing import EventRecorder
 
 pytestmark = pytest.mark.anyio
@@ -330,3 +332,29 @@ async def test_a_bus_cannot_be_entered_twice(make_bus: MakeBus) -> None:
     async with bus:
         with pytest.raises(RuntimeError, match="already running"):
             await bus.__aenter__()
+
+
+class _BrokenPurge(MemoryStore):
+    async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
+        raise StoreError("disk on fire")
+
+
+class _BrokenRecovery(MemoryStore):
+    async def recover(self) -> list:  # type: ignore[type-arg]
+        raise StoreError("cannot read the store")
+
+
+async def test_a_failing_purge_is_logged_and_the_bus_goes_on(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = make_bus(store=_BrokenPurge())
+    register_build(bus)
+    async with bus:
+        assert await (await bus.submit("reports:build", {"year": 5})).result(timeout=5)
+    assert "retention could not purge" in caplog.text
+
+
+async def test_a_store_error_at_start_reaches_the_caller_unwrapped(make_bus: MakeBus) -> None:
+    with pytest.raises(StoreError, match="cannot read the store"):
+        async with make_bus(store=_BrokenRecovery()):
+            pass

@@ -9,7 +9,15 @@ from pathlib import Path
 from .._errors import StoreError
 from ._codec import COLUMNS
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "UPSERT", "connect", "migrate", "store_error"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "UPSERT",
+    "apply_pragmas",
+    "connect",
+    "migrate",
+    "store_error",
+]
 
 #: Marks a file as a taskbus database (``PRAGMA application_id``): "tbus".
 APPLICATION_ID = 0x74627573
@@ -92,24 +100,20 @@ def store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
     return error
 
 
-def connect(
-    path: Path, pragmas: Mapping[str, str | int], *, busy_timeout: float
-) -> sqlite3.Connection:
-    """A connection in WAL mode with the store's pragmas applied."""
-    conn = sqlite3.connect(
+def connect(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), no pragmas yet."""
+    return sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
-    try:
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        conn.execute("PRAGMA foreign_keys = ON")
-        for name, value in pragmas.items():
-            if not name.replace("_", "").isalnum():
-                raise ValueError(f"not a pragma name: {name!r}")
-            conn.execute(f"PRAGMA {name} = {int(value) if isinstance(value, int) else value}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+
+
+def apply_pragmas(conn: sqlite3.Connection, pragmas: Mapping[str, str | int]) -> None:
+    """WAL mode and the store's pragmas (``synchronous`` and any the user gave)."""
+    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    for name, value in pragmas.items():
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a pragma name: {name!r}")
+        conn.execute(f"PRAGMA {name} = {int(value) if isinstance(value, int) else value}")
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -135,5 +139,6 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {step + 1}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise

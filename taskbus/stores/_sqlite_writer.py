@@ -14,8 +14,9 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -28,14 +29,21 @@ __all__ = ["Batch", "SqliteWriter"]
 
 logger = logging.getLogger("taskbus.stores.sqlite")
 
+T = TypeVar("T")
+
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class Batch:
-    """Writes that commit together. `done` is set once they did (or failed)."""
+    """Writes that commit together. `done` is set once they did (or failed).
 
-    __slots__ = ("calls", "done", "error", "inserts", "results", "rows")
+    If the group fails, its rows are written one by one so that one bad row (too
+    large for a full disk, say) fails only itself: `errors` holds those, by task id;
+    `error` is the failure of a call.
+    """
+
+    __slots__ = ("calls", "done", "error", "errors", "inserts", "results", "rows")
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
@@ -44,6 +52,10 @@ class Batch:
         self.results: list[Any] = []
         self.done = anyio.Event()
         self.error: BaseException | None = None
+        self.errors: dict[str, BaseException] = {}
+
+    def error_for(self, task_id: str) -> BaseException | None:
+        return self.errors.get(task_id)
 
 
 class SqliteWriter:
@@ -61,6 +73,7 @@ class SqliteWriter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending = Batch()
+        self._inflight: Batch | None = None
         self._stopping = False
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.Thread(target=self._run, name="taskbus-sqlite-writer", daemon=True)
@@ -87,6 +100,13 @@ class SqliteWriter:
         self._wake.set()
         return batch, index
 
+    def barrier(self) -> Batch | None:
+        """The batch to wait for so that every write made so far is committed."""
+        with self._lock:
+            if self._pending.rows or self._pending.calls:
+                return self._pending
+            return self._inflight
+
     async def stop(self) -> None:
         """Write what is pending, then end the thread."""
         self._stopping = True
@@ -101,6 +121,7 @@ class SqliteWriter:
             self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, Batch()
+                self._inflight = batch
                 stopping = self._stopping
             if batch.rows or batch.calls:
                 self._write(batch)
@@ -113,27 +134,43 @@ class SqliteWriter:
                 self._wake.set()
 
     def _write(self, batch: Batch) -> None:
-        conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._transaction(lambda conn: conn.executemany(UPSERT, batch.rows.values()))
+        except sqlite3.Error:
+            for task_id, row in batch.rows.items():
+                try:
+                    self._transaction(partial(_upsert_one, row=row))
+                except sqlite3.Error as exc:
+                    batch.errors[task_id] = store_error(self._path, exc, "write")
+                    logger.error("%s", batch.errors[task_id])
+        if batch.calls:
             try:
-                if batch.rows:
-                    conn.executemany(UPSERT, batch.rows.values())
-                batch.results = [fn(conn) for fn in batch.calls]
-                conn.execute("COMMIT")
-            except BaseException:
+                batch.results = self._transaction(lambda conn: [fn(conn) for fn in batch.calls])
+            except sqlite3.Error as exc:
+                batch.error = store_error(self._path, exc, "write")
+                logger.error("%s", batch.error)
+            except Exception as exc:
+                batch.error = exc
+                logger.exception("SQLite store write failed")
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full)
                 conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            batch.error = store_error(self._path, exc, "write")
-            logger.error("%s", batch.error)
-        except Exception as exc:
-            batch.error = exc
-            logger.exception("SQLite store write failed")
+            raise
+        return result
 
     def _finish(self, batch: Batch) -> None:
-        if batch.error is not None:
+        if batch.errors:
             self._requeue_updates(batch)
+        with self._lock:
+            if self._inflight is batch:
+                self._inflight = None
         self._on_committed(batch)
         batch.done.set()
 
@@ -143,10 +180,14 @@ class SqliteWriter:
         # (a newer row for the same task, if any, wins).
         with self._lock:
             pending = self._pending
-            for task_id, row in batch.rows.items():
+            for task_id in batch.errors:
                 if task_id not in batch.inserts and task_id not in pending.rows:
-                    pending.rows[task_id] = row
+                    pending.rows[task_id] = batch.rows[task_id]
 
     @staticmethod
     def is_final(row: Row) -> bool:
         return row[_STATE] in _FINAL
+
+
+def _upsert_one(conn: sqlite3.Connection, *, row: Row) -> None:
+    conn.execute(UPSERT, row)

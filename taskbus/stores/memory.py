@@ -67,7 +67,7 @@ class MemoryStore:
         return None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
-        matches = [r for r in self._records.values() if query.matches(r)]
+        matches = sorted((r for r in self._records.values() if query.matches(r)), key=_created)
         return matches[query.offset : query.offset + query.limit]
 
     async def stats(self) -> StoreStats:
@@ -100,3 +100,7 @@ class MemoryStore:
 
     async def recover(self) -> builtins.list[TaskRecord]:
         return []
+
+
+def _created(record: TaskRecord) -> float:
+    return record.created_at

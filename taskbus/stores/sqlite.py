@@ -32,7 +32,7 @@ from .._record import TaskRecord
 from .._states import TaskState
 from ._base import StoreStats, TaskQuery
 from ._codec import COLUMNS, record_from_row, row_from_record
-from ._sqlite_schema import connect, migrate, store_error
+from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import Batch, SqliteWriter
 
 __all__ = ["SqliteStore"]
@@ -65,6 +65,7 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._created_lock = False
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -83,16 +84,20 @@ class SqliteStore:
         if self._writer is not None:
             raise StoreError(f"{self!r} is already open")
         await anyio.to_thread.run_sync(self._open_files)
-        assert self._reader is not None
-        writer_conn = await anyio.to_thread.run_sync(self._connect, "open for writing")
+        try:
+            writer_conn = await anyio.to_thread.run_sync(self._connect, "open for writing")
+        except BaseException:
+            await self.close()
+            raise
         self._writer = SqliteWriter(writer_conn, self.path, self._committed)
 
     def _open_files(self) -> None:
         self._take_lock()
         try:
-            conn = self._connect("open")
+            conn = self._connect("open", check_first=True)
             try:
                 migrate(conn, self.path)
+                apply_pragmas(conn, self._pragmas)
             except sqlite3.Error as exc:
                 conn.close()
                 raise store_error(self.path, exc, "prepare the schema") from None
@@ -101,17 +106,25 @@ class SqliteStore:
                 raise
             self._reader = conn
         except BaseException:
+            if self._created_lock:  # leave no trace beside a file that is not ours
+                self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
             self._release_lock()
             raise
 
-    def _connect(self, doing: str) -> sqlite3.Connection:
+    def _connect(self, doing: str, *, check_first: bool = False) -> sqlite3.Connection:
+        # The first connection sets no pragma (WAL mode changes the file) until
+        # `migrate` has checked that the file is ours.
         try:
-            return connect(self.path, self._pragmas, busy_timeout=self._busy_timeout)
+            conn = connect(self.path, busy_timeout=self._busy_timeout)
+            if not check_first:
+                apply_pragmas(conn, self._pragmas)
         except sqlite3.Error as exc:
             raise store_error(self.path, exc, doing) from None
+        return conn
 
     def _take_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
+        self._created_lock = not lock_path.exists()
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -123,8 +136,8 @@ class SqliteStore:
         except BlockingIOError:
             os.close(fd)
             raise StoreError(
-                f"SQLite store {str(self.path)!r} is in use by another process; "
-                "one process per file (use the Redis store to share work)"
+                f"SQLite store {str(self.path)!r} is in use by another open store (in this "
+                "or another process); one per file (use the Redis store to share work)"
             ) from None
         self._lock_fd = fd
 
@@ -157,8 +170,9 @@ class SqliteStore:
         batch = self._require_writer().put(row_from_record(record), insert=True)
         with anyio.CancelScope(shield=True):
             await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+        error = batch.error_for(record.id)
+        if error is not None:
+            raise error
         self._live[record.id] = record
         if record.key is not None:
             self._keys[record.key] = record
@@ -173,11 +187,9 @@ class SqliteStore:
         self._require_writer().put(row_from_record(record))
 
     def _committed(self, batch: Batch) -> None:
-        if batch.error is not None:
-            return
         live = self._live
         for task_id, row in batch.rows.items():
-            if SqliteWriter.is_final(row):
+            if task_id not in batch.errors and SqliteWriter.is_final(row):
                 record = live.get(task_id)
                 if record is not None and record.state.is_final:
                     del live[task_id]
@@ -185,11 +197,10 @@ class SqliteStore:
                         del self._keys[record.key]
 
     async def flush(self) -> None:
-        """Wait until every write made so far is committed."""
-        batch, _ = self._require_writer().call(lambda conn: None)
-        await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+        """Wait until every write made so far has been committed (or has failed)."""
+        batch = self._require_writer().barrier()
+        if batch is not None:
+            await batch.done.wait()
 
     async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         batch, index = self._require_writer().call(fn)
@@ -318,8 +329,12 @@ def _where(query: TaskQuery) -> tuple[str, tuple[Any, ...]]:
         params.append(query.owner)
     if query.type_prefix:  # a range, so the (type, created_at) index serves it
         prefix = query.type_prefix
-        clauses.append("type >= ? AND type < ?")
-        params.extend((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        if ord(prefix[-1]) < 0x10FFFF:
+            clauses.append("type >= ? AND type < ?")
+            params.extend((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        else:
+            clauses.append("substr(type, 1, ?) = ?")
+            params.extend((len(prefix), prefix))
     if query.created_after is not None:
         clauses.append("created_at >= ?")
         params.append(query.created_after)
