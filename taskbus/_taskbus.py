@@ -295,7 +295,11 @@ class TaskBus:
 
     async def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`."""
-        return (await self._record(task_id)).snapshot()
+        record = await self._record(task_id)
+        snapshot = record.snapshot()
+        if record.loaded and record.state is TaskState.COMPLETED:
+            snapshot = snapshot.model_copy(update={"result": self._typed_result(record)})
+        return snapshot
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot:
         """Wait until the task is final and return its snapshot.

@@ -107,6 +107,7 @@ async def test_a_delayed_task_runs_after_reopen_with_a_typed_result(
     assert isinstance(result, Report)
     assert result == Report(rows=2025, title="year 2025")
     assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
+    assert snap.result == result, "snapshots carry the typed result too"
 
 
 async def test_tasks_left_queued_at_shutdown_run_after_reopen(
