@@ -13,7 +13,7 @@ from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
@@ -28,20 +28,20 @@ from ._events import TaskEvent
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
 from ._lifecycle import Lifecycle, final_event
-from ._queue import MAX_PRIORITY, MIN_PRIORITY, TaskQueue
+from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
 from ._recovery import recover
 from ._registry import TaskDefinition, TaskRegistry, _Decorator
+from ._retention import RetentionPolicy, retain
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._timers import Timers
+from ._validation import check_delay, check_metadata, check_priority, to_epoch
 from .stores import LiveRecordStore, Store, TaskQuery, open_store
 
-__all__ = ["BusStats", "RetentionPolicy", "ShutdownReport", "TaskBus", "default_workers"]
+__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
-
-_METADATA = TypeAdapter(dict[str, JsonValue])
 
 
 def default_workers() -> int:
@@ -59,20 +59,6 @@ class ShutdownReport(BaseModel):
         description="Ids of running tasks cancelled after the grace."
     )
     left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
-
-
-class RetentionPolicy(BaseModel):
-    """How long finished tasks are kept. Checked at start and every `interval`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_age: float | None = Field(
-        default=86_400.0, gt=0, description="Seconds a finished task is kept (None: forever)."
-    )
-    max_count: int | None = Field(
-        default=None, ge=0, description="Finished tasks kept at most (None: no limit)."
-    )
-    interval: float = Field(default=60.0, gt=0, description="Seconds between purges.")
 
 
 class BusStats(BaseModel):
@@ -218,11 +204,11 @@ class TaskBus:
             if input is None and not definition.takes_input
             else definition.validate_input(input)
         )
-        priority = definition.default_priority if priority is None else _priority(priority)
+        priority = definition.default_priority if priority is None else check_priority(priority)
         now = self._now()
-        not_before = now + _delay(delay) if delay else None
+        not_before = now + check_delay(delay) if delay else None
         if metadata is not None:
-            metadata = _metadata(metadata)
+            metadata = check_metadata(metadata)
         if owner is not None and not isinstance(owner, str):
             raise InvalidSubmission(f"owner must be a string, not {type(owner).__name__}")
         record = TaskRecord(
@@ -327,18 +313,6 @@ class TaskBus:
             return record.result
         return definition.output_adapter.validate_python(record.result)
 
-    async def _retain(self, policy: RetentionPolicy) -> None:
-        while True:
-            cutoff = None if policy.max_age is None else self.clock.now() - policy.max_age
-            try:
-                purged = await self.store.purge(finished_before=cutoff, keep=policy.max_count)
-            except Exception:
-                logger.exception("retention could not purge finished tasks; will retry")
-            else:
-                if purged:
-                    logger.info("retention purged %d finished task(s)", purged)
-            await self.clock.sleep(policy.interval)
-
     async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
         if record.state.is_final:
             return
@@ -381,8 +355,8 @@ class TaskBus:
                 state=state,
                 owner=owner,
                 type_prefix=type_prefix,
-                created_after=_epoch(created_after),
-                created_before=_epoch(created_before),
+                created_after=to_epoch(created_after),
+                created_before=to_epoch(created_before),
                 limit=limit,
                 offset=offset,
             )
@@ -419,7 +393,7 @@ class TaskBus:
             self.events.attach(tg)
             self.executor.schedule_delayed()
             if self.retention is not None:
-                tg.start_soon(self._retain, self.retention)
+                tg.start_soon(retain, self.store, self.clock, self.retention)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self._accepting = True
@@ -479,29 +453,3 @@ class TaskBus:
                 " (kept in the store for the next start)" if durable else " (lost)",
             )
         return report
-
-
-def _epoch(moment: datetime | float | None) -> float | None:
-    return moment.timestamp() if isinstance(moment, datetime) else moment
-
-
-def _priority(priority: Any) -> int:
-    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise InvalidSubmission(
-            f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY} "
-            f"(10 most urgent), not {priority!r}"
-        )
-    return priority
-
-
-def _delay(delay: Any) -> float:
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-        raise InvalidSubmission(f"delay must be a non-negative number of seconds, not {delay!r}")
-    return float(delay)
-
-
-def _metadata(metadata: Any) -> dict[str, Any]:
-    try:
-        return _METADATA.validate_python(metadata)
-    except ValidationError as exc:
-        raise InvalidSubmission(f"metadata must be a JSON object: {exc}") from None
