@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/durable.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -46,11 +46,34 @@ EXPECTED: dict[str, set[str]] = {
         "target_mib_per_100k_tasks",
         "meets_target",
     },
+    "durable": {"backend", "store", "workers", "meets_target"},
+}
+#: Keys of one case only, for scripts whose lines differ by case.
+EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
+    ("durable", "end-to-end"): {
+        "submitters",
+        "tasks_per_s",
+        "reference_per_commit_tasks_per_s",
+        "reference_batched_tasks_per_s",
+        "ratio_to_per_commit",
+        "ratio_to_batched",
+        "target_tasks_per_s",
+        "target_ratio_to_batched",
+    },
+    ("durable", "submit-latency"): {
+        "p50_us",
+        "p99_us",
+        "reference_p50_us",
+        "reference_p99_us",
+        "ratio_p50",
+        "ratio_p99",
+    },
 }
 CASES = {
     "throughput": {"no-subscriber", "sync-listener", "async-subscriber"},
     "latency": {"submit-to-start", "submit-to-result"},
     "memory": {"blocked-worker", "delayed"},
+    "durable": {"end-to-end", "submit-latency"},
 }
 
 
@@ -71,7 +94,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["throughput", "latency", "memory"])
+@pytest.mark.parametrize("script", ["throughput", "latency", "memory", "durable"])
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
         pytest.importorskip("psutil")
@@ -79,6 +102,7 @@ def test_quick_run_prints_json_lines(script: str) -> None:
     for line in lines:
         assert line["bench"] == script
         assert {"bench", "case", "tasks", "meets_target"} <= line.keys()
-        missing = EXPECTED[script] - line.keys()
+        expected = EXPECTED[script] | EXPECTED_BY_CASE.get((script, line["case"]), set())
+        missing = expected - line.keys()
         assert not missing, f"{line['case']}: missing {sorted(missing)}"
     assert CASES[script] <= {line["case"] for line in lines}

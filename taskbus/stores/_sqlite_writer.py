@@ -31,6 +31,8 @@ logger = logging.getLogger("taskbus.stores.sqlite")
 
 T = TypeVar("T")
 
+_RETRY_INTERVAL = 1.0  # seconds between attempts to write updates that failed
+
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -88,7 +90,8 @@ class SqliteWriter:
             batch.rows[row[0]] = row
             if insert:
                 batch.inserts.add(row[0])
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return batch
 
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[Batch, int]:
@@ -117,21 +120,37 @@ class SqliteWriter:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            with self._lock:
+                # Rows pending without a wake-up are failed updates: retry them
+                # once a second rather than in a hot loop.
+                retry_after = _RETRY_INTERVAL if self._pending.rows else None
+            self._wake.wait(retry_after)
             self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, Batch()
-                self._inflight = batch
                 stopping = self._stopping
+                if batch.rows or batch.calls:
+                    self._inflight = batch
             if batch.rows or batch.calls:
                 self._write(batch)
                 anyio.from_thread.run_sync(self._finish, batch, token=self._token)
-            if stopping:
-                with self._lock:
-                    idle = not (self._pending.rows or self._pending.calls)
-                if idle:
-                    return
-                self._wake.set()
+            if stopping and self._stop_now(batch):
+                return
+
+    def _stop_now(self, last: Batch) -> bool:
+        with self._lock:
+            left = len(self._pending.rows) + len(self._pending.calls)
+        if left and not last.errors:
+            self._wake.set()  # written after the stop was asked for: one more round
+            return False
+        if left:
+            logger.error(
+                "SQLite store %r closed with %d change(s) it could not write; tasks "
+                "they belong to will be recovered from their last written state",
+                str(self._path),
+                left,
+            )
+        return True
 
     def _write(self, batch: Batch) -> None:
         try:

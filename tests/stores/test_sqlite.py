@@ -722,3 +722,28 @@ async def _check_listing(bus: TaskBus, done: list[str], queued: str, start: floa
     }
     snap = (await bus.list(owner="bob", limit=1))[0]
     assert (snap.type, snap.result, snap.attempts) == ("mail:send", 1, 1)
+
+
+async def test_an_update_that_keeps_failing_neither_hangs_reads_nor_close(
+    make_bus: MakeBus, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskbus.stores import _sqlite_writer
+
+    monkeypatch.setattr(_sqlite_writer, "_RETRY_INTERVAL", 0.05)
+    async with make_bus(store=SqliteStore(db_path)):
+        pass
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON tasks WHEN NEW.state = 'completed' "
+            "BEGIN SELECT RAISE(ABORT, 'cannot write the completion'); END"
+        )
+        conn.commit()
+    bus = make_bus(store=SqliteStore(db_path), retention=None)
+    register_reports(bus)
+    with anyio.fail_after(5):
+        async with bus:
+            handle = await bus.submit("reports:build", {"year": 1})
+            await handle.result(timeout=5)
+            stats = await bus.stats()  # waits for the retried write, which fails again
+            assert TaskState.COMPLETED not in stats.by_state, "the file keeps its last state"
+    assert raw_rows(db_path, "SELECT state FROM tasks") in ([("queued",)], [("running",)])
