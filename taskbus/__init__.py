@@ -4,6 +4,7 @@ Register task types, submit work and get an id back at once, and watch every
 step of a task's life as a typed event.
 """
 
+from ._background import Queued as Queued
 from ._bus import ALL_EVENTS as ALL_EVENTS
 from ._bus import EventBus as EventBus
 from ._clock import Clock as Clock
@@ -48,6 +49,7 @@ from ._registry import TaskOptions as TaskOptions
 from ._registry import TaskRegistry as TaskRegistry
 from ._retention import RetentionPolicy as RetentionPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._scope import RegistryScope as RegistryScope
 from ._snapshot import ErrorInfo as ErrorInfo
 from ._snapshot import TaskSnapshot as TaskSnapshot
 from ._states import TaskState as TaskState
@@ -75,6 +77,8 @@ __all__ = [
     "InvalidTaskDefinition",
     "InvalidTaskInput",
     "InvalidTransition",
+    "Queued",
+    "RegistryScope",
     "RetentionPolicy",
     "RetryPolicy",
     "RetryableError",

@@ -130,6 +130,23 @@ class TaskQueue:
                 moved += 1
         return moved
 
+    def take_type(self, task_type: str) -> list[TaskRecord]:
+        """Remove and return the queued tasks of one type (ready, delayed or held)."""
+        taken = [
+            entry[2]
+            for heap in (self._ready, self._delayed)
+            for entry in heap
+            if entry[2].type == task_type and entry[2].state is TaskState.QUEUED
+        ]
+        self._ready = [e for e in self._ready if e[2].type != task_type]
+        self._delayed = [e for e in self._delayed if e[2].type != task_type]
+        heapq.heapify(self._ready)
+        heapq.heapify(self._delayed)
+        held = self._held.pop(task_type, None)
+        if held:
+            taken.extend(entry[2] for entry in held if entry[2].state is TaskState.QUEUED)
+        return taken
+
     def drain(self) -> list[TaskRecord]:
         """Remove and return every task still queued, in no particular order."""
         entries = [*self._ready, *self._delayed]

@@ -17,6 +17,7 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from ._context import TaskContext
     from ._handle import TaskHandle
+    from ._scope import RegistryScope
 
 __all__ = ["RunIn", "TaskDefinition", "TaskOptions", "TaskRegistry", "TaskSubmitter"]
 
@@ -71,6 +72,10 @@ class TaskSubmitter(typing.Protocol):
         delay: float | None = None,
         key: str | None = None,
     ) -> Coroutine[Any, Any, TaskHandle[Any]]: ...
+
+    async def retire_types(self, names: list[str], *, reason: str, cancel_running: bool) -> None:
+        """Settle the tasks of types just removed from the registry."""
+        ...
 
 
 class TaskDefinition(Generic[InT, OutT]):
@@ -299,6 +304,12 @@ class TaskRegistry:
         """Decorator form of `register`: ``@registry.task("reports:build", timeout=30)``."""
         return _Decorator(self, name, options)
 
+    def scope(self, namespace: str) -> RegistryScope:
+        """A plugin's view: registers ``namespace:name`` types and removes only those."""
+        from ._scope import RegistryScope
+
+        return RegistryScope(self, namespace)
+
 
 def _options(name: str, options: dict[str, Any]) -> TaskOptions:
     try:
@@ -314,6 +325,8 @@ class _Decorator:
         self._registry = registry
         self._name = name
         self._options = _options(name, options)
+        #: Told the full name once the definition is registered (used by scopes).
+        self.on_registered: Callable[[str], None] | None = None
 
     @overload
     def __call__(
@@ -338,4 +351,6 @@ class _Decorator:
             self._name, handler, self._options, self._registry
         )
         self._registry.add(definition)
+        if self.on_registered is not None:
+            self.on_registered(definition.name)
         return definition

@@ -5,29 +5,32 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._background import make_background
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
 from ._errors import (
     BusNotRunning,
+    ErrorType,
     InvalidSubmission,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFound,
+    UnknownTaskType,
 )
 from ._events import TaskEvent
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
-from ._lifecycle import Lifecycle, final_event
+from ._lifecycle import Lifecycle, error_info, final_event
 from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
 from ._recovery import recover
@@ -38,6 +41,9 @@ from ._states import TaskState
 from ._timers import Timers
 from ._validation import check_delay, check_metadata, check_priority, to_epoch
 from .stores import LiveRecordStore, Store, TaskQuery, open_store
+
+if TYPE_CHECKING:
+    from ._threaded import ThreadedTaskBus
 
 __all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
 
@@ -131,6 +137,39 @@ class TaskBus:
     def _on_registry_change(self, name: str, definition: Any) -> None:
         self.queue.set_limit(name, definition.concurrency if definition is not None else None)
         self.executor.notify(self.executor.workers)
+
+    def background(
+        self,
+        target: str | TaskDefinition[Any, Any] | Callable[..., Any],
+        *,
+        inline_for: float = 2.0,
+        priority: int | None = None,
+        owner: str | None = None,
+    ) -> Callable[..., Awaitable[Any]]:
+        """Wrap slow work for an IPC handler, REST endpoint or MCP tool.
+
+        The returned async callable takes the function's own arguments (or, for a
+        task type or definition, its input payload). It returns the result when the
+        work finishes within `inline_for` seconds (raising `TaskFailedError` /
+        `TaskCancelledError` as `result()` would), otherwise a `Queued` answer with
+        the task id at once; the work goes on either way, exactly once.
+        ``inline_for=0`` always answers `Queued`. A plain function is registered as
+        task type ``background:<module>.<qualname>`` (its arguments are its input).
+        """
+        return make_background(self, target, inline_for=inline_for, priority=priority, owner=owner)
+
+    @classmethod
+    def start_threaded(
+        cls, *, dispatcher: Callable[..., Any] | None = None, **kwargs: Any
+    ) -> ThreadedTaskBus:
+        """Run a bus on a thread of its own, behind a blocking facade for sync hosts.
+
+        Takes the same keywords as `TaskBus`. With `dispatcher`, listeners are called
+        as ``dispatcher(fn, event)`` so a GUI can run them on its own thread.
+        """
+        from ._threaded import ThreadedTaskBus
+
+        return ThreadedTaskBus.start(cls(**kwargs), dispatcher=dispatcher)
 
     @property
     def running(self) -> bool:
@@ -312,6 +351,28 @@ class TaskBus:
         if not record.loaded or definition is None or not definition.checks_output:
             return record.result
         return definition.output_adapter.validate_python(record.result)
+
+    async def retire_types(
+        self, names: list[str], *, reason: str, cancel_running: bool = False
+    ) -> None:
+        """Settle the tasks of removed types: queued ones fail now with `reason`;
+        running ones finish, or are cancelled and awaited if `cancel_running`."""
+        for name in names:
+            for record in self.queue.take_type(name):
+                exc = UnknownTaskType(name)
+                exc.args = (f"{reason} ({name})",)
+                await self.lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+        if not cancel_running:
+            return
+        doomed: builtins.list[TaskRecord] = []
+        for task_id in self.executor.running_ids:
+            running = await self.store.get(task_id)
+            if running is not None and running.type in names:
+                doomed.append(running)
+        for record in doomed:
+            self.executor.cancel_running(record.id, reason)
+        for record in doomed:
+            await self.lifecycle.wait_final(record)
 
     async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
         if record.state.is_final:

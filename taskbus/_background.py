@@ -1,0 +1,97 @@
+"""`bus.background(...)`: answer inline when work is quick, with a task id when not."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._registry import TaskDefinition
+
+if TYPE_CHECKING:
+    from ._taskbus import TaskBus
+
+__all__ = ["Queued", "make_background"]
+
+
+class Queued(BaseModel):
+    """The answer of a wrapped call whose work did not finish within `inline_for`.
+
+    The work goes on; follow it with `task_id` (events, `bus.get`, `bus.result`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["queued"] = "queued"
+    task_id: str = Field(description="Id of the task doing the work.")
+    task_type: str
+
+
+class _Call(BaseModel):
+    """The arguments of a wrapped plain function, as a task's input."""
+
+    positional: list[Any] = Field(default_factory=list)
+    keywords: dict[str, Any] = Field(default_factory=dict)
+
+
+def _register_function(bus: TaskBus, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+    name = f"background:{fn.__module__}.{fn.__qualname__}".replace("<", "").replace(">", "")
+    existing = bus.registry.find(name)
+    if existing is not None:
+        return existing
+    if inspect.iscoroutinefunction(fn):
+
+        async def run_async(call: _Call) -> Any:
+            return await fn(*call.positional, **call.keywords)
+
+        return bus.registry.register(name, run_async, description=fn.__doc__)
+
+    def run_sync(call: _Call) -> Any:
+        return fn(*call.positional, **call.keywords)
+
+    return bus.registry.register(name, run_sync, description=fn.__doc__)
+
+
+def make_background(
+    bus: TaskBus,
+    target: str | TaskDefinition[Any, Any] | Callable[..., Any],
+    *,
+    inline_for: float = 2.0,
+    priority: int | None = None,
+    owner: str | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """See `TaskBus.background`."""
+    if inline_for < 0:
+        raise ValueError(f"inline_for must be >= 0 seconds, not {inline_for}")
+    if isinstance(target, str):
+        definition = bus.registry.get(target)
+        takes_call = False
+    elif isinstance(target, TaskDefinition):
+        definition, takes_call = target, False
+    elif callable(target):
+        definition, takes_call = _register_function(bus, target), True
+    else:
+        raise TypeError(
+            f"background() takes a task type, a definition or a function, not {target!r}"
+        )
+    name = definition.name
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if takes_call:
+            payload: Any = _Call(positional=list(args), keywords=kwargs)
+        elif kwargs or len(args) > 1:
+            raise TypeError(f"{name} takes one input payload, got {args!r} {kwargs!r}")
+        else:
+            payload = args[0] if args else None
+        handle = await bus.submit(name, payload, priority=priority, owner=owner)
+        if inline_for > 0:
+            with anyio.move_on_after(inline_for):
+                return await handle.result()
+        return Queued(task_id=handle.id, task_type=name)
+
+    call.__name__ = f"background({name})"
+    call.__doc__ = definition.description
+    return call
