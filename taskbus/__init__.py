@@ -5,6 +5,9 @@ step of a task's life as a typed event.
 """
 
 from ._background import Queued as Queued
+from ._batch import BatchNotFound as BatchNotFound
+from ._batch import BatchSummary as BatchSummary
+from ._batch import TaskBatch as TaskBatch
 from ._bus import ALL_EVENTS as ALL_EVENTS
 from ._bus import EventBus as EventBus
 from ._clock import Clock as Clock
@@ -33,6 +36,10 @@ from ._errors import UnknownTaskType as UnknownTaskType
 from ._errors import UserActionableError as UserActionableError
 from ._events import EVENT_ADAPTER as EVENT_ADAPTER
 from ._events import AnyTaskEvent as AnyTaskEvent
+from ._events import BatchEvent as BatchEvent
+from ._events import BatchFinished as BatchFinished
+from ._events import BatchProgress as BatchProgress
+from ._events import Event as Event
 from ._events import TaskCancelled as TaskCancelled
 from ._events import TaskCompleted as TaskCompleted
 from ._events import TaskEvent as TaskEvent
@@ -64,12 +71,18 @@ __all__ = [
     "ALL_EVENTS",
     "EVENT_ADAPTER",
     "AnyTaskEvent",
+    "BatchEvent",
+    "BatchFinished",
+    "BatchNotFound",
+    "BatchProgress",
+    "BatchSummary",
     "BusNotRunning",
     "BusStats",
     "Clock",
     "DuplicateTaskType",
     "ErrorInfo",
     "ErrorType",
+    "Event",
     "EventBuffer",
     "EventBus",
     "FatalError",
@@ -86,6 +99,7 @@ __all__ = [
     "StoreError",
     "SubscriptionOverflow",
     "SystemClock",
+    "TaskBatch",
     "TaskBus",
     "TaskCancelled",
     "TaskCancelledError",

@@ -24,31 +24,30 @@ from anyio.abc import TaskGroup
 from pyee import EventEmitter
 
 from ._errors import SubscriptionOverflow
-from ._events import EVENT_TYPES, TaskEvent
+from ._events import BATCH_EVENT_TYPES, EVENT_TYPES, Event
 from ._subscription import EventBuffer
 
 __all__ = ["ALL_EVENTS", "EventBus", "Listener"]
 
 logger = logging.getLogger("taskbus.bus")
 
-E = TypeVar("E", bound=TaskEvent)
+E = TypeVar("E", bound=Event)
 Listener = Callable[[Any], Any]
 #: Subscribe to this name to receive every event.
 ALL_EVENTS = "*"
 
-_EventKey = str | type[TaskEvent]
+_EventKey = str | type[Event]
 
 
 def _event_name(event: _EventKey) -> str:
     if isinstance(event, str):
-        if event != ALL_EVENTS and event not in EVENT_TYPES:
-            raise ValueError(
-                f"unknown event name {event!r}; known: {', '.join(EVENT_TYPES)} or '*'"
-            )
+        if event != ALL_EVENTS and event not in EVENT_TYPES and event not in BATCH_EVENT_TYPES:
+            known = ", ".join([*EVENT_TYPES, *BATCH_EVENT_TYPES])
+            raise ValueError(f"unknown event name {event!r}; known: {known} or '*'")
         return event
-    if isinstance(event, type) and issubclass(event, TaskEvent):
+    if isinstance(event, type) and issubclass(event, Event):
         name = event.model_fields["name"].default
-        if name in EVENT_TYPES:
+        if name in EVENT_TYPES or name in BATCH_EVENT_TYPES:
             return str(name)
     raise ValueError(f"not an event name or class: {event!r}")
 
@@ -62,7 +61,7 @@ class _AsyncListener:
         self.done: anyio.Event | None = None
         self._bus = bus
 
-    def __call__(self, event: TaskEvent) -> None:
+    def __call__(self, event: Event) -> None:
         self.buffer.put(event)
 
     def start(self, task_group: TaskGroup) -> None:
@@ -108,9 +107,9 @@ class EventBus:
         self._emitter = EventEmitter()
         self._listener_buffer = listener_buffer
         self._counts: dict[str, int] = {}
-        self._wrappers: dict[tuple[str, Any], list[Callable[[TaskEvent], None]]] = {}
+        self._wrappers: dict[tuple[str, Any], list[Callable[[Event], None]]] = {}
         self._async_listeners: list[_AsyncListener] = []
-        self._snapshots: dict[str, tuple[Callable[[TaskEvent], None], ...]] = {}
+        self._snapshots: dict[str, tuple[Callable[[Event], None], ...]] = {}
         self._task_group: TaskGroup | None = None
         self._any = 0
         self.listener_errors = 0
@@ -172,7 +171,7 @@ class EventBus:
         else:
             self._counts.pop(name, None)
 
-    def _wrap(self, listener: Listener, *, duplicate: bool) -> Callable[[TaskEvent], None]:
+    def _wrap(self, listener: Listener, *, duplicate: bool) -> Callable[[Event], None]:
         if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
             getattr(listener, "__call__", None)  # noqa: B004
         ):
@@ -186,13 +185,16 @@ class EventBus:
         # function gets a distinct callable so that it is called twice.
         return partial(listener) if duplicate else listener
 
-    def _listener_failed(self, listener: Any, event: TaskEvent) -> None:
+    def _listener_failed(self, listener: Any, event: Event) -> None:
         self.listener_errors += 1
         logger.exception(
-            "listener %r raised on %s for task %s", listener, event.name, event.task_id
+            "listener %r raised on %s for %s",
+            listener,
+            event.name,
+            getattr(event, "task_id", None) or getattr(event, "batch_id", None),
         )
 
-    def publish(self, event: TaskEvent) -> None:
+    def publish(self, event: Event) -> None:
         """Deliver `event` to its listeners and to every-event subscribers."""
         name = event.name
         if name in self._counts:
@@ -200,14 +202,14 @@ class EventBus:
         if self._any:
             self._deliver(self._snapshots.get(ALL_EVENTS) or self._snapshot(ALL_EVENTS), event)
 
-    def _deliver(self, handlers: tuple[Callable[[TaskEvent], None], ...], event: TaskEvent) -> None:
+    def _deliver(self, handlers: tuple[Callable[[Event], None], ...], event: Event) -> None:
         for handler in handlers:
             try:
                 handler(event)
             except Exception:  # noqa: BLE001 - a listener never breaks the runtime; logged
                 self._listener_failed(getattr(handler, "func", handler), event)
 
-    def _snapshot(self, name: str) -> tuple[Callable[[TaskEvent], None], ...]:
+    def _snapshot(self, name: str) -> tuple[Callable[[Event], None], ...]:
         # pyee keeps the listeners; its emit() locks and copies them on every call,
         # which cost more than building the event, so the bus reads a tuple of
         # pyee's listeners that is rebuilt whenever they change.
@@ -230,10 +232,10 @@ class EventBus:
         """
         names = frozenset(_event_name(e) for e in events) if events else None
 
-        def accept(event: TaskEvent) -> bool:
+        def accept(event: Event) -> bool:
             return (
-                (task_id is None or event.task_id == task_id)
-                and (task_type is None or event.task_type == task_type)
+                (task_id is None or getattr(event, "task_id", None) == task_id)
+                and (task_type is None or getattr(event, "task_type", None) == task_type)
                 and (names is None or event.name in names)
             )
 

@@ -14,10 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ._errors import ErrorType
 
 __all__ = [
+    "BATCH_EVENT_TYPES",
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "FINAL_EVENT_NAMES",
     "AnyTaskEvent",
+    "BatchEvent",
+    "BatchFinished",
+    "BatchProgress",
+    "Event",
     "EventName",
     "TaskCancelled",
     "TaskCompleted",
@@ -40,19 +45,16 @@ EventName = Literal[
 ]
 
 
-E = TypeVar("E", bound="TaskEvent")
+E = TypeVar("E", bound="Event")
 
 
-class TaskEvent(BaseModel):
-    """Fields every task event has."""
+class Event(BaseModel):
+    """Fields every event has: task events and batch events."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    task_id: str = Field(description="Id of the task the event is about.")
-    task_type: str = Field(description="Registered type name of the task.")
     timestamp: datetime = Field(description="When it happened (UTC).")
-    owner: str | None = Field(default=None, description="Owner given at submit, if any.")
 
     final: ClassVar[bool] = False
     #: The `name` literal of the class, for code that has the class at hand.
@@ -69,8 +71,28 @@ class TaskEvent(BaseModel):
         return build_trusted(cls, values)
 
 
+class TaskEvent(Event):
+    """Fields every task event has."""
+
+    task_id: str = Field(description="Id of the task the event is about.")
+    task_type: str = Field(description="Registered type name of the task.")
+    owner: str | None = Field(default=None, description="Owner given at submit, if any.")
+
+
+class BatchEvent(Event):
+    """Fields every batch event has (see `TaskBus.submit_batch`)."""
+
+    batch_id: str = Field(description="Id of the batch.")
+    total: int = Field(description="Tasks in the batch.")
+    completed: int
+    failed: int
+    cancelled: int
+    running: int
+    queued: int
+
+
 def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
-    """`TaskEvent.trusted` taking the (consumed) values dict itself."""
+    """`Event.trusted` taking the (consumed) values dict itself."""
     name, fields = _TRUSTED[cls]
     values["name"] = name
     stamp = values["timestamp"]
@@ -180,6 +202,24 @@ class TaskCancelled(TaskEvent):
     reason: str | None = Field(description="Why, as given to cancel().")
 
 
+class BatchProgress(BatchEvent):
+    """A batch moved (debounced like task progress)."""
+
+    name: Literal["batch-progress"] = "batch-progress"
+    progress: float = Field(ge=0, le=100, description="Percent of the batch done.")
+    message: str | None = Field(description="The current operation of a running task.")
+    estimated_time_remaining: float | None = Field(
+        description="Seconds, from the average time of its finished tasks."
+    )
+
+
+class BatchFinished(BatchEvent):
+    """Every task of the batch reached a final state."""
+
+    final: ClassVar[bool] = True
+    name: Literal["batch-finished"] = "batch-finished"
+
+
 AnyTaskEvent = Annotated[
     TaskQueued
     | TaskStarted
@@ -210,10 +250,19 @@ EVENT_TYPES: dict[str, type[TaskEvent]] = {
 # Class attribute reads on pydantic models are slow; the hot path reads this.
 # Events are frozen, so pydantic never adds to their fields-set in place (copies
 # get their own), and every trusted event of a class can share one.
-_TRUSTED: dict[type[TaskEvent], tuple[str, set[str]]] = {}
+_TRUSTED: dict[type[Event], tuple[str, set[str]]] = {}
 for _name, _cls in EVENT_TYPES.items():
     _cls.event_name = _name
     _TRUSTED[_cls] = (_name, set(_cls.model_fields))
+
+#: Batch events by name; the bus accepts these names too.
+BATCH_EVENT_TYPES: dict[str, type[BatchEvent]] = {
+    "batch-progress": BatchProgress,
+    "batch-finished": BatchFinished,
+}
+for _name, _batch_cls in BATCH_EVENT_TYPES.items():
+    _batch_cls.event_name = _name
+    _TRUSTED[_batch_cls] = (_name, set(_batch_cls.model_fields))
 
 FINAL_EVENT_NAMES: frozenset[str] = frozenset(
     name for name, cls in EVENT_TYPES.items() if cls.final

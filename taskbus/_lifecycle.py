@@ -104,7 +104,7 @@ class Lifecycle:
         self.store = store
         self.events = events
         self.clock = clock
-        self.debouncer = ProgressDebouncer(
+        self.debouncer: ProgressDebouncer[TaskRecord] = ProgressDebouncer(
             clock, timers, self._publish_progress, interval=progress_interval
         )
         self._waiters: dict[str, list[anyio.Event]] = {}

@@ -9,9 +9,9 @@ final event and forgets the task, so no progress event can follow it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from ._clock import Clock
-from ._record import TaskRecord
 from ._timers import TimerHandle, Timers
 
 __all__ = ["ProgressDebouncer", "estimate_remaining"]
@@ -25,6 +25,14 @@ def estimate_remaining(percent: float, started_at: float | None, now: float) -> 
     return elapsed * (100.0 - percent) / percent
 
 
+class _Keyed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+K = TypeVar("K", bound=_Keyed)
+
+
 class _Slot:
     __slots__ = ("last_sent", "pending", "timer")
 
@@ -34,14 +42,14 @@ class _Slot:
         self.timer: TimerHandle | None = None
 
 
-class ProgressDebouncer:
-    """Rate-limits `emit(record)` per task to one call per `interval` seconds."""
+class ProgressDebouncer(Generic[K]):
+    """Rate-limits `emit(item)` per item id (a task, a batch) to one call per `interval`."""
 
     def __init__(
         self,
         clock: Clock,
         timers: Timers,
-        emit: Callable[[TaskRecord], None],
+        emit: Callable[[K], None],
         interval: float = 0.1,
     ) -> None:
         if interval < 0:
@@ -50,7 +58,7 @@ class ProgressDebouncer:
         self._timers = timers
         self._emit = emit
         self.interval = interval
-        self._slots: dict[str, tuple[_Slot, TaskRecord]] = {}
+        self._slots: dict[str, tuple[_Slot, K]] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -60,7 +68,7 @@ class ProgressDebouncer:
         """True while any task has debounce state (so `finish` has work to do)."""
         return bool(self._slots)
 
-    def update(self, record: TaskRecord) -> None:
+    def update(self, record: K) -> None:
         """The record's progress fields changed; emit now or schedule a trailing emit."""
         entry = self._slots.get(record.id)
         if entry is None:
@@ -77,7 +85,7 @@ class ProgressDebouncer:
         else:
             slot.pending = True
 
-    def _send(self, slot: _Slot, record: TaskRecord, now: float) -> None:
+    def _send(self, slot: _Slot, record: K, now: float) -> None:
         slot.last_sent = now
         slot.pending = False
         if slot.timer is not None:

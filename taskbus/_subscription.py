@@ -18,7 +18,7 @@ from typing import Self
 import anyio
 
 from ._errors import SubscriptionOverflow
-from ._events import TaskEvent
+from ._events import Event
 
 __all__ = ["EventBuffer"]
 
@@ -36,7 +36,7 @@ class EventBuffer:
         maxsize: int = 1000,
         *,
         hard_limit: int | None = None,
-        accept: Callable[[TaskEvent], bool] | None = None,
+        accept: Callable[[Event], bool] | None = None,
         until_final_of: str | None = None,
     ) -> None:
         if maxsize < 1:
@@ -46,7 +46,7 @@ class EventBuffer:
         self.dropped = 0
         self._accept = accept
         self._until_final_of = until_final_of
-        self._items: deque[TaskEvent] = deque()
+        self._items: deque[Event] = deque()
         self._progress_held = 0
         self._waiter: anyio.Event | None = None
         self._closed = False
@@ -59,7 +59,7 @@ class EventBuffer:
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, event: TaskEvent) -> None:
+    def put(self, event: Event) -> None:
         """Offer an event (sync, from the publishing task or the bus's thread)."""
         if self._closed or (self._accept is not None and not self._accept(event)):
             return
@@ -69,11 +69,11 @@ class EventBuffer:
         items.append(event)
         if event.name == _PROGRESS:
             self._progress_held += 1
-        if event.final and event.task_id == self._until_final_of:
+        if event.final and getattr(event, "task_id", None) == self._until_final_of:
             self._closed = True
         self._wake()
 
-    def _make_room(self, event: TaskEvent) -> bool:
+    def _make_room(self, event: Event) -> bool:
         if self._progress_held:
             for index, waiting in enumerate(self._items):
                 if waiting.name == _PROGRESS:
@@ -101,19 +101,19 @@ class EventBuffer:
             self._waiter = None
             waiter.set()
 
-    def _take(self) -> TaskEvent:
+    def _take(self) -> Event:
         event = self._items.popleft()
         if event.name == _PROGRESS:
             self._progress_held -= 1
         return event
 
-    def get_nowait(self) -> TaskEvent | None:
+    def get_nowait(self) -> Event | None:
         return self._take() if self._items else None
 
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> TaskEvent:
+    async def __anext__(self) -> Event:
         while not self._items:
             if self._overflowed:
                 raise SubscriptionOverflow(

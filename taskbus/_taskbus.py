@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._background import make_background
+from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
 from ._errors import (
@@ -27,7 +28,7 @@ from ._errors import (
     TaskNotFound,
     UnknownTaskType,
 )
-from ._events import TaskEvent
+from ._events import Event
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
 from ._lifecycle import Lifecycle, error_info, final_event
@@ -125,6 +126,7 @@ class TaskBus:
             workers=workers if workers is not None else default_workers(),
         )
         self.shutdown_report: ShutdownReport | None = None
+        self._batches = BatchTracker(self, interval=progress_interval)
         self._accepting = False
         self._keys_in_flight: dict[str, anyio.Event] = {}
         self._exit_stack: AsyncExitStack | None = None
@@ -182,13 +184,13 @@ class TaskBus:
         """Register the decorated handler as task type `name` (see `TaskOptions`)."""
         return self.registry.task(name, **options)
 
-    def on(self, event: str | type[TaskEvent], listener: Listener | None = None) -> Any:
+    def on(self, event: str | type[Event], listener: Listener | None = None) -> Any:
         """Listen to an event by name or class; sync or async listener."""
         if listener is None:
             return self.events.on(event)
         return self.events.on(event, listener)
 
-    def off(self, event: str | type[TaskEvent], listener: Listener) -> None:
+    def off(self, event: str | type[Event], listener: Listener) -> None:
         self.events.off(event, listener)
 
     @asynccontextmanager
@@ -197,7 +199,7 @@ class TaskBus:
         *,
         task_id: str | None = None,
         task_type: str | None = None,
-        events: list[str | type[TaskEvent]] | None = None,
+        events: list[str | type[Event]] | None = None,
         buffer: int = 1000,
     ) -> AsyncIterator[Any]:
         """Iterate events as they happen (see `EventBuffer` for the overflow policy).
@@ -351,6 +353,65 @@ class TaskBus:
         if not record.loaded or definition is None or not definition.checks_output:
             return record.result
         return definition.output_adapter.validate_python(record.result)
+
+    async def submit_batch(
+        self,
+        items: Iterable[tuple[str, Any]],
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> TaskBatch:
+        """Submit many ``(task_type, input)`` tasks as one batch.
+
+        Every input is validated first: one bad item raises and nothing is stored.
+        A failing task does not stop the others. Follow the batch with
+        `bus.batch(id)`, batch-progress / batch-finished events, or `batch.wait()`.
+        """
+        if not self._accepting:
+            raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
+        now = self._now()
+        if priority is not None:
+            priority = check_priority(priority)
+        if metadata is not None:
+            metadata = check_metadata(metadata)
+        prepared: builtins.list[tuple[TaskRecord, TaskDefinition[Any, Any]]] = []
+        for task_type, payload in items:
+            definition = self.registry.get(task_type)
+            value = definition.validate_input(payload)
+            record = TaskRecord(
+                new_task_id(),
+                task_type,
+                value,
+                definition.default_priority if priority is None else priority,
+                now,
+                definition.max_attempts,
+                owner,
+                dict(metadata) if metadata else None,
+            )
+            prepared.append((record, definition))
+        if not prepared:
+            raise InvalidSubmission("a batch needs at least one task")
+        batch = self._batches.new([record for record, _ in prepared])
+        for record, definition in prepared:
+            await self._enqueue(record, definition)
+        self._batches.track(batch)
+        return batch
+
+    async def batch(self, batch_id: str) -> BatchSummary:
+        """Where a batch stands; raises `BatchNotFound`."""
+        return self._batches.summary(batch_id)
+
+    async def cancel_batch(self, batch_id: str, *, reason: str | None = None) -> int:
+        """Cancel every task of the batch that has not finished; return how many."""
+        batch = self._batches.get(batch_id)
+        cancelled = 0
+        # Queued ones first, so none of them starts while a running one winds down.
+        for wanted in (TaskState.QUEUED, TaskState.RUNNING):
+            for record in batch.records:
+                if record.state is wanted and await self.cancel(record.id, reason=reason):
+                    cancelled += 1
+        return cancelled
 
     async def retire_types(
         self, names: list[str], *, reason: str, cancel_running: bool = False

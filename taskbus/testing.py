@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 import anyio
 
 from ._bus import ALL_EVENTS
-from ._events import TaskEvent
+from ._events import Event
 
 __all__ = ["EventRecorder", "FakeClock"]
 
-E = TypeVar("E", bound=TaskEvent)
+E = TypeVar("E", bound=Event)
 
 
 class FakeClock:
@@ -64,13 +64,13 @@ class EventRecorder:
     """
 
     def __init__(self, bus: Any, *, timeout: float = 5.0) -> None:
-        self.events: list[TaskEvent] = []
+        self.events: list[Event] = []
         self.timeout = timeout
         self._changed = anyio.Event()
         self._bus = bus
         bus.on(ALL_EVENTS, self._record)
 
-    def _record(self, event: TaskEvent) -> None:
+    def _record(self, event: Event) -> None:
         self.events.append(event)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
@@ -80,14 +80,16 @@ class EventRecorder:
 
     def names(self, task_id: str | None = None) -> list[str]:
         """Event names in order, for one task or all."""
-        return [e.name for e in self.events if task_id is None or e.task_id == task_id]
+        return [
+            e.name for e in self.events if task_id is None or getattr(e, "task_id", None) == task_id
+        ]
 
     def of(self, kind: type[E], task_id: str | None = None) -> list[E]:
         """Recorded events of one class, optionally for one task."""
         return [
             e
             for e in self.events
-            if isinstance(e, kind) and (task_id is None or e.task_id == task_id)
+            if isinstance(e, kind) and (task_id is None or getattr(e, "task_id", None) == task_id)
         ]
 
     async def wait_for(
