@@ -53,6 +53,23 @@ EXPECTED: dict[str, list[str]] = {
         "same key returns the finished job: True",
         "typed result from the file: year=2023 rows=23",
     ],
+    "plugin_site_builder.py": [
+        "running in host: ['host:index']",
+        "running in site-builder: ['site-builder:site-build']",
+        "registered after unload: ['host:index']",
+        "docs: docs -> 20 files",
+        "blog: task type removed: plugin 'site-builder' unregistered it",
+    ],
+    "ipc_router.py": [
+        "status -> {'status': 'done', 'result': {'path': '/src/app', 'dirty': False}}",
+        "clone -> queued",
+        "  completed: cloned https://example.com/app.git",
+        "clone result: cloned https://example.com/app.git",
+    ],
+    "batch_import.py": [
+        "  batch finished: 5 ok, 1 failed",
+        "summary: total=6 completed=5 failed=1",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",
