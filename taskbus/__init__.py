@@ -64,6 +64,8 @@ from ._subscription import EventBuffer as EventBuffer
 from ._taskbus import BusStats as BusStats
 from ._taskbus import ShutdownReport as ShutdownReport
 from ._taskbus import TaskBus as TaskBus
+from ._threaded import ThreadedHandle as ThreadedHandle
+from ._threaded import ThreadedTaskBus as ThreadedTaskBus
 
 __version__ = "0.1.0.dev0"
 
@@ -125,6 +127,8 @@ __all__ = [
     "TaskState",
     "TaskTimeoutError",
     "TaskbusError",
+    "ThreadedHandle",
+    "ThreadedTaskBus",
     "UnknownTaskType",
     "UserActionableError",
     "current_context",

@@ -111,6 +111,7 @@ class EventBus:
         self._async_listeners: list[_AsyncListener] = []
         self._snapshots: dict[str, tuple[Callable[[Event], None], ...]] = {}
         self._task_group: TaskGroup | None = None
+        self._streams: set[EventBuffer] = set()
         self._any = 0
         self.listener_errors = 0
 
@@ -242,11 +243,18 @@ class EventBus:
         stream = EventBuffer(buffer, accept=accept, until_final_of=task_id)
         self._emitter.on(ALL_EVENTS, stream.put)
         self._count(ALL_EVENTS, +1)
+        self._streams.add(stream)
         try:
             yield stream
         finally:
+            self._streams.discard(stream)
             self._emitter.remove_listener(ALL_EVENTS, stream.put)
             self._count(ALL_EVENTS, -1)
+            stream.close()
+
+    def close_subscriptions(self) -> None:
+        """End every open subscription once it has read what it holds (at shutdown)."""
+        for stream in list(self._streams):
             stream.close()
 
     def attach(self, task_group: TaskGroup) -> None:

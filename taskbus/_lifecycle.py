@@ -300,6 +300,13 @@ class Lifecycle:
         if self.events.wants(_FINAL_NAMES[state]):
             self.events.publish(final_event(record))
 
+    def release_waiters(self) -> None:
+        """Wake everyone waiting for a task (the bus is stopping)."""
+        waiters, self._waiters = self._waiters, {}
+        for events in waiters.values():
+            for waiter in events:
+                waiter.set()
+
     async def wait_final(self, record: TaskRecord) -> None:
         """Return once `record` is final."""
         if record.state.is_final:

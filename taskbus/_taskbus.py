@@ -162,16 +162,21 @@ class TaskBus:
 
     @classmethod
     def start_threaded(
-        cls, *, dispatcher: Callable[..., Any] | None = None, **kwargs: Any
+        cls,
+        *,
+        dispatcher: Callable[..., Any] | None = None,
+        backend: str = "asyncio",
+        **kwargs: Any,
     ) -> ThreadedTaskBus:
         """Run a bus on a thread of its own, behind a blocking facade for sync hosts.
 
         Takes the same keywords as `TaskBus`. With `dispatcher`, listeners are called
-        as ``dispatcher(fn, event)`` so a GUI can run them on its own thread.
+        as ``dispatcher(fn, event)`` so a GUI can run them on its own thread;
+        `backend` is "asyncio" or "trio".
         """
         from ._threaded import ThreadedTaskBus
 
-        return ThreadedTaskBus.start(cls(**kwargs), dispatcher=dispatcher)
+        return ThreadedTaskBus.start(cls(**kwargs), dispatcher=dispatcher, backend=backend)
 
     @property
     def running(self) -> bool:
@@ -443,6 +448,11 @@ class TaskBus:
         else:
             with anyio.fail_after(timeout):
                 await self.lifecycle.wait_final(record)
+        if not record.state.is_final:
+            raise BusNotRunning(
+                f"the bus stopped before task {record.id} finished "
+                f"(it is {record.state.value}; a durable store runs it on the next start)"
+            )
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a queued or running task; False if it had already finished.
@@ -554,7 +564,9 @@ class TaskBus:
         with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
             await self.executor.wait_stopped()
         left = [record.id for record in self.queue.drain()]
+        self.lifecycle.release_waiters()  # they get BusNotRunning for what is left
         await self.events.drain(timeout=1.0)
+        self.events.close_subscriptions()
         report = ShutdownReport(
             finished_in_grace=len(running_before - set(cancelled)),
             cancelled=cancelled,

@@ -503,3 +503,37 @@ async def test_a_stray_asyncio_cancellation_fails_the_task_not_the_worker(
         with pytest.raises(TaskFailedError, match="cancellation nobody requested"):
             await (await leaky.submit()).result(timeout=5)
         assert await (await after.submit()).result(timeout=5) == "worker alive"
+
+
+async def test_waiters_and_subscriptions_end_when_the_bus_stops(make_bus: MakeBus) -> None:
+    from taskbus import BusNotRunning
+
+    bus = make_bus()
+
+    @bus.task("sd:later")
+    async def later(ctx: TaskContext) -> None: ...
+
+    outcome: list[str] = []
+    subscribed = anyio.Event()
+
+    async def wait_for_result(handle_id: str) -> None:
+        try:
+            await bus.result(handle_id)
+        except BusNotRunning as exc:
+            outcome.append(f"waiter: {exc}")
+
+    async def follow() -> None:
+        async with bus.subscribe() as events:
+            subscribed.set()
+            async for _ in events:
+                pass
+        outcome.append("subscription ended")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, bus:
+            handle = await later.submit(delay=60)
+            tg.start_soon(wait_for_result, handle.id)
+            tg.start_soon(follow)
+            await subscribed.wait()
+    assert "subscription ended" in outcome
+    assert any("stopped before task" in line for line in outcome)

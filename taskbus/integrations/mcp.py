@@ -1,0 +1,506 @@
+"""A `TaskBus` served over MCP (the Model Context Protocol), from the ``mcp`` extra.
+
+``create_mcp_server(bus)`` returns an MCP SDK server (``MCPServer``, the SDK's
+FastMCP, renamed in ``mcp`` 2) with the tools ``list_task_types`` (with input JSON
+schemas), ``submit_task(type, input, priority?)`` (answers the id and first status
+at once), ``task_status(task_id)``, ``task_result(task_id, wait_seconds?)`` (the
+result as JSON, "not done yet", or a tool error for a failed or cancelled task;
+while it waits, task progress goes out as MCP progress notifications if the
+client sent a progress token), ``cancel_task(task_id, reason?)`` and
+``list_tasks(state?, type_prefix?)``.
+
+``TaskbusMCP(bus, ...).install(server)`` adds the same tools to a server of your
+own. The bus is yours to run: serve inside ``async with bus:``.
+
+**Sessions own their tasks.** Every task is submitted with the bus's ``owner``
+set to an opaque id of the MCP session that submitted it. A session can read,
+wait for, cancel and list only its own tasks; another session's id gets the same
+"no task with id" answer as an id that never existed. A session is one client's
+connection: the initialize handshake's connection (protocol revisions up to
+2025-11-25, over stdio, SSE or stateful streamable HTTP), or, at 2026-07-28,
+where every request carries its own envelope, the duplex stream (stdio) that
+carries them. When a handshake connection closes, its unfinished tasks are
+cancelled (``cancel_on_close=False`` keeps them running, unreachable); the SDK
+signals no end of a 2026-07-28 stream, so its tasks run on until the bus stops.
+Requests with no session (stateless HTTP, the SDK's in-process 2026-07-28
+client) are refused unless an ``owner=`` hook names the owner, for example from
+the authenticated principal (`mcp.server.mcpserver.authenticated_principal`).
+The SDK has no public accessor for a request's connection yet, so it is read
+from the request's session (``ServerSession._connection``); if a later SDK
+drops it, the tools refuse to run rather than share tasks between sessions.
+
+**MCP tasks are not used.** The 2025-11-25 revision of the specification added
+experimental *tasks* (task-augmented ``tools/call``, ``tasks/get``,
+``tasks/result``, ``tasks/cancel``, ``tasks/list``, ``notifications/tasks/
+status``). The SDK this module targets (``mcp`` 2.3) defines their types only:
+it dispatches none of those methods (they are deliberately absent from its
+per-version method tables) and ignores the ``task`` field of ``tools/call``;
+the 2026-07-28 revision moved tasks out of the core specification into the
+``io.modelcontextprotocol/tasks`` extension, which the SDK does not ship. So
+taskbus offers its tasks as the plain tools above, which every MCP client can
+call, and maps nothing onto the task protocol until an SDK serves it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+try:
+    from mcp.server.connection import Connection
+    from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import ToolAnnotations
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        f"taskbus.integrations.mcp needs the MCP SDK 2.x ({exc.name} is not importable); "
+        "install it with: pip install 'taskbus[mcp]'"
+    ) from exc
+
+from taskbus import (
+    BusNotRunning,
+    InvalidSubmission,
+    InvalidTaskInput,
+    TaskBus,
+    TaskbusError,
+    TaskNotFound,
+    TaskProgress,
+    TaskSnapshot,
+    TaskState,
+    UnknownTaskType,
+)
+
+__all__ = [
+    "CancelAnswer",
+    "OwnerHook",
+    "TaskErrorInfo",
+    "TaskList",
+    "TaskResultAnswer",
+    "TaskStatusAnswer",
+    "TaskTypeInfo",
+    "TaskTypeList",
+    "TaskbusMCP",
+    "create_mcp_server",
+]
+
+logger = logging.getLogger("taskbus.mcp")
+
+#: Maps a tool call's context to the owner of the tasks it may see (None: refuse).
+OwnerHook = Callable[[Context[Any, Any]], str | None]
+
+_INSTRUCTIONS = (
+    "Slow work runs as background tasks. Call list_task_types to see what can run and the "
+    "input each type takes, submit_task to start one (it answers a task id at once), then "
+    "task_status or task_result (with wait_seconds to wait) to follow it, and cancel_task "
+    "to stop it. Task ids belong to this session."
+)
+
+
+class TaskErrorInfo(BaseModel):
+    """Why a task failed."""
+
+    message: str
+    error_type: str = Field(description="retryable, fatal or user-actionable.")
+    suggested_action: str | None = Field(default=None, description="What a person can do.")
+
+
+class TaskStatusAnswer(BaseModel):
+    """A task as it is now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    type: str
+    state: TaskState = Field(description="queued, running, completed, failed or cancelled.")
+    done: bool = Field(description="True once the state is final (completed, failed, cancelled).")
+    progress: float | None = Field(default=None, description="Percent done, 0-100.")
+    current: int | None = None
+    total: int | None = None
+    message: str | None = Field(default=None, description="The current operation.")
+    eta: float | None = Field(default=None, description="Seconds remaining, estimated.")
+    attempts: int = Field(description="Attempts started so far.")
+    max_attempts: int
+    error: TaskErrorInfo | None = None
+    cancel_reason: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, snapshot: TaskSnapshot) -> TaskStatusAnswer:
+        error = snapshot.error
+        return cls(
+            task_id=snapshot.id,
+            type=snapshot.type,
+            state=snapshot.state,
+            done=snapshot.is_final,
+            progress=snapshot.progress,
+            current=snapshot.current,
+            total=snapshot.total,
+            message=snapshot.message,
+            eta=snapshot.eta,
+            attempts=snapshot.attempts,
+            max_attempts=snapshot.max_attempts,
+            error=None
+            if error is None
+            else TaskErrorInfo(
+                message=error.message,
+                error_type=error.error_type.value,
+                suggested_action=error.suggested_action,
+            ),
+            cancel_reason=snapshot.cancel_reason,
+            created_at=snapshot.created_at,
+            started_at=snapshot.started_at,
+            finished_at=snapshot.finished_at,
+        )
+
+
+class TaskResultAnswer(BaseModel):
+    """A completed task's result, or word that it has not finished yet."""
+
+    task_id: str
+    state: TaskState
+    done: bool = Field(description="False while the task is queued or running.")
+    result: Any = Field(default=None, description="What the task returned, as JSON.")
+    status: TaskStatusAnswer
+
+
+class CancelAnswer(BaseModel):
+    """What a cancel did."""
+
+    task_id: str
+    cancelled: bool = Field(description="False if the task had already finished.")
+    state: TaskState
+
+
+class TaskList(BaseModel):
+    """This session's tasks, oldest first."""
+
+    tasks: list[TaskStatusAnswer]
+
+
+class TaskTypeInfo(BaseModel):
+    """One task type a client may submit."""
+
+    type: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(description="JSON schema of submit_task's input.")
+    estimated_duration: float | None = Field(default=None, description="Seconds, typically.")
+    timeout: float | None = Field(default=None, description="Seconds per attempt, at most.")
+    default_priority: int
+
+
+class TaskTypeList(BaseModel):
+    """The task types this server runs."""
+
+    types: list[TaskTypeInfo]
+
+
+_READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+class TaskbusMCP:
+    """The taskbus tools, bound to one bus; `install` adds them to an `MCPServer`.
+
+    `types`: the task types clients may see and submit, as exact names or
+    namespace prefixes ending in ``:`` (``["shell:"]``); None exposes all.
+    `owner`: a hook naming the owner of a request's tasks (see the module
+    docstring); None scopes tasks to the MCP session. `max_wait`: the longest
+    ``task_result`` waits, in seconds.
+    """
+
+    def __init__(
+        self,
+        bus: TaskBus,
+        *,
+        types: Sequence[str] | None = None,
+        owner: OwnerHook | None = None,
+        max_wait: float = 60.0,
+        cancel_on_close: bool = True,
+    ) -> None:
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, not {max_wait}")
+        self.bus = bus
+        self.types = None if types is None else tuple(types)
+        self.owner_hook = owner
+        self.max_wait = max_wait
+        self.cancel_on_close = cancel_on_close
+        self._owners: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    def exposes(self, task_type: str) -> bool:
+        """Whether clients may see and submit `task_type`."""
+        if self.types is None:
+            return True
+        return any(
+            task_type == allowed or (allowed.endswith(":") and task_type.startswith(allowed))
+            for allowed in self.types
+        )
+
+    def install(self, server: MCPServer[Any]) -> MCPServer[Any]:
+        """Add the taskbus tools to `server` and return it."""
+        server.add_tool(self.list_task_types, annotations=_READ_ONLY)
+        server.add_tool(self.submit_task)
+        server.add_tool(self.task_status, annotations=_READ_ONLY)
+        server.add_tool(self.task_result, annotations=_READ_ONLY)
+        server.add_tool(self.cancel_task, annotations=ToolAnnotations(destructive_hint=True))
+        server.add_tool(self.list_tasks, annotations=_READ_ONLY)
+        return server
+
+    # -- the tools (their docstrings are what the client's model reads) ----------
+
+    async def list_task_types(self) -> TaskTypeList:
+        """List the task types you can submit, with the JSON schema of each one's input."""
+        return TaskTypeList(
+            types=[
+                TaskTypeInfo(
+                    type=definition.name,
+                    description=definition.description,
+                    input_schema=definition.input_schema(),
+                    estimated_duration=definition.estimated_duration,
+                    timeout=definition.timeout,
+                    default_priority=definition.priority,
+                )
+                for definition in self.bus.registry.definitions()
+                if self.exposes(definition.name)
+            ]
+        )
+
+    async def submit_task(
+        self,
+        type: Annotated[str, Field(description="A task type from list_task_types.")],
+        input: Annotated[
+            Any, Field(description="The task's input, matching its type's input_schema.")
+        ] = None,
+        priority: Annotated[
+            int | None,
+            Field(ge=1, le=10, description="10 is the most urgent; default: the type's."),
+        ] = None,
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskStatusAnswer:
+        """Start a background task; answers its task id and first status at once.
+
+        Follow it with task_status, task_result or cancel_task.
+        """
+        owner = self._owner(ctx)
+        if not self.exposes(type) or type not in self.bus.registry:
+            known = [name for name in self.bus.registry.types() if self.exposes(name)]
+            raise ToolError(str(UnknownTaskType(type, known)))
+        try:
+            handle = await self.bus.submit(type, input, priority=priority, owner=owner)
+            snapshot = await self.bus.get(handle.id)
+        except (InvalidTaskInput, InvalidSubmission, UnknownTaskType) as exc:
+            raise ToolError(str(exc)) from exc  # pydantic's message, for invalid input
+        except BusNotRunning as exc:
+            raise ToolError("the task runtime is not running; try again later") from exc
+        logger.debug("MCP session submitted %s (%s)", handle.id, type)
+        return TaskStatusAnswer.of(snapshot)
+
+    async def task_status(
+        self,
+        task_id: Annotated[str, Field(description="An id from submit_task.")],
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskStatusAnswer:
+        """Show a task's state, progress, current operation, ETA, attempts and error."""
+        return TaskStatusAnswer.of(await self._owned(ctx, task_id))
+
+    async def task_result(
+        self,
+        task_id: Annotated[str, Field(description="An id from submit_task.")],
+        wait_seconds: Annotated[
+            float, Field(ge=0, description="Seconds to wait for the task to finish (capped).")
+        ] = 0,
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskResultAnswer:
+        """Get a task's result: done=true with the result once it completed, done=false
+        while it still runs (call again, or pass wait_seconds). An error if the task failed
+        or was cancelled. While waiting, progress is reported if you asked for it."""
+        snapshot = await self._owned(ctx, task_id)
+        wait = min(wait_seconds, self.max_wait)
+        if not snapshot.is_final and wait > 0:
+            await self._wait(ctx, task_id, wait)
+            snapshot = await self._get(task_id)
+        if snapshot.state is TaskState.FAILED:
+            raise ToolError(_failure_text(snapshot))
+        if snapshot.state is TaskState.CANCELLED:
+            reason = f": {snapshot.cancel_reason}" if snapshot.cancel_reason else ""
+            raise ToolError(f"task {snapshot.id} ({snapshot.type}) was cancelled{reason}")
+        result = None
+        if snapshot.state is TaskState.COMPLETED:
+            try:
+                result = to_jsonable_python(snapshot.result)
+            except PydanticSerializationError as exc:
+                raise ToolError(f"task {snapshot.id}'s result is not JSON: {exc}") from exc
+        return TaskResultAnswer(
+            task_id=snapshot.id,
+            state=snapshot.state,
+            done=snapshot.is_final,
+            result=result,
+            status=TaskStatusAnswer.of(snapshot),
+        )
+
+    async def cancel_task(
+        self,
+        task_id: Annotated[str, Field(description="An id from submit_task.")],
+        reason: Annotated[str | None, Field(description="Why, kept with the task.")] = None,
+        *,
+        ctx: Context[Any, Any],
+    ) -> CancelAnswer:
+        """Cancel a queued or running task (a running one is stopped); false if it had
+        already finished."""
+        await self._owned(ctx, task_id)
+        try:
+            cancelled = await self.bus.cancel(task_id, reason=reason or "cancelled by MCP client")
+        except TaskNotFound as exc:
+            raise ToolError(str(TaskNotFound(task_id))) from exc
+        snapshot = await self._get(task_id)
+        return CancelAnswer(task_id=task_id, cancelled=cancelled, state=snapshot.state)
+
+    async def list_tasks(
+        self,
+        state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None,
+        type_prefix: Annotated[
+            str | None, Field(description="Only task types starting with this.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
+        offset: Annotated[int, Field(ge=0, description="Tasks to skip, for paging.")] = 0,
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskList:
+        """List the tasks this session submitted, oldest first."""
+        owner = self._owner(ctx)
+        snapshots = await self.bus.list(
+            state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
+        )
+        return TaskList(tasks=[TaskStatusAnswer.of(snapshot) for snapshot in snapshots])
+
+    # -- owners ------------------------------------------------------------------
+
+    def _owner(self, ctx: Context[Any, Any]) -> str:
+        if self.owner_hook is not None:
+            owner = self.owner_hook(ctx)
+            if owner is None:
+                raise ToolError("this request has no owner for tasks (not authenticated?)")
+            return owner
+        return self._session_owner(ctx)
+
+    def _session_owner(self, ctx: Context[Any, Any]) -> str:
+        """The opaque owner id of the request's MCP session, made on first use."""
+        try:
+            session = ctx.request_context.session
+        except ValueError as exc:
+            raise ToolError("task tools can only be called within an MCP request") from exc
+        connection = getattr(session, "_connection", None)
+        if not isinstance(connection, Connection):
+            raise ToolError("cannot tell which MCP session this request belongs to")
+        if not connection.has_standalone_channel:
+            raise ToolError(
+                "task tools need an MCP session, and this request is stateless: its tasks "
+                "could not be found again (use a stateful transport, or give the server an "
+                "owner= hook)"
+            )
+        # The connection's channel is one object per client: the handshake connection's
+        # own, or the stream that carries every 2026-07-28 request of one client.
+        channel = connection.outbound
+        owner = self._owners.get(channel)
+        if owner is None:
+            owner = self._owners[channel] = f"mcp-session:{secrets.token_hex(16)}"
+            if self.cancel_on_close and connection.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                # A handshake connection lives as long as its session: its exit is the end.
+                connection.exit_stack.push_async_callback(self._session_closed, owner)
+        return owner
+
+    async def _session_closed(self, owner: str) -> None:
+        """Cancel what a closed session left queued or running: nobody can reach it now."""
+        tried: set[str] = set()
+        while self.bus.running:  # a stopped bus has dealt with its tasks itself
+            unfinished = {
+                snapshot.id
+                for state in (TaskState.QUEUED, TaskState.RUNNING)
+                for snapshot in await self.bus.list(state=state, owner=owner)
+            } - tried
+            if not unfinished:
+                return
+            tried |= unfinished
+            logger.info("MCP session closed: cancelling %d task(s)", len(unfinished))
+            async with anyio.create_task_group() as tg:
+                for task_id in unfinished:
+                    tg.start_soon(self._cancel_quietly, task_id)
+
+    async def _cancel_quietly(self, task_id: str) -> None:
+        try:
+            await self.bus.cancel(task_id, reason="MCP session closed")
+        except TaskbusError:
+            logger.debug("task %s could not be cancelled at session close", task_id, exc_info=True)
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _get(self, task_id: str) -> TaskSnapshot:
+        try:
+            return await self.bus.get(task_id)
+        except TaskNotFound as exc:
+            raise ToolError(str(TaskNotFound(task_id))) from exc
+
+    async def _owned(self, ctx: Context[Any, Any], task_id: str) -> TaskSnapshot:
+        """The task, if it belongs to the caller; otherwise the same error as no task."""
+        owner = self._owner(ctx)
+        snapshot = await self._get(task_id)
+        if snapshot.owner != owner or not self.exposes(snapshot.type):
+            raise ToolError(str(TaskNotFound(task_id)))
+        return snapshot
+
+    async def _wait(self, ctx: Context[Any, Any], task_id: str, wait: float) -> None:
+        """Wait for the final event, forwarding progress (percent, message) meanwhile."""
+        percent = 0.0
+        with anyio.move_on_after(wait):
+            try:
+                async with self.bus.subscribe(task_id=task_id) as events:
+                    async for event in events:
+                        if isinstance(event, TaskProgress):
+                            percent = max(percent, event.progress)  # MCP progress never goes back
+                            await ctx.report_progress(percent, 100, event.message)
+            except TaskNotFound as exc:
+                raise ToolError(str(TaskNotFound(task_id))) from exc
+
+
+def _failure_text(snapshot: TaskSnapshot) -> str:
+    error = snapshot.error
+    text = f"task {snapshot.id} ({snapshot.type}) failed"
+    if error is None:
+        return text
+    text += f" ({error.error_type.value}) after {snapshot.attempts} attempt(s): {error.message}"
+    if error.suggested_action:
+        text += f"; suggested action: {error.suggested_action}"
+    return text
+
+
+def create_mcp_server(
+    bus: TaskBus,
+    *,
+    name: str = "taskbus",
+    types: list[str] | None = None,
+    owner: OwnerHook | None = None,
+    max_wait: float = 60.0,
+    cancel_on_close: bool = True,
+    instructions: str | None = _INSTRUCTIONS,
+) -> MCPServer[Any]:
+    """An MCP server exposing `bus`'s tasks as tools (see the module docstring).
+
+    Run `bus` yourself (``async with bus:``) around serving it, for example
+    ``await server.run_stdio_async()``.
+    """
+    tools = TaskbusMCP(
+        bus, types=types, owner=owner, max_wait=max_wait, cancel_on_close=cancel_on_close
+    )
+    return tools.install(MCPServer(name, instructions=instructions))

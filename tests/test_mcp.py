@@ -1,0 +1,452 @@
+"""The MCP surface (`taskbus.integrations.mcp`) through the MCP SDK's own client.
+
+Each test opens a bus and connects the SDK's in-process `Client` to the server
+with ``mode="legacy"``: the initialize handshake over in-memory streams, which
+gives every client a session of its own, as stdio and stateful HTTP do. Some
+also run at 2026-07-28 over an in-memory stream (one stream per client, as
+stdio). The SDK's default in-process mode sends stateless 2026-07-28 requests
+with no stream and no session (refused without an ``owner=`` hook).
+Every test runs on asyncio and trio. The command runner's tests read the pids
+its shell writes to a file and check that they are dead after a cancel or a
+timeout (gone, or zombies left for a non-reaping init to collect).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client._memory import InMemoryTransport
+from pydantic import BaseModel
+
+from taskbus import TaskBus, TaskContext, TaskProgress, TaskState, UserActionableError
+from taskbus.integrations.mcp import TaskbusMCP, create_mcp_server
+
+pytestmark = pytest.mark.anyio
+MakeBus = Callable[..., TaskBus]
+
+RUNNER_PATH = Path(__file__).resolve().parent.parent / "examples" / "mcp_command_runner.py"
+TOOLS = {
+    "cancel_task",
+    "list_task_types",
+    "list_tasks",
+    "submit_task",
+    "task_result",
+    "task_status",
+}
+
+
+class Numbers(BaseModel):
+    n: int
+
+
+class Doubled(BaseModel):
+    value: int
+
+
+class Gate:
+    """Lets a test know that ``math:slow`` runs, and let it finish."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+
+    async def running(self) -> None:
+        with anyio.fail_after(5):
+            await self.started.wait()
+        self.started = anyio.Event()  # for the next task
+
+
+def register(bus: TaskBus, gate: Gate) -> None:
+    @bus.task("math:double", description="Double a number")
+    async def double(ctx: TaskContext, params: Numbers) -> Doubled:
+        return Doubled(value=params.n * 2)
+
+    @bus.task("math:slow", description="Wait to be released (or cancelled)")
+    async def slow(ctx: TaskContext) -> str:
+        for step in (10, 40, 70):
+            await ctx.progress(step, f"step {step}")
+        gate.started.set()
+        await gate.release.wait()
+        return "released"
+
+    @bus.task("math:broken")
+    async def broken() -> None:
+        raise UserActionableError("no licence", suggested_action="buy one")
+
+    @bus.task("admin:purge", description="Hidden from MCP clients in some tests")
+    async def purge() -> None:
+        return None
+
+
+ERAS = ["2025-11-25", "2026-07-28"]
+
+
+def connect(server: Any, era: str) -> Client:
+    """A client with a session of its own, in either protocol era.
+
+    2025-11-25: the initialize handshake. 2026-07-28: every request carries its
+    own envelope over one in-memory stream (the SDK's transport, as stdio would).
+    """
+    if era == "2026-07-28":
+        return Client(InMemoryTransport(server))
+    return Client(server, mode="legacy")
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert isinstance(text, str)
+    return text
+
+
+# -- the tools -------------------------------------------------------------------
+
+
+async def test_lists_the_tools_and_types(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    server = create_mcp_server(bus, types=["math:"])
+    async with bus, Client(server, mode="legacy") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        types = await call(client, "list_task_types")
+    assert set(tools) == TOOLS
+    assert tools["task_status"].annotations is not None
+    assert tools["task_status"].annotations.read_only_hint is True
+    assert tools["submit_task"].input_schema["required"] == ["type"]
+    by_name = {item["type"]: item for item in types["types"]}
+    assert sorted(by_name) == ["math:broken", "math:double", "math:slow"]  # not admin:purge
+    double = by_name["math:double"]
+    assert double["description"] == "Double a number"
+    assert double["input_schema"]["properties"]["n"]["type"] == "integer"
+    assert double["input_schema"]["required"] == ["n"]
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_submit_status_result_round_trip(make_bus: MakeBus, era: str) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with bus, connect(create_mcp_server(bus), era) as client:
+        assert client.protocol_version == era
+        submitted = await call(client, "submit_task", type="math:double", input={"n": 21})
+        assert submitted["state"] in ("queued", "running", "completed")
+        assert submitted["type"] == "math:double"
+        answer = await call(client, "task_result", task_id=submitted["task_id"], wait_seconds=5)
+        status = await call(client, "task_status", task_id=submitted["task_id"])
+        snapshot = await bus.get(submitted["task_id"])
+        listed = await call(client, "list_tasks", state="completed")
+        next_page = await call(client, "list_tasks", offset=1)
+    assert answer["done"] is True
+    assert answer["state"] == "completed"
+    assert answer["result"] == {"value": 42}
+    assert (status["state"], status["attempts"], status["error"]) == ("completed", 1, None)
+    assert snapshot.result == Doubled(value=42)  # the bus keeps the typed result
+    assert [task["task_id"] for task in listed["tasks"]] == [submitted["task_id"]]
+    assert next_page == {"tasks": []}
+    assert snapshot.owner is not None and snapshot.owner.startswith("mcp-session:")
+
+
+async def test_result_of_a_running_task_says_not_done(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id = (await call(client, "submit_task", type="math:slow"))["task_id"]
+        await gate.running()
+        now = await call(client, "task_result", task_id=task_id)
+        waited = await call(client, "task_result", task_id=task_id, wait_seconds=0.05)
+        gate.release.set()
+        done = await call(client, "task_result", task_id=task_id, wait_seconds=5)
+    assert (now["done"], now["state"], now["result"]) == (False, "running", None)
+    assert now["status"]["message"] == "step 70"
+    assert now["status"]["progress"] == 70
+    assert waited["done"] is False
+    assert (done["done"], done["result"]) == (True, "released")
+
+
+async def test_waiting_forwards_progress_notifications(make_bus: MakeBus) -> None:
+    bus = make_bus(progress_interval=0)
+    heard = anyio.Event()
+
+    @bus.task("math:count")
+    async def count(ctx: TaskContext) -> int:
+        while not heard.is_set():  # until task_result has subscribed and forwards progress
+            await ctx.progress(0, "waiting for a listener")
+            await anyio.sleep(0.01)
+        for step in range(1, 4):
+            await ctx.progress(current=step, total=4, message=f"item {step}")
+        return 3
+
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+        heard.set()
+
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id = (await call(client, "submit_task", type="math:count"))["task_id"]
+        result = await client.call_tool(
+            "task_result", {"task_id": task_id, "wait_seconds": 5}, progress_callback=on_progress
+        )
+    assert result.structured_content is not None
+    assert result.structured_content["result"] == 3
+    assert seen[-3:] == [(25, 100, "item 1"), (50, 100, "item 2"), (75, 100, "item 3")]
+    assert set(seen[:-3]) == {(0, 100, "waiting for a listener")}
+
+
+async def test_invalid_input_is_a_tool_error_with_pydantic_message(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        text = await call_error(client, "submit_task", type="math:double", input={"n": "many"})
+        missing = await call_error(client, "submit_task", type="math:double", input={})
+        priority = await call_error(
+            client, "submit_task", type="math:double", input={"n": 1}, priority=11
+        )
+        listed = await call(client, "list_tasks")
+    assert "1 validation error for input of task type 'math:double'" in text
+    assert "Input should be a valid integer" in text
+    assert "Field required" in missing
+    assert "priority" in priority
+    assert listed["tasks"] == []  # nothing was stored
+
+
+async def test_unknown_and_hidden_types_are_clear_errors(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with bus, Client(create_mcp_server(bus, types=["math:double"]), mode="legacy") as client:
+        unknown = await call_error(client, "submit_task", type="math:nope", input={"n": 1})
+        hidden = await call_error(client, "submit_task", type="admin:purge")
+    assert "no task type named 'math:nope'; registered types: math:double" in unknown
+    assert "no task type named 'admin:purge'; registered types: math:double" in hidden
+    assert await bus.list() == []
+
+
+async def test_failed_and_cancelled_results_are_errors(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        broken = (await call(client, "submit_task", type="math:broken"))["task_id"]
+        failure = await call_error(client, "task_result", task_id=broken, wait_seconds=5)
+        status = await call(client, "task_status", task_id=broken)
+        slow = (await call(client, "submit_task", type="math:slow"))["task_id"]
+        await gate.running()
+        cancel = await call(client, "cancel_task", task_id=slow, reason="user pressed stop")
+        again = await call(client, "cancel_task", task_id=slow)
+        cancelled = await call_error(client, "task_result", task_id=slow)
+    assert "failed (user-actionable) after 1 attempt(s): no licence" in failure
+    assert "suggested action: buy one" in failure
+    assert status["error"] == {
+        "message": "no licence",
+        "error_type": "user-actionable",
+        "suggested_action": "buy one",
+    }
+    assert cancel == {"task_id": slow, "cancelled": True, "state": "cancelled"}
+    assert again == {"task_id": slow, "cancelled": False, "state": "cancelled"}
+    assert f"task {slow} (math:slow) was cancelled: user pressed stop" in cancelled
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_sessions_cannot_see_each_others_tasks(make_bus: MakeBus, era: str) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    server = create_mcp_server(bus)
+    unknown_id = "0" * 32
+    async with bus, connect(server, era) as alice, connect(server, era) as bob:
+        task_id = (await call(alice, "submit_task", type="math:slow"))["task_id"]
+        await gate.running()
+        answers = {}
+        for tool in ("task_status", "task_result", "cancel_task"):
+            theirs = await call_error(bob, tool, task_id=task_id)
+            nobodys = await call_error(bob, tool, task_id=unknown_id)
+            answers[tool] = theirs
+            assert theirs.replace(task_id, "ID") == nobodys.replace(unknown_id, "ID")
+        bob_list = await call(bob, "list_tasks")
+        alice_list = await call(alice, "list_tasks", state="running")
+        still = await call(alice, "task_status", task_id=task_id)
+        gate.release.set()
+        done = await call(alice, "task_result", task_id=task_id, wait_seconds=5)
+    assert answers["task_status"].endswith(f"no task with id '{task_id}'")
+    assert bob_list == {"tasks": []}
+    assert [task["task_id"] for task in alice_list["tasks"]] == [task_id]
+    assert still["state"] == "running"  # bob's cancel did nothing
+    assert done["result"] == "released"
+
+
+async def test_a_closed_session_cancels_its_unfinished_tasks(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    async with bus:
+        async with Client(create_mcp_server(bus), mode="legacy") as client:
+            running = (await call(client, "submit_task", type="math:slow"))["task_id"]
+            await gate.running()
+        async with Client(create_mcp_server(bus, cancel_on_close=False), mode="legacy") as client:
+            kept = (await call(client, "submit_task", type="math:slow"))["task_id"]
+            await gate.running()
+        closed = await bus.get(running)
+        still = await bus.get(kept)
+        await bus.cancel(kept)
+    assert (closed.state, closed.cancel_reason) == (TaskState.CANCELLED, "MCP session closed")
+    assert still.state is TaskState.RUNNING
+
+
+async def test_stateless_requests_need_an_owner_hook(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with bus:
+        async with Client(create_mcp_server(bus)) as client:  # 2026-07-28: no session
+            assert client.protocol_version == "2026-07-28"
+            refused = await call_error(client, "submit_task", type="math:double", input={"n": 1})
+        server = create_mcp_server(bus, owner=lambda ctx: "alice")
+        async with Client(server) as client:
+            task_id = (await call(client, "submit_task", type="math:double", input={"n": 2}))[
+                "task_id"
+            ]
+            answer = await call(client, "task_result", task_id=task_id, wait_seconds=5)
+        nobody = create_mcp_server(bus, owner=lambda ctx: None)
+        async with Client(nobody) as client:
+            no_owner = await call_error(client, "list_tasks")
+    assert "this request is stateless" in refused
+    assert answer["result"] == {"value": 4}
+    assert (await bus.get(task_id)).owner == "alice"
+    assert "no owner" in no_owner
+
+
+async def test_submit_needs_a_running_bus(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with Client(create_mcp_server(bus), mode="legacy") as client:
+        text = await call_error(client, "submit_task", type="math:double", input={"n": 1})
+    assert "not running" in text
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_wait"):
+        TaskbusMCP(TaskBus(), max_wait=-1)
+    tools = TaskbusMCP(TaskBus(), types=["shell:", "math:double"])
+    assert tools.exposes("shell:run")
+    assert tools.exposes("math:double")
+    assert not tools.exposes("math:doubled")
+    assert not tools.exposes("shell")
+
+
+# -- the command runner example ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mcp_command_runner", RUNNER_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def is_dead(pid: int) -> bool:
+    """Gone, or a zombie (dead, waiting to be reaped by a parent or init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def pid_script(*, ignore_term: bool = False) -> str:
+    """Print the shell's pid and its child's, then wait for the child."""
+    trap = "trap '' TERM; " if ignore_term else ""  # ignored signals stay ignored in children
+    return f"{trap}echo $$; sleep 30 & echo $!; wait"
+
+
+async def submit_and_read_pids(bus: TaskBus, client: Client, command: str) -> tuple[str, list[int]]:
+    """Submit `command`, and read the two pids it prints from its progress events."""
+    pids: list[int] = []
+    async with bus.subscribe(task_type="shell:run", events=[TaskProgress]) as events:
+        answer = await call(client, "submit_task", type="shell:run", input={"command": command})
+        with anyio.fail_after(5):
+            async for event in events:
+                pids.append(int(event.message))
+                if len(pids) == 2:
+                    break
+    return answer["task_id"], pids
+
+
+async def test_command_runner_streams_output_and_returns_the_tail(
+    make_bus: MakeBus, runner: ModuleType
+) -> None:
+    bus = make_bus()
+    runner.register_shell_task(bus)
+    command = "printf 'one\\ntwo\\nthree'; echo; echo oops >&2; exit 3"
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id = (
+            await call(
+                client, "submit_task", type="shell:run", input={"command": command, "tail": 2}
+            )
+        )["task_id"]
+        answer = await call(client, "task_result", task_id=task_id, wait_seconds=5)
+    assert answer["result"] == {"exit_code": 3, "output_tail": ["three", "oops"], "lines": 4}
+    assert answer["status"]["message"] == "oops"  # the last line, as progress message
+
+
+def test_command_runner_splits_long_lines(runner: ModuleType) -> None:
+    lines, rest = runner.split_lines(b"a\r\nb\n" + b"x" * (runner.MAX_LINE + 5))
+    assert lines == ["a", "b", "x" * runner.MAX_LINE]
+    assert rest == b"xxxxx"
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["sigterm", "sigkill-after-grace"])
+async def test_cancel_kills_the_command_process_group(
+    make_bus: MakeBus, runner: ModuleType, ignore_term: bool
+) -> None:
+    bus = make_bus(progress_interval=0)
+    grace = 0.2 if ignore_term else 2.0
+    runner.register_shell_task(bus, grace=grace)
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id, pids = await submit_and_read_pids(bus, client, pid_script(ignore_term=ignore_term))
+        assert not any(is_dead(pid) for pid in pids)
+        started = anyio.current_time()
+        answer = await call(client, "cancel_task", task_id=task_id)
+        took = anyio.current_time() - started
+    assert answer == {"task_id": task_id, "cancelled": True, "state": "cancelled"}
+    assert all(is_dead(pid) for pid in pids), pids
+    if ignore_term:
+        assert grace <= took < grace + 1.5  # SIGTERM ignored: SIGKILL once the grace ran out
+    else:
+        assert took < grace - 0.5  # SIGTERM was enough: no waiting out the grace
+
+
+async def test_timeout_kills_the_command_process_group(
+    make_bus: MakeBus, runner: ModuleType
+) -> None:
+    bus = make_bus(progress_interval=0)
+    runner.register_shell_task(bus, timeout=0.3, grace=0.2)
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id, pids = await submit_and_read_pids(bus, client, pid_script())
+        failure = await call_error(client, "task_result", task_id=task_id, wait_seconds=5)
+    assert "failed (retryable) after 1 attempt(s)" in failure
+    assert "timed out" in failure
+    assert all(is_dead(pid) for pid in pids), pids
