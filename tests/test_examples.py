@@ -101,10 +101,37 @@ EXPECTED: dict[str, list[str]] = {
         "SIGTERM was enough, no SIGKILL after the grace: True",
         "this session's tasks: completed, completed, cancelled",
     ],
+    "jobs_api.py": [
+        "alice: POST /tasks -> 202 queued, at once: True",
+        "Location is the job's url: True",
+        "  alice's job:  45% reading 3 sources",
+        "  alice's job: 100% answer ready",
+        "  alice's job: completed: What changed in Q3?: answered from 3 sources",
+        "alice sees 1 job(s): 'What changed in Q3?' completed",
+        "bob sees 1 job(s): 'Who won the match?' completed",
+        "alice asks for bob's job: 404 not_found",
+        "bob cancels alice's job: 404 not_found",
+        "no token: 401 unauthorized",
+    ],
+    "clone_daemon.py": [
+        "submitted repo:clone: 202 queued",
+        "connection 1: 6 events, dropped on purpose after id",
+        "reconnected with Last-Event-ID:",
+        "ended by the final event: True",
+        "ids strictly increasing: True",
+        "no event lost or duplicated: True",
+        "last task-completed",
+        "result: cloned https://example.com/big.git (240 objects)",
+    ],
 }
 
 #: Arguments and environment for examples that need them (Qt with no display).
-ARGS: dict[str, list[str]] = {"qt_window.py": ["--auto"], "mcp_command_runner.py": ["--demo"]}
+ARGS: dict[str, list[str]] = {
+    "qt_window.py": ["--auto"],
+    "mcp_command_runner.py": ["--demo"],
+    "jobs_api.py": ["--demo"],
+    "clone_daemon.py": ["--demo"],
+}
 ENV: dict[str, dict[str, str]] = {"qt_window.py": {"QT_QPA_PLATFORM": "offscreen"}}
 #: What Qt's offscreen platform prints on stderr whenever a window's layout changes.
 QT_OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints()"

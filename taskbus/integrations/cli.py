@@ -5,6 +5,19 @@ progress bars driven only by bus events, then a table of final states (see
 `taskbus.integrations.demo`). It exits 0 when every task ended as expected,
 1 otherwise.
 
+``taskbus serve`` runs the HTTP API (`taskbus.integrations.http`, the ``http``
+extra) under uvicorn, on the demo task types or on a bus of your own
+(``--app module:attr``). The client commands ``submit``, ``watch``, ``list``,
+``cancel`` and ``stats`` talk to such a server (``--url``, ``TASKBUS_URL``;
+``--token``, ``TASKBUS_TOKEN``) through `taskbus.integrations._cli_client`;
+``submit --app module:attr`` runs that bus in-process instead. Exit codes: 0
+done (a watched task completed), 1 an error or a failed task, 2 a usage error,
+3 a watched task was cancelled.
+
+It is longer than the house's ~500 lines because it is the whole command
+surface (typer declarations are long); the HTTP and SSE side lives in
+`taskbus.integrations._cli_client`, the demo in `taskbus.integrations.demo`.
+
 This module is the CLI, not a library: without typer and rich installed,
 importing it exits with a message saying what to install. Its imports of
 taskbus are absolute: a worker process re-runs the main module by path, outside
@@ -13,14 +26,24 @@ its package, when the CLI runs as ``python -m taskbus.integrations.cli``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import ipaddress
+import json
 import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise SystemExit(
         f"taskbus: the command line needs the 'cli' extra ({exc.name} is not installed); "
@@ -28,8 +51,24 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
     ) from exc
 
 import anyio
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
-from taskbus import __version__
+from taskbus import (
+    EVENT_ADAPTER,
+    Event,
+    TaskBus,
+    TaskbusError,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskRetrying,
+    TaskStarted,
+    TaskState,
+    __version__,
+)
 from taskbus.integrations.demo import (
     DEMO_DEADLINE,
     DEMO_PLAN,
@@ -40,8 +79,12 @@ from taskbus.integrations.demo import (
     run_demo,
     summary_table,
 )
+from taskbus.integrations.demo_tasks import register_demo_tasks
 
-__all__ = ["Backend", "app", "main"]
+if TYPE_CHECKING:
+    from taskbus.integrations._cli_client import ApiClient, ApiError
+
+__all__ = ["Backend", "TaskBar", "app", "main"]
 
 app = typer.Typer(
     name="taskbus",
@@ -115,6 +158,442 @@ def demo(
         console.print("[bold red]some tasks did not end as expected[/bold red]")
         raise typer.Exit(code=1)
     console.print("[green]every task ended as expected[/green]")
+
+
+# -- serve and the client commands --------------------------------------------------
+
+URL_OPTION = typer.Option(
+    "--url", envvar="TASKBUS_URL", help="The taskbus server to talk to.", show_envvar=True
+)
+TOKEN_OPTION = typer.Option(
+    "--token", envvar="TASKBUS_TOKEN", help="Bearer token for the server.", show_envvar=True
+)
+#: Where the client commands look for a server (``taskbus serve``'s default).
+DEFAULT_URL = "http://127.0.0.1:8000"
+APP_HELP = "Your TaskBus as module:attr (an instance or a zero-argument factory)."
+#: Exit codes of a watched task by its final event.
+EXIT_BY_EVENT = {"task-completed": 0, "task-failed": 1, "task-cancelled": 3}
+EXIT_BY_STATE = {"completed": 0, "failed": 1, "cancelled": 3}
+#: How often a dropped event stream is resumed before `watch` gives up.
+RECONNECTS = 5
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 132
+    return console
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]taskbus:[/bold red] {escape(message)}")
+    return typer.Exit(code=code)
+
+
+def _load_bus(spec: str) -> TaskBus:
+    """Import ``module:attr``: a TaskBus, or a zero-argument callable returning one."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise _fail(f"--app takes module:attr, not {spec!r}", 2)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: the app lives in the working directory
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise _fail(f"cannot load --app {spec}: {exc}", 2) from None
+    if not isinstance(target, TaskBus) and callable(target):
+        target = target()
+    if not isinstance(target, TaskBus):
+        raise _fail(f"--app {spec} is a {type(target).__name__}, not a TaskBus", 2)
+    return target
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_tokens(pairs: list[str]) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for pair in pairs:
+        token, sep, owner = pair.partition("=")
+        if not sep or not token or not owner:
+            raise _fail(f"--token takes TOKEN=OWNER, not {pair!r}", 2)
+        tokens[token] = owner
+    return tokens
+
+
+@app.command()
+def serve(
+    app_spec: Annotated[str | None, typer.Option("--app", help=APP_HELP)] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+    token: Annotated[
+        list[str] | None, typer.Option(help="TOKEN=OWNER; repeat for more owners.")
+    ] = None,
+    db: Annotated[str, typer.Option(help="SQLite file of the demo bus (without --app).")] = (
+        "taskbus.db"
+    ),
+) -> None:
+    """Serve the HTTP API and the dashboard (the demo task types unless --app)."""
+    tokens = _parse_tokens(token or [])
+    if not tokens and not _is_loopback(host):
+        raise _fail(
+            f"refusing to serve on {host} without authentication: pass --token TOKEN=OWNER "
+            "(or bind 127.0.0.1)",
+            2,
+        )
+    try:
+        import uvicorn
+
+        from taskbus.integrations.http import create_app
+    except ModuleNotFoundError as exc:
+        raise _fail(f"serve needs the 'http' extra: pip install 'taskbus[http]' ({exc})") from None
+    if app_spec is not None:
+        bus = _load_bus(app_spec)
+    else:
+        bus = TaskBus(store=f"sqlite:///{db}")
+        register_demo_tasks(bus)
+    web = create_app(bus, tokens=tokens or None, manage_bus=True)
+    shown = f"[{host}]" if ":" in host else host
+    _console().print(f"taskbus serving on [bold]http://{shown}:{port}[/bold] (Ctrl-C to stop)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def _client(url: str, token: str | None) -> ApiClient:
+    from taskbus.integrations._cli_client import ApiClient
+
+    return ApiClient(url, token)
+
+
+def _api_message(exc: ApiError) -> str:
+    """The API's message, plus pydantic's errors when it sent them (422 invalid_input)."""
+    lines = [exc.message]
+    if isinstance(exc.details, list):
+        for error in exc.details:
+            if isinstance(error, dict) and "msg" in error:
+                where = ".".join(str(part) for part in error.get("loc") or ()) or "input"
+                lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _run_client(action: Callable[[], int | None]) -> None:
+    """Run a client action; API and connection errors become a red line and exit 1."""
+    try:
+        import httpx
+
+        from taskbus.integrations._cli_client import ApiError, ClientError
+    except ModuleNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        code = action()
+    except ClientError as exc:
+        message = _api_message(exc) if isinstance(exc, ApiError) else str(exc)
+        raise _fail(message) from None
+    except httpx.HTTPError as exc:
+        raise _fail(f"the connection to the server failed: {exc}") from None
+    except KeyboardInterrupt:
+        _console().print("[yellow]stopped watching (tasks on the server go on)[/yellow]")
+        raise typer.Exit(code=130) from None
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _parse_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--json is not valid JSON: {exc}", 2) from None
+
+
+class TaskBar:
+    """One rich progress bar for one task, fed by its events; knows its outcome."""
+
+    def __init__(self, progress: Progress, task_id: str, task_type: str) -> None:
+        self.progress = progress
+        self.final: TaskEvent | None = None
+        self._row = progress.add_task(
+            escape(f"{task_type} {task_id[:8]}"), total=100, state="queued", message=""
+        )
+
+    def apply(self, event: TaskEvent) -> None:
+        update = self.progress.update
+        if isinstance(event, TaskStarted):
+            update(self._row, state=f"running #{event.attempt}")
+        elif isinstance(event, TaskProgress):
+            update(self._row, completed=event.progress, message=event.message or "")
+        elif isinstance(event, TaskRetrying):
+            update(self._row, completed=0, state="retrying", message=event.error)
+        elif event.final:
+            self.final = event
+            done = 100 if isinstance(event, TaskCompleted) else None
+            update(self._row, completed=done, state=event.name.removeprefix("task-"))
+
+
+def _report_final(console: Console, event: TaskEvent) -> int:
+    """Print a final event's outcome; its exit code."""
+    if isinstance(event, TaskCompleted):
+        result = json.dumps(to_jsonable_python(event.result))
+        console.print(f"[green]completed[/green] {escape(result)}", soft_wrap=True)
+    elif isinstance(event, TaskFailed):
+        console.print(f"[red]failed[/red] ({event.error_type.value}): {escape(event.error)}")
+        if event.suggested_action:
+            console.print(f"suggested action: {escape(event.suggested_action)}")
+    elif isinstance(event, TaskCancelled):
+        console.print(f"[magenta]cancelled[/magenta] {escape(event.reason or '')}")
+    return EXIT_BY_EVENT.get(event.name, 1)
+
+
+def _report_snapshot(console: Console, snap: dict[str, Any]) -> int:
+    """Print a finished task's outcome from its snapshot; its exit code."""
+    state = str(snap.get("state"))
+    if state == "completed":
+        console.print(f"[green]completed[/green] {escape(json.dumps(snap.get('result')))}")
+    elif state == "failed":
+        error = snap.get("error") or {}
+        console.print(f"[red]failed[/red]: {escape(str(error.get('message', '')))}")
+    elif state == "cancelled":
+        console.print(f"[magenta]cancelled[/magenta] {escape(snap.get('cancel_reason') or '')}")
+    return EXIT_BY_STATE.get(state, 1)
+
+
+def _parse_event(data: str) -> Event | None:
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError:
+        return None  # an event kind this client does not know: skip it
+
+
+def _follow(client: ApiClient, bar: TaskBar, task_id: str, last_id: str) -> str:
+    """Feed one SSE connection's events to `bar` until its final one; the last event id."""
+    for message in client.events(task_id=task_id, last_event_id=last_id):
+        last_id = message.id or last_id
+        event = _parse_event(message.data)
+        if isinstance(event, TaskEvent) and event.task_id == task_id:
+            bar.apply(event)
+            if bar.final is not None:
+                break
+    return last_id
+
+
+def _watch_task(client: ApiClient, console: Console, task_id: str) -> int:
+    """Follow one task over SSE with a progress bar until its final event; the exit code.
+
+    A dropped stream is resumed from the last event id (``Last-Event-ID``), a
+    bounded number of times; a task found final meanwhile ends with its snapshot.
+    """
+    snap = client.get(task_id)
+    if snap["state"] in EXIT_BY_STATE:
+        return _report_snapshot(console, snap)
+    with progress_bars(console) as progress:
+        bar = TaskBar(progress, task_id, str(snap["type"]))
+        last_id = "0"  # replay the retained history: nothing is lost between submit and here
+        for attempt in range(RECONNECTS + 1):
+            last_id = _follow(client, bar, task_id, last_id)
+            if bar.final is not None:
+                return _report_final(console, bar.final)
+            snap = client.get(task_id)
+            if snap["state"] in EXIT_BY_STATE or attempt == RECONNECTS:
+                break
+            time.sleep(0.2 * (attempt + 1))
+    if snap["state"] not in EXIT_BY_STATE:
+        raise _fail(f"the event stream kept ending before task {task_id} finished")
+    return _report_snapshot(console, snap)
+
+
+def _event_line(event: Event) -> str:
+    when = event.timestamp.astimezone().strftime("%H:%M:%S")
+    if not isinstance(event, TaskEvent):
+        return f"{when}  {event.name}"
+    text = f"{when}  {event.name:<15} {event.task_type} {event.task_id}"
+    if isinstance(event, TaskProgress):
+        text += f" {event.progress:5.1f}% {event.message or ''}"
+    elif isinstance(event, TaskFailed | TaskRetrying):
+        text += f" {event.error}"
+    elif isinstance(event, TaskCancelled):
+        text += f" {event.reason or ''}"
+    return text.rstrip()
+
+
+@app.command()
+def submit(
+    task_type: Annotated[str, typer.Argument(help="Registered task type, e.g. demo:clone-repo.")],
+    json_input: Annotated[
+        str | None, typer.Option("--json", help="Input as JSON (default null).")
+    ] = None,
+    priority: Annotated[int | None, typer.Option(min=1, max=10, help="1-10, 10 first.")] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
+    app_spec: Annotated[str | None, typer.Option("--app", help=APP_HELP)] = None,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Submit a task and print its id; with --watch, follow it (exit 0/1/3).
+
+    With --app the bus runs in this process, so the command always waits for
+    the outcome (and draws the progress bar only with --watch).
+    """
+    value = _parse_json(json_input)
+    console = _console()
+    if app_spec is not None:
+        bus = _load_bus(app_spec)
+        code = anyio.run(_submit_in_process, bus, console, task_type, value, priority, key, watch)
+        raise typer.Exit(code=code)
+
+    def action() -> int | None:
+        with _client(url, token) as client:
+            created = client.submit(task_type, value, priority=priority, key=key)
+            console.print(created["id"], highlight=False)
+            return _watch_task(client, console, created["id"]) if watch else None
+
+    _run_client(action)
+
+
+async def _submit_in_process(
+    bus: TaskBus,
+    console: Console,
+    task_type: str,
+    value: Any,
+    priority: int | None,
+    key: str | None,
+    watch: bool,
+) -> int:
+    """Run `bus` here: submit, follow the task's events (a bar with `watch`), its exit code."""
+    async with bus:
+        try:
+            handle = await bus.submit(task_type, value, priority=priority, key=key)
+        except TaskbusError as exc:
+            console.print(f"[bold red]taskbus:[/bold red] {escape(str(exc))}")
+            return 1
+        console.print(handle.id, highlight=False)
+        final: TaskEvent | None = None
+        with progress_bars(console) if watch else nullcontext() as progress:
+            bar = TaskBar(progress, handle.id, task_type) if progress is not None else None
+            async with bus.subscribe(task_id=handle.id) as events:
+                async for event in events:
+                    if bar is not None:
+                        bar.apply(event)
+                    if event.final:
+                        final = event
+    if final is None:
+        return 1
+    return _report_final(console, final)
+
+
+@app.command()
+def watch(
+    task_id: Annotated[str | None, typer.Argument(help="One task; all events without it.")] = None,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Follow one task until it ends (exit 0/1/3), or print every event until Ctrl-C."""
+    console = _console()
+
+    def action() -> int | None:
+        with _client(url, token) as client:
+            if task_id is not None:
+                return _watch_task(client, console, task_id)
+            for message in client.events():
+                event = _parse_event(message.data)
+                if event is not None:
+                    console.print(_event_line(event), markup=False, highlight=False)
+            return None
+
+    _run_client(action)
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f}%"
+
+
+@app.command("list")
+def list_tasks(
+    state: Annotated[str | None, typer.Option(help="Only tasks in this state.")] = None,
+    task_type: Annotated[str | None, typer.Option("--type", help="Type prefix.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Next page, as printed.")] = None,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """A table of tasks: id, type, state, progress, attempts, created."""
+    console = _console()
+
+    def action() -> None:
+        with _client(url, token) as client:
+            page = client.list(state=state, task_type=task_type, limit=limit, cursor=cursor)
+        table = Table(title=f"taskbus tasks at {url}", title_justify="left")
+        for name in ("id", "type", "state", "progress", "attempts", "created"):
+            table.add_column(name, no_wrap=True)
+        for snap in page["items"]:
+            table.add_row(
+                snap["id"],
+                escape(snap["type"]),
+                snap["state"],
+                _percent(snap.get("progress")),
+                f"{snap.get('attempts', 0)}/{snap.get('max_attempts', 1)}",
+                str(snap.get("created_at", ""))[:19].replace("T", " "),
+            )
+        console.print(table)
+        if page.get("next_cursor"):
+            console.print(f"more: taskbus list --cursor {page['next_cursor']}", highlight=False)
+
+    _run_client(action)
+
+
+@app.command()
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="The task to cancel.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept on the task).")] = None,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Cancel a queued or running task (exit 1 if it had already finished)."""
+    console = _console()
+
+    def action() -> int:
+        with _client(url, token) as client:
+            answer = client.cancel(task_id, reason)
+        if answer.get("cancelled"):
+            console.print(f"cancelled {task_id}", highlight=False)
+            return 0
+        console.print(f"[yellow]not cancelled: {task_id} is {answer.get('state')}[/yellow]")
+        return 1
+
+    _run_client(action)
+
+
+@app.command()
+def stats(
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Task counts by state and by type."""
+    console = _console()
+
+    def action() -> None:
+        with _client(url, token) as client:
+            counts = client.stats()
+        states = [state.value for state in TaskState]
+        table = Table(title=f"taskbus stats at {url}", title_justify="left")
+        table.add_column("type", no_wrap=True)
+        for state in states:
+            table.add_column(state, justify="right")
+        for name, by_state in sorted(counts.get("by_type", {}).items()):
+            table.add_row(escape(name), *(str(by_state.get(state, 0)) for state in states))
+        total = counts.get("by_state", {})
+        table.add_row("[bold]all[/bold]", *(str(total.get(state, 0)) for state in states))
+        console.print(table)
+
+    _run_client(action)
 
 
 def main() -> None:

@@ -1,0 +1,227 @@
+"""The HTTP side of the ``taskbus`` client commands: requests, errors, SSE parsing.
+
+`ApiClient` talks to a running ``taskbus serve`` (the routes of
+`taskbus.integrations.http`) with a synchronous httpx client, and turns every
+non-2xx answer into an `ApiError` carrying the API's ``error.code`` and
+``error.message``, and a refused connection into `ServerUnreachable`.
+`SseParser` turns the lines of a ``text/event-stream`` into `SseMessage` objects
+(the WHATWG rules the CLI needs: ``id``, ``event``, multi-line ``data``, comments
+and pings ignored); `ApiClient.events` yields them as they arrive.
+
+Needs httpx (the ``http`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+try:
+    import httpx
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    raise ModuleNotFoundError(
+        f"the taskbus client commands need the 'http' extra ({exc.name} is not installed); "
+        "install it with: pip install 'taskbus[http]'",
+        name=exc.name,
+    ) from exc
+
+__all__ = [
+    "DEFAULT_URL",
+    "ApiClient",
+    "ApiError",
+    "ClientError",
+    "ServerUnreachable",
+    "SseMessage",
+    "SseParser",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ClientError(Exception):
+    """Raised when a client command cannot get an answer from the server.
+
+    ClientError
+    ├── ServerUnreachable  (nothing listens at the URL)
+    └── ApiError           (the server answered with a non-2xx status)
+    """
+
+
+class ServerUnreachable(ClientError):
+    """Raised when nothing answers at the server URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(f"no taskbus server at {url} (start one with `taskbus serve`)")
+
+
+class ApiError(ClientError):
+    """Raised when the API answers with a non-2xx status (its ``error`` body, if any)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        super().__init__(f"{message} (HTTP {status}, {code})")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """Read the contract's ``{"error": {"code", "message", "details"}}`` body."""
+        try:
+            error = response.json()["error"]
+            return cls(
+                response.status_code,
+                str(error["code"]),
+                str(error["message"]),
+                error.get("details"),
+            )
+        except (ValueError, KeyError, TypeError):
+            text = response.text.strip() or response.reason_phrase
+            return cls(response.status_code, "http_error", text[:300])
+
+
+@dataclass(frozen=True)
+class SseMessage:
+    """One dispatched server-sent event."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+
+@dataclass
+class SseParser:
+    """Feed it lines of an event stream; it returns a message at each blank line."""
+
+    last_id: str | None = None
+    _event: str = ""
+    _data: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> SseMessage | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment: keep-alive pings
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        return None  # "retry" and unknown fields are ignored
+
+    def _dispatch(self) -> SseMessage | None:
+        data, event = self._data, self._event or "message"
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return SseMessage(event=event, data="\n".join(data), id=self.last_id)
+
+
+class ApiClient:
+    """A synchronous client of the taskbus HTTP API."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ServerUnreachable(self.url) from exc
+        if response.is_error:
+            raise ApiError.from_response(response)
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
+    def submit(
+        self,
+        task_type: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": task_type, "input": input}
+        if priority is not None:
+            body["priority"] = priority
+        if key is not None:
+            body["key"] = key
+        result: dict[str, Any] = self._call("POST", "/tasks", json=body)
+        return result
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/tasks/{task_id}")
+        return result
+
+    def cancel(self, task_id: str, reason: str | None = None) -> dict[str, Any]:
+        params = {"reason": reason} if reason else None
+        result: dict[str, Any] = self._call("DELETE", f"/tasks/{task_id}", params=params)
+        return result
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        task_type: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        query = {"state": state, "type": task_type, "limit": limit, "cursor": cursor}
+        params = {name: value for name, value in query.items() if value is not None}
+        result: dict[str, Any] = self._call("GET", "/tasks", params=params)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/stats")
+        return result
+
+    def events(
+        self, *, task_id: str | None = None, last_event_id: str | None = None
+    ) -> Iterator[SseMessage]:
+        """Yield the messages of ``GET /events`` as they arrive, until the server ends it."""
+        params = {"task_id": task_id} if task_id else {}
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        parser = SseParser(last_id=last_event_id)
+        try:
+            with self._http.stream(
+                "GET", "/events", params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError.from_response(response)
+                for line in response.iter_lines():
+                    message = parser.feed(line)
+                    if message is not None:
+                        yield message
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ServerUnreachable(self.url) from exc

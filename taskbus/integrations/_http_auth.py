@@ -1,0 +1,59 @@
+"""Who is asking: the HTTP API's auth hook and the default bearer-token table.
+
+An `AuthHook` maps a request to its owner (a string) or to None (401). It may
+be sync or async. `bearer_tokens` builds the default one from a token table;
+the token comes from ``Authorization: Bearer <token>`` or, for a browser's
+EventSource, which cannot send headers, from ``?access_token=<token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.requests import Request
+
+__all__ = ["AuthHook", "bearer_tokens", "resolve_owner"]
+
+AuthHook = Callable[[Request], str | Awaitable[str | None] | None]
+
+
+def bearer_tokens(tokens: Mapping[str, str]) -> AuthHook:
+    """An auth hook over a ``{token: owner}`` table (compared in constant time)."""
+    table = [(token.encode(), owner) for token, owner in tokens.items()]
+    if not table:
+        raise ValueError("tokens must name at least one token")
+
+    def owner_of(request: Request) -> str | None:
+        given = _token(request)
+        if given is None:
+            return None
+        found: str | None = None
+        for token, owner in table:  # every entry, so timing says nothing
+            if hmac.compare_digest(token, given):
+                found = owner
+        return found
+
+    return owner_of
+
+
+def _token(request: Request) -> bytes | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip().encode()
+        return None
+    query = request.query_params.get("access_token")
+    return query.encode() if query else None
+
+
+async def resolve_owner(hook: AuthHook, request: Request) -> str | None:
+    """Run the hook (sync or async) and check that it answered a string or None."""
+    owner = hook(request)
+    if inspect.isawaitable(owner):
+        owner = await owner
+    if owner is not None and not isinstance(owner, str):
+        raise TypeError(f"the auth hook must return a str or None, not {owner!r}")
+    return owner
