@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/durable.py
+	$(BIN)/python benchmarks/http_api.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

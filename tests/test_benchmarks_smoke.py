@@ -47,6 +47,7 @@ EXPECTED: dict[str, set[str]] = {
         "meets_target",
     },
     "durable": {"backend", "store", "workers", "meets_target"},
+    "http_api": set(),
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -59,6 +60,22 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
         "ratio_to_batched",
         "target_tasks_per_s",
         "target_ratio_to_batched",
+    },
+    ("http_api", "submit"): {
+        "requests",
+        "connections",
+        "submits_per_s",
+        "reference_requests_per_s",
+        "ratio",
+    },
+    ("http_api", "sse-fan-out"): {
+        "clients",
+        "p50_us",
+        "p99_us",
+        "reference_p50_us",
+        "reference_p99_us",
+        "ratio_p50",
+        "ratio_p99",
     },
     ("durable", "submit-latency"): {
         "p50_us",
@@ -74,6 +91,7 @@ CASES = {
     "latency": {"submit-to-start", "submit-to-result"},
     "memory": {"blocked-worker", "delayed"},
     "durable": {"end-to-end", "submit-latency"},
+    "http_api": {"submit", "sse-fan-out"},
 }
 
 
@@ -94,7 +112,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["throughput", "latency", "memory", "durable"])
+@pytest.mark.parametrize("script", ["throughput", "latency", "memory", "durable", "http_api"])
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
         pytest.importorskip("psutil")
