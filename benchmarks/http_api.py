@@ -184,7 +184,7 @@ async def measure(total: int, rounds: int, client_counts: list[int]) -> None:
         rate = await submit_rate(base, "/tasks", {"type": "bench:noop"}, total)
         emit(
             {
-                "bench": "http",
+                "bench": "http_api",
                 "case": "submit",
                 "requests": total,
                 "connections": CONNECTIONS,
@@ -204,7 +204,7 @@ async def measure(total: int, rounds: int, client_counts: list[int]) -> None:
             ref50, ref99 = percentile(reference, 50) * 1e6, percentile(reference, 99) * 1e6
             emit(
                 {
-                    "bench": "http",
+                    "bench": "http_api",
                     "case": "sse-fan-out",
                     "clients": clients,
                     "events_per_client": rounds,
