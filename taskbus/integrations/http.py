@@ -224,7 +224,8 @@ class _Api:
         owner = await self.owner(request)
         task_id = request.path_params["task_id"]
         await self.visible(task_id, owner)
-        cancelled = await self.bus.cancel(task_id, reason="cancelled over HTTP")
+        reason = request.query_params.get("reason") or "cancelled over HTTP"
+        cancelled = await self.bus.cancel(task_id, reason=reason[:500])
         snapshot = await self.bus.get(task_id)
         return JSONResponse({"id": task_id, "cancelled": cancelled, "state": snapshot.state.value})
 

@@ -67,9 +67,11 @@ async def test_cancel(make_bus: Callable[..., TaskBus]) -> None:
     async with bus, serve(create_app(bus)) as url, client_for(url) as client:
         task = (await client.post("/tasks", json={"type": "gated"})).json()
         await wait_state(client, task["url"], "running")
-        response = await client.delete(task["url"])
+        response = await client.delete(task["url"], params={"reason": "user pressed stop"})
         assert response.status_code == 200
         assert response.json() == {"id": task["id"], "cancelled": True, "state": "cancelled"}
+        snapshot = (await client.get(task["url"])).json()
+        assert snapshot["cancel_reason"] == "user pressed stop"
         again = await client.delete(task["url"])
         assert again.json() == {"id": task["id"], "cancelled": False, "state": "cancelled"}
         gates.release.set()
