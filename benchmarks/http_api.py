@@ -20,12 +20,10 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
-import uvicorn
 from _reference import emit, parser, percentile, rounded
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -34,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from taskbus import TaskBus, TaskContext
-from taskbus.integrations.http import create_app
+from taskbus.integrations.http import create_app, serving
 
 CONNECTIONS = 10  # concurrent submitting clients, each with its own connection
 # Without TCP_NODELAY, httpx's separate header and body writes meet delayed ACKs
@@ -45,24 +43,6 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 def client(base: str, timeout: float | None) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(socket_options=NODELAY)
     return httpx.AsyncClient(base_url=base, timeout=timeout, transport=transport)
-
-
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="error", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
 
 
 def make_bus() -> TaskBus:
@@ -179,7 +159,7 @@ def reference_app() -> tuple[Starlette, Any]:
 async def measure(total: int, rounds: int, client_counts: list[int]) -> None:
     ref_app, ref_fire = reference_app()
     bus = make_bus()
-    async with bus, serve(create_app(bus, dashboard=False)) as base, serve(ref_app) as ref:
+    async with bus, serving(create_app(bus, dashboard=False)) as base, serving(ref_app) as ref:
         reference_rate = await submit_rate(ref, "/ref", {"type": "bench:noop"}, total)
         rate = await submit_rate(base, "/tasks", {"type": "bench:noop"}, total)
         emit(

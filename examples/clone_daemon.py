@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,7 +29,7 @@ import uvicorn
 from pydantic import BaseModel, Field
 
 from taskbus import TaskBus, TaskContext, TaskEvent
-from taskbus.integrations.http import create_app
+from taskbus.integrations.http import create_app, serving
 
 FINAL = ("task-completed", "task-failed", "task-cancelled")
 
@@ -136,24 +135,9 @@ async def demo(base_url: str) -> None:
 
 
 async def run_demo() -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none", lifespan="on"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        for _ in range(1000):  # up to 10 s
-            if server.started:
-                break
-            await anyio.sleep(0.01)
-        else:
-            raise RuntimeError("uvicorn did not start")
-        try:
-            with anyio.fail_after(15):
-                await demo(f"http://127.0.0.1:{port}")
-        finally:
-            server.should_exit = True
-    sock.close()
+    async with serving(app) as url:
+        with anyio.fail_after(15):
+            await demo(url)
     print("daemon stopped")
 
 

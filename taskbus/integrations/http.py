@@ -57,7 +57,7 @@ from .._taskbus import TaskBus
 from ._http_auth import AuthHook, bearer_tokens, resolve_owner
 from ._sse_history import EventHistory
 
-__all__ = ["AuthHook", "create_app"]
+__all__ = ["AuthHook", "create_app", "serving"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD = STATIC_DIR / "dashboard.html"
@@ -410,3 +410,31 @@ def create_app(
             Exception: _server_error,
         },
     )
+
+
+@asynccontextmanager
+async def serving(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in the current event loop; yield its base URL.
+
+    Port 0 picks a free one. For examples, tests and embedding in an async program;
+    `taskbus serve` is the command-line way. Stops the server on the way out.
+    """
+    import anyio
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:
+                if server.should_exit:
+                    raise RuntimeError("uvicorn did not start")
+                await anyio.sleep(0.005)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield f"http://{host}:{bound}"
+        finally:
+            server.should_exit = True
