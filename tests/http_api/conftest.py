@@ -22,39 +22,16 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
+
+from taskbus.integrations.http import serving
+
+#: Run an app under uvicorn on a free loopback port (the library's own helper).
+serve = serving
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: str = "on") -> AsyncIterator[str]:
-    """Run `app` under uvicorn on a free loopback port; yield its base url."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        lifespan=lifespan,  # type: ignore[arg-type]
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(5):
-            while not server.started:
-                if server.should_exit:
-                    raise RuntimeError("uvicorn did not start")
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
 
 
 @asynccontextmanager
