@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test system-deps lint typecheck pytest fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/taskbus demo
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) system-deps lint typecheck pytest
+
+# Chromium, Qt's system libraries and a Redis server: installed or started when missing.
+system-deps:
+	./scripts/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check taskbus tests examples benchmarks
@@ -27,8 +31,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) system-deps
 	$(BIN)/pytest -q
+
+# The large property-based runs (hypothesis), kept out of `make test`.
+fuzz: $(STAMP)
+	$(BIN)/pytest -q -m fuzz --run-fuzz
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

@@ -14,9 +14,36 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from taskbus import TaskBus
 from taskbus.testing import FakeClock
+
+# Property-based tests run a bounded number of examples in `make test`; `make fuzz`
+# (``--run-fuzz``) runs the tests marked `fuzz` with many more.
+settings.register_profile(
+    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-fuzz", action="store_true", help="run the large `fuzz` runs")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings.load_profile("fuzz" if config.getoption("--run-fuzz") else "default")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-fuzz"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("fuzz")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
