@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -52,6 +53,11 @@ def _event_name(event: _EventKey) -> str:
     raise ValueError(f"not an event name or class: {event!r}")
 
 
+def _bus_cancelled() -> bool:
+    """True when the task running a listener is itself being cancelled (the bus stops)."""
+    return anyio.current_effective_deadline() == -math.inf
+
+
 class _AsyncListener:
     """Feeds one async listener from its own buffer, in its own task."""
 
@@ -77,7 +83,9 @@ class _AsyncListener:
                     async for event in self.buffer:
                         try:
                             await self.fn(event)
-                        except Exception:  # noqa: BLE001 - isolated listener; logged
+                        except BaseException:  # noqa: BLE001 - isolated listener; logged
+                            if _bus_cancelled():
+                                raise
                             self._bus._listener_failed(self.fn, event)
                     return
                 except SubscriptionOverflow:
@@ -207,7 +215,9 @@ class EventBus:
         for handler in handlers:
             try:
                 handler(event)
-            except Exception:  # noqa: BLE001 - a listener never breaks the runtime; logged
+            # Not only Exception: a KeyboardInterrupt or custom BaseException raised by a
+            # listener is that listener's bug. A sync call cannot carry a real cancellation.
+            except BaseException:  # noqa: BLE001 - a listener never breaks the runtime; logged
                 self._listener_failed(getattr(handler, "func", handler), event)
 
     def _snapshot(self, name: str) -> tuple[Callable[[Event], None], ...]:

@@ -21,6 +21,15 @@ _ID_BATCH = 1024
 _id_pool: list[str] = []
 
 
+def _forget_ids_after_fork() -> None:
+    # A forked child inherits the pool: it must draw its own ids, not its parent's.
+    _id_pool.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_forget_ids_after_fork)
+
+
 def new_task_id() -> str:
     """A 128-bit random id as 32 hex characters (OS randomness, drawn in batches)."""
     if not _id_pool:

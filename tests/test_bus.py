@@ -199,3 +199,40 @@ def test_the_same_listener_twice_is_called_twice_until_removed_once() -> None:
     bus.publish(started("b"))
     assert calls == ["a", "a", "b"]
     assert bus.listener_errors == 4
+
+
+class ListenerBug(BaseException):
+    """A custom BaseException, as a listener might raise by mistake."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, ListenerBug], ids=lambda e: e.__name__)
+async def test_a_listener_raising_a_base_exception_does_not_crash_the_bus(
+    raised: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskbus import TaskBus
+
+    bus = TaskBus(workers=1, shutdown_grace=1.0)
+
+    @bus.task("t:ok")
+    async def ok() -> int:
+        return 1
+
+    def sync_listener(event: TaskEvent) -> None:
+        raise raised("sync listener bug")
+
+    async def async_listener(event: TaskEvent) -> None:
+        raise raised("async listener bug")
+
+    bus.on(TaskStarted, sync_listener)
+    bus.on(TaskStarted, async_listener)
+    with caplog.at_level(logging.ERROR, logger="taskbus.bus"):
+        async with bus:
+            first = await bus.submit("t:ok")
+            assert await first.result(timeout=5) == 1
+            second = await bus.submit("t:ok")
+            assert await second.result(timeout=5) == 1
+            with anyio.fail_after(5):
+                while bus.events.listener_errors < 4:
+                    await anyio.sleep(0.01)
+    assert "sync listener bug" in caplog.text and "async listener bug" in caplog.text

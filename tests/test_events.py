@@ -113,3 +113,28 @@ def test_copies_of_trusted_events_do_not_share_state() -> None:
     copy = first.model_copy(update={"attempt": 3})
     assert (first.attempt, second.attempt, copy.attempt) == (1, 2, 3)
     assert first.model_fields_set == set(TaskStarted.model_fields)
+
+
+def test_task_ids_differ_in_forked_children() -> None:
+    import os
+
+    from taskbus._record import new_task_id
+
+    new_task_id()  # the parent holds a pool of pre-drawn ids
+    children: list[tuple[int, int]] = []
+    for _ in range(3):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read)
+            os.write(write, "".join(new_task_id() for _ in range(4)).encode())
+            os._exit(0)
+        os.close(write)
+        children.append((pid, read))
+    drawn = [new_task_id() for _ in range(4)]
+    for pid, read in children:
+        with os.fdopen(read) as pipe:
+            text = pipe.read()
+        os.waitpid(pid, 0)
+        drawn.extend(text[i : i + 32] for i in range(0, len(text), 32))
+    assert len(drawn) == 16 and len(set(drawn)) == 16
