@@ -13,28 +13,37 @@ __all__ = ["Clock", "SystemClock"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """Wall time in epoch seconds, and a way to sleep on it.
+    """Wall time for timestamps, monotonic time for durations, and a way to sleep.
 
-    `taskbus.testing.FakeClock` implements it with time that only moves when a
-    test says so.
+    Timeouts, back-off, delays and debouncing are measured on `monotonic()`, so a
+    step of the system clock (NTP, a user changing the time) moves none of them;
+    `now()` only stamps events and records. `taskbus.testing.FakeClock`
+    implements it with time that only moves when a test says so.
     """
 
     def now(self) -> float:
-        """Seconds since the epoch."""
+        """Wall time: seconds since the epoch (for timestamps and stored times)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps (for durations); any origin."""
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep `seconds` of this clock's time (`math.inf`: until cancelled)."""
+        """Sleep `seconds` of this clock's monotonic time (`math.inf`: until cancelled)."""
         ...
 
 
 class SystemClock:
-    """The real clock: `time.time()` and anyio's sleep."""
+    """The real clock: `time.time()`, `time.monotonic()` and anyio's sleep."""
 
     __slots__ = ()
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         if math.isinf(seconds):

@@ -149,7 +149,7 @@ class TaskExecutor:
 
     def _watch(self) -> None:
         self._watchdog = None
-        now = self._clock.now()
+        now = self._clock.monotonic()
         earliest = math.inf
         for worker in list(self._running.values()):
             if worker.deadline <= now and worker.timeout is not None:
@@ -173,7 +173,7 @@ class TaskExecutor:
 
     def _on_due(self) -> None:
         self._due_timer = None
-        self.notify(self._queue.promote_due(self._clock.now()))
+        self.notify(self._queue.promote_due(self._clock.monotonic()))
         self.schedule_delayed()
 
     async def _work(self, worker: _Worker) -> None:
@@ -279,7 +279,7 @@ class TaskExecutor:
 
     def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
         worker.timeout = timeout
-        worker.deadline = deadline = (record.started_at or self._clock.now()) + timeout
+        worker.deadline = deadline = self._clock.monotonic() + timeout
         watchdog = self._watchdog
         if watchdog is None or deadline < watchdog.when:
             self._arm_watchdog(deadline)
@@ -317,7 +317,7 @@ class TaskExecutor:
             await self._lifecycle.failed(record, info)
             return
         await self._lifecycle.retrying(record, delay, info)
-        self._queue.push(record, self._clock.now())
+        self._queue.push(record, self._clock.monotonic(), delay)
         self.schedule_delayed()
 
     async def _settle_interrupted(self, worker: _Worker, record: TaskRecord) -> None:

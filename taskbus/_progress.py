@@ -75,7 +75,7 @@ class ProgressDebouncer(Generic[K]):
             entry = (_Slot(), record)
             self._slots[record.id] = entry
         slot = entry[0]
-        now = self._clock.now()
+        now = self._clock.monotonic()
         due = slot.last_sent + self.interval
         if now >= due:
             self._send(slot, record, now)
@@ -98,12 +98,12 @@ class ProgressDebouncer(Generic[K]):
         if entry is not None:
             entry[0].timer = None
             if entry[0].pending:
-                self._send(entry[0], entry[1], self._clock.now())
+                self._send(entry[0], entry[1], self._clock.monotonic())
 
     def finish(self, task_id: str) -> None:
         """Flush a pending update now and forget the task (call before its final event)."""
         entry = self._slots.pop(task_id, None)
         if entry is not None and entry[0].pending:
-            self._send(entry[0], entry[1], self._clock.now())
+            self._send(entry[0], entry[1], self._clock.monotonic())
         elif entry is not None and entry[0].timer is not None:
             entry[0].timer.cancel()

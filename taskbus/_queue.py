@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict, deque
+from typing import Any
 
 from ._record import TaskRecord
 from ._states import TaskState
@@ -23,6 +24,10 @@ MIN_PRIORITY = 1
 MAX_PRIORITY = 10
 
 _Entry = tuple[float, int, TaskRecord]
+#: [due, seq, record]: a list, so a cancelled task's record can be let go at once
+#: (set to None) while its slot waits to leave the heap.
+_Delayed = list[Any]
+_COMPACT_MIN = 64
 
 
 class TaskQueue:
@@ -37,7 +42,9 @@ class TaskQueue:
             raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
         self.aging = aging
         self._ready: list[_Entry] = []
-        self._delayed: list[_Entry] = []
+        self._delayed: list[_Delayed] = []
+        self._delayed_ids: dict[str, _Delayed] = {}
+        self._delayed_stale = 0
         self._held: defaultdict[str, deque[_Entry]] = defaultdict(deque)
         self._seq = itertools.count()
         self._limits: dict[str, int] = {}
@@ -45,7 +52,8 @@ class TaskQueue:
 
     def __len__(self) -> int:
         """Entries waiting, ready, delayed or held (stale ones until dropped)."""
-        return len(self._ready) + len(self._delayed) + sum(map(len, self._held.values()))
+        delayed = len(self._delayed) - self._delayed_stale
+        return len(self._ready) + delayed + sum(map(len, self._held.values()))
 
     def set_limit(self, task_type: str, limit: int | None) -> None:
         """Run at most `limit` tasks of `task_type` at once (None: no limit)."""
@@ -58,11 +66,13 @@ class TaskQueue:
     def running(self, task_type: str) -> int:
         return self._running.get(task_type, 0)
 
-    def push(self, record: TaskRecord, now: float) -> None:
-        """Queue `record`; it waits in the delayed heap while `not_before` is ahead."""
-        not_before = record.not_before
-        if not_before is not None and not_before > now:
-            heapq.heappush(self._delayed, (not_before, next(self._seq), record))
+    def push(self, record: TaskRecord, now: float, delay: float | None = None) -> None:
+        """Queue `record` at time `now`; with a positive `delay` (seconds) it waits in
+        the delayed heap until ``now + delay``. Times are the caller's monotonic scale."""
+        if delay is not None and delay > 0:
+            entry: _Delayed = [now + delay, next(self._seq), record]
+            heapq.heappush(self._delayed, entry)
+            self._delayed_ids[record.id] = entry
             return
         key = -record.priority if self.aging is None else now - record.priority * self.aging
         heapq.heappush(self._ready, (key, next(self._seq), record))
@@ -74,7 +84,11 @@ class TaskQueue:
 
     def next_due(self) -> float | None:
         """When the earliest delayed task becomes ready, if any is delayed."""
-        return self._delayed[0][0] if self._delayed else None
+        delayed = self._delayed
+        while delayed and delayed[0][2] is None:
+            heapq.heappop(delayed)
+            self._delayed_stale -= 1
+        return delayed[0][0] if delayed else None
 
     def promote_due(self, now: float) -> int:
         """Move delayed tasks whose time has come to the ready heap; return how many."""
@@ -82,10 +96,30 @@ class TaskQueue:
         moved = 0
         while delayed and delayed[0][0] <= now:
             _, seq, record = heapq.heappop(delayed)
+            if record is None:
+                self._delayed_stale -= 1
+                continue
+            del self._delayed_ids[record.id]
             if record.state is TaskState.QUEUED:
                 heapq.heappush(self._ready, (self._key(record, now), seq, record))
                 moved += 1
         return moved
+
+    def discard(self, record: TaskRecord) -> None:
+        """Let go of a delayed task that will not run (cancelled) before its time comes.
+
+        Ready and held entries leave at the next pop; a delayed one could wait for
+        hours, so its record is released now and its slot compacted away later.
+        """
+        entry = self._delayed_ids.pop(record.id, None)
+        if entry is None:
+            return
+        entry[2] = None
+        self._delayed_stale += 1
+        if self._delayed_stale > _COMPACT_MIN and self._delayed_stale * 2 > len(self._delayed):
+            self._delayed[:] = [e for e in self._delayed if e[2] is not None]
+            heapq.heapify(self._delayed)
+            self._delayed_stale = 0
 
     def pop(self, now: float | None = None) -> TaskRecord | None:
         """Take the next runnable task and count it as running, or return None.
@@ -136,10 +170,14 @@ class TaskQueue:
             entry[2]
             for heap in (self._ready, self._delayed)
             for entry in heap
-            if entry[2].type == task_type and entry[2].state is TaskState.QUEUED
+            if entry[2] is not None
+            and entry[2].type == task_type
+            and entry[2].state is TaskState.QUEUED
         ]
         self._ready = [e for e in self._ready if e[2].type != task_type]
-        self._delayed = [e for e in self._delayed if e[2].type != task_type]
+        self._delayed = [e for e in self._delayed if e[2] is not None and e[2].type != task_type]
+        self._delayed_ids = {e[2].id: e for e in self._delayed}
+        self._delayed_stale = 0
         heapq.heapify(self._ready)
         heapq.heapify(self._delayed)
         held = self._held.pop(task_type, None)
@@ -149,10 +187,16 @@ class TaskQueue:
 
     def drain(self) -> list[TaskRecord]:
         """Remove and return every task still queued, in no particular order."""
-        entries = [*self._ready, *self._delayed]
+        entries: list[Any] = [*self._ready, *self._delayed]
         for held in self._held.values():
             entries.extend(held)
         self._ready.clear()
         self._delayed.clear()
+        self._delayed_ids.clear()
+        self._delayed_stale = 0
         self._held.clear()
-        return [entry[2] for entry in entries if entry[2].state is TaskState.QUEUED]
+        return [
+            entry[2]
+            for entry in entries
+            if entry[2] is not None and entry[2].state is TaskState.QUEUED
+        ]

@@ -49,7 +49,8 @@ async def recover(bus: TaskBus, records: list[TaskRecord]) -> tuple[int, int]:
             record.queued_at = now
             record.error = error_info(interrupted, ErrorType.RETRYABLE)
             await bus.store.update(record)
-        bus.queue.push(record, now)
+        wait = None if record.not_before is None else record.not_before - now
+        bus.queue.push(record, bus.clock.monotonic(), wait)
         requeued += 1
     if records:
         logger.info(

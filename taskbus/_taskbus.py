@@ -274,7 +274,7 @@ class TaskBus:
         if self._live_store is not None:  # the hot path, inline: no extra coroutine
             self._live_store.add_now(record)
             self.lifecycle.announce_queued(record, definition)
-            self.queue.push(record, now)
+            self.queue.push(record, self.clock.monotonic(), delay if not_before else None)
             if not_before is None:
                 self.executor.notify()
             else:
@@ -311,8 +311,10 @@ class TaskBus:
             self.lifecycle.announce_queued(record, definition)
         else:
             await self.lifecycle.queued(record, definition)
-        self.queue.push(record, record.created_at)
-        if record.not_before is None:
+        not_before = record.not_before
+        wait = None if not_before is None else not_before - record.created_at
+        self.queue.push(record, self.clock.monotonic(), wait)
+        if not_before is None:
             self.executor.notify()
         else:
             self.executor.schedule_delayed()
@@ -464,7 +466,10 @@ class TaskBus:
         if record.state.is_final:
             return False
         if record.state is TaskState.QUEUED:
-            return await self.lifecycle.cancelled(record, reason)
+            if await self.lifecycle.cancelled(record, reason):
+                self.queue.discard(record)
+                return True
+            return False
         if self.executor.cancel_running(task_id, reason or "cancelled"):
             await self.lifecycle.wait_final(record)
             return record.state is TaskState.CANCELLED

@@ -2,6 +2,7 @@
 
 Timeouts, not-before times and progress flushes all register here, so the
 runtime pays a heap push per timer instead of a cancel scope or a sleeping task.
+Times are on the clock's monotonic scale, so a step of the wall clock moves none.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Timers:
         return len(self._heap) - self._cancelled_count
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        """Run `callback` (sync, quick) once the clock reaches `when`."""
+        """Run `callback` (sync, quick) once the monotonic clock reaches `when`."""
         handle = TimerHandle(self, when, callback)
         heapq.heappush(self._heap, (when, next(self._seq), handle))
         if when < self._armed_for and self._sleep_scope is not None:
@@ -65,7 +66,7 @@ class Timers:
         return handle
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        return self.call_at(self._clock.now() + delay, callback)
+        return self.call_at(self._clock.monotonic() + delay, callback)
 
     def _compact(self) -> None:
         # In place: run_due may hold the list while a callback adds a timer.
@@ -82,7 +83,7 @@ class Timers:
                 heapq.heappop(heap)
                 self._cancelled_count -= 1
                 continue
-            if when > self._clock.now():
+            if when > self._clock.monotonic():
                 return when
             heapq.heappop(heap)
             handle.cancelled = True
@@ -99,5 +100,5 @@ class Timers:
             self._armed_for = next_due
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
-                await self._clock.sleep(next_due - self._clock.now())
+                await self._clock.sleep(next_due - self._clock.monotonic())
             self._sleep_scope = None

@@ -19,19 +19,25 @@ E = TypeVar("E", bound=Event)
 
 
 class FakeClock:
-    """A `Clock` whose time moves only when `advance()` is called.
+    """A `Clock` whose time moves only when `advance()` (or `jump()`) is called.
 
-    Sleepers wake, in deadline order, as time passes their deadline. Use it from
-    the event loop's thread.
+    `advance` moves wall and monotonic time together; `jump` steps only the wall
+    clock, as NTP or a user changing the time would. Sleepers wake, in deadline
+    order, as monotonic time passes their deadline. Use it from the event loop's
+    thread.
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
+        self._monotonic = 1_000.0
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
         return self._now
+
+    def monotonic(self) -> float:
+        return self._monotonic
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -39,7 +45,7 @@ class FakeClock:
             return
         event = anyio.Event()
         if not math.isinf(seconds):
-            heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), event))
+            heapq.heappush(self._sleepers, (self._monotonic + seconds, next(self._seq), event))
         await event.wait()
 
     def advance(self, seconds: float) -> None:
@@ -47,8 +53,13 @@ class FakeClock:
         if seconds < 0:
             raise ValueError("time only moves forward")
         self._now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self._now:
+        self._monotonic += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._monotonic:
             heapq.heappop(self._sleepers)[2].set()
+
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock by `seconds` (either way); durations do not notice."""
+        self._now += seconds
 
     @property
     def sleepers(self) -> int:

@@ -30,9 +30,9 @@ def test_priority_order_and_fifo_within_a_level() -> None:
     assert drain(queue) == ["id2", "id5", "id1", "id3", "id0", "id4"]
 
 
-def test_not_before_waits_in_the_delayed_heap() -> None:
+def test_a_delay_waits_in_the_delayed_heap() -> None:
     queue = TaskQueue()
-    queue.push(rec(0, 10, not_before=NOW + 5), NOW)
+    queue.push(rec(0, 10, not_before=NOW + 5), NOW, 5.0)
     queue.push(rec(1, 1), NOW)
     assert queue.next_due() == NOW + 5
     assert drain(queue) == ["id1"]
@@ -101,3 +101,18 @@ def test_aging_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="aging"):
         TaskQueue(aging=0)
+
+
+def test_a_cancelled_delayed_task_is_let_go_before_its_time() -> None:
+    queue = TaskQueue()
+    records = [rec(n, 5) for n in range(200)]
+    for record in records:
+        queue.push(record, NOW, 3600.0)
+    for record in records[:150]:
+        record.move(TaskState.CANCELLED)
+        queue.discard(record)
+    held = [entry[2] for entry in queue._delayed if entry[2] is not None]
+    assert all(record.state is TaskState.QUEUED for record in held) and len(held) == 50
+    assert len(queue) == 50
+    assert len(queue._delayed) < 200  # compacted, not only emptied
+    assert drain(queue, NOW + 3600) == [f"id{n}" for n in range(150, 200)]

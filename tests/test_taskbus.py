@@ -358,3 +358,15 @@ async def test_a_store_error_at_start_reaches_the_caller_unwrapped(make_bus: Mak
     with pytest.raises(StoreError, match="cannot read the store"):
         async with make_bus(store=_BrokenRecovery()):
             pass
+
+
+async def test_cancelling_a_delayed_task_lets_the_queue_forget_it(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register_build(bus)
+    async with bus:
+        handles = [await bus.submit("reports:build", {"year": n}, delay=3600) for n in range(3)]
+        assert len(bus.queue) == 3
+        for handle in handles:
+            assert await bus.cancel(handle.id)
+        assert len(bus.queue) == 0
+        assert all(entry[2] is None for entry in bus.queue._delayed)
