@@ -13,6 +13,8 @@
     ├── BusNotRunning (RuntimeError)        the bus is not started, or is closing
     ├── SubscriptionOverflow                a subscriber fell too far behind
     ├── StoreError                          a store cannot open, read or write
+    │   ├── UnstorableValue (ValueError)    a value the store cannot encode
+    │   └── CorruptRecord                   a stored row that cannot be read back
     ├── TaskFailedError                     awaited task ended failed
     ├── TaskCancelledError                  awaited task ended cancelled
     └── TaskError                           raised *by handlers* to classify a failure
@@ -21,6 +23,10 @@
         ├── UserActionableError             a person must act (suggested_action)
         ├── TaskTimeoutError (TimeoutError) the handler overran its timeout
         └── TaskInterruptedError            its process stopped while it ran
+
+    TaskCancellation (BaseException)        raised *inside* a handler by
+                                            ctx.raise_if_cancelled(); not an Exception,
+                                            so ``except Exception`` cannot swallow it
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
+    from ._record import TaskRecord
     from ._snapshot import TaskSnapshot
 
 __all__ = [
     "BusNotRunning",
+    "CorruptRecord",
     "DuplicateTaskType",
     "ErrorType",
     "FatalError",
@@ -46,6 +54,7 @@ __all__ = [
     "RetryableError",
     "StoreError",
     "SubscriptionOverflow",
+    "TaskCancellation",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
@@ -54,6 +63,7 @@ __all__ = [
     "TaskTimeoutError",
     "TaskbusError",
     "UnknownTaskType",
+    "UnstorableValue",
     "UserActionableError",
 ]
 
@@ -169,6 +179,21 @@ class TaskCancelledError(TaskbusError):
         super().__init__(f"task {task_id} was cancelled{suffix}")
 
 
+class TaskCancellation(BaseException):
+    """Raised inside a handler by `TaskContext.raise_if_cancelled()` once its attempt
+    was cancelled or timed out.
+
+    A `BaseException`, as trio's ``Cancelled`` and anyio's cancellation are, so a
+    handler's own ``except Exception:`` cannot swallow it by accident. Callers of
+    ``result()`` get `TaskCancelledError` instead.
+    """
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        super().__init__(f"task {task_id} must stop: {reason}")
+
+
 class TaskError(TaskbusError):
     """Raised by a handler to say how its failure should be treated."""
 
@@ -221,3 +246,37 @@ class TaskInterruptedError(TaskError):
     """Recorded on a task that was running when its process stopped (found at recovery)."""
 
     error_type = ErrorType.RETRYABLE
+
+
+class UnstorableValue(StoreError, ValueError):
+    """Raised when a value (a task's input, result, metadata or text) cannot be encoded
+    for the store: bytes that are not UTF-8, a lone surrogate, an integer too large.
+
+    The message names the task and the field; `task_id` and `field` hold them.
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str | None = None, field: str | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.field = field
+        super().__init__(message)
+
+
+class CorruptRecord(StoreError):
+    """Raised when a stored task row cannot be read back (a column holds a value no
+    taskbus writes: an unknown state, JSON that does not parse, a priority that is
+    not an integer).
+
+    `task_id` and `columns` (name: what is wrong) say where; `record` is what could
+    be salvaged: the task, failed, with this error.
+    """
+
+    def __init__(
+        self, task_id: str, columns: dict[str, str], record: TaskRecord | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.columns = columns
+        self.record = record
+        details = "; ".join(f"{name}: {problem}" for name, problem in columns.items())
+        super().__init__(f"stored task {task_id!r} is corrupt ({details})")

@@ -128,7 +128,7 @@ class TaskBus:
         self.shutdown_report: ShutdownReport | None = None
         self._batches = BatchTracker(self, interval=progress_interval)
         self._accepting = False
-        self._keys_in_flight: dict[str, anyio.Event] = {}
+        self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self.registry.submitter = self
@@ -286,22 +286,28 @@ class TaskBus:
     async def _submit_keyed(
         self, record: TaskRecord, definition: TaskDefinition[Any, Any], key: str
     ) -> TaskHandle[Any]:
-        # One submit per key at a time in this bus: a second one waits, then finds
-        # the first one's task instead of storing a duplicate.
-        while (busy := self._keys_in_flight.get(key)) is not None:
+        # Keys are scoped by (owner, type, key): another owner's task, or a task of
+        # another type, never answers for this key. One submit per scope at a time
+        # in this bus: a second one waits, then finds the first one's task instead
+        # of storing a duplicate.
+        scope = (record.owner, record.type, key)
+        while (busy := self._keys_in_flight.get(scope)) is not None:
             await busy.wait()
-        self._keys_in_flight[key] = done = anyio.Event()
+        self._keys_in_flight[scope] = done = anyio.Event()
         try:
             ttl = definition.options.key_ttl
             existing = await self.store.find_by_key(
-                key, completed_since=record.created_at - ttl if ttl else None
+                key,
+                owner=record.owner,
+                task_type=record.type,
+                completed_since=record.created_at - ttl if ttl else None,
             )
             if existing is not None:
                 return TaskHandle(self, existing.id, existing.type)
             await self._enqueue(record, definition)
             return TaskHandle(self, record.id, record.type)
         finally:
-            del self._keys_in_flight[key]
+            del self._keys_in_flight[scope]
             done.set()
 
     async def _enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:

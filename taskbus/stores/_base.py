@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._record import TaskRecord
 from .._states import TaskState
 
-__all__ = ["LiveRecordStore", "Store", "StoreStats", "TaskQuery"]
+__all__ = ["KeyScope", "LiveRecordStore", "Store", "StoreStats", "TaskQuery", "key_scope"]
+
+#: What an idempotency key is unique within: (owner, task type, key).
+KeyScope = tuple[str | None, str, str]
+
+
+def key_scope(record: TaskRecord) -> KeyScope:
+    """The scope of a keyed record's idempotency key."""
+    assert record.key is not None
+    return (record.owner, record.type, record.key)
 
 
 class TaskQuery(BaseModel):
@@ -21,10 +30,14 @@ class TaskQuery(BaseModel):
     state: TaskState | None = None
     owner: str | None = None
     type_prefix: str | None = None
-    created_after: float | None = Field(default=None, description="Epoch seconds, inclusive.")
-    created_before: float | None = Field(default=None, description="Epoch seconds, exclusive.")
+    created_after: float | None = Field(
+        default=None, allow_inf_nan=False, description="Epoch seconds, inclusive."
+    )
+    created_before: float | None = Field(
+        default=None, allow_inf_nan=False, description="Epoch seconds, exclusive."
+    )
     limit: int = Field(default=100, ge=1, le=10_000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
 
     def matches(self, record: TaskRecord) -> bool:
         """Whether `record` passes every filter (for stores that filter in Python)."""
@@ -85,10 +98,20 @@ class Store(Protocol):
     async def get(self, task_id: str) -> TaskRecord | None: ...
 
     async def find_by_key(
-        self, key: str, *, completed_since: float | None = None
+        self,
+        key: str,
+        *,
+        owner: str | None,
+        task_type: str,
+        completed_since: float | None = None,
     ) -> TaskRecord | None:
-        """The record submitted with idempotency `key` that is queued or running, or
-        completed at or after `completed_since` (epoch seconds), if there is one."""
+        """The record of type `task_type` that `owner` submitted with idempotency
+        `key` and that is queued or running, or completed at or after
+        `completed_since` (epoch seconds), if there is one.
+
+        Keys are scoped: another owner's task, or a task of another type, with the
+        same key is never returned.
+        """
         ...
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:

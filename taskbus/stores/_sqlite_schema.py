@@ -21,7 +21,7 @@ __all__ = [
 
 #: Marks a file as a taskbus database (``PRAGMA application_id``): "tbus".
 APPLICATION_ID = 0x74627573
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
 _UPDATES = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
@@ -71,6 +71,19 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    # Idempotency keys are scoped by (owner, type, key): the index serves the lookup
+    # of the latest completed task of one scope.
+    _run_script(
+        conn,
+        """
+        DROP INDEX IF EXISTS tasks_key;
+        CREATE INDEX tasks_key_scope ON tasks (key, type, owner, finished_at)
+            WHERE key IS NOT NULL;
+        """,
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # Not executescript(): it commits first, and a migration must be one transaction.
     for statement in script.split(";"):
@@ -79,10 +92,12 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 
 
-def store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
+def store_error(
+    path: Path, exc: sqlite3.Error, doing: str, *, task_id: str | None = None
+) -> StoreError:
     """A `StoreError` that says what failed, where, and what it likely means."""
     text = str(exc)
     hint = ""
@@ -95,7 +110,8 @@ def store_error(path: Path, exc: sqlite3.Error, doing: str) -> StoreError:
         hint = " (the file or its directory is not writable)"
     elif "full" in lowered:
         hint = " (the disk, or the database's size limit, is full)"
-    error = StoreError(f"SQLite store {str(path)!r}: cannot {doing}: {text}{hint}")
+    task = "" if task_id is None else f" (task {task_id})"
+    error = StoreError(f"SQLite store {str(path)!r}: cannot {doing}: {text}{hint}{task}")
     error.__cause__ = exc
     return error
 

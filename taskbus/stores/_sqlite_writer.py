@@ -6,6 +6,17 @@ writes it in one transaction (only the latest row per task), commits, and then
 tells the loop which batch is on disk. Submitters that must know their row is
 durable wait for their batch; other writes are not waited for, so a burst of
 state changes costs one commit, not one each.
+
+Failures stay with what caused them. A group that fails is written row by row,
+so one bad row fails only itself (its submitter gets a `StoreError` naming the
+task). A change to a stored task that failed for a reason that may pass (the
+database busy or locked, the disk full) is tried again with a later group, at
+most once a second; any other failure (a value SQLite refuses, a constraint) is
+logged once and given up: the task keeps its last written state. A call that
+fails fails only its caller. The thread outlives any exception raised for one
+row or call; if it ends anyway, every waiter, and every later write, gets a
+`StoreError` that says why at once. Waits are bounded (`wait`), so a stuck
+thread costs a caller at most its timeout.
 """
 
 from __future__ import annotations
@@ -21,8 +32,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 
-from ._codec import Row
+from .._errors import StoreError, UnstorableValue
+from ._codec import Row, escape_text, unstorable_column
 from ._sqlite_schema import UPSERT, store_error
 
 __all__ = ["Batch", "SqliteWriter"]
@@ -36,28 +49,53 @@ _RETRY_INTERVAL = 1.0  # seconds between attempts to write updates that failed
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
 
+#: Primary result codes of failures that may pass: busy, locked, out of memory,
+#: read-only (permissions can change), interrupted, I/O error, full, cannot open,
+#: locking protocol.
+_TRANSIENT = frozenset({5, 6, 7, 8, 9, 10, 13, 14, 15})
+#: Those of them that say nothing about the rows: every row of the group fails alike.
+_WHOLE_GROUP = _TRANSIENT - {13}
+
+
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether writing again later may succeed where `exc` failed."""
+    return isinstance(exc, sqlite3.OperationalError) and _code(exc) in _TRANSIENT
+
 
 class Batch:
     """Writes that commit together. `done` is set once they did (or failed).
 
     If the group fails, its rows are written one by one so that one bad row (too
-    large for a full disk, say) fails only itself: `errors` holds those, by task id;
-    `error` is the failure of a call.
+    large for a full disk, say) fails only itself: `errors` holds those, by task
+    id. `results` and `call_errors` hold the outcome of each call, by index.
     """
 
-    __slots__ = ("calls", "done", "error", "errors", "inserts", "results", "rows")
+    __slots__ = ("call_errors", "calls", "done", "errors", "inserts", "results", "rows")
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
         self.inserts: set[str] = set()
         self.calls: list[Callable[[sqlite3.Connection], Any]] = []
-        self.results: list[Any] = []
+        self.results: dict[int, Any] = {}
+        self.call_errors: dict[int, BaseException] = {}
         self.done = anyio.Event()
-        self.error: BaseException | None = None
         self.errors: dict[str, BaseException] = {}
 
     def error_for(self, task_id: str) -> BaseException | None:
         return self.errors.get(task_id)
+
+    def fail(self, error: BaseException) -> None:
+        """Fail every write of the batch that has no outcome yet."""
+        for task_id in self.rows:
+            self.errors.setdefault(task_id, error)
+        for index in range(len(self.calls)):
+            if index not in self.results:
+                self.call_errors.setdefault(index, error)
 
 
 class SqliteWriter:
@@ -77,6 +115,11 @@ class SqliteWriter:
         self._pending = Batch()
         self._inflight: Batch | None = None
         self._stopping = False
+        self._retrying: set[str] = set()  # tasks whose transient failure was logged
+        self._on_exit: Callable[[], None] | None = None
+        self._exited = False
+        #: Why the thread stopped serving, once it has (None while it serves).
+        self.failure: StoreError | None = None
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.Thread(target=self._run, name="taskbus-sqlite-writer", daemon=True)
         self._thread.start()
@@ -84,8 +127,13 @@ class SqliteWriter:
     # -- called on the event loop -----------------------------------------------
 
     def put(self, row: Row, *, insert: bool = False) -> Batch:
-        """Queue a row (replacing an older pending one for that task)."""
+        """Queue a row (replacing an older pending one for that task).
+
+        Raises the writer's `failure` if its thread has stopped.
+        """
         with self._lock:
+            if self.failure is not None:
+                raise self.stopped_error()
             batch = self._pending
             batch.rows[row[0]] = row
             if insert:
@@ -97,11 +145,30 @@ class SqliteWriter:
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[Batch, int]:
         """Run `fn(conn)` in the next transaction; its result lands in `batch.results`."""
         with self._lock:
+            if self.failure is not None:
+                raise self.stopped_error()
             batch = self._pending
             batch.calls.append(fn)
             index = len(batch.calls) - 1
         self._wake.set()
         return batch, index
+
+    def stopped_error(self) -> StoreError:
+        """A new `StoreError` saying why the thread stopped (call once it has)."""
+        failure = self.failure
+        assert failure is not None
+        error = StoreError(str(failure))
+        error.__cause__ = failure.__cause__
+        return error
+
+    def withdraw(self, batch: Batch, task_id: str) -> bool:
+        """Take back a row not yet handed to the thread; False if it is too late."""
+        with self._lock:
+            if batch is self._pending and task_id in batch.rows:
+                del batch.rows[task_id]
+                batch.inserts.discard(task_id)
+                return True
+        return False
 
     def barrier(self) -> Batch | None:
         """The batch to wait for so that every write made so far is committed."""
@@ -110,15 +177,53 @@ class SqliteWriter:
                 return self._pending
             return self._inflight
 
-    async def stop(self) -> None:
-        """Write what is pending, then end the thread."""
+    async def wait(self, batch: Batch, timeout: float, doing: str, *, shield: bool) -> None:
+        """Wait for `batch`, at most `timeout` seconds; then raise a `StoreError`."""
+        with anyio.move_on_after(timeout, shield=shield):
+            await batch.done.wait()
+        if batch.done.is_set():
+            return
+        if self.failure is not None:
+            raise self.stopped_error()
+        state = "is stuck" if self._thread.is_alive() else "has stopped"
+        raise StoreError(
+            f"SQLite store {str(self._path)!r}: cannot {doing}: its writer thread {state} "
+            f"(no answer within {timeout:g}s)"
+        )
+
+    async def stop(self, timeout: float) -> bool:
+        """Write what is pending, then end the thread; False if it did not end in time."""
         self._stopping = True
         self._wake.set()
-        await anyio.to_thread.run_sync(self._thread.join)
+        await anyio.to_thread.run_sync(self._thread.join, timeout)
+        if self._thread.is_alive():
+            self._conn.interrupt()  # a statement that would run for ever
+            await anyio.to_thread.run_sync(self._thread.join, min(timeout, 1.0))
+        return not self._thread.is_alive()
+
+    def when_ended(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` once the thread has ended: at once if it has, else on it."""
+        with self._lock:
+            if not self._exited:
+                self._on_exit = cleanup
+                return
+        cleanup()
 
     # -- the writer thread ----------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - reported to every waiter, then the thread ends
+            self._died(exc)
+        finally:
+            with self._lock:
+                self._exited = True
+                cleanup, self._on_exit = self._on_exit, None
+            if cleanup is not None:
+                cleanup()
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 # Rows pending without a wake-up are failed updates: retry them
@@ -132,10 +237,28 @@ class SqliteWriter:
                 if batch.rows or batch.calls:
                     self._inflight = batch
             if batch.rows or batch.calls:
-                self._write(batch)
+                self._write_safely(batch)
                 anyio.from_thread.run_sync(self._finish, batch, token=self._token)
             if stopping and self._stop_now(batch):
                 return
+
+    def _died(self, exc: BaseException) -> None:
+        failure = StoreError(
+            f"SQLite store {str(self._path)!r}: its writer thread stopped "
+            f"({type(exc).__name__}: {escape_text(str(exc))}); close and open the store again"
+        )
+        failure.__cause__ = exc
+        logger.critical("%s", failure, exc_info=exc)
+        with self._lock:
+            self.failure = failure
+            batches = [batch for batch in (self._inflight, self._pending) if batch is not None]
+            self._inflight = None
+        for batch in batches:
+            batch.fail(failure)
+        try:
+            anyio.from_thread.run_sync(_set_done, batches, token=self._token)
+        except RuntimeError:  # the event loop has ended: nobody waits any more
+            logger.debug("writer of %r stopped after its event loop", str(self._path))
 
     def _stop_now(self, last: Batch) -> bool:
         with self._lock:
@@ -152,25 +275,94 @@ class SqliteWriter:
             )
         return True
 
-    def _write(self, batch: Batch) -> None:
+    def _write_safely(self, batch: Batch) -> None:
         try:
-            self._transaction(lambda conn: conn.executemany(UPSERT, batch.rows.values()))
-        except sqlite3.Error:
-            for task_id, row in batch.rows.items():
-                try:
-                    self._transaction(partial(_upsert_one, row=row))
-                except sqlite3.Error as exc:
-                    batch.errors[task_id] = store_error(self._path, exc, "write")
-                    logger.error("%s", batch.errors[task_id])
-        if batch.calls:
+            self._write(batch)
+        except Exception as exc:
+            logger.exception("SQLite store %r: a group of writes failed", str(self._path))
+            error = StoreError(
+                f"SQLite store {str(self._path)!r}: cannot write: {type(exc).__name__}: "
+                f"{escape_text(str(exc))}"
+            )
+            error.__cause__ = exc
+            batch.fail(error)
+
+    def _write(self, batch: Batch) -> None:
+        if batch.rows:
             try:
-                batch.results = self._transaction(lambda conn: [fn(conn) for fn in batch.calls])
-            except sqlite3.Error as exc:
-                batch.error = store_error(self._path, exc, "write")
-                logger.error("%s", batch.error)
-            except Exception as exc:
-                batch.error = exc
-                logger.exception("SQLite store write failed")
+                self._transaction(lambda conn: conn.executemany(UPSERT, batch.rows.values()))
+            except Exception as exc:  # noqa: BLE001 - sorted out row by row below
+                self._write_one_by_one(batch, exc)
+            else:
+                if self._retrying:
+                    self._retrying.difference_update(batch.rows)
+        if batch.calls:
+            self._run_calls(batch)
+
+    def _write_one_by_one(self, batch: Batch, group_error: Exception) -> None:
+        if _code(group_error) in _WHOLE_GROUP:  # busy or locked: every row alike
+            for task_id, row in batch.rows.items():
+                self._row_failed(batch, task_id, row, group_error)
+            return
+        for task_id, row in batch.rows.items():
+            try:
+                self._transaction(partial(_upsert_one, row=row))
+            except Exception as exc:  # noqa: BLE001 - the row's own failure, kept for its waiter
+                self._row_failed(batch, task_id, row, exc)
+
+    def _row_failed(self, batch: Batch, task_id: str, row: Row, exc: Exception) -> None:
+        error = self._row_error(task_id, row, exc)
+        batch.errors[task_id] = error
+        if task_id in batch.inserts:
+            logger.warning("%s", error)  # its submit raises it
+        elif not is_transient(exc):
+            logger.error(
+                "%s; giving up on this change (the task keeps its last written state)", error
+            )
+        elif task_id not in self._retrying:
+            self._retrying.add(task_id)
+            logger.error("%s; trying again every %gs", error, _RETRY_INTERVAL)
+
+    def _row_error(self, task_id: str, row: Row, exc: Exception) -> StoreError:
+        if isinstance(exc, sqlite3.Error):
+            return store_error(self._path, exc, "write", task_id=task_id)
+        column = unstorable_column(row)
+        where = f"its {column}" if column else "a value"
+        error = UnstorableValue(
+            f"SQLite store {str(self._path)!r}: cannot write task {escape_text(task_id)}: "
+            f"{where} cannot be stored ({type(exc).__name__}: {escape_text(str(exc))})",
+            task_id=task_id,
+            field=column,
+        )
+        error.__cause__ = exc
+        return error
+
+    def _run_calls(self, batch: Batch) -> None:
+        try:
+            results = self._transaction(lambda conn: [fn(conn) for fn in batch.calls])
+        except Exception:  # noqa: BLE001 - each call alone below, so one fails only itself
+            for index, fn in enumerate(batch.calls):
+                try:
+                    batch.results[index] = self._transaction(fn)
+                except Exception as exc:  # noqa: BLE001 - the call's own failure, for its caller
+                    batch.call_errors[index] = self._call_error(exc)
+        else:
+            batch.results = dict(enumerate(results))
+
+    def _call_error(self, exc: Exception) -> StoreError:
+        if isinstance(exc, sqlite3.Error):
+            error = store_error(self._path, exc, "write")
+            logger.error("%s", error)
+            return error
+        logger.error("SQLite store %r: a write failed", str(self._path), exc_info=exc)
+        if isinstance(exc, StoreError):
+            return exc
+        error = StoreError(
+            f"SQLite store {str(self._path)!r}: cannot write: {type(exc).__name__}: "
+            f"{escape_text(str(exc))}"
+        )
+        error.__cause__ = exc
+        return error
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -185,22 +377,30 @@ class SqliteWriter:
         return result
 
     def _finish(self, batch: Batch) -> None:
-        if batch.errors:
-            self._requeue_updates(batch)
-        with self._lock:
-            if self._inflight is batch:
-                self._inflight = None
-        self._on_committed(batch)
-        batch.done.set()
+        try:
+            if batch.errors:
+                self._requeue_updates(batch)
+            with self._lock:
+                if self._inflight is batch:
+                    self._inflight = None
+            self._on_committed(batch)
+        except Exception:
+            logger.exception("SQLite store %r: after a commit", str(self._path))
+        finally:
+            batch.done.set()
 
     def _requeue_updates(self, batch: Batch) -> None:
         # Rows of tasks whose insert failed belong to a submit that raised: the task
-        # does not exist. Updates to stored tasks are tried again with the next batch
-        # (a newer row for the same task, if any, wins).
+        # does not exist. Updates to stored tasks that failed for a reason that may
+        # pass are tried again with the next batch (a newer row for the task wins).
         with self._lock:
             pending = self._pending
-            for task_id in batch.errors:
-                if task_id not in batch.inserts and task_id not in pending.rows:
+            for task_id, error in batch.errors.items():
+                if (
+                    task_id not in batch.inserts
+                    and task_id not in pending.rows
+                    and is_transient(error.__cause__ or error)
+                ):
                     pending.rows[task_id] = batch.rows[task_id]
 
     @staticmethod
@@ -210,3 +410,8 @@ class SqliteWriter:
 
 def _upsert_one(conn: sqlite3.Connection, *, row: Row) -> None:
     conn.execute(UPSERT, row)
+
+
+def _set_done(batches: list[Batch]) -> None:
+    for batch in batches:
+        batch.done.set()

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from .._record import TaskRecord
 from .._states import TaskState
-from ._base import StoreStats, TaskQuery
+from ._base import KeyScope, StoreStats, TaskQuery, key_scope
 
 __all__ = ["MemoryStore"]
 
@@ -21,7 +21,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, TaskRecord] = {}
-        self._keys: dict[str, TaskRecord] = {}
+        self._keys: dict[KeyScope, TaskRecord] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -38,7 +38,7 @@ class MemoryStore:
     def add_now(self, record: TaskRecord) -> None:
         self._records[record.id] = record
         if record.key is not None:
-            self._keys[record.key] = record
+            self._keys[key_scope(record)] = record
 
     async def claim(self, record: TaskRecord) -> None:
         return None
@@ -53,9 +53,14 @@ class MemoryStore:
         return self._records.get(task_id)
 
     async def find_by_key(
-        self, key: str, *, completed_since: float | None = None
+        self,
+        key: str,
+        *,
+        owner: str | None,
+        task_type: str,
+        completed_since: float | None = None,
     ) -> TaskRecord | None:
-        record = self._keys.get(key)
+        record = self._keys.get((owner, task_type, key))
         if record is None or not record.state.is_final:
             return record
         if (
@@ -94,8 +99,10 @@ class MemoryStore:
         ]
         for record in doomed:
             del self._records[record.id]
-            if record.key is not None and self._keys.get(record.key) is record:
-                del self._keys[record.key]
+            if record.key is not None:
+                scope = key_scope(record)
+                if self._keys.get(scope) is record:
+                    del self._keys[scope]
         return len(doomed)
 
     async def recover(self) -> builtins.list[TaskRecord]:

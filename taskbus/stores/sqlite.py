@@ -8,17 +8,29 @@ missing, which recovery treats as "still running": execution is at least once.
 With the default ``synchronous=NORMAL``, a commit survives a process crash but
 not necessarily a power cut; pass ``pragmas={"synchronous": "FULL"}`` for that.
 
-Only one process may open a store file at a time (a lock file beside it says
-so); many processes sharing work is what the Redis store is for.
+Only one process may open a store file at a time (locks on the file's identity
+say so, see `_sqlite_lock`); many processes sharing work is what the Redis store
+is for.
+
+Nothing a caller sends can stop the store (see `_codec` for what is refused and
+what is escaped, `_sqlite_writer` for failed writes): a value that cannot be
+stored fails its own call with `UnstorableValue`; a change to a running task
+that cannot be stored records the task as failed with that error. Every wait
+for the writer thread is bounded by `write_timeout`; a submit that times out
+raises `StoreError` (its row may still be written, and then runs after the next
+start). A stored row that no taskbus writes (edited by hand, say) reads as its
+task failed with `CorruptRecord`, and `recover` writes it so; the other tasks
+run.
 """
 
 from __future__ import annotations
 
 import builtins
-import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,20 +39,25 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from .._errors import StoreError
+from .._errors import CorruptRecord, StoreError, UnstorableValue
 from .._record import TaskRecord
 from .._states import TaskState
-from ._base import StoreStats, TaskQuery
-from ._codec import COLUMNS, record_from_row, row_from_record
+from ._base import KeyScope, StoreStats, TaskQuery, key_scope
+from ._codec import COLUMNS, Row, row_from_record, salvage_row, unstorable_row
+from ._codec_read import record_from_row
+from ._sqlite_lock import FileIdentityLock
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import Batch, SqliteWriter
 
 __all__ = ["SqliteStore"]
 
+logger = logging.getLogger("taskbus.stores.sqlite")
+
 T = TypeVar("T")
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
 _FINAL_STATES = ("completed", "failed", "cancelled")
+_STATES = {state.value: state for state in TaskState}
 
 
 class SqliteStore:
@@ -55,17 +72,24 @@ class SqliteStore:
         *,
         pragmas: Mapping[str, str | int] | None = None,
         busy_timeout: float = 5.0,
+        write_timeout: float = 30.0,
     ) -> None:
+        if not write_timeout > 0:
+            raise ValueError(
+                f"write_timeout must be a positive number of seconds, not {write_timeout!r}"
+            )
         self.path = Path(path)
         self._pragmas: dict[str, str | int] = {"synchronous": "NORMAL", **(pragmas or {})}
         self._busy_timeout = busy_timeout
+        #: Seconds a call waits for the writer thread before it raises `StoreError`.
+        self.write_timeout = write_timeout
         self._live: dict[str, TaskRecord] = {}
-        self._keys: dict[str, TaskRecord] = {}
+        self._keys: dict[KeyScope, TaskRecord] = {}
         self._writer: SqliteWriter | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._lock_fd: int | None = None
-        self._created_lock = False
+        self._file_lock: FileIdentityLock | None = None
+        self._reported: set[str] = set()  # corrupt rows and lost writes, logged once
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -92,7 +116,9 @@ class SqliteStore:
         self._writer = SqliteWriter(writer_conn, self.path, self._committed)
 
     def _open_files(self) -> None:
-        self._take_lock()
+        lock = FileIdentityLock(self.path)
+        lock.acquire()
+        self._file_lock = lock
         try:
             conn = self._connect("open", check_first=True)
             try:
@@ -106,9 +132,8 @@ class SqliteStore:
                 raise
             self._reader = conn
         except BaseException:
-            if self._created_lock:  # leave no trace beside a file that is not ours
-                self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
-            self._release_lock()
+            self._file_lock = None
+            lock.release(forget=True)  # leave no trace beside a file that is not ours
             raise
 
     def _connect(self, doing: str, *, check_first: bool = False) -> sqlite3.Connection:
@@ -122,69 +147,93 @@ class SqliteStore:
             raise store_error(self.path, exc, doing) from None
         return conn
 
-    def _take_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        self._created_lock = not lock_path.exists()
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(
-                f"SQLite store {str(self.path)!r}: cannot create its lock file: {exc}"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"SQLite store {str(self.path)!r} is in use by another open store (in this "
-                "or another process); one per file (use the Redis store to share work)"
-            ) from None
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
     async def close(self) -> None:
+        """Write what is pending and close; bounded by `write_timeout` (then a stuck
+        writer thread is left to end on its own, and keeps the file locked until it does)."""
         writer, self._writer = self._writer, None
-        if writer is not None:
-            await writer.stop()
-            await anyio.to_thread.run_sync(writer._conn.close)
-        if self._reader is not None:
-            await anyio.to_thread.run_sync(self._reader.close)
-            self._reader = None
-        self._release_lock()
-        self._live.clear()
-        self._keys.clear()
+        lock, self._file_lock = self._file_lock, None
+        try:
+            if writer is not None:
+                if await writer.stop(self.write_timeout):
+                    await anyio.to_thread.run_sync(writer._conn.close)
+                else:
+                    logger.error(
+                        "%r: the writer thread did not stop within %gs; the file stays "
+                        "locked until it does",
+                        self,
+                        self.write_timeout,
+                    )
+                    writer.when_ended(lambda: _close_quietly(writer._conn, lock))
+                    lock = None
+            if self._reader is not None:
+                await anyio.to_thread.run_sync(self._reader.close)
+                self._reader = None
+        finally:
+            if lock is not None:
+                lock.release()
+            self._live.clear()
+            self._keys.clear()
 
     # -- writes ----------------------------------------------------------------------
 
     def _require_writer(self) -> SqliteWriter:
-        if self._writer is None:
+        writer = self._writer
+        if writer is None:
             raise StoreError(f"{self!r} is not open")
-        return self._writer
+        if writer.failure is not None:
+            raise writer.stopped_error()
+        return writer
 
     async def add(self, record: TaskRecord) -> None:
-        """Commit the new task before returning (see the module docstring)."""
-        batch = self._require_writer().put(row_from_record(record), insert=True)
-        with anyio.CancelScope(shield=True):
-            await batch.done.wait()
+        """Commit the new task before returning (see the module docstring).
+
+        Raises `UnstorableValue` (nothing stored) for a value the store cannot hold,
+        `StoreError` if the row cannot be written within `write_timeout`.
+        """
+        writer = self._require_writer()
+        batch = writer.put(row_from_record(record), insert=True)
+        try:
+            # Shielded: a cancelled submit still learns whether its row is stored.
+            await writer.wait(batch, self.write_timeout, "write", shield=True)
+        except StoreError:
+            writer.withdraw(batch, record.id)
+            raise
         error = batch.error_for(record.id)
         if error is not None:
             raise error
         self._live[record.id] = record
         if record.key is not None:
-            self._keys[record.key] = record
+            self._keys[key_scope(record)] = record
 
     async def claim(self, record: TaskRecord) -> None:
-        self._require_writer().put(row_from_record(record))
+        self._put_change(record)
 
     async def update(self, record: TaskRecord) -> None:
-        self._require_writer().put(row_from_record(record))
+        self._put_change(record)
 
     async def finish(self, record: TaskRecord) -> None:
-        self._require_writer().put(row_from_record(record))
+        self._put_change(record)
+
+    def _put_change(self, record: TaskRecord) -> None:
+        """Queue a change to a stored task; never raises once the store is open.
+
+        A value that cannot be stored records the task as failed with the reason; a
+        writer thread that has stopped loses the change (logged once): the task
+        keeps its last written state and is recovered from it at the next start.
+        """
+        if self._writer is None:
+            raise StoreError(f"{self!r} is not open")
+        try:
+            row = row_from_record(record)
+        except UnstorableValue as exc:
+            logger.error("%s; recording the task as failed", exc)
+            row = unstorable_row(record, exc, time.time())
+        try:
+            self._require_writer().put(row)
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; changes to tasks are not written", exc)
 
     def _committed(self, batch: Batch) -> None:
         live = self._live
@@ -193,20 +242,26 @@ class SqliteStore:
                 record = live.get(task_id)
                 if record is not None and record.state.is_final:
                     del live[task_id]
-                    if record.key is not None and self._keys.get(record.key) is record:
-                        del self._keys[record.key]
+                    if record.key is not None:
+                        scope = key_scope(record)
+                        if self._keys.get(scope) is record:
+                            del self._keys[scope]
 
     async def flush(self) -> None:
-        """Wait until every write made so far has been committed (or has failed)."""
-        batch = self._require_writer().barrier()
+        """Wait until every write made so far has been committed (or has failed);
+        raises `StoreError` after `write_timeout`."""
+        writer = self._require_writer()
+        batch = writer.barrier()
         if batch is not None:
-            await batch.done.wait()
+            await writer.wait(batch, self.write_timeout, "write", shield=False)
 
     async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        batch, index = self._require_writer().call(fn)
-        await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+        writer = self._require_writer()
+        batch, index = writer.call(fn)
+        await writer.wait(batch, self.write_timeout, "write", shield=False)
+        error = batch.call_errors.get(index)
+        if error is not None:
+            raise error
         result: T = batch.results[index]
         return result
 
@@ -220,25 +275,56 @@ class SqliteStore:
         def run() -> T:
             with self._read_lock:
                 try:
-                    return fn(reader)
+                    try:
+                        return fn(reader)
+                    except sqlite3.OperationalError as exc:
+                        if "decode" not in str(exc):
+                            raise
+                    # Text that is not UTF-8 (written around taskbus): read it again,
+                    # keeping the bytes, so the codec can tell the row is corrupt.
+                    reader.text_factory = _lenient_text
+                    try:
+                        return fn(reader)
+                    finally:
+                        reader.text_factory = str
                 except sqlite3.Error as exc:
                     raise store_error(self.path, exc, "read") from None
 
         return await anyio.to_thread.run_sync(run)
 
+    def _load(self, row: Row) -> TaskRecord:
+        """The record of a row; a corrupt row reads as its task failed (logged once)."""
+        try:
+            return record_from_row(row)
+        except CorruptRecord as exc:
+            assert exc.record is not None
+            self._report_corrupt(exc)
+            return exc.record
+
+    def _report_corrupt(self, exc: CorruptRecord) -> None:
+        if exc.task_id not in self._reported:
+            self._reported.add(exc.task_id)
+            logger.error("%r: %s", self, exc)
+
     async def get(self, task_id: str) -> TaskRecord | None:
+        """The task, or None; a corrupt row reads as its task failed with `CorruptRecord`."""
         record = self._live.get(task_id)
         if record is not None:
             return record
         row = await self._read(
             lambda conn: conn.execute(f"{_SELECT} WHERE id = ?", (task_id,)).fetchone()
         )
-        return None if row is None else record_from_row(row)
+        return None if row is None else self._load(row)
 
     async def find_by_key(
-        self, key: str, *, completed_since: float | None = None
+        self,
+        key: str,
+        *,
+        owner: str | None,
+        task_type: str,
+        completed_since: float | None = None,
     ) -> TaskRecord | None:
-        record = self._keys.get(key)
+        record = self._keys.get((owner, task_type, key))
         if record is not None and not record.state.is_final:
             return record
         if completed_since is None:
@@ -246,14 +332,18 @@ class SqliteStore:
         await self.flush()
         row = await self._read(
             lambda conn: conn.execute(
-                f"{_SELECT} WHERE key = ? AND state = 'completed' AND finished_at >= ? "
-                "ORDER BY finished_at DESC LIMIT 1",
-                (key, completed_since),
+                f"{_SELECT} WHERE key = ? AND type = ? AND owner IS ? AND state = 'completed' "
+                "AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
+                (key, task_type, owner, completed_since),
             ).fetchone()
         )
-        return None if row is None else record_from_row(row)
+        if row is None:
+            return None
+        found = self._load(row)
+        return found if found.state is TaskState.COMPLETED else None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
+        """Matching tasks, oldest first; a corrupt row is listed as its task failed."""
         await self.flush()
         where, params = _where(query)
         sql = f"{_SELECT}{where} ORDER BY created_at, rowid LIMIT ? OFFSET ?"
@@ -261,9 +351,10 @@ class SqliteStore:
             lambda conn: conn.execute(sql, (*params, query.limit, query.offset)).fetchall()
         )
         live = self._live
-        return [live.get(row[0]) or record_from_row(row) for row in rows]
+        return [live.get(row[0]) or self._load(row) for row in rows]
 
     async def stats(self) -> StoreStats:
+        """Counts by stored state; a row whose state no taskbus writes counts as failed."""
         await self.flush()
         rows = await self._read(
             lambda conn: conn.execute(
@@ -271,11 +362,14 @@ class SqliteStore:
             ).fetchall()
         )
         by_state: defaultdict[TaskState, int] = defaultdict(int)
-        by_type: defaultdict[str, dict[TaskState, int]] = defaultdict(dict)
-        for task_type, state, count in rows:
-            by_state[TaskState(state)] += count
-            by_type[task_type][TaskState(state)] = count
-        return StoreStats(by_state=dict(by_state), by_type=dict(by_type))
+        by_type: defaultdict[str, defaultdict[TaskState, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        for task_type, stored_state, count in rows:
+            state = _STATES.get(stored_state, TaskState.FAILED)
+            by_state[state] += count
+            by_type[str(task_type)][state] += count
+        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
         def delete(conn: sqlite3.Connection) -> int:
@@ -297,19 +391,41 @@ class SqliteStore:
         return await self._in_writer(delete)
 
     async def recover(self) -> builtins.list[TaskRecord]:
-        """Queued and running tasks, most urgent first, to be queued again."""
+        """Queued and running tasks, most urgent first, to be queued again.
+
+        A corrupt row among them is written as its task failed with `CorruptRecord`
+        (naming the task and the columns) and is not returned.
+        """
         rows = await self._read(
             lambda conn: conn.execute(
-                f"{_SELECT} WHERE state IN ('queued', 'running') "
+                f"{_SELECT} WHERE state NOT IN {_FINAL_STATES} "
                 "ORDER BY priority DESC, created_at, rowid"
             ).fetchall()
         )
-        records = [record_from_row(row) for row in rows]
+        records: builtins.list[TaskRecord] = []
+        settled = False
+        for row in rows:
+            try:
+                records.append(record_from_row(row))
+            except CorruptRecord as exc:
+                settled = self._settle_corrupt(exc) or settled
+        if settled:
+            await self.flush()
         for record in records:
             self._live[record.id] = record
             if record.key is not None:
-                self._keys[record.key] = record
+                self._keys[key_scope(record)] = record
         return records
+
+    def _settle_corrupt(self, exc: CorruptRecord) -> bool:
+        self._report_corrupt(exc)
+        row = salvage_row(exc, time.time())
+        if row is None:
+            logger.error("%r: a row without a usable id is left as it is", self)
+            return False
+        self._require_writer().put(row)
+        logger.error("%r: task %s failed: its stored row is corrupt", self, exc.task_id)
+        return True
 
     async def execute(
         self, sql: str, params: tuple[Any, ...] = ()
@@ -342,3 +458,18 @@ def _where(query: TaskQuery) -> tuple[str, tuple[Any, ...]]:
         clauses.append("created_at < ?")
         params.append(query.created_before)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _lenient_text(data: bytes) -> str:
+    """Text as SQLite holds it; bytes that are not UTF-8 become lone surrogates."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _close_quietly(conn: sqlite3.Connection, lock: FileIdentityLock | None) -> None:
+    """Close what a writer thread that ended late leaves behind (on that thread)."""
+    try:
+        conn.close()
+    except sqlite3.Error:
+        logger.exception("closing the SQLite writer connection failed")
+    if lock is not None:
+        lock.release()

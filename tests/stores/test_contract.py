@@ -96,6 +96,20 @@ def data(record: TaskRecord) -> dict[str, Any]:
     return dict(to_jsonable_python(values))
 
 
+async def find_key(
+    store: Store,
+    key: str,
+    *,
+    owner: str | None = None,
+    task_type: str = "reports:build",
+    completed_since: float | None = None,
+) -> TaskRecord | None:
+    """`find_by_key` in the scope `make_record` gives by default (no owner)."""
+    return await store.find_by_key(
+        key, owner=owner, task_type=task_type, completed_since=completed_since
+    )
+
+
 async def ids(store: Store, **filters: Any) -> list[str]:
     return [record.id for record in await store.list(TaskQuery(**filters))]
 
@@ -378,14 +392,14 @@ async def test_find_by_key_returns_queued_and_running_records(make_store: StoreF
         await store.add(record)
     await claim(store, running)
 
-    found_queued = await store.find_by_key("k-queued")
-    found_running = await store.find_by_key("k-running", completed_since=T0)
+    found_queued = await find_key(store, "k-queued")
+    found_running = await find_key(store, "k-running", completed_since=T0)
 
     assert found_queued is not None and found_queued.id == queued.id
     assert found_running is not None and found_running.id == running.id
     assert found_running.state is TaskState.RUNNING
-    assert await store.find_by_key("k-unknown") is None
-    assert await store.find_by_key("k-unknown", completed_since=0.0) is None
+    assert await find_key(store, "k-unknown") is None
+    assert await find_key(store, "k-unknown", completed_since=0.0) is None
 
 
 async def test_find_by_key_returns_a_completed_record_only_within_the_window(
@@ -396,10 +410,10 @@ async def test_find_by_key_returns_a_completed_record_only_within_the_window(
     await store.add(record)
     await finish(store, record, at=T0 + 100, result=42)
 
-    assert await store.find_by_key("k-done") is None
-    assert await store.find_by_key("k-done", completed_since=T0 + 100.5) is None
+    assert await find_key(store, "k-done") is None
+    assert await find_key(store, "k-done", completed_since=T0 + 100.5) is None
     for since in (T0 + 100, T0 + 50, 0.0):
-        found = await store.find_by_key("k-done", completed_since=since)
+        found = await find_key(store, "k-done", completed_since=since)
         assert found is not None and found.id == record.id
         assert (found.state, found.result) == (TaskState.COMPLETED, 42)
 
@@ -413,8 +427,8 @@ async def test_find_by_key_never_returns_failed_or_cancelled(make_store: StoreFa
     await finish(store, cancelled, TaskState.CANCELLED, at=T0 + 10)
 
     for key in ("k-failed", "k-cancelled"):
-        assert await store.find_by_key(key) is None
-        assert await store.find_by_key(key, completed_since=0.0) is None
+        assert await find_key(store, key) is None
+        assert await find_key(store, key, completed_since=0.0) is None
 
 
 async def test_find_by_key_prefers_the_active_record_over_a_completed_one(
@@ -427,9 +441,40 @@ async def test_find_by_key_prefers_the_active_record_over_a_completed_one(
     new = make_record(key="k")
     await store.add(new)
 
-    found = await store.find_by_key("k", completed_since=0.0)
+    found = await find_key(store, "k", completed_since=0.0)
 
     assert found is not None and found.id == new.id
+
+
+async def test_find_by_key_is_scoped_by_owner_and_task_type(make_store: StoreFactory) -> None:
+    store = await make_store()
+    scopes = [
+        ("alice", "reports:build"),
+        ("bob", "reports:build"),
+        (None, "reports:build"),
+        ("alice", "mail:send"),
+    ]
+    records = {scope: make_record(scope[1], owner=scope[0], key="k") for scope in scopes}
+    for record in records.values():
+        await store.add(record)
+
+    for (owner, task_type), record in records.items():
+        found = await find_key(store, "k", owner=owner, task_type=task_type)
+        assert found is not None and found.id == record.id, (owner, task_type)
+    assert await find_key(store, "k", owner="carol") is None
+    assert await find_key(store, "k", owner="alice", task_type="reports:other") is None
+
+    # A completed task answers only within its own scope, too.
+    await finish(store, records[("alice", "reports:build")], at=T0 + 10, result=1)
+    await finish(store, records[("bob", "reports:build")], at=T0 + 20, result=2)
+    assert await find_key(store, "k", owner="alice") is None
+    alice = await find_key(store, "k", owner="alice", completed_since=0.0)
+    bob = await find_key(store, "k", owner="bob", completed_since=0.0)
+    assert alice is not None and alice.id == records[("alice", "reports:build")].id
+    assert bob is not None and bob.id == records[("bob", "reports:build")].id
+    assert await find_key(store, "k", owner="carol", completed_since=0.0) is None
+    other_type = await find_key(store, "k", owner="alice", task_type="mail:send")
+    assert other_type is not None and other_type.id == records[("alice", "mail:send")].id
 
 
 # -- purge --------------------------------------------------------------------------
@@ -461,7 +506,7 @@ async def test_purge_by_age_deletes_only_old_final_records(make_store: StoreFact
     assert await store.purge(finished_before=T0 + 30) == 2
     assert await _names(store, records) == {"x30", "c40", "c50", "queued", "running"}
     assert await store.get(records["c10"].id) is None
-    assert await store.find_by_key("c10", completed_since=0.0) is None
+    assert await find_key(store, "c10", completed_since=0.0) is None
 
     assert await store.purge(finished_before=T0 + 1_000) == 3
     assert await _names(store, records) == {"queued", "running"}
@@ -519,7 +564,7 @@ async def test_close_and_reopen_keeps_every_record(make_durable_store: StoreFact
         assert data(got) == data(original)
     got_queued = await store.get(queued.id)
     assert got_queued is not None and got_queued.input == {"name": "q", "sizes": [1]}
-    found = await store.find_by_key("kc", completed_since=T0)
+    found = await find_key(store, "kc", completed_since=T0)
     assert found is not None and found.id == completed.id
     assert (await store.stats()).total == 5
 

@@ -747,3 +747,45 @@ async def test_an_update_that_keeps_failing_neither_hangs_reads_nor_close(
             stats = await bus.stats()  # waits for the retried write, which fails again
             assert TaskState.COMPLETED not in stats.by_state, "the file keeps its last state"
     assert raw_rows(db_path, "SELECT state FROM tasks") in ([("queued",)], [("running",)])
+
+
+# -- schema migrations --------------------------------------------------------------
+
+
+async def test_a_version_1_file_migrates_and_scopes_its_keys(
+    make_bus: MakeBus, db_path: Path
+) -> None:
+    from taskbus.stores._codec import row_from_record
+    from taskbus.stores._sqlite_schema import APPLICATION_ID, MIGRATIONS, UPSERT
+
+    old = TaskRecord(
+        new_task_id(), "reports:build", {"year": 1}, 5, 1.7e9, 1, "alice", None, "nightly"
+    )
+    old.not_before = 4.1e9  # far ahead: it stays queued
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        MIGRATIONS[0](conn)  # the schema a version 1 taskbus wrote
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(UPSERT, row_from_record(old))
+        conn.execute("COMMIT")
+
+    bus = make_bus(store=SqliteStore(db_path))
+    register_reports(bus)
+    async with bus:
+        same = await bus.submit("reports:build", {"year": 2}, owner="alice", key="nightly")
+        other = await bus.submit("reports:build", {"year": 3}, owner="bob", key="nightly")
+        assert same.id == old.id
+        assert other.id != old.id
+        assert await other.result(timeout=5) == Report(rows=3, title="year 3")
+
+    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    indexes = {row[0] for row in raw_rows(db_path, "SELECT name FROM sqlite_master")}
+    assert "tasks_key_scope" in indexes and "tasks_key" not in indexes
+    plan = raw_rows(
+        db_path,
+        "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE key = ? AND type = ? AND owner IS ? "
+        "AND state = 'completed' AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
+        ("nightly", "reports:build", "alice", 0.0),
+    )
+    assert any("tasks_key_scope" in str(step) for step in plan), plan
