@@ -7,9 +7,13 @@ Each command runs under ``/bin/sh -c`` in a process group of its own
 (``start_new_session=True``). Every line it prints becomes the task's progress
 message (debounced by the bus), and the result is the exit code and the last
 lines of output. Cancelling the task, or its timeout, kills the whole group:
-SIGTERM, then SIGKILL to whatever is still alive after a short grace. The tools
-come from `taskbus.integrations.mcp.create_mcp_server` (``pip install
-'taskbus[mcp]'``).
+SIGTERM, then SIGKILL to whatever is still alive after a short grace. The
+server keeps the groups it started (`CommandGroups`) and outlives none of them:
+when its client goes away (stdin closed) or it gets SIGTERM, SIGHUP or SIGINT,
+it cancels every running command, kills what is left, and only then exits
+(after a signal, by that signal). Only a SIGKILL of the server itself can leave
+a command behind. The tools come from
+`taskbus.integrations.mcp.create_mcp_server` (``pip install 'taskbus[mcp]'``).
 
 With ``--demo`` it talks to itself through the MCP SDK's in-memory client
 instead: it lists the task types, runs an ``echo`` and a ``printf`` loop
@@ -30,6 +34,8 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +45,15 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field
 
-from taskbus import RetryPolicy, TaskBus, TaskContext, TaskDefinition
+from taskbus import RetryPolicy, TaskBus, TaskContext, TaskDefinition, TaskState
 from taskbus.integrations.mcp import create_mcp_server
 
 MAX_LINE = 4096  # bytes; a longer run without a newline is cut into lines this long
 GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+SIGNAL_GRACE = 0.5  # the same, when the server itself is being stopped by a signal
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+logger = logging.getLogger("mcp_command_runner")
 
 
 class ShellCommand(BaseModel):
@@ -61,10 +71,42 @@ class ShellResult(BaseModel):
     lines: int = Field(description="Lines printed in all.")
 
 
+class CommandGroups:
+    """The process groups of the commands running now (each command leads its own)."""
+
+    def __init__(self) -> None:
+        self._pgids: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._pgids)
+
+    @contextmanager
+    def hold(self, pgid: int) -> Iterator[None]:
+        """Keep `pgid` while the block runs (the command is being run or killed)."""
+        self._pgids.add(pgid)
+        try:
+            yield
+        finally:
+            self._pgids.discard(pgid)
+
+    def kill_all(self) -> None:
+        """SIGKILL every group still held: the last resort when stopping."""
+        for pgid in list(self._pgids):
+            signal_group(pgid, signal.SIGKILL)
+
+
 def register_shell_task(
-    bus: TaskBus, *, timeout: float = 60.0, grace: float = GRACE
+    bus: TaskBus,
+    *,
+    timeout: float = 60.0,
+    grace: float = GRACE,
+    groups: CommandGroups | None = None,
 ) -> TaskDefinition[ShellCommand, ShellResult]:
-    """Register ``shell:run`` on `bus`: `timeout` seconds per command, never retried."""
+    """Register ``shell:run`` on `bus`: `timeout` seconds per command, never retried.
+
+    `groups` collects the process groups of running commands (see `stop_commands`).
+    """
+    held = groups if groups is not None else CommandGroups()
 
     @bus.task(
         "shell:run",
@@ -73,12 +115,14 @@ def register_shell_task(
         description="Run a shell command; its output lines are the progress messages.",
     )
     async def run_command(ctx: TaskContext, params: ShellCommand) -> ShellResult:
-        return await run_shell(ctx, params, grace=grace)
+        return await run_shell(ctx, params, grace=grace, groups=held)
 
     return run_command
 
 
-async def run_shell(ctx: TaskContext, params: ShellCommand, *, grace: float) -> ShellResult:
+async def run_shell(
+    ctx: TaskContext, params: ShellCommand, *, grace: float, groups: CommandGroups | None = None
+) -> ShellResult:
     """Run one command, reporting each output line; kill its group if we stop early."""
     process = await anyio.open_process(
         ["/bin/sh", "-c", params.command],
@@ -87,6 +131,14 @@ async def run_shell(ctx: TaskContext, params: ShellCommand, *, grace: float) -> 
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so one signal reaches all of it
     )
+    with (groups if groups is not None else CommandGroups()).hold(process.pid):
+        return await _follow(ctx, params, process, grace)
+
+
+async def _follow(
+    ctx: TaskContext, params: ShellCommand, process: Process, grace: float
+) -> ShellResult:
+    """Read the command's output to its end, or kill its group if the task stops first."""
     tail: deque[str] = deque(maxlen=params.tail)
     count = 0
     finished = False
@@ -106,7 +158,9 @@ async def run_shell(ctx: TaskContext, params: ShellCommand, *, grace: float) -> 
         finished = True
     finally:
         with anyio.CancelScope(shield=True):  # cancelled or timed out: clean up anyway
-            if not finished:
+            # Also when the shell exited but left children behind (`cmd &`): no
+            # process of a command outlives its task.
+            if not finished or group_alive(process.pid):
                 await kill_group(process, grace)
             await process.aclose()
     return ShellResult(exit_code=exit_code, output_tail=list(tail), lines=count)
@@ -173,16 +227,52 @@ def group_alive(pgid: int) -> bool:
 # -- the MCP server, and the demo -----------------------------------------------
 
 
-def build() -> tuple[TaskBus, MCPServer[Any]]:
+def build(groups: CommandGroups | None = None) -> tuple[TaskBus, MCPServer[Any]]:
     bus = TaskBus(workers=4, shutdown_grace=3.0)
-    register_shell_task(bus, timeout=60.0, grace=GRACE)
+    register_shell_task(bus, timeout=60.0, grace=GRACE, groups=groups)
     return bus, create_mcp_server(bus, name="command-runner", types=["shell:"])
 
 
+async def stop_commands(
+    bus: TaskBus, groups: CommandGroups, reason: str, *, grace: float = GRACE
+) -> None:
+    """Cancel every running command (each kills its group); after `grace` seconds,
+    SIGKILL every group still there."""
+    with anyio.move_on_after(grace):
+        running = await bus.list(state=TaskState.RUNNING, type_prefix="shell:", limit=1000)
+        async with anyio.create_task_group() as tg:
+            for snapshot in running:
+                tg.start_soon(lambda task_id: bus.cancel(task_id, reason=reason), snapshot.id)
+    groups.kill_all()
+
+
 async def serve() -> None:
-    bus, server = build()
-    async with bus:
-        await server.run_stdio_async()
+    """Serve MCP on stdin/stdout; no command outlives the server.
+
+    When the client closes stdin, every running command is cancelled before the
+    bus stops. On SIGTERM, SIGHUP or SIGINT the same happens with a shorter grace,
+    then the process ends by that signal (the SDK's stdin reader, blocked in a
+    thread, cannot be cancelled, so the server does not wait for it).
+    """
+    groups = CommandGroups()
+    bus, server = build(groups)
+    async with bus, anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, bus, groups)
+        await server.run_stdio_async()  # returns when the client closes stdin
+        logger.info("MCP client went away: stopping %d command(s)", len(groups))
+        await stop_commands(bus, groups, "the MCP client went away")
+        tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(bus: TaskBus, groups: CommandGroups) -> None:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        signum = await anext(signals)
+    name = signal.Signals(signum).name
+    logger.info("%s: stopping %d command(s)", name, len(groups))
+    with anyio.CancelScope(shield=True):
+        await stop_commands(bus, groups, f"the MCP server got {name}", grace=SIGNAL_GRACE)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> Any:

@@ -1,14 +1,22 @@
 """Batches: many tasks submitted together, followed and cancelled as one.
 
 A batch lives in the memory of the bus that submitted it (its tasks carry
-``metadata["batch_id"]`` in any store). Its aggregate is computed from the live
-records of its tasks; batch-progress events are debounced like task progress,
-and batch-finished is published once, when the last task is final.
+``metadata["batch_id"]`` in any store). While it runs, the tracker holds the
+runtime's records of its *unfinished* tasks only (the queue and the workers hold
+those anyway); a task's final event folds it into per-state counters and drops
+its record. batch-progress events are debounced like task progress, and
+batch-finished is published once, when the last task is final. Then the batch
+is released: only its final `BatchSummary` is kept, for as long as retention
+keeps finished tasks (``RetentionPolicy.max_age``) and for the last
+`BatchTracker.keep_finished` batches at most; after that `bus.batch(id)` raises
+`BatchNotFound`.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,13 +34,25 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchNotFound", "BatchSummary", "BatchTracker", "TaskBatch"]
 
+#: The most a batch reports while any of its tasks is not final (a running task
+#: at 100 % has not finished; 100 is kept for "every task is final").
+UNFINISHED_CEILING = 99.0
+
 
 class BatchNotFound(TaskbusError, LookupError):
-    """Raised when no batch of this bus has the given id."""
+    """Raised when no batch of this bus has the given id.
+
+    Either the id was never a batch of this bus, or the batch finished and was
+    released (see `TaskBus.batch`); its tasks keep ``metadata["batch_id"]``.
+    """
 
     def __init__(self, batch_id: object) -> None:
         self.batch_id = batch_id
-        super().__init__(f"no batch with id {batch_id!r}")
+        super().__init__(
+            f"no batch with id {batch_id!r}: unknown to this bus, or finished and released "
+            "(a finished batch is kept as long as retention keeps its tasks; its tasks "
+            "carry metadata['batch_id'])"
+        )
 
 
 class BatchSummary(BaseModel):
@@ -47,7 +67,9 @@ class BatchSummary(BaseModel):
     cancelled: int
     running: int
     queued: int
-    progress: float = Field(description="Percent done: finished tasks count 100.")
+    progress: float = Field(
+        description="Percent done: finished tasks count 100; below 100 until every task is final."
+    )
     message: str | None = Field(description="The current operation of a running task.")
     eta: float | None = Field(description="Seconds left, from the average task time.")
     task_ids: list[str]
@@ -63,83 +85,212 @@ class BatchSummary(BaseModel):
 
 
 class TaskBatch:
-    """The tasks of one batch (what `submit_batch` returns)."""
+    """The tasks of one batch (what `submit_batch` returns).
 
-    def __init__(self, tracker: BatchTracker, records: list[TaskRecord]) -> None:
+    It holds ids, not records; once the batch is finished it keeps its final
+    summary, so `summary()` and `wait()` answer for as long as you hold it.
+    """
+
+    def __init__(self, tracker: BatchTracker, task_ids: list[str]) -> None:
         self.id = new_task_id()
-        self.records = records
-        self.task_ids = [record.id for record in records]
+        self.task_ids = task_ids
         self.finished = anyio.Event()
+        self.final: BatchSummary | None = None
         self._tracker = tracker
 
     def __repr__(self) -> str:
-        return f"<TaskBatch {self.id} tasks={len(self.records)}>"
+        return f"<TaskBatch {self.id} tasks={len(self.task_ids)}>"
 
     async def summary(self) -> BatchSummary:
-        return self._tracker.summary(self.id)
+        return self.final if self.final is not None else self._tracker.summary(self.id)
 
     async def wait(self, timeout: float | None = None) -> BatchSummary:
         """Wait until every task is final; `TimeoutError` after `timeout` seconds."""
         with anyio.fail_after(timeout):
             await self.finished.wait()
-        return self._tracker.summary(self.id)
+        assert self.final is not None
+        return self.final
 
     async def cancel(self, reason: str | None = None) -> int:
         return await self._tracker.bus.cancel_batch(self.id, reason=reason)
 
 
+class _Running:
+    """What the tracker holds for one unfinished batch."""
+
+    __slots__ = ("batch", "cancelled", "completed", "durations", "failed", "live")
+
+    def __init__(self, batch: TaskBatch, records: Iterable[TaskRecord]) -> None:
+        self.batch = batch
+        #: The runtime's records of the tasks that are not folded in yet.
+        self.live: dict[str, TaskRecord] = {record.id: record for record in records}
+        self.completed = self.failed = self.cancelled = 0
+        #: Run times of completed tasks, for the ETA.
+        self.durations: list[float] = []
+
+    @property
+    def id(self) -> str:
+        return self.batch.id
+
+    def fold(self, record: TaskRecord) -> None:
+        """Count the final `record` and let go of it."""
+        del self.live[record.id]
+        if record.state is TaskState.COMPLETED:
+            self.completed += 1
+            if record.finished_at is not None and record.started_at:
+                self.durations.append(record.finished_at - record.started_at)
+        elif record.state is TaskState.FAILED:
+            self.failed += 1
+        else:
+            self.cancelled += 1
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(TaskState, 0)
+        for record in self.live.values():
+            counts[record.state] += 1
+        return {
+            "total": len(self.batch.task_ids),
+            "completed": self.completed + counts[TaskState.COMPLETED],
+            "failed": self.failed + counts[TaskState.FAILED],
+            "cancelled": self.cancelled + counts[TaskState.CANCELLED],
+            "running": counts[TaskState.RUNNING],
+            "queued": counts[TaskState.QUEUED],
+        }
+
+    def summary(self) -> BatchSummary:
+        counts = self.counts()
+        total = counts["total"]
+        done = counts["completed"] + counts["failed"] + counts["cancelled"]
+        running = [r for r in self.live.values() if r.state is TaskState.RUNNING]
+        points = 100.0 * done + sum(
+            r.progress or 0.0 for r in self.live.values() if not r.state.is_final
+        )
+        progress = points / total if total else 100.0
+        if done < total:
+            progress = min(progress, UNFINISHED_CEILING)
+        return BatchSummary(
+            id=self.id,
+            **counts,
+            progress=progress,
+            message=next((r.message for r in running if r.message), None),
+            eta=self._eta(counts["queued"], running),
+            task_ids=self.batch.task_ids,
+        )
+
+    def _eta(self, queued: int, running: list[TaskRecord]) -> float | None:
+        if not self.durations:
+            return None
+        left_running = sum(1.0 - min(r.progress or 0.0, 100.0) / 100.0 for r in running)
+        return statistics.fmean(self.durations) * (queued + left_running) / max(1, len(running))
+
+
 class BatchTracker:
     """Follows the batches of one bus through the task events of their tasks."""
 
-    def __init__(self, bus: TaskBus, *, interval: float) -> None:
+    #: Finished batches whose summary is kept at most (oldest released first).
+    keep_finished = 1000
+
+    def __init__(self, bus: TaskBus, *, interval: float, keep_for: float | None = None) -> None:
         self.bus = bus
-        self._batches: dict[str, TaskBatch] = {}
-        self._by_task: dict[str, TaskBatch] = {}
+        #: Seconds a finished batch's summary is kept (None: only `keep_finished` bounds it).
+        self.keep_for = keep_for
+        self._running: dict[str, _Running] = {}
+        self._by_task: dict[str, _Running] = {}
+        self._finished: OrderedDict[str, tuple[float, BatchSummary]] = OrderedDict()
         self._listening = False
-        self._debouncer: ProgressDebouncer[TaskBatch] = ProgressDebouncer(
+        self._debouncer: ProgressDebouncer[_Running] = ProgressDebouncer(
             bus.clock, bus.timers, self._publish, interval
         )
 
+    def __len__(self) -> int:
+        """Batches still running (the only ones whose task records are held)."""
+        return len(self._running)
+
+    @property
+    def records_held(self) -> int:
+        """Task records held for running batches (the runtime's own, not copies)."""
+        return sum(len(running.live) for running in self._running.values())
+
     def new(self, records: list[TaskRecord]) -> TaskBatch:
-        batch = TaskBatch(self, records)
+        batch = TaskBatch(self, [record.id for record in records])
         for record in records:
             record.metadata = {**(record.metadata or {}), "batch_id": batch.id}
         return batch
 
-    def track(self, batch: TaskBatch) -> None:
-        """Start following `batch` (its tasks are queued)."""
-        self._batches[batch.id] = batch
-        for record in batch.records:
-            if not record.state.is_final:
-                self._by_task[record.id] = batch
+    def track(self, batch: TaskBatch, records: list[TaskRecord]) -> None:
+        """Start following `batch`, whose `records` are queued (some may be final already)."""
+        running = _Running(batch, records)
+        self._running[batch.id] = running
+        for record in records:
+            if record.state.is_final:
+                running.fold(record)
+            else:
+                self._by_task[record.id] = running
         if not self._listening:
             self.bus.events.on(ALL_EVENTS, self._on_event)
             self._listening = True
-        self._check_finished(batch)
+        self._check_finished(running)
 
-    def get(self, batch_id: str) -> TaskBatch:
-        try:
-            return self._batches[batch_id]
-        except (KeyError, TypeError):
-            raise BatchNotFound(batch_id) from None
+    def unfinished(self, batch_id: str) -> list[TaskRecord]:
+        """The records of the batch's tasks not final yet; [] for a finished batch."""
+        running = self._running.get(batch_id) if isinstance(batch_id, str) else None
+        if running is not None:
+            return [r for r in running.live.values() if not r.state.is_final]
+        self._finished_summary(batch_id)  # raises BatchNotFound when unknown
+        return []
+
+    def summary(self, batch_id: str) -> BatchSummary:
+        running = self._running.get(batch_id) if isinstance(batch_id, str) else None
+        if running is not None:
+            return running.summary()
+        return self._finished_summary(batch_id)
+
+    def _finished_summary(self, batch_id: object) -> BatchSummary:
+        self._expire()
+        kept = self._finished.get(batch_id) if isinstance(batch_id, str) else None
+        if kept is None:
+            raise BatchNotFound(batch_id)
+        return kept[1]
+
+    def _expire(self) -> None:
+        while len(self._finished) > self.keep_finished:
+            self._finished.popitem(last=False)
+        if self.keep_for is None:
+            return
+        cutoff = self.bus.clock.now() - self.keep_for
+        while self._finished:
+            finished_at = next(iter(self._finished.values()))[0]
+            if finished_at > cutoff:
+                break
+            self._finished.popitem(last=False)
 
     def _on_event(self, event: Event) -> None:
-        batch = self._by_task.get(getattr(event, "task_id", ""))
-        if batch is None:
+        running = self._by_task.get(getattr(event, "task_id", ""))
+        if running is None:
             return
         if event.final:
-            del self._by_task[event.task_id]  # type: ignore[attr-defined]
-        self._debouncer.update(batch)
-        self._check_finished(batch)
+            task_id: str = event.task_id  # type: ignore[attr-defined]
+            del self._by_task[task_id]
+            record = running.live.get(task_id)
+            if record is not None:
+                running.fold(record)
+        self._debouncer.update(running)
+        self._check_finished(running)
 
-    def _check_finished(self, batch: TaskBatch) -> None:
-        if batch.finished.is_set() or not all(r.state.is_final for r in batch.records):
+    def _check_finished(self, running: _Running) -> None:
+        if running.live or running.id not in self._running:
             return
-        self._debouncer.finish(batch.id)
+        self._debouncer.finish(running.id)
+        summary = running.summary()
+        del self._running[running.id]
+        self._finished[running.id] = (self.bus.clock.now(), summary)
+        self._expire()
+        batch = running.batch
+        batch.final = summary
         batch.finished.set()
         if self.bus.events.wants("batch-finished"):
             self.bus.events.publish(
-                build_trusted(BatchFinished, {**self._counts(batch), "timestamp": self._now()})
+                build_trusted(BatchFinished, {**self._counts(summary), "timestamp": self._now()})
             )
         if not self._by_task and self._listening:
             self.bus.events.off(ALL_EVENTS, self._on_event)
@@ -148,12 +299,12 @@ class BatchTracker:
     def _now(self) -> float:
         return self.bus.clock.now()
 
-    def _publish(self, batch: TaskBatch) -> None:
-        if not self.bus.events.wants("batch-progress") or batch.finished.is_set():
+    def _publish(self, running: _Running) -> None:
+        if not self.bus.events.wants("batch-progress") or running.id not in self._running:
             return
-        summary = self.summary(batch.id)
+        summary = running.summary()
         values = {
-            **self._counts(batch),
+            **self._counts(summary),
             "timestamp": self._now(),
             "progress": summary.progress,
             "message": summary.message,
@@ -161,43 +312,14 @@ class BatchTracker:
         }
         self.bus.events.publish(build_trusted(BatchProgress, values))
 
-    def _counts(self, batch: TaskBatch) -> dict[str, Any]:
-        counts = dict.fromkeys(TaskState, 0)
-        for record in batch.records:
-            counts[record.state] += 1
+    @staticmethod
+    def _counts(summary: BatchSummary) -> dict[str, Any]:
         return {
-            "batch_id": batch.id,
-            "total": len(batch.records),
-            "completed": counts[TaskState.COMPLETED],
-            "failed": counts[TaskState.FAILED],
-            "cancelled": counts[TaskState.CANCELLED],
-            "running": counts[TaskState.RUNNING],
-            "queued": counts[TaskState.QUEUED],
+            "batch_id": summary.id,
+            "total": summary.total,
+            "completed": summary.completed,
+            "failed": summary.failed,
+            "cancelled": summary.cancelled,
+            "running": summary.running,
+            "queued": summary.queued,
         }
-
-    def summary(self, batch_id: str) -> BatchSummary:
-        batch = self.get(batch_id)
-        records = batch.records
-        running = [r for r in records if r.state is TaskState.RUNNING]
-        progress = sum(100.0 if r.state.is_final else (r.progress or 0.0) for r in records)
-        return BatchSummary(
-            id=batch.id,
-            **{k: v for k, v in self._counts(batch).items() if k != "batch_id"},
-            progress=progress / len(records) if records else 100.0,
-            message=next((r.message for r in running if r.message), None),
-            eta=_eta(records, running),
-            task_ids=batch.task_ids,
-        )
-
-
-def _eta(records: list[TaskRecord], running: list[TaskRecord]) -> float | None:
-    times = [
-        r.finished_at - r.started_at
-        for r in records
-        if r.state is TaskState.COMPLETED and r.finished_at is not None and r.started_at
-    ]
-    if not times:
-        return None
-    left = sum(1 for r in records if r.state is TaskState.QUEUED)
-    left_running = sum(1.0 - (r.progress or 0.0) / 100.0 for r in running)
-    return statistics.fmean(times) * (left + left_running) / max(1, len(running))

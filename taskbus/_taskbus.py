@@ -126,7 +126,11 @@ class TaskBus:
             workers=workers if workers is not None else default_workers(),
         )
         self.shutdown_report: ShutdownReport | None = None
-        self._batches = BatchTracker(self, interval=progress_interval)
+        self._batches = BatchTracker(
+            self,
+            interval=progress_interval,
+            keep_for=retention.max_age if retention is not None else None,
+        )
         self._accepting = False
         self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
         self._exit_stack: AsyncExitStack | None = None
@@ -405,23 +409,30 @@ class TaskBus:
             prepared.append((record, definition))
         if not prepared:
             raise InvalidSubmission("a batch needs at least one task")
-        batch = self._batches.new([record for record, _ in prepared])
+        records = [record for record, _ in prepared]
+        batch = self._batches.new(records)
         for record, definition in prepared:
             await self._enqueue(record, definition)
-        self._batches.track(batch)
+        self._batches.track(batch, records)
         return batch
 
     async def batch(self, batch_id: str) -> BatchSummary:
-        """Where a batch stands; raises `BatchNotFound`."""
+        """Where a batch stands; raises `BatchNotFound`.
+
+        A finished batch is released: its summary stays readable while retention
+        keeps finished tasks (``RetentionPolicy.max_age``), for the last 1,000
+        finished batches at most; then `BatchNotFound` (its tasks keep
+        ``metadata["batch_id"]``). The `TaskBatch` handle keeps its own final summary.
+        """
         return self._batches.summary(batch_id)
 
     async def cancel_batch(self, batch_id: str, *, reason: str | None = None) -> int:
         """Cancel every task of the batch that has not finished; return how many."""
-        batch = self._batches.get(batch_id)
+        unfinished = self._batches.unfinished(batch_id)
         cancelled = 0
         # Queued ones first, so none of them starts while a running one winds down.
         for wanted in (TaskState.QUEUED, TaskState.RUNNING):
-            for record in batch.records:
+            for record in unfinished:
                 if record.state is wanted and await self.cancel(record.id, reason=reason):
                     cancelled += 1
         return cancelled

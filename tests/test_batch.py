@@ -1,5 +1,6 @@
 """Batches: submit many, follow them as one, cancel what has not finished."""
 
+import gc
 from collections.abc import Callable
 
 import anyio
@@ -10,12 +11,16 @@ from taskbus import (
     BatchNotFound,
     BatchProgress,
     InvalidTaskInput,
+    RetentionPolicy,
     RetryPolicy,
     TaskBus,
+    TaskCompleted,
     TaskContext,
+    TaskProgress,
     TaskStarted,
     TaskState,
 )
+from taskbus._record import TaskRecord
 from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -85,3 +90,74 @@ async def test_batch_progress_counts_eta_and_cancel(
         final = await batch.wait(timeout=5)
     assert (final.completed, final.cancelled) == (1, 3)
     assert recorder.names()[-1] == "batch-finished"
+
+
+async def test_a_batch_stays_below_100_percent_while_one_task_still_runs(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus(workers=3, progress_interval=0)
+    gate = anyio.Event()
+
+    @bus.task("b:step", retry=RetryPolicy.never())
+    async def step(ctx: TaskContext, n: int) -> int:
+        await ctx.progress(current=3, total=3, message=f"step {n} done")  # 100 %, not final
+        if n == 3:
+            await gate.wait()
+        return n
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        batch = await bus.submit_batch([("b:step", n) for n in (1, 2, 3)])
+        held = batch.task_ids[2]
+        for task_id in batch.task_ids[:2]:
+            await recorder.wait_for(TaskCompleted, task_id=task_id)
+        await recorder.wait_for(TaskProgress, task_id=held)
+        summary = await bus.batch(batch.id)
+        before = list(recorder.of(BatchProgress))
+        gate.set()
+        final = await batch.wait(timeout=5)
+    assert (summary.completed, summary.running) == (2, 1)
+    assert summary.progress < 100
+    assert before and all(event.progress < 100 for event in before)
+    assert final.progress == 100.0
+
+
+async def test_finished_batches_hold_no_task_records_and_are_released_with_retention(
+    make_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    bus = make_bus(clock=fake_clock, retention=RetentionPolicy(max_age=60, interval=3600))
+    register(bus)
+    async with bus:
+        batches = [await bus.submit_batch([("b:square", n) for n in range(3)]) for _ in range(20)]
+        for batch in batches:
+            await batch.wait(timeout=5)
+        tracker = bus._batches
+        assert (len(tracker), tracker.records_held) == (0, 0)
+        kept = await bus.batch(batches[0].id)
+        assert kept.finished and kept.completed == 3
+        assert await bus.cancel_batch(batches[0].id) == 0
+        assert await bus.store.purge(finished_before=fake_clock.now() + 1) == 60
+        gc.collect()
+        ids = {task_id for batch in batches for task_id in batch.task_ids}
+        alive = [o for o in gc.get_objects() if isinstance(o, TaskRecord) and o.id in ids]
+        assert alive == [], "no task record outlives its purge"
+        fake_clock.advance(61)
+        with pytest.raises(BatchNotFound, match="finished and released"):
+            await bus.batch(batches[0].id)
+        with pytest.raises(BatchNotFound):
+            await bus.cancel_batch(batches[0].id)
+        handle_summary = await batches[0].wait(timeout=1)  # the handle keeps its own
+    assert handle_summary.completed == 3
+
+
+async def test_only_the_last_finished_batches_are_kept(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus)
+    bus._batches.keep_finished = 2
+    async with bus:
+        batches = [await bus.submit_batch([("b:square", n)]) for n in range(3)]
+        for batch in batches:
+            await batch.wait(timeout=5)
+        with pytest.raises(BatchNotFound):
+            await bus.batch(batches[0].id)
+        assert [(await bus.batch(b.id)).completed for b in batches[1:]] == [1, 1]

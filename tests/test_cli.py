@@ -25,9 +25,17 @@ from pathlib import Path
 import httpx
 import pytest
 from rich.console import Console
+from rich.progress import Progress
 from typer.testing import CliRunner
 
-from taskbus import TaskProgress
+from taskbus import (
+    ErrorType,
+    TaskCompleted,
+    TaskFailed,
+    TaskProgress,
+    TaskRetrying,
+    TaskStarted,
+)
 from taskbus.integrations._cli_client import (
     ApiClient,
     ApiError,
@@ -35,8 +43,10 @@ from taskbus.integrations._cli_client import (
     SseMessage,
     SseParser,
 )
+from taskbus.integrations.cli import TaskBar, app
+from taskbus.integrations.cli import _report_final as report_final
+from taskbus.integrations.cli import _report_snapshot as report_snapshot
 from taskbus.integrations.cli import _watch_task as watch_task
-from taskbus.integrations.cli import app
 
 TOKEN = "s3cret-token"
 runner = CliRunner()
@@ -152,6 +162,64 @@ def test_watch_resumes_a_dropped_stream_then_reads_the_snapshot() -> None:
     assert "completed 7" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
+def test_the_bar_of_a_task_that_succeeds_on_attempt_3_keeps_no_earlier_error() -> None:
+    now = datetime.now(UTC)
+    common = {"task_id": "t1", "task_type": "demo:flaky", "timestamp": now}
+    progress = Progress(console=Console(file=io.StringIO()))
+    bar = TaskBar(progress, "t1", "demo:flaky")
+
+    def shown() -> tuple[str, str]:
+        fields = progress.tasks[0].fields
+        return fields["state"], fields["message"]
+
+    for attempt in (1, 2):
+        bar.apply(TaskStarted(**common, attempt=attempt))
+        error = f"service unavailable on attempt {attempt}"
+        bar.apply(
+            TaskRetrying(
+                **common, attempt=attempt, delay=0.1, error=error, error_type=ErrorType.RETRYABLE
+            )
+        )
+        assert shown() == ("retrying", error)
+    bar.apply(TaskStarted(**common, attempt=3))
+    assert shown() == ("running #3", "")
+    bar.apply(TaskCompleted(**common, result="ok", duration=0.1))
+    assert shown() == ("completed", "")
+    assert progress.tasks[0].completed == 100
+
+
+@pytest.mark.parametrize(
+    ("error_type", "attempts", "expected"),
+    [
+        (ErrorType.RETRYABLE, 3, "failed (after 3 attempts): boom"),
+        (ErrorType.FATAL, 1, "failed (fatal, after 1 attempt): boom"),
+    ],
+)
+def test_a_final_failure_is_reported_without_retryable(
+    error_type: ErrorType, attempts: int, expected: str
+) -> None:
+    event = TaskFailed(
+        task_id="t1",
+        task_type="x:y",
+        timestamp=datetime.now(UTC),
+        error="boom",
+        error_type=error_type,
+        suggested_action=None,
+        retryable=error_type is ErrorType.RETRYABLE,
+        attempt_count=attempts,
+    )
+    console = Console(file=io.StringIO(), width=100)
+    assert report_final(console, event) == 1
+    snap = {
+        "state": "failed",
+        "attempts": attempts,
+        "error": {"message": "boom", "error_type": error_type.value},
+    }
+    assert report_snapshot(console, snap) == 1
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines == [expected, expected]
+
+
 def test_no_server_is_a_clear_message() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with ApiClient(url) as client, pytest.raises(ServerUnreachable):
@@ -239,8 +307,8 @@ def test_submit_in_process_factory_reports_failure(app_module: str) -> None:
     args = ["submit", "demo:flaky", "--json", '{"failures": 5}', "--app", f"{app_module}:make_bus"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
-    assert "failed" in result.output
-    assert "service unavailable on attempt 3" in result.output
+    assert "failed (after 3 attempts): service unavailable on attempt 3" in result.output
+    assert "retryable" not in result.output
 
 
 def test_submit_in_process_rejects_what_is_not_a_bus(app_module: str) -> None:

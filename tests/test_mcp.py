@@ -14,7 +14,10 @@ timeout (gone, or zombies left for a non-reaping init to collect).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +26,25 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp.client._memory import InMemoryTransport
 from pydantic import BaseModel
 
-from taskbus import TaskBus, TaskContext, TaskProgress, TaskState, UserActionableError
+from taskbus import (
+    RetryableError,
+    RetryPolicy,
+    TaskBus,
+    TaskContext,
+    TaskFailed,
+    TaskProgress,
+    TaskRetrying,
+    TaskState,
+    UserActionableError,
+)
 from taskbus.integrations.mcp import TaskbusMCP, create_mcp_server
+from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
 MakeBus = Callable[..., TaskBus]
@@ -348,6 +364,31 @@ def test_options_are_checked() -> None:
     assert not tools.exposes("shell")
 
 
+async def test_only_a_task_that_will_run_again_is_shown_as_retrying(
+    make_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    bus = make_bus(clock=fake_clock)
+
+    @bus.task("net:down", retry=RetryPolicy(max_attempts=2, base_delay=10, jitter=0))
+    async def down() -> None:
+        raise RetryableError("service down")
+
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        recorder = EventRecorder(bus)
+        task_id = (await call(client, "submit_task", type="net:down"))["task_id"]
+        await recorder.wait_for(TaskRetrying, task_id=task_id)
+        waiting = await call(client, "task_status", task_id=task_id)
+        fake_clock.advance(11)
+        await recorder.wait_for(TaskFailed, task_id=task_id)
+        final = await call(client, "task_status", task_id=task_id)
+        failure = await call_error(client, "task_result", task_id=task_id)
+    assert (waiting["state"], waiting["will_retry"]) == ("queued", True)
+    assert (final["state"], final["will_retry"], final["attempts"]) == ("failed", False, 2)
+    assert final["error"]["error_type"] == "retryable"  # the kind of error, not a promise
+    assert f"task {task_id} (net:down) failed after 2 attempt(s): service down" in failure
+    assert "retryable" not in failure
+
+
 # -- the command runner example ---------------------------------------------------
 
 
@@ -447,6 +488,139 @@ async def test_timeout_kills_the_command_process_group(
     async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
         task_id, pids = await submit_and_read_pids(bus, client, pid_script())
         failure = await call_error(client, "task_result", task_id=task_id, wait_seconds=5)
-    assert "failed (retryable) after 1 attempt(s)" in failure
+    assert "failed after 1 attempt(s)" in failure
+    assert "retryable" not in failure  # it is final: nothing will retry it
     assert "timed out" in failure
     assert all(is_dead(pid) for pid in pids), pids
+
+
+def stop_pids(pids: list[int]) -> None:
+    """Clean-up for a failed test: kill what it started, with the groups they lead."""
+    for pid in pids:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+async def wait_dead(pids: list[int], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not all(is_dead(pid) for pid in pids):  # noqa: ASYNC110 - no event for a death
+            await anyio.sleep(0.02)
+
+
+async def test_a_command_leaves_no_process_behind_when_its_shell_exits(
+    make_bus: MakeBus, runner: ModuleType
+) -> None:
+    bus = make_bus()
+    runner.register_shell_task(bus, grace=0.5)
+    command = "sleep 300 >/dev/null 2>&1 & echo $!"
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id = (await call(client, "submit_task", type="shell:run", input={"command": command}))[
+            "task_id"
+        ]
+        answer = await call(client, "task_result", task_id=task_id, wait_seconds=5)
+    child = int(answer["result"]["output_tail"][0])
+    try:
+        assert answer["result"]["exit_code"] == 0
+        assert is_dead(child), "the shell's background child was killed with its group"
+    finally:
+        stop_pids([child])
+
+
+async def test_stopping_the_runner_cancels_every_command_and_kills_its_group(
+    make_bus: MakeBus, runner: ModuleType
+) -> None:
+    bus = make_bus(progress_interval=0)
+    groups = runner.CommandGroups()
+    runner.register_shell_task(bus, groups=groups)
+    pids: list[int] = []
+    try:
+        async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+            first, first_pids = await submit_and_read_pids(bus, client, pid_script())
+            second, second_pids = await submit_and_read_pids(bus, client, pid_script())
+            pids = first_pids + second_pids  # each shell's pid leads its group
+            assert len(groups) == 2 and not any(is_dead(pid) for pid in pids)
+            await runner.stop_commands(bus, groups, "server stopping", grace=0.5)
+            states = [(await bus.get(task_id)).state for task_id in (first, second)]
+            assert len(groups) == 0
+        assert states == [TaskState.CANCELLED, TaskState.CANCELLED]
+        assert all(is_dead(pid) for pid in pids), pids
+    finally:
+        stop_pids(pids)
+
+
+class StdioPeer:
+    """The command runner as a real MCP server process, driven over its stdin/stdout."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        assert process.stdout is not None
+        self._lines = BufferedByteReceiveStream(process.stdout)
+        self._ids = iter(range(1, 1000))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send(json.dumps(message).encode() + b"\n")
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        request_id = next(self._ids)
+        await self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        while True:
+            answer = json.loads(await self._lines.receive_until(b"\n", 1 << 20))
+            if answer.get("id") == request_id:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    async def handshake(self) -> None:
+        await self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        )
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+@pytest.mark.parametrize("goodbye", ["stdin-closed", "sigterm"])
+async def test_the_command_runner_kills_its_commands_when_its_client_goes_away(
+    runner: ModuleType, tmp_path: Path, goodbye: str
+) -> None:
+    pid_file = tmp_path / "pids"
+    command = f"sleep 300 & echo $$ $! > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; sleep 300"
+    pids: list[int] = []
+    with (tmp_path / "server.log").open("wb") as log:
+        process = await anyio.open_process(
+            [sys.executable, str(RUNNER_PATH)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        peer = StdioPeer(process)
+        with anyio.fail_after(30):
+            await peer.handshake()
+            arguments = {"type": "shell:run", "input": {"command": command}}
+            await peer.request("tools/call", {"name": "submit_task", "arguments": arguments})
+            while not pid_file.exists():  # noqa: ASYNC110 - the shell only writes a file
+                await anyio.sleep(0.02)
+        pids = [int(pid) for pid in pid_file.read_text().split()]
+        assert len(pids) == 2 and not any(is_dead(pid) for pid in pids)
+        if goodbye == "stdin-closed":
+            assert process.stdin is not None
+            await process.stdin.aclose()
+        else:
+            process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            code = await process.wait()
+        assert code == (0 if goodbye == "stdin-closed" else -signal.SIGTERM)
+        await wait_dead(pids, timeout=2)
+    finally:
+        stop_pids(pids)
+        if process.returncode is None:
+            process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.aclose()

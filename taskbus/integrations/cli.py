@@ -75,6 +75,7 @@ from taskbus.integrations.demo import (
     LiveView,
     PlainView,
     count_states,
+    failure_note,
     progress_bars,
     run_demo,
     summary_table,
@@ -328,7 +329,8 @@ class TaskBar:
     def apply(self, event: TaskEvent) -> None:
         update = self.progress.update
         if isinstance(event, TaskStarted):
-            update(self._row, state=f"running #{event.attempt}")
+            # A new attempt: the previous one's error is no longer what happens.
+            update(self._row, completed=0, state=f"running #{event.attempt}", message="")
         elif isinstance(event, TaskProgress):
             update(self._row, completed=event.progress, message=event.message or "")
         elif isinstance(event, TaskRetrying):
@@ -336,7 +338,21 @@ class TaskBar:
         elif event.final:
             self.final = event
             done = 100 if isinstance(event, TaskCompleted) else None
-            update(self._row, completed=done, state=event.name.removeprefix("task-"))
+            update(
+                self._row,
+                completed=done,
+                state=event.name.removeprefix("task-"),
+                message=_final_message(event),
+            )
+
+
+def _final_message(event: TaskEvent) -> str:
+    """What a bar says once its task is final: nothing left over from an attempt."""
+    if isinstance(event, TaskFailed):
+        return event.error
+    if isinstance(event, TaskCancelled):
+        return event.reason or ""
+    return ""
 
 
 def _report_final(console: Console, event: TaskEvent) -> int:
@@ -345,7 +361,8 @@ def _report_final(console: Console, event: TaskEvent) -> int:
         result = json.dumps(to_jsonable_python(event.result))
         console.print(f"[green]completed[/green] {escape(result)}", soft_wrap=True)
     elif isinstance(event, TaskFailed):
-        console.print(f"[red]failed[/red] ({event.error_type.value}): {escape(event.error)}")
+        note = failure_note(event.error_type, event.attempt_count)
+        console.print(f"[red]failed[/red] ({note}): {escape(event.error)}")
         if event.suggested_action:
             console.print(f"suggested action: {escape(event.suggested_action)}")
     elif isinstance(event, TaskCancelled):
@@ -360,7 +377,8 @@ def _report_snapshot(console: Console, snap: dict[str, Any]) -> int:
         console.print(f"[green]completed[/green] {escape(json.dumps(snap.get('result')))}")
     elif state == "failed":
         error = snap.get("error") or {}
-        console.print(f"[red]failed[/red]: {escape(str(error.get('message', '')))}")
+        note = failure_note(str(error.get("error_type", "")), int(snap.get("attempts") or 0))
+        console.print(f"[red]failed[/red] ({note}): {escape(str(error.get('message', '')))}")
     elif state == "cancelled":
         console.print(f"[magenta]cancelled[/magenta] {escape(snap.get('cancel_reason') or '')}")
     return EXIT_BY_STATE.get(state, 1)

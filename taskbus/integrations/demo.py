@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from taskbus import (
+    ErrorType,
     TaskBus,
     TaskCancelled,
     TaskCompleted,
@@ -59,6 +60,7 @@ __all__ = [
     "LiveView",
     "PlainView",
     "count_states",
+    "failure_note",
     "progress_bars",
     "run_demo",
     "summary_table",
@@ -142,12 +144,23 @@ def _describe(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def failure_note(error_type: ErrorType | str, attempts: int) -> str:
+    """How a final failure reads: "fatal, after 1 attempt", "after 3 attempts".
+
+    Never "retryable": no attempt follows a final failure, whatever the kind of
+    its error, so only the kinds that explain why it stopped are named.
+    """
+    after = f"after {attempts} attempt{'' if attempts == 1 else 's'}"
+    kind = str(error_type.value if isinstance(error_type, ErrorType) else error_type)
+    return after if kind in ("", ErrorType.RETRYABLE.value) else f"{kind}, {after}"
+
+
 def _outcome(event: TaskEvent) -> str:
     """The message a final event leaves on its row."""
     if isinstance(event, TaskCompleted):
         return _describe(event.result)
     if isinstance(event, TaskFailed):
-        return f"{event.error} ({event.error_type.value})"
+        return f"{event.error} ({failure_note(event.error_type, event.attempt_count)})"
     if isinstance(event, TaskCancelled):
         return event.reason or "cancelled"
     return ""
@@ -208,9 +221,14 @@ class LiveView:
         if isinstance(event, TaskStarted):
             self.progress.start_task(row)
             attempt = f" #{event.attempt}" if event.attempt > 1 else ""
-            # No percentage known yet: pulse until the first progress event.
+            # No percentage known yet: pulse until the first progress event. The
+            # previous attempt's error is not this attempt's message.
             update(
-                row, total=None, completed=0, state=_styled(TaskState.RUNNING, f"running{attempt}")
+                row,
+                total=None,
+                completed=0,
+                state=_styled(TaskState.RUNNING, f"running{attempt}"),
+                message="",
             )
         elif isinstance(event, TaskProgress):
             update(row, total=100, completed=event.progress, message=event.message or "")

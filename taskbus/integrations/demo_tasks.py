@@ -9,12 +9,15 @@
 - ``demo:crunch``: CPU-bound, in a worker process (its handler takes only its input).
 
 The handlers sleep for small amounts only, so a whole demo takes seconds.
+Their input models refuse unknown keys (a misspelt option is an error, not a
+silent default), and their docstrings are plain text: pydantic makes them the
+descriptions of the JSON schemas that clients (MCP, HTTP) read.
 """
 
 from __future__ import annotations
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskbus import RetryableError, RetryPolicy, TaskBus, TaskContext
 
@@ -22,6 +25,7 @@ __all__ = [
     "CloneParams",
     "CloneResult",
     "CrunchParams",
+    "DemoInput",
     "FlakyParams",
     "LongJobParams",
     "SlowParams",
@@ -36,8 +40,14 @@ __all__ = [
 NAMESPACE = "demo"
 
 
-class CloneParams(BaseModel):
-    """Input of ``demo:clone-repo``."""
+class DemoInput(BaseModel):
+    """Input of a demo task type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CloneParams(DemoInput):
+    """Input of demo:clone-repo."""
 
     repo: str = Field(description="Repository to pretend to clone, as owner/name.")
     objects: int = Field(default=120, ge=1, le=100_000, description="Objects to receive.")
@@ -46,36 +56,36 @@ class CloneParams(BaseModel):
 
 
 class CloneResult(BaseModel):
-    """Output of ``demo:clone-repo``."""
+    """Output of demo:clone-repo."""
 
     repo: str
     objects: int
     path: str
 
 
-class FlakyParams(BaseModel):
-    """Input of ``demo:flaky``."""
+class FlakyParams(DemoInput):
+    """Input of demo:flaky."""
 
     failures: int = Field(default=2, ge=0, description="Attempts that fail before one succeeds.")
 
 
-class SlowParams(BaseModel):
-    """Input of ``demo:slow-timeout``."""
+class SlowParams(DemoInput):
+    """Input of demo:slow-timeout."""
 
     seconds: float = Field(default=3.0, ge=0, le=60, description="How long it would take.")
 
 
-class LongJobParams(BaseModel):
-    """Input of ``demo:long-job``."""
+class LongJobParams(DemoInput):
+    """Input of demo:long-job."""
 
-    steps: int = Field(default=50, ge=1, le=10_000)
+    steps: int = Field(default=50, ge=1, le=10_000, description="Steps to run.")
     step_delay: float = Field(default=0.06, ge=0, le=1, description="Seconds per step.")
 
 
-class CrunchParams(BaseModel):
-    """Input of ``demo:crunch``: count the primes below `limit`."""
+class CrunchParams(DemoInput):
+    """Input of demo:crunch: count the primes below limit."""
 
-    limit: int = Field(default=60_000, ge=2, le=10_000_000)
+    limit: int = Field(default=60_000, ge=2, le=10_000_000, description="Count primes below this.")
 
 
 async def clone_repo(ctx: TaskContext, params: CloneParams) -> CloneResult:

@@ -68,6 +68,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
 
 from taskbus import (
     BusNotRunning,
+    ErrorType,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
@@ -109,7 +110,10 @@ class TaskErrorInfo(BaseModel):
     """Why a task failed."""
 
     message: str
-    error_type: str = Field(description="retryable, fatal or user-actionable.")
+    error_type: str = Field(
+        description="How the error was classified: retryable, fatal or user-actionable. "
+        "Whether the task runs again is the status's will_retry."
+    )
     suggested_action: str | None = Field(default=None, description="What a person can do.")
 
 
@@ -129,6 +133,9 @@ class TaskStatusAnswer(BaseModel):
     eta: float | None = Field(default=None, description="Seconds remaining, estimated.")
     attempts: int = Field(description="Attempts started so far.")
     max_attempts: int
+    will_retry: bool = Field(
+        default=False, description="True while the task waits to run again after a failed attempt."
+    )
     error: TaskErrorInfo | None = None
     cancel_reason: str | None = None
     created_at: datetime
@@ -150,6 +157,7 @@ class TaskStatusAnswer(BaseModel):
             eta=snapshot.eta,
             attempts=snapshot.attempts,
             max_attempts=snapshot.max_attempts,
+            will_retry=snapshot.state is TaskState.QUEUED and error is not None,
             error=None
             if error is None
             else TaskErrorInfo(
@@ -475,11 +483,14 @@ class TaskbusMCP:
 
 
 def _failure_text(snapshot: TaskSnapshot) -> str:
+    """A final failure: never "retryable", since no attempt follows it."""
     error = snapshot.error
     text = f"task {snapshot.id} ({snapshot.type}) failed"
     if error is None:
         return text
-    text += f" ({error.error_type.value}) after {snapshot.attempts} attempt(s): {error.message}"
+    if error.error_type is not ErrorType.RETRYABLE:
+        text += f" ({error.error_type.value})"
+    text += f" after {snapshot.attempts} attempt(s): {error.message}"
     if error.suggested_action:
         text += f"; suggested action: {error.suggested_action}"
     return text
