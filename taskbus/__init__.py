@@ -26,6 +26,7 @@ from ._errors import RetryableError as RetryableError
 from ._errors import StoreError as StoreError
 from ._errors import SubscriptionOverflow as SubscriptionOverflow
 from ._errors import TaskbusError as TaskbusError
+from ._errors import TaskCancellation as TaskCancellation
 from ._errors import TaskCancelledError as TaskCancelledError
 from ._errors import TaskError as TaskError
 from ._errors import TaskFailedError as TaskFailedError
@@ -103,6 +104,7 @@ __all__ = [
     "SystemClock",
     "TaskBatch",
     "TaskBus",
+    "TaskCancellation",
     "TaskCancelled",
     "TaskCancelledError",
     "TaskCompleted",

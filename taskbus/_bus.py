@@ -83,7 +83,7 @@ class _AsyncListener:
                     async for event in self.buffer:
                         try:
                             await self.fn(event)
-                        except BaseException:  # noqa: BLE001 - isolated listener; logged
+                        except BaseException:
                             if _bus_cancelled():
                                 raise
                             self._bus._listener_failed(self.fn, event)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
-from ._errors import TaskCancelledError
+from ._errors import TaskCancellation
+from ._validation import check_count, check_text
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
@@ -94,9 +95,12 @@ class TaskContext:
         return self._cancel_reason is not None
 
     def raise_if_cancelled(self) -> None:
-        """Raise `TaskCancelledError` if this attempt should stop; for long loops."""
+        """Raise `TaskCancellation` if this attempt should stop; for long loops.
+
+        It is a `BaseException`: a handler's ``except Exception:`` does not catch it.
+        """
         if self._cancel_reason is not None:
-            raise TaskCancelledError(self._record.id, self._cancel_reason)
+            raise TaskCancellation(self._record.id, self._cancel_reason)
 
     def progress(
         self,
@@ -110,7 +114,7 @@ class TaskContext:
 
         Updates the task at once; task-progress events are debounced.
         """
-        percent = _percent(percent, current, total)
+        percent = _checked(percent, message, current, total)
         if self._cancel_reason is not None:
             return _DONE  # the attempt is over; nothing it reports is published
         if self._in_thread:
@@ -126,11 +130,20 @@ class TaskContext:
             self._cancel_reason = reason
 
 
-def _percent(percent: float | None, current: int | None, total: int | None) -> float | None:
+def _checked(
+    percent: float | None, message: str | None, current: int | None, total: int | None
+) -> float | None:
+    """The percent to record; raises ValueError naming a bad argument."""
+    if current is not None:
+        check_count(current, "current")
+    if total is not None:
+        check_count(total, "total")
+    if message is not None:
+        check_text(message, "message", ValueError)
     if percent is None and current is not None and total:
         percent = 100.0 * current / total
-    if percent is not None and not 0 <= percent <= 100:
-        raise ValueError(f"progress must be between 0 and 100, not {percent}")
-    if total is not None and total < 0:
-        raise ValueError(f"total must not be negative, not {total}")
+    if percent is not None and (
+        not isinstance(percent, int | float) or isinstance(percent, bool) or not 0 <= percent <= 100
+    ):
+        raise ValueError(f"progress must be a number between 0 and 100, not {percent!r}")
     return percent

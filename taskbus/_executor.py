@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_process
 import anyio.to_thread
@@ -23,12 +24,23 @@ from pydantic import ValidationError
 
 from ._clock import Clock
 from ._context import TaskContext, _current
-from ._errors import ErrorType, FatalError, TaskTimeoutError, UnknownTaskType
+from ._errors import (
+    ErrorType,
+    FatalError,
+    InvalidTaskInput,
+    TaskCancellation,
+    TaskTimeoutError,
+    UnknownTaskType,
+    UnstorableValue,
+)
+from ._held import HeldTasks
 from ._lifecycle import Lifecycle, error_info
 from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._retry import classify, next_delay
+from ._thread_run import ThreadRun
 from ._timers import TimerHandle, Timers
+from .stores._codec import check_storable
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
@@ -49,7 +61,7 @@ class _Interrupt:
 
 
 class _Worker:
-    __slots__ = ("ctx", "deadline", "interrupt", "job", "scope", "settling", "timeout")
+    __slots__ = ("ctx", "deadline", "interrupt", "job", "scope", "settling", "thread", "timeout")
 
     def __init__(self) -> None:
         self.scope: anyio.CancelScope | None = None
@@ -59,6 +71,7 @@ class _Worker:
         self.settling = False
         self.deadline = math.inf
         self.timeout: float | None = None
+        self.thread: ThreadRun | None = None
 
 
 class TaskExecutor:
@@ -73,6 +86,7 @@ class TaskExecutor:
         timers: Timers,
         clock: Clock,
         workers: int,
+        held: HeldTasks | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -82,6 +96,7 @@ class TaskExecutor:
         self._lifecycle = lifecycle
         self._timers = timers
         self._clock = clock
+        self._held = held if held is not None else HeldTasks(grace=None)
         self._idle: deque[anyio.Event] = deque()
         self._running: dict[str, _Worker] = {}
         self._stopping = False
@@ -130,7 +145,16 @@ class TaskExecutor:
         return self._interrupt(worker, _Interrupt(reason))
 
     def _interrupt(self, worker: _Worker, interrupt: _Interrupt) -> bool:
-        if worker.settling or worker.interrupt is not None or worker.scope is None:
+        if worker.settling:
+            return False
+        pending = worker.interrupt
+        if pending is not None:
+            # A cancel that lands while the attempt times out wins: never retried.
+            if pending.timeout is not None and interrupt.timeout is None:
+                worker.interrupt = interrupt
+                return True
+            return False
+        if worker.scope is None:
             return False
         worker.interrupt = interrupt
         if worker.ctx is not None:
@@ -224,7 +248,10 @@ class TaskExecutor:
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
         definition = self._registry.find(record.type)
         if definition is None:
-            await self._fail_unknown(worker, record)
+            if record.type in self._held.removed:
+                await self._fail_unknown(worker, record)
+            else:
+                self._hold_unknown(worker, record)
             return
         self._running[record.id] = worker
         lifecycle = self._lifecycle
@@ -232,35 +259,15 @@ class TaskExecutor:
             lifecycle.mark_started(record)
         else:
             await lifecycle.started(record)
-        on_loop = definition.run_in == "loop"
-        ctx = worker.ctx = TaskContext(lifecycle, record, not on_loop)
+        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in != "loop")
         if definition.timeout is not None:
             self._watch_deadline(worker, record, definition.timeout)
-        failure: Exception | None = None
-        result: Any = None
-        try:
-            if on_loop:
-                token = _current.set(ctx)
-                try:
-                    if definition.context_only:
-                        result = await definition.handler(ctx)
-                    else:
-                        result = await definition.handler(*_arguments(definition, ctx, record))
-                finally:
-                    _current.reset(token)
-            else:
-                result = await self._invoke_off_loop(definition, ctx, record)
-        except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
-            failure = exc
-        except anyio.get_cancelled_exc_class():
-            failure = self._stray_cancellation(worker, definition)
-            if failure is None:
-                raise  # a real cancellation: ours, or the bus shutting down
+        result, failure = await self._run_handler(worker, definition, ctx, record)
         worker.deadline = math.inf
         if worker.interrupt is not None:
             return
-        if failure is None and definition.checks_output:
-            result, failure = _checked_output(definition, result)
+        if failure is None:
+            result, failure = self._checked_result(definition, record, result)
         worker.settling = True
         if failure is None:
             if lifecycle.live:
@@ -271,10 +278,61 @@ class TaskExecutor:
             await self._settle_failure(record, definition, failure)
         self._release(worker, record)
 
+    async def _run_handler(
+        self,
+        worker: _Worker,
+        definition: TaskDefinition[Any, Any],
+        ctx: TaskContext,
+        record: TaskRecord,
+    ) -> tuple[Any, Exception | None]:
+        """Call the handler; return (result, None) or (None, the failure to settle)."""
+        try:
+            if record.loaded and definition.takes_input:
+                record.input = _stored_input(definition, record)
+            if definition.run_in != "loop":
+                return await self._invoke_off_loop(definition, ctx, record), None
+            token = _current.set(ctx)
+            try:
+                if definition.context_only:
+                    return await definition.handler(ctx), None
+                return await definition.handler(*_arguments(definition, ctx, record)), None
+            finally:
+                _current.reset(token)
+        except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
+            return None, exc
+        except TaskCancellation as exc:
+            if worker.interrupt is not None:
+                return None, None  # settled as the interrupt says
+            return None, FatalError(f"{definition.name} raised {exc!r} without being cancelled")
+        except anyio.get_cancelled_exc_class():
+            failure = self._stray_cancellation(worker, definition)
+            if failure is None:
+                raise  # a real cancellation: ours, or the bus shutting down
+            return None, failure
+
+    def _checked_result(
+        self, definition: TaskDefinition[Any, Any], record: TaskRecord, result: Any
+    ) -> tuple[Any, Exception | None]:
+        if definition.checks_output:
+            result, failure = _checked_output(definition, result)
+            if failure is not None:
+                return None, failure
+        if not self._lifecycle.live:
+            # A result the store cannot encode fails this task alone, with a clear error.
+            try:
+                check_storable(result, f"the result of task {record.id} ({record.type})")
+            except UnstorableValue as exc:
+                return None, FatalError(str(exc))
+        return result, None
+
     async def _fail_unknown(self, worker: _Worker, record: TaskRecord) -> None:
         worker.settling = True
         exc = UnknownTaskType(record.type, self._registry.types())
         await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+        self._release(worker, record)
+
+    def _hold_unknown(self, worker: _Worker, record: TaskRecord) -> None:
+        self._held.hold(record, self._clock.monotonic())
         self._release(worker, record)
 
     def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
@@ -300,11 +358,16 @@ class TaskExecutor:
         args = _arguments(definition, ctx, record)
         if definition.run_in == "thread":
             return await anyio.to_thread.run_sync(
-                partial(_call_in_thread, definition, ctx, args),
+                partial(_call_in_thread, definition, ctx, args, self._track_thread(ctx)),
                 abandon_on_cancel=True,
                 limiter=self._thread_limiter,
             )
         return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
+
+    def _track_thread(self, ctx: TaskContext) -> ThreadRun:
+        worker = self._running[ctx.task_id]
+        worker.thread = run = ThreadRun()
+        return run
 
     async def _settle_failure(
         self, record: TaskRecord, definition: TaskDefinition[Any, Any], exc: BaseException
@@ -329,10 +392,21 @@ class TaskExecutor:
             await self._settle_failure(record, definition, TaskTimeoutError(interrupt.reason))
         else:
             await self._lifecycle.cancelled(record, interrupt.reason)
+        thread = worker.thread
+        if thread is not None and thread.abandon():
+            # Settled, but the thread still runs: hold the worker and the type's slot.
+            self._forget_running(worker, record)
+            await thread.returned.wait()
         self._release(worker, record)
 
+    def _forget_running(self, worker: _Worker, record: TaskRecord) -> None:
+        # A retry of the same task may be running on another worker by now.
+        if self._running.get(record.id) is worker:
+            del self._running[record.id]
+
     def _release(self, worker: _Worker, record: TaskRecord) -> None:
-        self._running.pop(record.id, None)
+        self._forget_running(worker, record)
+        worker.thread = None
         worker.job = None
         worker.ctx = None
         worker.interrupt = None
@@ -355,6 +429,18 @@ def _checked_output(
         )
 
 
+def _stored_input(definition: TaskDefinition[Any, Any], record: TaskRecord) -> Any:
+    """Input read back from a store, validated into the handler's model (once)."""
+    try:
+        value = definition.validate_input(record.input)
+    except InvalidTaskInput as exc:
+        raise FatalError(
+            f"the stored input of task {record.id} does not fit {definition.name}'s "
+            f"input model: {exc}"
+        ) from None
+    return value
+
+
 def _arguments(
     definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
 ) -> tuple[Any, ...]:
@@ -363,12 +449,17 @@ def _arguments(
     return (record.input,) if definition.takes_input else ()
 
 
-def _call_in_thread(definition: TaskDefinition[Any, Any], ctx: TaskContext, args: Any) -> Any:
+def _call_in_thread(
+    definition: TaskDefinition[Any, Any], ctx: TaskContext, args: Any, run: ThreadRun
+) -> Any:
+    if not run.begin():  # cancelled before the thread picked it up
+        return None
     token = _current.set(ctx)
     try:
         return definition.handler(*args)
     finally:
         _current.reset(token)
+        run.finished()
         if ctx.cancelled:
             logger.info(
                 "thread of task %s (%s) returned after it was %s; its outcome is discarded",

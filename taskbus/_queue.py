@@ -69,6 +69,8 @@ class TaskQueue:
     def push(self, record: TaskRecord, now: float, delay: float | None = None) -> None:
         """Queue `record` at time `now`; with a positive `delay` (seconds) it waits in
         the delayed heap until ``now + delay``. Times are the caller's monotonic scale."""
+        if record.state is not TaskState.QUEUED:  # cancelled while it was being re-queued
+            return
         if delay is not None and delay > 0:
             entry: _Delayed = [now + delay, next(self._seq), record]
             heapq.heappush(self._delayed, entry)

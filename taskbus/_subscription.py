@@ -61,7 +61,12 @@ class EventBuffer:
 
     def put(self, event: Event) -> None:
         """Offer an event (sync, from the publishing task or the bus's thread)."""
-        if self._closed or (self._accept is not None and not self._accept(event)):
+        if self._closed:
+            return
+        if self._accept is not None and not self._accept(event):
+            # The filter may leave out the final event; the iteration still ends with it.
+            if event.final and getattr(event, "task_id", None) == self._until_final_of:
+                self.close()
             return
         items = self._items
         if len(items) >= self.maxsize and not self._make_room(event):

@@ -31,6 +31,7 @@ from ._errors import (
 from ._events import Event
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
+from ._held import HeldTasks, expire_held
 from ._lifecycle import Lifecycle, error_info, final_event
 from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
@@ -40,7 +41,7 @@ from ._retention import RetentionPolicy, retain
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._timers import Timers
-from ._validation import check_delay, check_metadata, check_priority, to_epoch
+from ._validation import check_delay, check_metadata, check_priority, check_text, to_epoch
 from .stores import LiveRecordStore, Store, TaskQuery, open_store
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class TaskBus:
         shutdown_grace: float = 10.0,
         listener_buffer: int = 1000,
         retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 - frozen
+        unknown_type_grace: float | None = 300.0,
     ) -> None:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int, not {workers!r}")
@@ -114,6 +116,7 @@ class TaskBus:
         self.retention = retention
         self.queue = TaskQueue(aging=aging)
         self.timers = Timers(self.clock)
+        self._held = HeldTasks(unknown_type_grace)
         self.lifecycle = Lifecycle(
             self.store, self.events, self.clock, self.timers, progress_interval=progress_interval
         )
@@ -124,6 +127,7 @@ class TaskBus:
             timers=self.timers,
             clock=self.clock,
             workers=workers if workers is not None else default_workers(),
+            held=self._held,
         )
         self.shutdown_report: ShutdownReport | None = None
         self._batches = BatchTracker(
@@ -142,7 +146,31 @@ class TaskBus:
 
     def _on_registry_change(self, name: str, definition: Any) -> None:
         self.queue.set_limit(name, definition.concurrency if definition is not None else None)
+        if definition is None:
+            self._held.removed.add(name)
+        else:
+            self._held.removed.discard(name)
+            now = self.clock.monotonic()
+            for record in self._held.release(name):
+                self.queue.push(record, now)
         self.executor.notify(self.executor.workers)
+
+    async def fail_unknown_types(self, *, reason: str | None = None) -> int:
+        """Fail now the tasks held because their type is not registered; return how many.
+
+        Tasks of an unknown type (stored by an earlier run, say, before a plugin has
+        registered it again) are held, not failed, for `unknown_type_grace` seconds.
+        """
+        records = self._held.take_all()
+        for record in records:
+            await self._fail_unregistered(record, reason)
+        return len(records)
+
+    async def _fail_unregistered(self, record: TaskRecord, reason: str | None = None) -> None:
+        exc = UnknownTaskType(record.type, self.registry.types())
+        if reason:
+            exc.args = (f"{reason} ({record.type})",)
+        await self.lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
 
     def background(
         self,
@@ -256,11 +284,15 @@ class TaskBus:
         )
         priority = definition.default_priority if priority is None else check_priority(priority)
         now = self._now()
-        not_before = now + check_delay(delay) if delay else None
+        if delay is not None:
+            delay = check_delay(delay) or None
+        not_before = now + delay if delay else None
         if metadata is not None:
             metadata = check_metadata(metadata)
-        if owner is not None and not isinstance(owner, str):
-            raise InvalidSubmission(f"owner must be a string, not {type(owner).__name__}")
+        if owner is not None:
+            check_text(owner, "owner")
+        if key is not None:
+            check_text(key, "key")
         record = TaskRecord(
             new_task_id(),
             task_type,
@@ -278,7 +310,7 @@ class TaskBus:
         if self._live_store is not None:  # the hot path, inline: no extra coroutine
             self._live_store.add_now(record)
             self.lifecycle.announce_queued(record, definition)
-            self.queue.push(record, self.clock.monotonic(), delay if not_before else None)
+            self.queue.push(record, self.clock.monotonic(), delay)
             if not_before is None:
                 self.executor.notify()
             else:
@@ -388,6 +420,8 @@ class TaskBus:
         if not self._accepting:
             raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
         now = self._now()
+        if owner is not None:
+            check_text(owner, "owner")
         if priority is not None:
             priority = check_priority(priority)
         if metadata is not None:
@@ -443,7 +477,7 @@ class TaskBus:
         """Settle the tasks of removed types: queued ones fail now with `reason`;
         running ones finish, or are cancelled and awaited if `cancel_running`."""
         for name in names:
-            for record in self.queue.take_type(name):
+            for record in [*self.queue.take_type(name), *self._held.release(name)]:
                 exc = UnknownTaskType(name)
                 exc.args = (f"{reason} ({name})",)
                 await self.lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
@@ -479,6 +513,8 @@ class TaskBus:
         A queued task never starts; a running one has its handler cancelled
         (see the README for threads and processes). Never retried.
         """
+        if reason is not None:
+            check_text(reason, "reason")
         record = await self._record(task_id)
         if record.state.is_final:
             return False
@@ -504,6 +540,10 @@ class TaskBus:
         offset: int = 0,
     ) -> builtins.list[TaskSnapshot]:
         """Snapshots of matching tasks, oldest first (`created_*`: datetime or epoch)."""
+        if owner is not None:
+            check_text(owner, "owner")
+        if type_prefix is not None:
+            check_text(type_prefix, "type_prefix")
         try:
             query = TaskQuery(
                 state=state,
@@ -548,6 +588,7 @@ class TaskBus:
             self.executor.schedule_delayed()
             if self.retention is not None:
                 tg.start_soon(retain, self.store, self.clock, self.retention)
+            tg.start_soon(expire_held, self._held, self.clock, self._fail_unregistered)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self._accepting = True
@@ -585,7 +626,7 @@ class TaskBus:
             self.executor.cancel_running(task_id, "bus shutdown")
         with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
             await self.executor.wait_stopped()
-        left = [record.id for record in self.queue.drain()]
+        left = [record.id for record in [*self.queue.drain(), *self._held.take_all()]]
         self.lifecycle.release_waiters()  # they get BusNotRunning for what is left
         await self.events.drain(timeout=1.0)
         self.events.close_subscriptions()

@@ -1,7 +1,16 @@
-"""Checks of submit and list arguments that pydantic models do not cover cheaply."""
+"""Checks of the arguments callers pass, at the call that brings them.
+
+Everything a caller hands the runtime (submit, cancel, list, progress) is
+checked here for type and range, so a bad value raises at once with a message
+naming the argument, and nothing reaches a store that it could not encode: text
+must be valid Unicode without lone surrogates, integers must fit in 64 bits,
+durations must be finite.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -10,9 +19,26 @@ from pydantic import JsonValue, TypeAdapter, ValidationError
 from ._errors import InvalidSubmission
 from ._queue import MAX_PRIORITY, MIN_PRIORITY
 
-__all__ = ["check_delay", "check_metadata", "check_priority", "to_epoch"]
+__all__ = [
+    "MAX_DELAY",
+    "MAX_INT",
+    "MAX_TEXT",
+    "check_count",
+    "check_delay",
+    "check_metadata",
+    "check_priority",
+    "check_text",
+    "to_epoch",
+]
 
 _METADATA = TypeAdapter(dict[str, JsonValue])
+
+#: The longest delay a submit accepts: 100 years, in seconds.
+MAX_DELAY = 100 * 365.25 * 86_400
+#: The largest integer a store keeps (SQLite and Redis hold signed 64-bit integers).
+MAX_INT = 2**63 - 1
+#: The longest owner, key, cancel reason or progress message, in characters.
+MAX_TEXT = 4096
 
 
 def to_epoch(moment: datetime | float | None) -> float | None:
@@ -29,13 +55,49 @@ def check_priority(priority: Any) -> int:
 
 
 def check_delay(delay: Any) -> float:
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-        raise InvalidSubmission(f"delay must be a non-negative number of seconds, not {delay!r}")
+    if (
+        not isinstance(delay, int | float)
+        or isinstance(delay, bool)
+        or not math.isfinite(delay)
+        or not 0 <= delay <= MAX_DELAY
+    ):
+        raise InvalidSubmission(
+            f"delay must be a finite number of seconds from 0 to {MAX_DELAY:.0f} "
+            f"(100 years), not {delay!r}"
+        )
     return float(delay)
+
+
+def check_text(value: Any, name: str, error: type[ValueError] = InvalidSubmission) -> str:
+    """`value` as a storable string: a str, at most `MAX_TEXT` characters, valid UTF-8."""
+    if not isinstance(value, str):
+        raise error(f"{name} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise error(f"{name} must be at most {MAX_TEXT} characters, not {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"{name} must be valid Unicode text: it holds a lone surrogate "
+            f"({value[exc.start : exc.end]!r} at {exc.start})"
+        ) from None
+    return value
+
+
+def check_count(value: Any, name: str) -> int:
+    """A progress count: an int from 0 to `MAX_INT`."""
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        raise ValueError(f"{name} must be an int from 0 to 2**63-1, not {value!r}")
+    return value
 
 
 def check_metadata(metadata: Any) -> dict[str, Any]:
     try:
-        return _METADATA.validate_python(metadata)
+        checked = _METADATA.validate_python(metadata)
+        # JSON has no NaN or infinities, and UTF-8 no lone surrogates.
+        json.dumps(checked, allow_nan=False, ensure_ascii=False).encode()
     except ValidationError as exc:
         raise InvalidSubmission(f"metadata must be a JSON object: {exc}") from None
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise InvalidSubmission(f"metadata cannot be stored as JSON: {exc}") from None
+    return checked

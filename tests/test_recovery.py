@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from pydantic import BaseModel
 
@@ -139,11 +140,64 @@ async def test_recovered_work_keeps_priority_order(tmp_path: Path) -> None:
     assert ran == ["p9", "p5", "p1"]
 
 
-async def test_tasks_of_unknown_types_fail_when_picked(tmp_path: Path) -> None:
+async def test_a_plugin_that_registers_after_start_gets_its_recovered_tasks_typed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(
+        path,
+        record("late-q", State.QUEUED, task_type="plugin:work"),
+        record("late-r", State.RUNNING, task_type="plugin:work"),
+    )
+    seen: list[object] = []
+    async with TaskBus(store=SqliteStore(path), workers=2, shutdown_grace=1) as bus:
+        for _ in range(20):  # the workers meet the tasks before the plugin loads
+            await anyio.lowlevel.checkpoint()
+        assert (await bus.get("late-q")).state is TaskState.QUEUED
+        scope = bus.registry.scope("plugin")
+
+        @scope.task("work")
+        async def work(ctx: TaskContext, params: Params) -> int:
+            seen.append(params)
+            return params.n
+
+        assert await bus.result("late-q", timeout=5) == 1
+        assert await bus.result("late-r", timeout=5) == 1
+    assert seen == [Params(n=1), Params(n=1)], "the handler got its model, not a dict"
+
+
+async def test_tasks_of_a_type_that_never_registers_fail_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    from taskbus.testing import FakeClock
+
     path = tmp_path / "jobs.db"
     await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
-    async with make_bus(path) as bus:
+    clock = FakeClock()
+    bus = TaskBus(
+        store=SqliteStore(path), workers=1, shutdown_grace=1, clock=clock, unknown_type_grace=60
+    )
+    async with bus:
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        clock.advance(59)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert (await bus.get("ghost")).state is TaskState.QUEUED
+        clock.advance(1)
         with pytest.raises(TaskFailedError, match="no task type named 'gone:away'"):
+            await bus.result("ghost", timeout=5)
+
+
+async def test_held_tasks_of_unknown_types_fail_on_an_explicit_call(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
+    async with TaskBus(store=SqliteStore(path), workers=1, unknown_type_grace=None) as bus:
+        with anyio.fail_after(5):
+            while not len(bus._held):  # noqa: ASYNC110 - a count, no event
+                await anyio.sleep(0.01)
+        assert await bus.fail_unknown_types(reason="plugin removed") == 1
+        with pytest.raises(TaskFailedError, match="plugin removed"):
             await bus.result("ghost", timeout=5)
 
 

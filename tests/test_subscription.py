@@ -105,3 +105,32 @@ def test_a_full_buffer_without_progress_does_not_rescan() -> None:
     assert buffer._progress_held == 0 and len(buffer) == 5000
     buffer.put(progress("p", 1))
     assert buffer.dropped == 1, "a new progress event is the one dropped"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("finished_first", [False, True], ids=["live", "already-finished"])
+async def test_a_task_subscription_filtered_to_progress_still_ends_with_the_task(
+    finished_first: bool,
+) -> None:
+    from taskbus import TaskBus, TaskContext, TaskProgress
+
+    bus = TaskBus(workers=1, shutdown_grace=1.0, progress_interval=0)
+    go = anyio.Event()
+
+    @bus.task("t:steps")
+    async def steps(ctx: TaskContext) -> None:
+        await go.wait()
+        for n in (25, 50, 75):
+            await ctx.progress(n)
+
+    async with bus:
+        handle = await bus.submit("t:steps")
+        if finished_first:
+            go.set()
+            await handle.result(timeout=5)
+        seen: list[float] = []
+        with anyio.fail_after(5):
+            async with bus.subscribe(task_id=handle.id, events=[TaskProgress]) as events:
+                go.set()
+                seen.extend([event.progress async for event in events])
+    assert seen == ([] if finished_first else [25, 50, 75])
