@@ -38,20 +38,30 @@ class _Call(BaseModel):
 
 
 def _register_function(bus: TaskBus, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
-    name = f"background:{fn.__module__}.{fn.__qualname__}".replace("<", "").replace(">", "")
-    existing = bus.registry.find(name)
-    if existing is not None:
-        return existing
+    """The task type that runs `fn`: its own, never another function's of the same name.
+
+    Lambdas and closures made by one factory share a qualified name; the second one
+    gets ``-2`` appended, and so on.
+    """
+    base = f"background:{fn.__module__}.{fn.__qualname__}".replace("<", "").replace(">", "")
+    name, n = base, 1
+    while (existing := bus.registry.find(name)) is not None:
+        if getattr(existing.handler, "_taskbus_function", None) is fn:
+            return existing
+        n += 1
+        name = f"{base}-{n}"
     if inspect.iscoroutinefunction(fn):
 
         async def run_async(call: _Call) -> Any:
             return await fn(*call.positional, **call.keywords)
 
+        run_async._taskbus_function = fn  # type: ignore[attr-defined]
         return bus.registry.register(name, run_async, description=fn.__doc__)
 
     def run_sync(call: _Call) -> Any:
         return fn(*call.positional, **call.keywords)
 
+    run_sync._taskbus_function = fn  # type: ignore[attr-defined]
     return bus.registry.register(name, run_sync, description=fn.__doc__)
 
 

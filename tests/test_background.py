@@ -1,6 +1,7 @@
 """`bus.background(...)`: inline when quick, `Queued` with an id when not, exactly once."""
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -84,3 +85,26 @@ def test_bad_targets_are_refused_at_wrap_time() -> None:
         bus.background(lambda: None, inline_for=-1)
     with pytest.raises(TypeError):
         bus.background(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_closures_and_lambdas_of_one_name_each_run_their_own_function() -> None:
+    from taskbus import TaskBus
+
+    def make(n: int) -> Any:
+        def work() -> int:
+            return n
+
+        return work
+
+    bus = TaskBus(workers=2, shutdown_grace=1.0)
+    one, two = bus.background(make(1)), bus.background(make(2))
+    square, cube = bus.background(lambda x: x * x), bus.background(lambda x: x**3)
+    again = bus.background(make(3))
+    async with bus:
+        assert await one() == 1
+        assert await two() == 2
+        assert await again() == 3
+        assert await square(3) == 9
+        assert await cube(3) == 27
+    assert len({name for name in bus.registry.types() if name.startswith("background:")}) == 5

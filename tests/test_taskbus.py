@@ -370,3 +370,28 @@ async def test_cancelling_a_delayed_task_lets_the_queue_forget_it(make_bus: Make
             assert await bus.cancel(handle.id)
         assert len(bus.queue) == 0
         assert all(entry[2] is None for entry in bus.queue._delayed)
+
+
+async def test_the_memory_store_keeps_a_bounded_number_of_finished_tasks(
+    make_bus: MakeBus,
+) -> None:
+    store = MemoryStore(max_finished=1_000)
+    bus = make_bus(store=store)
+
+    @bus.task("t:noop")
+    async def noop(ctx: TaskContext) -> None:
+        return None
+
+    async with bus:
+        for _ in range(5):
+            handles = [await bus.submit("t:noop") for _ in range(1_000)]
+            for handle in handles:
+                await handle.result(timeout=5)
+        await bus.submit("t:noop")
+        assert len(store) <= 2_001
+        await bus.store.purge()  # what retention does on its interval
+        assert 1_000 <= len(store) <= 1_001
+        last = await bus.get(handles[-1].id)  # the newest finished are the ones kept
+    assert last.state is TaskState.COMPLETED
+    with pytest.raises(ValueError, match="max_finished"):
+        MemoryStore(max_finished=-1)

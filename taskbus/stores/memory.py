@@ -16,12 +16,26 @@ class MemoryStore:
     """The default store: fast, and gone with the process.
 
     It keeps the runtime's live records (a `LiveRecordStore`), so the runtime
-    has nothing to tell it after `add_now`.
+    has nothing to tell it after `add_now`. Besides the bus's retention (age),
+    it keeps at most `max_finished` finished tasks (default 10,000, about 10 MiB
+    for small tasks: a finished no-op task costs about 1 KB): the oldest
+    finished ones go first, checked as new tasks arrive. None: no cap.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_finished: int | None = 10_000) -> None:
+        if max_finished is not None and (type(max_finished) is not int or max_finished < 0):
+            raise ValueError(f"max_finished must be an int >= 0 or None, not {max_finished!r}")
+        self.max_finished = max_finished
         self._records: dict[str, TaskRecord] = {}
         self._keys: dict[KeyScope, TaskRecord] = {}
+        self._trim_at = self._next_trim()
+
+    def _next_trim(self) -> int | float:
+        # Trimming sorts the finished tasks: doing it once per `max_finished` (at
+        # least 1,000) new tasks keeps its cost per task constant.
+        if self.max_finished is None:
+            return float("inf")
+        return len(self._records) + max(self.max_finished, 1_000)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -39,6 +53,9 @@ class MemoryStore:
         self._records[record.id] = record
         if record.key is not None:
             self._keys[key_scope(record)] = record
+        if len(self._records) >= self._trim_at:
+            self._purge_now(None, self.max_finished)
+            self._trim_at = self._next_trim()
 
     async def claim(self, record: TaskRecord) -> None:
         return None
@@ -86,6 +103,11 @@ class MemoryStore:
         return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
+        if self.max_finished is not None:
+            keep = self.max_finished if keep is None else min(keep, self.max_finished)
+        return self._purge_now(finished_before, keep)
+
+    def _purge_now(self, finished_before: float | None, keep: int | None) -> int:
         final = sorted(
             (r for r in self._records.values() if r.state.is_final and r.finished_at is not None),
             key=lambda r: r.finished_at or 0.0,
