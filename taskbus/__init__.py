@@ -15,6 +15,7 @@ from ._clock import SystemClock as SystemClock
 from ._context import TaskContext as TaskContext
 from ._context import current_context as current_context
 from ._errors import BusNotRunning as BusNotRunning
+from ._errors import CorruptRecord as CorruptRecord
 from ._errors import DuplicateTaskType as DuplicateTaskType
 from ._errors import ErrorType as ErrorType
 from ._errors import FatalError as FatalError
@@ -34,6 +35,7 @@ from ._errors import TaskInterruptedError as TaskInterruptedError
 from ._errors import TaskNotFound as TaskNotFound
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnknownTaskType as UnknownTaskType
+from ._errors import UnstorableValue as UnstorableValue
 from ._errors import UserActionableError as UserActionableError
 from ._events import EVENT_ADAPTER as EVENT_ADAPTER
 from ._events import AnyTaskEvent as AnyTaskEvent
@@ -82,6 +84,7 @@ __all__ = [
     "BusNotRunning",
     "BusStats",
     "Clock",
+    "CorruptRecord",
     "DuplicateTaskType",
     "ErrorInfo",
     "ErrorType",
@@ -132,6 +135,7 @@ __all__ = [
     "ThreadedHandle",
     "ThreadedTaskBus",
     "UnknownTaskType",
+    "UnstorableValue",
     "UserActionableError",
     "current_context",
 ]
