@@ -2,8 +2,10 @@
 
 An `AuthHook` maps a request to its owner (a string) or to None (401). It may
 be sync or async. `bearer_tokens` builds the default one from a token table;
-the token comes from ``Authorization: Bearer <token>`` or, for a browser's
-EventSource, which cannot send headers, from ``?access_token=<token>``.
+the token comes from ``Authorization: Bearer <token>`` or, only where the route
+allows it (`allow_query_token`: ``GET /events``, for a browser's EventSource,
+which cannot send headers), from ``?access_token=<token>``. Tokens in URLs end
+up in logs, so every other route ignores that parameter.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 
-__all__ = ["AuthHook", "bearer_tokens", "resolve_owner"]
+__all__ = ["QUERY_TOKEN_ALLOWED", "AuthHook", "allow_query_token", "bearer_tokens", "resolve_owner"]
 
 AuthHook = Callable[[Request], str | Awaitable[str | None] | None]
+
+#: The request scope key that says ``?access_token=`` counts on this route.
+QUERY_TOKEN_ALLOWED = "taskbus.query_token_allowed"
+
+
+def allow_query_token(request: Request) -> None:
+    """Let this request authenticate with ``?access_token=`` (the event stream)."""
+    request.scope[QUERY_TOKEN_ALLOWED] = True
 
 
 def bearer_tokens(tokens: Mapping[str, str]) -> AuthHook:
@@ -44,6 +54,8 @@ def _token(request: Request) -> bytes | None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip().encode()
+        return None
+    if not request.scope.get(QUERY_TOKEN_ALLOWED):
         return None
     query = request.query_params.get("access_token")
     return query.encode() if query else None

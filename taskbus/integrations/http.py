@@ -3,9 +3,10 @@
 ``create_app(bus)`` returns a Starlette app: ``POST /tasks`` (202 and the id at
 once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks`` (paged),
 ``GET /stats``, ``GET /types``, ``GET /healthz``, ``GET /events`` (server-sent
-events, filterable and resumable with ``Last-Event-ID``) and ``GET /`` (the
-dashboard page). Every non-2xx answer is
-``{"error": {"code": str, "message": str, "details": any}}``.
+events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
+ends after that task's final event) and ``GET /`` (the dashboard page). Every
+non-2xx answer is ``{"error": {"code": str, "message": str, "details": any}}``;
+what a client sends is checked in `_http_input` and answers 4xx, never 5xx.
 
 ``manage_bus=True`` runs ``async with bus:`` in the app's lifespan (what
 ``taskbus serve`` does); by default the bus is yours to run, so the app can be
@@ -13,29 +14,30 @@ mounted in your own app: ``Mount("/jobs", app=create_app(bus))``. Urls in
 answers (``url``, ``Location``) are relative to the mount.
 
 With `auth` (a hook mapping a request to its owner, or None for 401) or
-`tokens` (``{"token": "owner"}``, bearer tokens), an owner sees, cancels and
-streams only their own tasks: another owner's task id gets the same 404 as an
-unknown one. With neither, the API is single-user and shows everything.
+`tokens` (``{"token": "owner"}``, bearer tokens; ``?access_token=`` only on
+``GET /events``), an owner sees, cancels and streams only their own tasks:
+another owner's task id gets the same 404 as an unknown one, after the same
+time (every 404 for an id waits until `NOT_FOUND_FLOOR` after its lookup
+began). With neither, the API is single-user and shows everything.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import anyio
+import anyio.lowlevel
 
 try:
     from sse_starlette import EventSourceResponse
     from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -54,10 +56,35 @@ from .._events import Event, TaskEvent
 from .._snapshot import TaskSnapshot
 from .._states import TaskState
 from .._taskbus import TaskBus
-from ._http_auth import AuthHook, bearer_tokens, resolve_owner
-from ._sse_history import EventHistory
+from ._http_auth import AuthHook, allow_query_token, bearer_tokens, resolve_owner
+from ._http_errors import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    JsonAnswer,
+    echo,
+    error_response,
+    pydantic_details,
+)
+from ._http_input import (
+    MAX_NAME_LENGTH,
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    last_event_id,
+    read_submission,
+    valid_task_id,
+)
+from ._http_json import model_json
+from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
-__all__ = ["AuthHook", "create_app", "serving"]
+__all__ = [
+    "DEFAULT_HISTORY_BYTES",
+    "ApiError",
+    "AuthHook",
+    "create_app",
+    "error_response",
+    "serving",
+]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DASHBOARD = STATIC_DIR / "dashboard.html"
@@ -66,68 +93,44 @@ PING_INTERVAL = 15.0
 SEND_TIMEOUT = 30.0
 #: Each SSE client may fall this many events behind (at least the history).
 MIN_CLIENT_BUFFER = 1000
+#: With owners, a 404 for a task id is answered no sooner than this many seconds
+#: after its lookup began, so an unknown id and another owner's id take as long.
+NOT_FOUND_FLOOR = 0.002
+#: Timers may fire up to this late (epoll counts whole milliseconds, rounded up).
+TIMER_SLACK = 0.0015
+MAX_REASON = 500
 
 
-class ApiError(Exception):
-    """Raised by a handler to answer a non-2xx status in the error shape."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-
-class _SubmitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    type: str
-    input: Any = None
-    priority: int | None = None
-    metadata: dict[str, Any] | None = None
-    delay: float | None = None
-    key: str | None = None
-
-
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+def _json(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _not_found(task_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no task with id {task_id!r}")
+    return ApiError(404, "not_found", f"no task with id {echo(task_id)}")
 
 
-def _snapshot_json(snapshot: TaskSnapshot) -> dict[str, Any]:
-    return snapshot.model_dump(mode="json", fallback=repr)
+def _same_owner(mine: str | None, theirs: str | None) -> bool:
+    """Owner equality in time that depends on neither value."""
+    same = hmac.compare_digest(
+        (mine or "").encode("utf-8", "surrogatepass"),
+        (theirs or "").encode("utf-8", "surrogatepass"),
+    )
+    return same and (mine is None) == (theirs is None)
 
 
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+async def _wait_until(deadline: float) -> None:
+    """Sleep until `deadline` on the dot: a timer alone wakes up late by an amount
+    that depends on when the sleep began, which would tell how long the lookup took."""
+    await anyio.sleep_until(deadline - TIMER_SLACK)
+    while anyio.current_time() < deadline:  # the last stretch: checkpoints, on time
+        await anyio.lowlevel.checkpoint()
 
 
-def _decode_cursor(cursor: str) -> int:
-    try:
-        offset = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ApiError(400, "bad_request", f"invalid cursor {cursor!r}") from None
-    if offset < 0:
-        raise ApiError(400, "bad_request", f"invalid cursor {cursor!r}")
-    return offset
-
-
-def _int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = low - 1
-    if not low <= number <= high:
-        raise ApiError(400, "bad_request", f"{name} must be an integer in {low}..{high}")
-    return number
+def _text_param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and len(value) > MAX_NAME_LENGTH:
+        raise ApiError(400, "bad_request", f"{name} is longer than {MAX_NAME_LENGTH} characters")
+    return value
 
 
 class _Api:
@@ -151,44 +154,29 @@ class _Api:
         return owner
 
     async def visible(self, task_id: str, owner: str | None) -> TaskSnapshot:
-        try:
-            snapshot = await self.bus.get(task_id)
-        except TaskNotFound:
-            raise _not_found(task_id) from None
-        if self.auth is not None and snapshot.owner != owner:
+        """The caller's task; 404 for an unknown id and for another owner's, alike."""
+        deadline = anyio.current_time() + NOT_FOUND_FLOOR
+        snapshot: TaskSnapshot | None = None
+        if valid_task_id(task_id):
+            try:
+                snapshot = await self.bus.get(task_id)
+            except TaskNotFound:
+                snapshot = None
+        if self.auth is None:
+            if snapshot is None:
+                raise _not_found(task_id)
+            return snapshot
+        mine = snapshot is not None and _same_owner(snapshot.owner, owner)
+        if snapshot is None or not mine:
+            await _wait_until(deadline)
             raise _not_found(task_id)
         return snapshot
-
-    async def read_json(self, request: Request) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise self.too_large()
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > self.max_body:
-                    raise self.too_large()
-        except ClientDisconnect:
-            raise ApiError(400, "bad_request", "the client went away mid-body") from None
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, "bad_request", f"malformed JSON body: {exc}") from None
-
-    def too_large(self) -> ApiError:
-        return ApiError(413, "payload_too_large", f"request body over {self.max_body} bytes", None)
 
     # -- routes --------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
         owner = await self.owner(request)
-        payload = await self.read_json(request)
-        try:
-            body = _SubmitBody.model_validate(payload)
-        except ValidationError as exc:
-            details = json.loads(exc.json(include_url=False, include_input=False))
-            raise ApiError(400, "bad_request", "invalid submission", details) from None
+        body = await read_submission(request, self.max_body)
         try:
             handle = await self.bus.submit(
                 body.type,
@@ -202,14 +190,14 @@ class _Api:
         except UnknownTaskType as exc:
             raise ApiError(404, "unknown_task_type", str(exc)) from None
         except InvalidTaskInput as exc:
-            details = json.loads(exc.json(include_url=False))
+            details = pydantic_details(exc, with_input=True)
             raise ApiError(422, "invalid_input", exc.title, details) from None
         except InvalidSubmission as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+            raise ApiError(422, "invalid_submission", str(exc)) from None
         except BusNotRunning as exc:
             raise ApiError(503, "bus_not_running", str(exc)) from None
         url = f"/tasks/{handle.id}"
-        return JSONResponse(
+        return JsonAnswer(
             {"id": handle.id, "type": handle.type, "state": "queued", "url": url},
             status_code=202,
             headers={"Location": url},
@@ -218,16 +206,21 @@ class _Api:
     async def get_task(self, request: Request) -> Response:
         owner = await self.owner(request)
         snapshot = await self.visible(request.path_params["task_id"], owner)
-        return JSONResponse(_snapshot_json(snapshot))
+        return _json(model_json(snapshot))
 
     async def cancel_task(self, request: Request) -> Response:
         owner = await self.owner(request)
         task_id = request.path_params["task_id"]
         await self.visible(task_id, owner)
         reason = request.query_params.get("reason") or "cancelled over HTTP"
-        cancelled = await self.bus.cancel(task_id, reason=reason[:500])
-        snapshot = await self.bus.get(task_id)
-        return JSONResponse({"id": task_id, "cancelled": cancelled, "state": snapshot.state.value})
+        try:
+            cancelled = await self.bus.cancel(task_id, reason=reason[:MAX_REASON])
+            snapshot = await self.bus.get(task_id)
+        except TaskNotFound:  # purged meanwhile
+            raise _not_found(task_id) from None
+        except InvalidSubmission as exc:
+            raise ApiError(422, "invalid_submission", str(exc)) from None
+        return JsonAnswer({"id": task_id, "cancelled": cancelled, "state": snapshot.state.value})
 
     async def list_tasks(self, request: Request) -> Response:
         caller = await self.owner(request)
@@ -235,35 +228,32 @@ class _Api:
         state = params.get("state") or None
         if state is not None and state not in TaskState._value2member_map_:
             known = ", ".join(s.value for s in TaskState)
-            raise ApiError(400, "bad_request", f"unknown state {state!r}; known: {known}")
-        limit = _int_param(params.get("limit"), "limit", 50, 1, 500)
+            raise ApiError(400, "bad_request", f"unknown state {echo(state)}; known: {known}")
+        limit = int_param(params.get("limit"), "limit", 50, 1, 500)
         cursor = params.get("cursor")
-        offset = _decode_cursor(cursor) if cursor else 0
-        owner = params.get("owner") or None
+        offset = decode_cursor(cursor) if cursor else 0
+        owner = _text_param(request, "owner")
+        type_prefix = _text_param(request, "type")
         if self.auth is not None:
             if owner is not None and owner != caller:
-                return JSONResponse({"items": [], "next_cursor": None})
+                return JsonAnswer({"items": [], "next_cursor": None})
             owner = caller
-        found = await self.bus.list(
-            state=state,
-            owner=owner,
-            type_prefix=params.get("type") or None,
-            limit=limit + 1,
-            offset=offset,
-        )
+        try:
+            found = await self.bus.list(
+                state=state, owner=owner, type_prefix=type_prefix, limit=limit + 1, offset=offset
+            )
+        except InvalidSubmission as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         more = len(found) > limit
-        return JSONResponse(
-            {
-                "items": [_snapshot_json(snapshot) for snapshot in found[:limit]],
-                "next_cursor": _encode_cursor(offset + limit) if more else None,
-            }
-        )
+        items = b",".join([model_json(snapshot) for snapshot in found[:limit]])
+        next_cursor = json.dumps(encode_cursor(offset + limit) if more else None).encode()
+        return _json(b'{"items":[%s],"next_cursor":%s}' % (items, next_cursor))
 
     async def stats(self, request: Request) -> Response:
         owner = await self.owner(request)
         if self.auth is None:
             stats = await self.bus.stats()
-            return JSONResponse(stats.model_dump(mode="json", include={"by_state", "by_type"}))
+            return JsonAnswer(stats.model_dump(mode="json", include={"by_state", "by_type"}))
         by_state: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
         offset, page = 0, 10_000
@@ -277,11 +267,11 @@ class _Api:
             if len(found) < page:
                 break
             offset += page
-        return JSONResponse({"by_state": by_state, "by_type": by_type})
+        return JsonAnswer({"by_state": by_state, "by_type": by_type})
 
     async def types(self, request: Request) -> Response:
         await self.owner(request)
-        return JSONResponse(
+        return JsonAnswer(
             [
                 {
                     "name": definition.name,
@@ -296,26 +286,35 @@ class _Api:
         )
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "bus_running": self.bus.running})
+        return JsonAnswer({"status": "ok", "bus_running": self.bus.running})
 
     async def events(self, request: Request) -> Response:
+        allow_query_token(request)
         owner = await self.owner(request)
-        params = request.query_params
-        task_id = params.get("task_id") or None
-        type_prefix = params.get("type") or None
-        raw_last = request.headers.get("last-event-id") or params.get("last_event_id")
-        after: int | None = None
-        if raw_last:
-            try:
-                after = int(raw_last)
-            except ValueError:
-                raise ApiError(400, "bad_request", f"invalid Last-Event-ID {raw_last!r}") from None
-        if task_id is not None:
-            await self.visible(task_id, owner)
+        task_id = request.query_params.get("task_id") or None
+        type_prefix = _text_param(request, "type")
+        after = last_event_id(request)
         accept = self._filter(task_id, type_prefix, owner)
-        # Without Last-Event-ID, a one-task stream first replays what the history
-        # holds of that task, so a watcher that connects after submit misses nothing.
-        stream = self.history.open(accept, after=after, replay=accept if task_id else None)
+        if task_id is None:
+            return self._respond(self.history.open(accept, after=after, replay=None))
+        # Registered before the lookup, so no event of the task falls in between.
+        # Without Last-Event-ID it first replays what the history holds of the
+        # task, so a watcher that connects after submit misses nothing.
+        stream = self.history.open(accept, after=after, replay=accept, until_final=True)
+        try:
+            snapshot = await self.visible(task_id, owner)
+        except BaseException:
+            stream.close()
+            raise
+        excluded = type_prefix is not None and not snapshot.type.startswith(type_prefix)
+        if stream.final_already_sent or excluded:  # nothing (more) to send: stop
+            stream.close()
+            return Response(status_code=204)
+        if snapshot.is_final:  # its final event may be gone from the history
+            stream.put_final(final_event_of(snapshot))
+        return self._respond(stream)
+
+    def _respond(self, stream: EventStream) -> Response:
         return EventSourceResponse(
             stream.frames(),
             ping=PING_INTERVAL,
@@ -344,21 +343,6 @@ class _Api:
         return FileResponse(DASHBOARD, media_type="text/html")
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    return error_response(500, "internal_error", "internal server error")
-
-
 def create_app(
     bus: TaskBus,
     *,
@@ -366,17 +350,27 @@ def create_app(
     tokens: Mapping[str, str] | None = None,
     max_body: int = 1_048_576,
     event_history: int = 10_000,
+    event_history_bytes: int = DEFAULT_HISTORY_BYTES,
     manage_bus: bool = False,
     dashboard: bool = True,
 ) -> Starlette:
-    """The HTTP API (and dashboard) over `bus`, as a Starlette app (see the module doc)."""
+    """The HTTP API (and dashboard) over `bus`, as a Starlette app (see the module doc).
+
+    The event history keeps the last `event_history` events, and no more than
+    `event_history_bytes` of them once encoded.
+    """
     if auth is not None and tokens is not None:
         raise ValueError("give auth or tokens, not both")
     if tokens is not None:
         auth = bearer_tokens(tokens)
     if max_body < 1:
         raise ValueError(f"max_body must be positive, not {max_body}")
-    history = EventHistory(event_history, client_limit=max(event_history, MIN_CLIENT_BUFFER))
+    history = EventHistory(
+        event_history,
+        max_bytes=event_history_bytes,
+        client_limit=max(event_history, MIN_CLIENT_BUFFER),
+        client_bytes=max(event_history_bytes, DEFAULT_HISTORY_BYTES),
+    )
     bus.on("*", history)
     api = _Api(bus, auth, max_body, history)
     routes: list[Route | Mount] = [
@@ -401,15 +395,7 @@ def create_app(
         else:
             yield
 
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _server_error,
-        },
-    )
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
 
 
 @asynccontextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from pydantic import BaseModel
 
@@ -30,6 +32,10 @@ def register(bus: TaskBus, gates: Gates | None = None) -> Gates:
     @bus.task("noop")
     async def noop() -> None:
         return None
+
+    @bus.task("echo")
+    async def echo(value: Any) -> Any:
+        return value
 
     @bus.task("steps")
     async def steps(ctx: TaskContext) -> str:

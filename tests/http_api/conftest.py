@@ -6,6 +6,8 @@ the test's event loop. As in the rest of the suite, the bus and the server are
 opened *inside* the test body (``async with make_bus() as bus, serve(app) as
 client:``), never held across a fixture's ``yield``. `serve` binds port 0 on
 127.0.0.1, waits for ``server.started`` and stops the server on the way out.
+`asgi_client` calls an app in-process through httpx's ASGI transport (for answers
+that end; an event stream needs `serve`, or `_asgi.call` for its status alone).
 `sse` reads a server-sent-event stream with a tiny parser of its own, so the
 tests check the bytes on the wire rather than a client library's view of them.
 Every wait is bounded (``anyio.fail_after``).
@@ -38,6 +40,17 @@ def anyio_backend() -> str:
 async def client_for(base_url: str, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
+        yield client
+
+
+@asynccontextmanager
+async def asgi_client(app: Any, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client calling `app` in-process; an exception the app lets escape raises."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers, timeout=10
+    ) as client:
         yield client
 
 

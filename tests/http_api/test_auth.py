@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -12,8 +16,9 @@ from starlette.requests import Request
 from taskbus import TaskBus
 from taskbus.integrations.http import create_app
 
+from ._asgi import call
 from ._tasks import register
-from .conftest import client_for, serve, sse
+from .conftest import asgi_client, client_for, serve, sse
 from .test_rest import assert_error, wait_state
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +40,6 @@ async def test_missing_or_wrong_token_is_401(make_bus: Callable[..., TaskBus]) -
                     await client.post("/tasks", json={"type": "noop"}), 401, "unauthorized"
                 )
                 assert (await client.get("/healthz")).status_code == 200
-        async with client_for(url) as client:
-            response = await client.get("/types", params={"access_token": "bob-token"})
-            assert response.status_code == 200
 
 
 async def test_owners_see_only_their_own_tasks(make_bus: Callable[..., TaskBus]) -> None:
@@ -111,3 +113,63 @@ async def test_custom_async_hook(make_bus: Callable[..., TaskBus]) -> None:
 def test_auth_and_tokens_are_exclusive(make_bus: Callable[..., TaskBus]) -> None:
     with pytest.raises(ValueError, match="not both"):
         create_app(make_bus(), auth=lambda request: "x", tokens=TOKENS)
+
+
+async def test_access_token_in_the_query_counts_only_on_the_event_stream(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    gates = register(bus)
+    app = create_app(bus, tokens=TOKENS)
+    async with bus, asgi_client(app, "bob-token") as bob, asgi_client(app) as anonymous:
+        task = (await bob.post("/tasks", json={"type": "gated"})).json()
+        query = {"access_token": "bob-token"}
+        for method, path in [
+            ("GET", "/tasks"),
+            ("POST", "/tasks"),
+            ("GET", task["url"]),
+            ("DELETE", task["url"]),
+            ("GET", "/stats"),
+            ("GET", "/types"),
+        ]:
+            body = {"json": {"type": "noop"}} if method == "POST" else {}
+            response = await anonymous.request(method, path, params=query, **body)
+            assert_error(response, 401, "unauthorized")
+        assert (await bob.get(task["url"])).json()["state"] != "cancelled"
+        # The event stream (which a browser's EventSource opens) and the page take it.
+        answer = await call(app, "GET", "/events", query=b"access_token=bob-token")
+        assert answer.status == 200, answer.describe()
+        answer = await call(app, "GET", "/", query=b"access_token=bob-token")
+        assert answer.status == 200, answer.describe()
+        gates.release.set()
+
+
+async def test_another_owners_id_answers_404_as_fast_as_an_unknown_one(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    """Interleaved probes of Bob for Alice's tasks and for unknown ids, on SQLite:
+    Alice's running task is held in memory, her finished one is read from the file,
+    an unknown id misses the file. The medians must not tell them apart."""
+    bus = make_bus(store=f"sqlite:///{tmp_path / 'jobs.db'}", shutdown_grace=0)
+    gates = register(bus)
+    app = create_app(bus, tokens=TOKENS)
+    async with bus, asgi_client(app, "alice-token") as alice, asgi_client(app, "bob-token") as bob:
+        running = (await alice.post("/tasks", json={"type": "gated"})).json()["id"]
+        finished = (await alice.post("/tasks", json={"type": "noop"})).json()["id"]
+        await bus.wait(finished, timeout=5)
+        times: dict[str, list[float]] = {"running": [], "finished": [], "unknown": []}
+        for round_ in range(200):
+            probes = [("running", running), ("finished", finished), ("unknown", None)]
+            for kind, task_id in probes[round_ % 3 :] + probes[: round_ % 3]:
+                url = f"/tasks/{task_id or os.urandom(16).hex()}"
+                start = time.perf_counter()
+                response = await bob.get(url)
+                times[kind].append(time.perf_counter() - start)
+                assert response.status_code == 404
+        gates.release.set()
+    unknown = statistics.median(times["unknown"])
+    quartiles = statistics.quantiles(times["unknown"], n=4)
+    bound = max(0.25 * (quartiles[2] - quartiles[0]), 40e-6)
+    for kind in ("running", "finished"):
+        difference = statistics.median(times[kind]) - unknown
+        assert abs(difference) <= bound, (kind, difference, bound)

@@ -1,19 +1,25 @@
-"""Server-sent events: order, filters, resumption, mounting and the managed lifespan."""
+"""Server-sent events: order, filters, resumption, mounting, the managed lifespan,
+results that are not JSON, and one-task streams that end after the final event."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from taskbus import TaskBus
+from taskbus import RetryPolicy, TaskBus, UserActionableError
 from taskbus.integrations.http import create_app
 
 from ._tasks import register
 from .conftest import client_for, serve, sse
-from .test_rest import wait_state
+from .test_rest import assert_error, wait_state
 
 pytestmark = pytest.mark.anyio
 
@@ -129,3 +135,196 @@ async def test_manage_bus_runs_the_bus_in_the_lifespan(make_bus: Callable[..., T
         await wait_state(client, task["url"], "completed")
     assert not bus.running
     assert bus.shutdown_report is not None
+
+
+def _cycle() -> list[object]:
+    loop: list[object] = []
+    loop.append(loop)
+    return loop
+
+
+#: Results no JSON encoder takes as they are; each must reach every client anyway.
+ODD_RESULTS: dict[str, Callable[[], object]] = {
+    "object": object,
+    "set": lambda: {1, 2},
+    "bytes": lambda: b"\xff\xfe not UTF-8",
+    "surrogate": lambda: "a\ud800b",
+    "deep": lambda: json.loads("[" * 900 + "]" * 900),
+    "cycle": _cycle,
+}
+
+
+async def test_results_that_are_not_json_end_no_event_stream(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+
+    @bus.task("odd")
+    async def odd(which: str) -> Any:
+        return ODD_RESULTS[which]()
+
+    async with (
+        bus,
+        serve(create_app(bus)) as url,
+        client_for(url) as client,
+        sse(client) as first,
+        sse(client) as second,
+    ):
+        ids = [
+            (await client.post("/tasks", json={"type": "odd", "input": which})).json()["id"]
+            for which in ODD_RESULTS
+        ]
+        ids.append((await client.post("/tasks", json={"type": "noop"})).json()["id"])
+        for events in (first, second):
+            finals = [m for m in await events.take(3 * len(ids)) if m.event == "task-completed"]
+            assert [m.json["task_id"] for m in finals] == ids
+            results = dict(zip(ODD_RESULTS, [m.json["result"] for m in finals], strict=False))
+            assert results["set"] == [1, 2]
+            assert results["bytes"] == repr(b"\xff\xfe not UTF-8")
+            assert results["surrogate"] == repr("a\ud800b")
+            assert results["object"].startswith("<object object at")
+        for task_id in ids:  # and snapshots of them read fine
+            response = await client.get(f"/tasks/{task_id}")
+            assert response.status_code == 200
+            assert response.json()["state"] == "completed"
+        listed = await client.get("/tasks")
+        assert len(listed.json()["items"]) == len(ids)
+
+
+async def test_a_one_task_stream_closes_after_the_final_event(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus(progress_interval=0)
+    gates = register(bus)
+    async with bus, serve(create_app(bus)) as url, client_for(url) as client:
+        task = (await client.post("/tasks", json={"type": "steps"})).json()
+        async with sse(client, params={"task_id": task["id"]}) as events:
+            gates.release.set()
+            names = [m.event for m in await events.take(6)]
+            with pytest.raises(EOFError):
+                await events.next()
+        assert names[0] == "task-queued" and names[-1] == "task-completed"
+
+
+@pytest.mark.parametrize("history", [10_000, 0])
+async def test_a_finished_task_stream_sends_its_final_event_at_once_and_closes(
+    make_bus: Callable[..., TaskBus], history: int
+) -> None:
+    bus = make_bus()
+    register(bus)
+    app = create_app(bus, event_history=history)
+    async with bus, serve(app) as url, client_for(url) as client:
+        order = {"type": "shop:order", "input": {"item": "tea", "quantity": 2}}
+        task = (await client.post("/tasks", json=order)).json()
+        await wait_state(client, task["url"], "completed")
+        async with sse(client, params={"task_id": task["id"]}) as events:
+            messages = [await events.next() for _ in range(3 if history else 1)]
+            with pytest.raises(EOFError):
+                await events.next()
+        final = messages[-1]
+        assert final.event == "task-completed"
+        assert final.json["task_id"] == task["id"]
+        assert final.json["result"] == {"item": "tea", "total": 4}
+
+
+async def test_a_resumed_one_task_stream_that_had_the_final_event_gets_204(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+    async with bus, serve(create_app(bus)) as url, client_for(url) as client:
+        task = (await client.post("/tasks", json={"type": "noop"})).json()
+        async with sse(client, params={"task_id": task["id"]}) as events:
+            final = (await events.take(3))[-1]
+        assert final.event == "task-completed"
+        params = {"task_id": task["id"]}
+        # An EventSource reconnects with the last id: 204 tells it to stop.
+        response = await client.get("/events", params=params, headers={"Last-Event-ID": final.id})
+        assert response.status_code == 204
+        mismatch = {**params, "type": "shop:"}  # a filter the task can never pass
+        assert (await client.get("/events", params=mismatch)).status_code == 204
+        # An id this process never issued (the server restarted) resumes nothing.
+        async with sse(client, params=params, headers={"Last-Event-ID": "999999"}) as stale:
+            assert (await stale.take(3))[-1].event == "task-completed"
+            with pytest.raises(EOFError):
+                await stale.next()
+        earlier = str(int(final.id or 0) - 1)
+        async with sse(client, params=params, headers={"Last-Event-ID": earlier}) as resumed:
+            assert [m.event for m in [await resumed.next()]] == ["task-completed"]
+            with pytest.raises(EOFError):
+                await resumed.next()
+
+
+class Outcome(BaseModel):
+    how: str
+
+
+@pytest.mark.parametrize("how", ["complete", "fail", "cancel"])
+async def test_a_task_finished_in_a_previous_process_gets_its_final_event_and_closes(
+    make_bus: Callable[..., TaskBus], tmp_path: Path, how: str
+) -> None:
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    def build() -> TaskBus:
+        bus = make_bus(store=store)
+
+        @bus.task("outcome", retry=RetryPolicy(max_attempts=1))
+        async def outcome(params: Outcome) -> str:
+            if params.how == "fail":
+                raise UserActionableError("no paper", suggested_action="load paper")
+            if params.how == "cancel":
+                await anyio.sleep_forever()
+            return "made it"
+
+        return bus
+
+    first = build()
+    async with first:
+        handle = await first.submit("outcome", {"how": how})
+        if how == "cancel":
+            await first.cancel(handle.id, reason="not needed")
+        final = await first.wait(handle.id, timeout=5)
+    second = build()
+    async with (
+        second,
+        serve(create_app(second)) as url,
+        client_for(url) as client,
+        sse(client, params={"task_id": handle.id}) as events,
+    ):
+        message = await events.next()
+        with pytest.raises(EOFError):
+            await events.next()
+    assert message.json["task_id"] == handle.id
+    assert message.event == {"complete": "task-completed", "fail": "task-failed"}.get(
+        how, "task-cancelled"
+    )
+    if how == "complete":
+        assert message.json["result"] == "made it"
+    elif how == "fail":
+        assert message.json["error"] == "no paper"
+        assert message.json["error_type"] == "user-actionable"
+        assert message.json["suggested_action"] == "load paper"
+        assert message.json["attempt_count"] == final.attempts == 1
+    else:
+        assert message.json["reason"] == "not needed"
+
+
+async def test_a_stream_for_an_unknown_or_other_owners_task_is_404(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+    tokens = {"alice-token": "alice", "bob-token": "bob"}
+    async with (
+        bus,
+        serve(create_app(bus, tokens=tokens)) as url,
+        client_for(url, "alice-token") as alice,
+        client_for(url, "bob-token") as bob,
+    ):
+        task = (await alice.post("/tasks", json={"type": "noop"})).json()
+        await wait_state(alice, task["url"], "completed")
+        for task_id in (task["id"], "0" * 32):
+            response = await bob.get("/events", params={"task_id": task_id})
+            assert_error(response, 404, "not_found")
+            assert response.json()["error"]["message"] == f"no task with id {task_id!r}"

@@ -1,0 +1,192 @@
+"""What an HTTP client sends, checked before any of it reaches the bus.
+
+Bodies: at most `max_body` bytes (413), UTF-8, strict JSON (no ``NaN`` or
+``Infinity``, no number that overflows a float, no string with a lone surrogate,
+at most `MAX_JSON_DEPTH` levels of nesting) or 400. A submission is then the
+strict `SubmitBody` model (422 with pydantic's details). Query parameters,
+cursors, ``Last-Event-ID`` and task ids are checked here too (400, or 404 for
+an id that cannot exist).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from .._queue import MAX_PRIORITY, MIN_PRIORITY
+from .._validation import MAX_DELAY, MAX_TEXT
+from ._http_errors import ApiError, echo, pydantic_details
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "SubmitBody",
+    "decode_cursor",
+    "encode_cursor",
+    "int_param",
+    "last_event_id",
+    "read_json",
+    "read_submission",
+    "valid_task_id",
+]
+
+#: Deepest nesting of arrays and objects a body may have (the whole body counts).
+MAX_JSON_DEPTH = 64
+#: Highest offset a cursor may carry, and the longest task id worth looking up.
+MAX_OFFSET = 10**12
+MAX_ID_LENGTH = 256
+MAX_NAME_LENGTH = 256
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,24}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class SubmitBody(BaseModel):
+    """The body of ``POST /tasks`` (strict: ``"5"`` is not a priority, ``true`` no delay)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    input: Any = None
+    priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    metadata: dict[str, Any] | None = None
+    delay: float | None = Field(default=None, ge=0, le=MAX_DELAY, allow_inf_nan=False)
+    key: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+async def read_json(request: Request, max_body: int) -> Any:
+    """The body as checked JSON: 413 past `max_body` bytes, 400 if not strict JSON."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and len(length) < 20 and int(length) > max_body:
+        raise _too_large(max_body)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                raise _too_large(max_body)
+    except ClientDisconnect:
+        raise bad_request("the client went away mid-body") from None
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # also UnicodeDecodeError and JSONDecodeError
+        raise bad_request(f"malformed JSON body: {exc}") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value)
+    return value
+
+
+async def read_submission(request: Request, max_body: int) -> SubmitBody:
+    payload = await read_json(request, max_body)
+    try:
+        return SubmitBody.model_validate(payload)
+    except ValidationError as exc:
+        details = pydantic_details(exc, with_input=False)
+        raise ApiError(422, "invalid_submission", "invalid submission", details) from None
+
+
+def _too_large(max_body: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body over {max_body} bytes")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {echo(text)}")
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _check_strings(value: Any) -> None:
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("a JSON string holds a lone surrogate (\\ud800-\\udfff)") from None
+
+
+def valid_task_id(task_id: str) -> bool:
+    """Whether `task_id` could name a task (bounded, valid Unicode); else it is a 404."""
+    if not 0 < len(task_id) <= MAX_ID_LENGTH:
+        return False
+    try:
+        task_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The offset a `next_cursor` carries; 400 for anything this API did not issue."""
+    if _CURSOR.fullmatch(cursor):
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+        if raw.isdigit() and int(raw) <= MAX_OFFSET:
+            return int(raw)
+    raise bad_request(f"invalid cursor {echo(cursor)}")
+
+
+def int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
+        raise bad_request(f"{name} must be an integer in {low}..{high}")
+    return int(value)
+
+
+def last_event_id(request: Request) -> int | None:
+    """``Last-Event-ID`` (header, or ``last_event_id`` for clients without headers)."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if not raw:
+        return None
+    if not _DIGITS.fullmatch(raw.strip()):
+        raise bad_request(f"invalid Last-Event-ID {echo(raw)}")
+    return int(raw)
