@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -248,10 +249,7 @@ class TaskExecutor:
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
         definition = self._registry.find(record.type)
         if definition is None:
-            if record.type in self._held.removed:
-                await self._fail_unknown(worker, record)
-            else:
-                self._hold_unknown(worker, record)
+            await self._unknown_type(worker, record)
             return
         self._running[record.id] = worker
         lifecycle = self._lifecycle
@@ -262,53 +260,59 @@ class TaskExecutor:
         ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in != "loop")
         if definition.timeout is not None:
             self._watch_deadline(worker, record, definition.timeout)
-        result, failure = await self._run_handler(worker, definition, ctx, record)
-        worker.deadline = math.inf
-        if worker.interrupt is not None:
-            return
-        if failure is None:
-            result, failure = self._checked_result(definition, record, result)
-        worker.settling = True
-        if failure is None:
-            if lifecycle.live:
-                lifecycle.mark_completed(record, result)
-            else:
-                await lifecycle.completed(record, result)
-        else:
-            await self._settle_failure(record, definition, failure)
-        self._release(worker, record)
-
-    async def _run_handler(
-        self,
-        worker: _Worker,
-        definition: TaskDefinition[Any, Any],
-        ctx: TaskContext,
-        record: TaskRecord,
-    ) -> tuple[Any, Exception | None]:
-        """Call the handler; return (result, None) or (None, the failure to settle)."""
+        failure: Exception | None = None
+        result: Any = None
+        token = _current.set(ctx)
         try:
-            if record.loaded and definition.takes_input:
-                record.input = _stored_input(definition, record)
-            if definition.run_in != "loop":
-                return await self._invoke_off_loop(definition, ctx, record), None
-            token = _current.set(ctx)
-            try:
-                if definition.context_only:
-                    return await definition.handler(ctx), None
-                return await definition.handler(*_arguments(definition, ctx, record)), None
-            finally:
-                _current.reset(token)
+            result = await self._call(definition, ctx, record)
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
-            return None, exc
+            failure = exc
         except TaskCancellation as exc:
-            if worker.interrupt is not None:
-                return None, None  # settled as the interrupt says
-            return None, FatalError(f"{definition.name} raised {exc!r} without being cancelled")
+            failure = self._stray_task_cancellation(worker, definition, exc)
         except anyio.get_cancelled_exc_class():
             failure = self._stray_cancellation(worker, definition)
             if failure is None:
                 raise  # a real cancellation: ours, or the bus shutting down
-            return None, failure
+        finally:
+            _current.reset(token)
+        worker.deadline = math.inf
+        if worker.interrupt is not None:
+            return
+        if failure is None and (definition.checks_output or not lifecycle.live):
+            result, failure = self._checked_result(definition, record, result)
+        worker.settling = True
+        if failure is not None:
+            await self._settle_failure(record, definition, failure)
+        elif lifecycle.live:
+            lifecycle.mark_completed(record, result)
+        else:
+            await lifecycle.completed(record, result)
+        self._release(worker, record)
+
+    def _call(
+        self, definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
+    ) -> Awaitable[Any]:
+        """The handler's awaitable (a plain call: no coroutine frame of its own)."""
+        if record.loaded and definition.takes_input:
+            record.input = _stored_input(definition, record)
+        if definition.run_in != "loop":
+            return self._invoke_off_loop(definition, ctx, record)
+        if definition.context_only:
+            return definition.handler(ctx)  # type: ignore[no-any-return]
+        return definition.handler(*_arguments(definition, ctx, record))  # type: ignore[no-any-return]
+
+    def _stray_task_cancellation(
+        self, worker: _Worker, definition: TaskDefinition[Any, Any], exc: TaskCancellation
+    ) -> Exception | None:
+        if worker.interrupt is not None:
+            return None  # settled as the interrupt says
+        return FatalError(f"{definition.name} raised {exc!r} without being cancelled")
+
+    async def _unknown_type(self, worker: _Worker, record: TaskRecord) -> None:
+        if record.type in self._held.removed:
+            await self._fail_unknown(worker, record)
+        else:
+            self._hold_unknown(worker, record)
 
     def _checked_result(
         self, definition: TaskDefinition[Any, Any], record: TaskRecord, result: Any
