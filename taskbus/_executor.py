@@ -297,9 +297,14 @@ class TaskExecutor:
             record.input = _stored_input(definition, record)
         if definition.run_in != "loop":
             return self._invoke_off_loop(definition, ctx, record)
+        handler = definition.handler
         if definition.context_only:
-            return definition.handler(ctx)  # type: ignore[no-any-return]
-        return definition.handler(*_arguments(definition, ctx, record))  # type: ignore[no-any-return]
+            return handler(ctx)  # type: ignore[no-any-return]
+        if definition.takes_context:
+            if definition.takes_input:
+                return handler(ctx, record.input)  # type: ignore[no-any-return]
+            return handler(ctx)  # type: ignore[no-any-return]
+        return handler(record.input) if definition.takes_input else handler()  # type: ignore[no-any-return]
 
     def _stray_task_cancellation(
         self, worker: _Worker, definition: TaskDefinition[Any, Any], exc: TaskCancellation
@@ -401,6 +406,8 @@ class TaskExecutor:
             # Settled, but the thread still runs: hold the worker and the type's slot.
             self._forget_running(worker, record)
             await thread.returned.wait()
+            self._release(worker, record, running=False)
+            return
         self._release(worker, record)
 
     def _forget_running(self, worker: _Worker, record: TaskRecord) -> None:
@@ -408,8 +415,9 @@ class TaskExecutor:
         if self._running.get(record.id) is worker:
             del self._running[record.id]
 
-    def _release(self, worker: _Worker, record: TaskRecord) -> None:
-        self._forget_running(worker, record)
+    def _release(self, worker: _Worker, record: TaskRecord, *, running: bool = True) -> None:
+        if running:
+            self._running.pop(record.id, None)
         worker.thread = None
         worker.job = None
         worker.ctx = None

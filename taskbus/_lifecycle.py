@@ -112,6 +112,7 @@ class Lifecycle:
         #: The store keeps the runtime's own record objects (`LiveRecordStore`):
         #: nothing to write on a transition, so the sync `mark_*` paths apply.
         self.live = isinstance(store, LiveRecordStore)
+        self._finish_now = store.finish_now if isinstance(store, LiveRecordStore) else None
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         await self.store.add(record)
@@ -283,6 +284,8 @@ class Lifecycle:
     def _mark_final(self, record: TaskRecord, state: TaskState) -> None:
         record.move(state)
         record.finished_at = finished = self._now()
+        if self._finish_now is not None:
+            self._finish_now(record)
         if self._waiters:
             waiters = self._waiters.pop(record.id, None)
             if waiters:

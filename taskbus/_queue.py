@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 from ._record import TaskRecord
@@ -37,10 +39,13 @@ class TaskQueue:
     dropped when they reach the front, so removal costs nothing up front.
     """
 
-    def __init__(self, *, aging: float | None = None) -> None:
+    def __init__(
+        self, *, aging: float | None = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         if aging is not None and aging <= 0:
             raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
         self.aging = aging
+        self._monotonic = monotonic
         self._ready: list[_Entry] = []
         self._delayed: list[_Delayed] = []
         self._delayed_ids: dict[str, _Delayed] = {}
@@ -66,17 +71,25 @@ class TaskQueue:
     def running(self, task_type: str) -> int:
         return self._running.get(task_type, 0)
 
-    def push(self, record: TaskRecord, now: float, delay: float | None = None) -> None:
-        """Queue `record` at time `now`; with a positive `delay` (seconds) it waits in
-        the delayed heap until ``now + delay``. Times are the caller's monotonic scale."""
+    def push(
+        self, record: TaskRecord, now: float | None = None, delay: float | None = None
+    ) -> None:
+        """Queue `record` at monotonic time `now` (None: the queue's clock, read only if
+        needed); with a positive `delay` (seconds) it waits in the delayed heap until
+        ``now + delay``."""
         if record.state is not TaskState.QUEUED:  # cancelled while it was being re-queued
             return
         if delay is not None and delay > 0:
-            entry: _Delayed = [now + delay, next(self._seq), record]
+            due = (self._monotonic() if now is None else now) + delay
+            entry: _Delayed = [due, next(self._seq), record]
             heapq.heappush(self._delayed, entry)
             self._delayed_ids[record.id] = entry
             return
-        key = -record.priority if self.aging is None else now - record.priority * self.aging
+        key: float
+        if self.aging is None:
+            key = -record.priority
+        else:
+            key = (self._monotonic() if now is None else now) - record.priority * self.aging
         heapq.heappush(self._ready, (key, next(self._seq), record))
 
     def _key(self, record: TaskRecord, now: float) -> float:

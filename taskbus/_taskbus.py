@@ -114,7 +114,7 @@ class TaskBus:
         self._now = self.clock.now
         self.shutdown_grace = shutdown_grace
         self.retention = retention
-        self.queue = TaskQueue(aging=aging)
+        self.queue = TaskQueue(aging=aging, monotonic=self.clock.monotonic)
         self.timers = Timers(self.clock)
         self._held = HeldTasks(unknown_type_grace)
         self.lifecycle = Lifecycle(
@@ -310,7 +310,7 @@ class TaskBus:
         if self._live_store is not None:  # the hot path, inline: no extra coroutine
             self._live_store.add_now(record)
             self.lifecycle.announce_queued(record, definition)
-            self.queue.push(record, self.clock.monotonic(), delay)
+            self.queue.push(record, None, delay)
             if not_before is None:
                 self.executor.notify()
             else:

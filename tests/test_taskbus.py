@@ -383,15 +383,17 @@ async def test_the_memory_store_keeps_a_bounded_number_of_finished_tasks(
         return None
 
     async with bus:
+        first = await bus.submit("t:noop")
         for _ in range(5):
             handles = [await bus.submit("t:noop") for _ in range(1_000)]
             for handle in handles:
                 await handle.result(timeout=5)
-        await bus.submit("t:noop")
-        assert len(store) <= 2_001
-        await bus.store.purge()  # what retention does on its interval
-        assert 1_000 <= len(store) <= 1_001
+        assert len(store) == 1_000
         last = await bus.get(handles[-1].id)  # the newest finished are the ones kept
+        with pytest.raises(TaskNotFound):
+            await bus.get(first.id)
+        assert await bus.store.purge(keep=10) == 990  # retention still applies
+        assert len(store) == 10
     assert last.state is TaskState.COMPLETED
     with pytest.raises(ValueError, match="max_finished"):
         MemoryStore(max_finished=-1)

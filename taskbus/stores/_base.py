@@ -135,9 +135,14 @@ class LiveRecordStore(Store, Protocol):
     """An in-process store that keeps the very record objects it is given.
 
     The runtime mutates those records in place, so it never calls `claim`,
-    `update` or `finish` on such a store, and adds with `add_now`.
+    `update` or `finish` on such a store: it adds with `add_now` and says when a
+    record became final with `finish_now`.
     """
 
     def add_now(self, record: TaskRecord) -> None:
         """`add`, without awaiting."""
+        ...
+
+    def finish_now(self, record: TaskRecord) -> None:
+        """The record has just reached a final state (called once, at once)."""
         ...

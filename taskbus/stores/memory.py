@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from .._record import TaskRecord
 from .._states import TaskState
@@ -16,10 +16,10 @@ class MemoryStore:
     """The default store: fast, and gone with the process.
 
     It keeps the runtime's live records (a `LiveRecordStore`), so the runtime
-    has nothing to tell it after `add_now`. Besides the bus's retention (age),
-    it keeps at most `max_finished` finished tasks (default 10,000, about 10 MiB
-    for small tasks: a finished no-op task costs about 1 KB): the oldest
-    finished ones go first, checked as new tasks arrive. None: no cap.
+    has nothing to tell it after `add_now` but `finish_now`. Besides the bus's
+    retention (age), it keeps at most `max_finished` finished tasks (default
+    10,000, about 10 MiB for small tasks: a finished no-op task costs about
+    1 KB): the oldest finished go first, as others finish. None: no cap.
     """
 
     def __init__(self, *, max_finished: int | None = 10_000) -> None:
@@ -28,14 +28,7 @@ class MemoryStore:
         self.max_finished = max_finished
         self._records: dict[str, TaskRecord] = {}
         self._keys: dict[KeyScope, TaskRecord] = {}
-        self._trim_at = self._next_trim()
-
-    def _next_trim(self) -> int | float:
-        # Trimming sorts the finished tasks: doing it once per `max_finished` (at
-        # least 1,000) new tasks keeps its cost per task constant.
-        if self.max_finished is None:
-            return float("inf")
-        return len(self._records) + max(self.max_finished, 1_000)
+        self._finished: deque[TaskRecord] = deque()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -53,9 +46,24 @@ class MemoryStore:
         self._records[record.id] = record
         if record.key is not None:
             self._keys[key_scope(record)] = record
-        if len(self._records) >= self._trim_at:
-            self._purge_now(None, self.max_finished)
-            self._trim_at = self._next_trim()
+
+    def finish_now(self, record: TaskRecord) -> None:
+        """The record has just become final: the oldest finished beyond the cap go."""
+        cap = self.max_finished
+        if cap is None:
+            return
+        finished = self._finished
+        finished.append(record)
+        if len(finished) > cap:
+            self._forget(finished.popleft())
+
+    def _forget(self, record: TaskRecord) -> None:
+        if self._records.get(record.id) is record:
+            del self._records[record.id]
+        if record.key is not None:
+            scope = key_scope(record)
+            if self._keys.get(scope) is record:
+                del self._keys[scope]
 
     async def claim(self, record: TaskRecord) -> None:
         return None
@@ -103,11 +111,6 @@ class MemoryStore:
         return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
-        if self.max_finished is not None:
-            keep = self.max_finished if keep is None else min(keep, self.max_finished)
-        return self._purge_now(finished_before, keep)
-
-    def _purge_now(self, finished_before: float | None, keep: int | None) -> int:
         final = sorted(
             (r for r in self._records.values() if r.state.is_final and r.finished_at is not None),
             key=lambda r: r.finished_at or 0.0,
@@ -120,11 +123,10 @@ class MemoryStore:
             or (finished_before is not None and (record.finished_at or 0.0) < finished_before)
         ]
         for record in doomed:
-            del self._records[record.id]
-            if record.key is not None:
-                scope = key_scope(record)
-                if self._keys.get(scope) is record:
-                    del self._keys[scope]
+            self._forget(record)
+        if doomed:
+            records = self._records
+            self._finished = deque(r for r in self._finished if records.get(r.id) is r)
         return len(doomed)
 
     async def recover(self) -> builtins.list[TaskRecord]:
