@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskbus import InvalidSubmission, TaskBus, TaskContext, TaskState
@@ -134,10 +134,7 @@ _ANY = st.one_of(
 )
 
 
-@given(delay=_ANY, key=_ANY, owner=_ANY, priority=_ANY)
-def test_any_submit_arguments_are_stored_and_readable_or_refused(
-    delay: Any, key: Any, owner: Any, priority: Any
-) -> None:
+def _stored_and_readable_or_refused(delay: Any, key: Any, owner: Any, priority: Any) -> None:
     async def main() -> None:
         bus = with_echo(TaskBus(workers=1, shutdown_grace=0))
         async with bus:
@@ -153,3 +150,19 @@ def test_any_submit_arguments_are_stored_and_readable_or_refused(
             assert [s.id for s in await bus.list()] == [handle.id]
 
     anyio.run(main)
+
+
+@given(delay=_ANY, key=_ANY, owner=_ANY, priority=_ANY)
+def test_any_submit_arguments_are_stored_and_readable_or_refused(
+    delay: Any, key: Any, owner: Any, priority: Any
+) -> None:
+    _stored_and_readable_or_refused(delay, key, owner, priority)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=20_000)
+@given(delay=_ANY, key=_ANY, owner=_ANY, priority=_ANY)
+def test_fuzz_any_submit_arguments_are_stored_and_readable_or_refused(
+    delay: Any, key: Any, owner: Any, priority: Any
+) -> None:
+    _stored_and_readable_or_refused(delay, key, owner, priority)
