@@ -28,6 +28,7 @@ __all__ = [
     "check_metadata",
     "check_priority",
     "check_text",
+    "is_unicode",
     "to_epoch",
 ]
 
@@ -66,6 +67,17 @@ def check_delay(delay: Any) -> float:
             f"(100 years), not {delay!r}"
         )
     return float(delay)
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes to UTF-8 (holds no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_text(value: Any, name: str, error: type[ValueError] = InvalidSubmission) -> str:

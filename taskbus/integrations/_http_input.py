@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
-from .._validation import MAX_DELAY, MAX_TEXT
+from .._validation import MAX_DELAY, MAX_TEXT, is_unicode
 from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
@@ -141,21 +141,13 @@ def _check_strings(value: Any) -> None:
 
 
 def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad_request("a JSON string holds a lone surrogate (\\ud800-\\udfff)") from None
+    if not is_unicode(text):
+        raise bad_request("a JSON string holds a lone surrogate (\\ud800-\\udfff)")
 
 
 def valid_task_id(task_id: str) -> bool:
     """Whether `task_id` could name a task (bounded, valid Unicode); else it is a 404."""
-    if not 0 < len(task_id) <= MAX_ID_LENGTH:
-        return False
-    try:
-        task_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return 0 < len(task_id) <= MAX_ID_LENGTH and is_unicode(task_id)
 
 
 def encode_cursor(offset: int) -> str:

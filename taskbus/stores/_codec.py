@@ -39,6 +39,7 @@ from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._snapshot import ErrorInfo
 from .._states import TaskState
+from .._validation import is_unicode
 
 __all__ = [
     "COLUMNS",
@@ -89,17 +90,6 @@ _UNSTORABLE_TYPE = f"{UnstorableValue.__module__}.{UnstorableValue.__qualname__}
 
 
 # -- values ---------------------------------------------------------------------------
-
-
-def is_unicode(text: str) -> bool:
-    """Whether `text` encodes to UTF-8 (no lone surrogates)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def escape_text(text: str) -> str:
