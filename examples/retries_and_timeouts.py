@@ -74,9 +74,12 @@ async def main() -> None:
                 print(f"{handle.type}: completed: {await handle.result(timeout=10)}")
             except TaskFailedError as exc:
                 snap = exc.snapshot
+                kind = exc.error_type.value
+                if kind == "retryable":  # it will not be retried again: say why not
+                    kind = "retryable, but no attempts left"
                 print(
                     f"{handle.type}: failed after {snap.attempts} attempt(s), "
-                    f"{exc.error_type.value}: {snap.error.message if snap.error else '?'}"
+                    f"{kind}: {snap.error.message if snap.error else '?'}"
                 )
                 if exc.suggested_action:
                     print(f"  suggested action: {exc.suggested_action}")

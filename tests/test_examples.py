@@ -42,7 +42,7 @@ EXPECTED: dict[str, list[str]] = {
     "retries_and_timeouts.py": [
         "retrying net:fetch: attempt 2 failed",
         "net:fetch: completed: 200 OK from https://example.org on attempt 3",
-        "net:slow: failed after 2 attempt(s), retryable: timed out",
+        "net:slow: failed after 2 attempt(s), retryable, but no attempts left: timed out",
         "net:upload: failed after 1 attempt(s), user-actionable",
         "suggested action: run `app login`, then try again",
         "net:parse: failed after 1 attempt(s), fatal",
