@@ -109,6 +109,7 @@ class Lifecycle:
         )
         self._waiters: dict[str, list[anyio.Event]] = {}
         self._now = clock.now
+        self._monotonic = clock.monotonic
         #: The store keeps the runtime's own record objects (`LiveRecordStore`):
         #: nothing to write on a transition, so the sync `mark_*` paths apply.
         self.live = isinstance(store, LiveRecordStore)
@@ -146,6 +147,7 @@ class Lifecycle:
         record.move(TaskState.RUNNING)
         record.attempt += 1
         record.started_at = now = self._now()
+        record.run_clock = self._monotonic()
         record.not_before = None
         if self.events.wants("task-started"):
             self.events.publish(
@@ -181,7 +183,9 @@ class Lifecycle:
         if total is not None:
             record.total = total
         if record.progress is not None:
-            record.eta = estimate_remaining(record.progress, record.started_at, self.clock.now())
+            record.eta = estimate_remaining(
+                record.progress, record.run_clock, self._monotonic()
+            )
         if self.events.wants(_PROGRESS):
             self.debouncer.update(record)
 

@@ -67,6 +67,7 @@ class TaskRecord:
         "progress",
         "queued_at",
         "result",
+        "run_clock",
         "started_at",
         "state",
         "total",
@@ -100,6 +101,8 @@ class TaskRecord:
         self.queued_at = created_at
         self.not_before = not_before
         self.started_at: float | None = None
+        #: The monotonic time the current attempt started (not stored), for ETAs.
+        self.run_clock: float | None = None
         self.finished_at: float | None = None
         self.progress: float | None = None
         self.current: int | None = None

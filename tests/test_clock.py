@@ -81,3 +81,32 @@ async def test_a_wall_clock_step_does_not_move_a_delay_or_a_back_off(
         fake_clock.advance(30)
         await recorder.wait_for(TaskCompleted, task_id=delayed.id)
     assert attempts == [1, 2]
+
+
+async def test_a_wall_clock_step_does_not_skew_the_eta(
+    make_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    bus = make_bus(clock=fake_clock)
+    halfway = anyio.Event()
+    report = anyio.Event()
+    finish = anyio.Event()
+
+    @bus.task("t:steady")
+    async def steady(ctx: TaskContext) -> None:
+        await report.wait()
+        await ctx.progress(50, "half")
+        halfway.set()
+        await finish.wait()
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        handle = await bus.submit("t:steady")
+        await recorder.wait_for(TaskStarted, task_id=handle.id)
+        fake_clock.advance(10)
+        fake_clock.jump(HOUR)
+        report.set()
+        with anyio.fail_after(5):
+            await halfway.wait()
+        snap = await bus.get(handle.id)
+        finish.set()
+    assert snap.eta == pytest.approx(10.0)
