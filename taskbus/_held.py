@@ -59,6 +59,10 @@ class HeldTasks:
             del self._held[record.id]
         return released
 
+    def discard(self, record: TaskRecord) -> None:
+        """Stop holding `record` (it was cancelled)."""
+        self._held.pop(record.id, None)
+
     def take_all(self) -> list[TaskRecord]:
         """Stop holding everything (to fail it, or at shutdown)."""
         records = [record for _, record in self._held.values()]

@@ -521,6 +521,7 @@ class TaskBus:
         if record.state is TaskState.QUEUED:
             if await self.lifecycle.cancelled(record, reason):
                 self.queue.discard(record)
+                self._held.discard(record)
                 return True
             return False
         if self.executor.cancel_running(task_id, reason or "cancelled"):

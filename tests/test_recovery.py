@@ -214,3 +214,16 @@ async def test_recovery_publishes_no_retrying_event_for_requeued_tasks(tmp_path:
         await bus.result("r2", timeout=5)
     assert not recorder.of(TaskRetrying)
     assert seen[-2:] == ["task-started", "task-completed"]
+
+
+async def test_cancelling_a_held_task_lets_it_go(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
+    async with TaskBus(store=SqliteStore(path), workers=1, unknown_type_grace=None) as bus:
+        with anyio.fail_after(5):
+            while not len(bus._held):  # noqa: ASYNC110 - a count, no event
+                await anyio.sleep(0.01)
+        assert await bus.cancel("ghost", reason="not wanted")
+        assert len(bus._held) == 0
+        assert await bus.fail_unknown_types() == 0
+        assert (await bus.get("ghost")).state is TaskState.CANCELLED
