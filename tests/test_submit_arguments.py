@@ -160,6 +160,7 @@ def test_any_submit_arguments_are_stored_and_readable_or_refused(
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(1800)
 @settings(max_examples=20_000)
 @given(delay=_ANY, key=_ANY, owner=_ANY, priority=_ANY)
 def test_fuzz_any_submit_arguments_are_stored_and_readable_or_refused(
