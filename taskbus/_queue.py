@@ -48,7 +48,6 @@ class TaskQueue:
         self._monotonic = monotonic
         self._ready: list[_Entry] = []
         self._delayed: list[_Delayed] = []
-        self._delayed_ids: dict[str, _Delayed] = {}
         self._delayed_stale = 0
         self._held: defaultdict[str, deque[_Entry]] = defaultdict(deque)
         self._seq = itertools.count()
@@ -83,7 +82,7 @@ class TaskQueue:
             due = (self._monotonic() if now is None else now) + delay
             entry: _Delayed = [due, next(self._seq), record]
             heapq.heappush(self._delayed, entry)
-            self._delayed_ids[record.id] = entry
+            record.delayed_entry = entry
             return
         key: float
         if self.aging is None:
@@ -114,7 +113,7 @@ class TaskQueue:
             if record is None:
                 self._delayed_stale -= 1
                 continue
-            del self._delayed_ids[record.id]
+            record.delayed_entry = None
             if record.state is TaskState.QUEUED:
                 heapq.heappush(self._ready, (self._key(record, now), seq, record))
                 moved += 1
@@ -126,10 +125,10 @@ class TaskQueue:
         Ready and held entries leave at the next pop; a delayed one could wait for
         hours, so its record is released now and its slot compacted away later.
         """
-        entry = self._delayed_ids.pop(record.id, None)
+        entry = record.delayed_entry
         if entry is None:
             return
-        entry[2] = None
+        record.delayed_entry = entry[2] = None
         self._delayed_stale += 1
         if self._delayed_stale > _COMPACT_MIN and self._delayed_stale * 2 > len(self._delayed):
             self._delayed[:] = [e for e in self._delayed if e[2] is not None]
@@ -191,13 +190,14 @@ class TaskQueue:
         ]
         self._ready = [e for e in self._ready if e[2].type != task_type]
         self._delayed = [e for e in self._delayed if e[2] is not None and e[2].type != task_type]
-        self._delayed_ids = {e[2].id: e for e in self._delayed}
         self._delayed_stale = 0
         heapq.heapify(self._ready)
         heapq.heapify(self._delayed)
         held = self._held.pop(task_type, None)
         if held:
             taken.extend(entry[2] for entry in held if entry[2].state is TaskState.QUEUED)
+        for record in taken:
+            record.delayed_entry = None
         return taken
 
     def drain(self) -> list[TaskRecord]:
@@ -206,8 +206,10 @@ class TaskQueue:
         for held in self._held.values():
             entries.extend(held)
         self._ready.clear()
+        for entry in self._delayed:
+            if entry[2] is not None:
+                entry[2].delayed_entry = None
         self._delayed.clear()
-        self._delayed_ids.clear()
         self._delayed_stale = 0
         self._held.clear()
         return [

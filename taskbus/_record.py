@@ -51,6 +51,7 @@ class TaskRecord:
         "cancel_reason",
         "created_at",
         "current",
+        "delayed_entry",
         "error",
         "eta",
         "finished_at",
@@ -103,6 +104,8 @@ class TaskRecord:
         self.started_at: float | None = None
         #: The monotonic time the current attempt started (not stored), for ETAs.
         self.run_clock: float | None = None
+        #: The queue's delayed-heap slot while the task waits out a delay (not stored).
+        self.delayed_entry: list[Any] | None = None
         self.finished_at: float | None = None
         self.progress: float | None = None
         self.current: int | None = None
