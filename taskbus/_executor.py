@@ -264,7 +264,10 @@ class TaskExecutor:
         result: Any = None
         token = _current.set(ctx)
         try:
-            result = await self._call(definition, ctx, record)
+            if definition.on_loop_with_context_only and not record.loaded:
+                result = await definition.handler(ctx)  # the common case, without a helper
+            else:
+                result = await self._call(definition, ctx, record)
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
         except TaskCancellation as exc:
@@ -346,7 +349,10 @@ class TaskExecutor:
 
     def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
         worker.timeout = timeout
-        worker.deadline = deadline = self._clock.monotonic() + timeout
+        started = record.run_clock  # set as the attempt started
+        worker.deadline = deadline = (
+            started if started is not None else self._clock.monotonic()
+        ) + timeout
         watchdog = self._watchdog
         if watchdog is None or deadline < watchdog.when:
             self._arm_watchdog(deadline)

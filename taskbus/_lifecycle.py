@@ -183,9 +183,7 @@ class Lifecycle:
         if total is not None:
             record.total = total
         if record.progress is not None:
-            record.eta = estimate_remaining(
-                record.progress, record.run_clock, self._monotonic()
-            )
+            record.eta = estimate_remaining(record.progress, record.run_clock, self._monotonic())
         if self.events.wants(_PROGRESS):
             self.debouncer.update(record)
 

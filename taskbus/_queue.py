@@ -30,6 +30,7 @@ _Entry = tuple[float, int, TaskRecord]
 #: (set to None) while its slot waits to leave the heap.
 _Delayed = list[Any]
 _COMPACT_MIN = 64
+_QUEUED = TaskState.QUEUED
 
 
 class TaskQueue:
@@ -76,7 +77,7 @@ class TaskQueue:
         """Queue `record` at monotonic time `now` (None: the queue's clock, read only if
         needed); with a positive `delay` (seconds) it waits in the delayed heap until
         ``now + delay``."""
-        if record.state is not TaskState.QUEUED:  # cancelled while it was being re-queued
+        if record.state is not _QUEUED:  # cancelled while it was being re-queued
             return
         if delay is not None and delay > 0:
             due = (self._monotonic() if now is None else now) + delay

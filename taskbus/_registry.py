@@ -106,6 +106,7 @@ class TaskDefinition(Generic[InT, OutT]):
         self.takes_context, input_type, output_type = _inspect_handler(name, handler)
         self.takes_input = input_type is not _NO_INPUT
         self.context_only = self.takes_context and not self.takes_input
+        self.on_loop_with_context_only = self.context_only and self.run_in == "loop"
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         #: Whether results are checked against the return annotation (not for Any).

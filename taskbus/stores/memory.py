@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 from .._record import TaskRecord
 from .._states import TaskState
@@ -19,7 +20,8 @@ class MemoryStore:
     has nothing to tell it after `add_now` but `finish_now`. Besides the bus's
     retention (age), it keeps at most `max_finished` finished tasks (default
     10,000, about 10 MiB for small tasks: a finished no-op task costs about
-    1 KB): the oldest finished go first, as others finish. None: no cap.
+    1 KB): the oldest finished go first, trimmed as new tasks arrive (so at
+    most `max_finished` plus those finished since the last submit). None: no cap.
     """
 
     def __init__(self, *, max_finished: int | None = 10_000) -> None:
@@ -29,6 +31,10 @@ class MemoryStore:
         self._records: dict[str, TaskRecord] = {}
         self._keys: dict[KeyScope, TaskRecord] = {}
         self._finished: deque[TaskRecord] = deque()
+        # The deque's own append: called once per task, so no Python frame of ours.
+        self.finish_now: Callable[[TaskRecord], None] = (
+            self._finished.append if max_finished is not None else _ignore
+        )
 
     def __len__(self) -> int:
         return len(self._records)
@@ -46,15 +52,13 @@ class MemoryStore:
         self._records[record.id] = record
         if record.key is not None:
             self._keys[key_scope(record)] = record
+        # `finish_now` logs finished tasks; the oldest beyond the cap go as tasks arrive.
+        if self.max_finished is not None and len(self._finished) > self.max_finished:
+            self._trim(self.max_finished)
 
-    def finish_now(self, record: TaskRecord) -> None:
-        """The record has just become final: the oldest finished beyond the cap go."""
-        cap = self.max_finished
-        if cap is None:
-            return
+    def _trim(self, cap: int) -> None:
         finished = self._finished
-        finished.append(record)
-        if len(finished) > cap:
+        while len(finished) > cap:
             self._forget(finished.popleft())
 
     def _forget(self, record: TaskRecord) -> None:
@@ -126,11 +130,17 @@ class MemoryStore:
             self._forget(record)
         if doomed:
             records = self._records
-            self._finished = deque(r for r in self._finished if records.get(r.id) is r)
+            kept = [r for r in self._finished if records.get(r.id) is r]
+            self._finished.clear()  # in place: `finish_now` is this deque's append
+            self._finished.extend(kept)
         return len(doomed)
 
     async def recover(self) -> builtins.list[TaskRecord]:
         return []
+
+
+def _ignore(record: TaskRecord) -> None:
+    return None
 
 
 def _created(record: TaskRecord) -> float:
