@@ -54,11 +54,13 @@ _YIELD_SLICE = 0.002
 
 
 class _Interrupt:
-    __slots__ = ("reason", "timeout")
+    __slots__ = ("reason", "requeue", "timeout")
 
-    def __init__(self, reason: str, timeout: float | None = None) -> None:
+    def __init__(self, reason: str, timeout: float | None = None, *, requeue: bool = False) -> None:
         self.reason = reason
         self.timeout = timeout
+        #: Hand the task back to the queue instead of settling it (a durable stop).
+        self.requeue = requeue
 
 
 class _Worker:
@@ -138,12 +140,16 @@ class TaskExecutor:
     async def wait_stopped(self) -> None:
         await self._all_stopped.wait()
 
-    def cancel_running(self, task_id: str, reason: str) -> bool:
-        """Interrupt a running task; False if it is not running here or already settling."""
+    def cancel_running(self, task_id: str, reason: str, *, requeue: bool = False) -> bool:
+        """Interrupt a running task; False if it is not running here or already settling.
+
+        With `requeue`, the task goes back to the queue in the store, its attempt not
+        counted, instead of ending cancelled (a graceful stop on a durable store).
+        """
         worker = self._running.get(task_id)
         if worker is None:
             return False
-        return self._interrupt(worker, _Interrupt(reason))
+        return self._interrupt(worker, _Interrupt(reason, requeue=requeue))
 
     def _interrupt(self, worker: _Worker, interrupt: _Interrupt) -> bool:
         if worker.settling:
@@ -403,7 +409,9 @@ class TaskExecutor:
         assert interrupt is not None
         worker.settling = True
         definition = self._registry.find(record.type)
-        if interrupt.timeout is not None and definition is not None:
+        if interrupt.requeue:
+            await self._lifecycle.handed_back(record, interrupt.reason)
+        elif interrupt.timeout is not None and definition is not None:
             await self._settle_failure(record, definition, TaskTimeoutError(interrupt.reason))
         else:
             await self._lifecycle.cancelled(record, interrupt.reason)

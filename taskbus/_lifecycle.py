@@ -242,6 +242,24 @@ class Lifecycle:
                 )
             )
 
+    async def handed_back(self, record: TaskRecord, reason: str) -> None:
+        """Put a running task back in the store's queue, its attempt not counted (the
+        bus is stopping; a durable store runs it again on the next start)."""
+        self.debouncer.finish(record.id)
+        record.move(TaskState.QUEUED)
+        record.attempt -= 1
+        record.queued_at = self._now()
+        record.started_at = record.run_clock = None
+        record.progress = record.current = record.total = record.eta = None
+        record.message = None
+        await self.store.update(record)
+        logger.info(
+            "handed back %s %s to the queue (%s): it runs again on the next start",
+            record.id,
+            record.type,
+            reason,
+        )
+
     async def completed(self, record: TaskRecord, result: Any) -> bool:
         if not self.mark_completed(record, result):
             return False

@@ -64,9 +64,14 @@ class ShutdownReport(BaseModel):
 
     finished_in_grace: int = Field(description="Running tasks that finished during the grace.")
     cancelled: builtins.list[str] = Field(
-        description="Ids of running tasks cancelled after the grace."
+        description="Ids of running tasks cancelled after the grace (memory store)."
     )
     left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
+    handed_back: list[str] = Field(
+        default_factory=list,
+        description="Ids of tasks still running after the grace that a durable store "
+        "keeps queued, their attempt not counted, to run again on the next start.",
+    )
 
 
 class BusStats(BaseModel):
@@ -622,9 +627,12 @@ class TaskBus:
         self.executor.stop_intake()
         with anyio.move_on_after(self.shutdown_grace):
             await self.executor.wait_stopped()
-        cancelled = self.executor.running_ids
-        for task_id in cancelled:
-            self.executor.cancel_running(task_id, "bus shutdown")
+        durable = self._live_store is None
+        interrupted = [
+            task_id
+            for task_id in self.executor.running_ids
+            if self.executor.cancel_running(task_id, "bus shutdown", requeue=durable)
+        ]
         with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
             await self.executor.wait_stopped()
         left = [record.id for record in [*self.queue.drain(), *self._held.take_all()]]
@@ -632,18 +640,19 @@ class TaskBus:
         await self.events.drain(timeout=1.0)
         self.events.close_subscriptions()
         report = ShutdownReport(
-            finished_in_grace=len(running_before - set(cancelled)),
-            cancelled=cancelled,
+            finished_in_grace=len(running_before - set(interrupted)),
+            cancelled=[] if durable else interrupted,
             left_queued=left,
+            handed_back=interrupted if durable else [],
         )
-        if cancelled:
+        if interrupted:
             logger.warning(
-                "taskbus stopped: %d running task(s) cancelled after the %.1fs grace",
-                len(cancelled),
+                "taskbus stopped: %d running task(s) %s after the %.1fs grace",
+                len(interrupted),
+                "handed back to the queue for the next start" if durable else "cancelled",
                 self.shutdown_grace,
             )
         if left:
-            durable = not isinstance(self.store, LiveRecordStore)
             logger.log(
                 logging.INFO if durable else logging.WARNING,
                 "taskbus stopped with %d task(s) left queued%s",

@@ -227,3 +227,64 @@ async def test_cancelling_a_held_task_lets_it_go(tmp_path: Path) -> None:
         assert len(bus._held) == 0
         assert await bus.fail_unknown_types() == 0
         assert (await bus.get("ghost")).state is TaskState.CANCELLED
+
+
+@pytest.mark.parametrize("kind", ["async", "thread"])
+async def test_a_graceful_stop_hands_running_tasks_back_and_they_run_on_the_next_start(
+    tmp_path: Path, kind: str
+) -> None:
+    import threading
+
+    path = tmp_path / "jobs.db"
+    started = threading.Event()
+    release = threading.Event()
+    bus = TaskBus(store=SqliteStore(path), workers=1, shutdown_grace=0.1)
+
+    if kind == "async":
+
+        @bus.task("rec:work", retry=RetryPolicy(max_attempts=1))
+        async def work(ctx: TaskContext, params: Params) -> int:
+            started.set()
+            await anyio.sleep_forever()
+            return 0
+
+    else:
+
+        @bus.task("rec:work", retry=RetryPolicy(max_attempts=1))
+        def work_in_thread(ctx: TaskContext, params: Params) -> int:
+            started.set()
+            release.wait(5)
+            return 0
+
+    try:
+        async with bus:
+            handle = await bus.submit("rec:work", {"n": 2})
+            assert await anyio.to_thread.run_sync(started.wait, 5)
+    finally:
+        release.set()
+    report = bus.shutdown_report
+    assert report is not None
+    assert report.handed_back == [handle.id] and report.cancelled == []
+    ran: list[str] = []
+    async with make_bus(path, ran=ran) as again:
+        assert await again.result(handle.id, timeout=5) == 20
+        snap = await again.get(handle.id)
+    assert ran == [handle.id]
+    assert snap.attempts == 1, "the attempt the stop interrupted is not counted"
+
+
+async def test_a_graceful_stop_of_the_memory_store_still_cancels() -> None:
+    started = anyio.Event()
+    bus = TaskBus(workers=1, shutdown_grace=0.1)
+
+    @bus.task("mem:work")
+    async def work(ctx: TaskContext) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with bus:
+        handle = await bus.submit("mem:work")
+        with anyio.fail_after(5):
+            await started.wait()
+    report = bus.shutdown_report
+    assert report is not None and report.cancelled == [handle.id] and report.handed_back == []
