@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from taskbus import TaskBus, TaskCancelled, TaskCompleted, TaskContext, TaskFailed
+from taskbus import TaskBus, TaskCancelled, TaskCompleted, TaskContext, TaskFailed, ThreadedTaskBus
 from taskbus.integrations.qt import QtDispatcher, QtTaskEvents
 
 
@@ -66,7 +66,7 @@ class TaskRow(QWidget):
 class Window(QWidget):
     """The tasks, one row each; `auto` presses Cancel itself and quits at the end."""
 
-    def __init__(self, tb, events: QtTaskEvents, *, auto: bool) -> None:
+    def __init__(self, tb: ThreadedTaskBus, events: QtTaskEvents, *, auto: bool) -> None:
         super().__init__()
         self.setWindowTitle("taskbus: exports")
         self.tb = tb
@@ -75,7 +75,7 @@ class Window(QWidget):
         self.titles: dict[str, str] = {}
         self.outcomes: dict[str, str] = {}
         self.to_cancel: str | None = None
-        QVBoxLayout(self)
+        self.column = QVBoxLayout(self)
         # The window changes only here, in slots run on the GUI thread.
         events.progress.connect(self.on_progress)
         events.completed.connect(self.on_final)
@@ -85,7 +85,7 @@ class Window(QWidget):
     def add(self, title: str, pages: int) -> str:
         task_id = self.tb.submit("files:export", pages).id
         row = TaskRow(title, lambda: self.tb.cancel(task_id, reason="user pressed Cancel"))
-        self.layout().addWidget(row)
+        self.column.addWidget(row)
         self.rows[task_id] = row
         self.titles[task_id] = title
         return task_id

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -47,7 +48,7 @@ SAMPLES = [
 
 
 @pytest.mark.parametrize(("cls", "fields"), SAMPLES, ids=lambda v: getattr(v, "__name__", ""))
-def test_trusted_build_equals_validated_build(cls: type, fields: dict) -> None:
+def test_trusted_build_equals_validated_build(cls: Any, fields: dict[str, Any]) -> None:
     validated = cls(**BASE, **fields)
     trusted = cls.trusted(**BASE, **fields)
     assert trusted == validated
@@ -55,7 +56,7 @@ def test_trusted_build_equals_validated_build(cls: type, fields: dict) -> None:
 
 
 @pytest.mark.parametrize(("cls", "fields"), SAMPLES, ids=lambda v: getattr(v, "__name__", ""))
-def test_json_round_trip_through_the_union(cls: type, fields: dict) -> None:
+def test_json_round_trip_through_the_union(cls: Any, fields: dict[str, Any]) -> None:
     event = cls(**BASE, **fields)
     again = EVENT_ADAPTER.validate_json(EVENT_ADAPTER.dump_json(event))
     assert type(again) is cls

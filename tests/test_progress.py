@@ -18,7 +18,9 @@ def running_record(clock: FakeClock) -> TaskRecord:
     return record
 
 
-def debouncer(clock: FakeClock) -> tuple[ProgressDebouncer, Timers, list[float | None]]:
+def debouncer(
+    clock: FakeClock,
+) -> tuple[ProgressDebouncer[TaskRecord], Timers, list[float | None]]:
     timers = Timers(clock)
     sent: list[float | None] = []
     return ProgressDebouncer(clock, timers, lambda r: sent.append(r.progress), 0.1), timers, sent

@@ -1,6 +1,7 @@
 """The TaskBus API: submit, get, result, cancel, list, stats, and bad input."""
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -98,6 +99,7 @@ async def test_bad_input_raises_at_submit_and_stores_nothing(make_bus: MakeBus) 
         assert isinstance(info.value, ValidationError)
         assert "reports:build" in str(info.value) and "year" in str(info.value)
         assert info.value.errors()[0]["loc"] == ("year",)
+        bad: Any
         for bad in (0, 11, 5.5, "high", True):
             with pytest.raises(InvalidSubmission, match="priority"):
                 await bus.submit("reports:build", {"year": 1}, priority=bad)
@@ -184,7 +186,7 @@ async def test_delay_holds_a_task_back(make_bus: MakeBus, fake_clock) -> None:  
 
     @bus.task("d:later")
     async def later(ctx: TaskContext) -> float:
-        return fake_clock.now()
+        return float(fake_clock.now())
 
     async with bus:
         submitted = fake_clock.now()
@@ -322,7 +324,7 @@ async def test_the_cause_of_a_failure_is_in_its_message(make_bus: MakeBus) -> No
     ],
     ids=["zero-workers", "text-workers", "grace", "interval", "aging", "redis", "store-type"],
 )
-def test_bad_configuration_raises_at_construction(kwargs: dict, message: str) -> None:
+def test_bad_configuration_raises_at_construction(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         TaskBus(**kwargs)
 

@@ -51,7 +51,12 @@ async def test_timer_task_sleeps_on_the_clock_and_rearms(fake_clock: FakeClock) 
             await anyio.lowlevel.checkpoint()
             timers.call_later(60, lambda: order.append("late"))
             await anyio.lowlevel.checkpoint()
-            timers.call_later(10, lambda: (order.append("early"), fired.set()))
+
+            def early() -> None:
+                order.append("early")
+                fired.set()
+
+            timers.call_later(10, early)
             await anyio.lowlevel.checkpoint()
             fake_clock.advance(10)
             await fired.wait()

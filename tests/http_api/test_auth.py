@@ -132,8 +132,8 @@ async def test_access_token_in_the_query_counts_only_on_the_event_stream(
             ("GET", "/stats"),
             ("GET", "/types"),
         ]:
-            body = {"json": {"type": "noop"}} if method == "POST" else {}
-            response = await anonymous.request(method, path, params=query, **body)
+            body = {"type": "noop"} if method == "POST" else None
+            response = await anonymous.request(method, path, params=query, json=body)
             assert_error(response, 401, "unauthorized")
         assert (await bob.get(task["url"])).json()["state"] != "cancelled"
         # The event stream (which a browser's EventSource opens) and the page take it.

@@ -240,6 +240,7 @@ async def test_a_resumed_one_task_stream_that_had_the_final_event_gets_204(
         assert final.event == "task-completed"
         params = {"task_id": task["id"]}
         # An EventSource reconnects with the last id: 204 tells it to stop.
+        assert final.id is not None
         response = await client.get("/events", params=params, headers={"Last-Event-ID": final.id})
         assert response.status_code == 204
         mismatch = {**params, "type": "shop:"}  # a filter the task can never pass
