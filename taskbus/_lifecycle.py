@@ -15,7 +15,7 @@ import anyio
 
 from ._bus import EventBus
 from ._clock import Clock
-from ._errors import ErrorType, TaskError
+from ._errors import ErrorType, StoreError, TaskError
 from ._events import (
     TaskCancelled,
     TaskCompleted,
@@ -32,7 +32,7 @@ from ._record import TaskRecord
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from .stores._base import LiveRecordStore
+from .stores._base import FinalStateWatcher, LiveRecordStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -114,6 +114,12 @@ class Lifecycle:
         #: nothing to write on a transition, so the sync `mark_*` paths apply.
         self.live = isinstance(store, LiveRecordStore)
         self._finish_now = store.finish_now if isinstance(store, LiveRecordStore) else None
+        #: Final states written but not yet durable, announced when the store says so.
+        self._unannounced: dict[str, TaskRecord] = {}
+        self._watcher = store if isinstance(store, FinalStateWatcher) else None
+        self._watches_final = self._watcher is not None
+        if self._watcher is not None:
+            self._watcher.watch_final(self._final_durable)
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         await self.store.add(record)
@@ -261,13 +267,13 @@ class Lifecycle:
         )
 
     async def completed(self, record: TaskRecord, result: Any) -> bool:
-        if not self.mark_completed(record, result):
+        if not self.mark_completed(record, result, announce=self.live):
             return False
         if not self.live:
-            await self.store.finish(record)
+            await self._store_final(record)
         return True
 
-    def mark_completed(self, record: TaskRecord, result: Any) -> bool:
+    def mark_completed(self, record: TaskRecord, result: Any, *, announce: bool = True) -> bool:
         """The sync half of `completed`; False if the record was already final."""
         if record.state in FINAL_STATES:
             return False
@@ -278,7 +284,7 @@ class Lifecycle:
         if record.progress is not None:
             record.progress = 100.0
             record.eta = 0.0
-        self._mark_final(record, TaskState.COMPLETED)
+        self._mark_final(record, TaskState.COMPLETED, announce)
         return True
 
     async def failed(self, record: TaskRecord, info: ErrorInfo) -> bool:
@@ -296,32 +302,72 @@ class Lifecycle:
         return await self._finish(record, TaskState.CANCELLED)
 
     async def _finish(self, record: TaskRecord, state: TaskState) -> bool:
-        self._mark_final(record, state)
+        self._mark_final(record, state, self.live)
         if not self.live:
-            await self.store.finish(record)
+            await self._store_final(record)
         return True
 
-    def _mark_final(self, record: TaskRecord, state: TaskState) -> None:
+    async def _store_final(self, record: TaskRecord) -> None:
+        """Write a final state; announce it once the store says it is durable.
+
+        Order of truth: nobody hears of a final state (event, waiter) before the
+        store holds it, so a task whose final event was seen never runs again.
+        """
+        if self._watches_final:
+            self._unannounced[record.id] = record
+        try:
+            await self.store.finish(record)
+        except BaseException:
+            self._final_durable(record.id)  # nothing will say so later
+            raise
+        if not self._watches_final:  # this store's finish is durable when it returns
+            self._announce_final(record)
+
+    def _final_durable(self, task_id: str) -> None:
+        """The store holds the final state of `task_id` (or never will): announce it."""
+        record = self._unannounced.pop(task_id, None)
+        if record is not None:
+            self._announce_final(record)
+
+    def _mark_final(self, record: TaskRecord, state: TaskState, announce: bool = True) -> None:
         record.move(state)
-        record.finished_at = finished = self._now()
+        record.finished_at = self._now()
         if self._finish_now is not None:
             self._finish_now(record)
+        if announce:
+            self._announce_final(record)
+
+    def _announce_final(self, record: TaskRecord) -> None:
+        """Wake the task's waiters, log its end, publish its final event."""
         if self._waiters:
             waiters = self._waiters.pop(record.id, None)
             if waiters:
                 for waiter in waiters:
                     waiter.set()
         if logger.isEnabledFor(logging.INFO):
+            finished = record.finished_at or 0.0
             logger.info(
                 "%s %s %s attempt=%d elapsed=%.3fs",
-                state.value,
+                record.state.value,
                 record.id,
                 record.type,
                 record.attempt,
                 finished - (record.started_at or finished),
             )
-        if self.events.wants(_FINAL_NAMES[state]):
+        if self.events.wants(_FINAL_NAMES[record.state]):
             self.events.publish(final_event(record))
+
+    def settled(self, record: TaskRecord) -> bool:
+        """Whether `record` is final and that has been announced (it is durable)."""
+        return record.state.is_final and record.id not in self._unannounced
+
+    async def flush_final(self) -> None:
+        """Announce every final state written so far, once durable (at shutdown)."""
+        if self._watcher is not None and self._unannounced:
+            try:
+                await self._watcher.flush()
+            except StoreError as exc:  # the waiters left get BusNotRunning instead
+                logger.warning("final states not yet durable at shutdown: %s", exc)
 
     def release_waiters(self) -> None:
         """Wake everyone waiting for a task (the bus is stopping)."""
@@ -331,8 +377,8 @@ class Lifecycle:
                 waiter.set()
 
     async def wait_final(self, record: TaskRecord) -> None:
-        """Return once `record` is final."""
-        if record.state.is_final:
+        """Return once `record` is final, and durably so."""
+        if self.settled(record):
             return
         waiter = anyio.Event()
         self._waiters.setdefault(record.id, []).append(waiter)

@@ -253,7 +253,7 @@ class TaskBus:
         async with self.events.subscribe(
             task_id=task_id, task_type=task_type, events=events, buffer=buffer
         ) as stream:
-            if record is not None and record.state.is_final:
+            if record is not None and self.lifecycle.settled(record):
                 stream.put(final_event(record))
             yield stream
 
@@ -499,14 +499,14 @@ class TaskBus:
             await self.lifecycle.wait_final(record)
 
     async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
-        if record.state.is_final:
+        if self.lifecycle.settled(record):
             return
         if timeout is None:
             await self.lifecycle.wait_final(record)
         else:
             with anyio.fail_after(timeout):
                 await self.lifecycle.wait_final(record)
-        if not record.state.is_final:
+        if not self.lifecycle.settled(record):
             raise BusNotRunning(
                 f"the bus stopped before task {record.id} finished "
                 f"(it is {record.state.value}; a durable store runs it on the next start)"
@@ -527,6 +527,7 @@ class TaskBus:
             if await self.lifecycle.cancelled(record, reason):
                 self.queue.discard(record)
                 self._held.discard(record)
+                await self.lifecycle.wait_final(record)  # durable before we say so
                 return True
             return False
         if self.executor.cancel_running(task_id, reason or "cancelled"):
@@ -636,6 +637,8 @@ class TaskBus:
         with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
             await self.executor.wait_stopped()
         left = [record.id for record in [*self.queue.drain(), *self._held.take_all()]]
+        with anyio.move_on_after(max(self.shutdown_grace, 1.0)):
+            await self.lifecycle.flush_final()  # final states reach listeners once durable
         self.lifecycle.release_waiters()  # they get BusNotRunning for what is left
         await self.events.drain(timeout=1.0)
         self.events.close_subscriptions()
@@ -646,7 +649,8 @@ class TaskBus:
             handed_back=interrupted if durable else [],
         )
         if interrupted:
-            logger.warning(
+            logger.log(
+                logging.INFO if durable else logging.WARNING,  # handed back: nothing lost
                 "taskbus stopped: %d running task(s) %s after the %.1fs grace",
                 len(interrupted),
                 "handed back to the queue for the next start" if durable else "cancelled",

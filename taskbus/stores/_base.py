@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,7 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._record import TaskRecord
 from .._states import TaskState
 
-__all__ = ["KeyScope", "LiveRecordStore", "Store", "StoreStats", "TaskQuery", "key_scope"]
+__all__ = [
+    "FinalStateWatcher",
+    "KeyScope",
+    "LiveRecordStore",
+    "Store",
+    "StoreStats",
+    "TaskQuery",
+    "key_scope",
+]
 
 #: What an idempotency key is unique within: (owner, task type, key).
 KeyScope = tuple[str | None, str, str]
@@ -145,4 +154,23 @@ class LiveRecordStore(Store, Protocol):
 
     def finish_now(self, record: TaskRecord) -> None:
         """The record has just reached a final state (called once, at once)."""
+        ...
+
+
+@runtime_checkable
+class FinalStateWatcher(Protocol):
+    """A store whose `finish` returns before the final state is durable.
+
+    The runtime announces a final state (its event, its waiters) only once the
+    store calls back: a caller who saw ``task-completed`` never sees the task run
+    again, whatever crashes after.
+    """
+
+    def watch_final(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(task_id)`` on the event loop once a final state written by
+        `finish` is durable (or can never be written: it was given up)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is durable (or has failed)."""
         ...

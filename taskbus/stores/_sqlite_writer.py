@@ -170,6 +170,11 @@ class SqliteWriter:
                 return True
         return False
 
+    def is_pending(self, task_id: str) -> bool:
+        """Whether a row of `task_id` waits for the next transaction (retried, say)."""
+        with self._lock:
+            return task_id in self._pending.rows
+
     def barrier(self) -> Batch | None:
         """The batch to wait for so that every write made so far is committed."""
         with self._lock:

@@ -84,6 +84,7 @@ class SqliteStore:
         #: Seconds a call waits for the writer thread before it raises `StoreError`.
         self.write_timeout = write_timeout
         self._live: dict[str, TaskRecord] = {}
+        self._on_final: Callable[[str], None] | None = None
         self._keys: dict[KeyScope, TaskRecord] = {}
         self._writer: SqliteWriter | None = None
         self._reader: sqlite3.Connection | None = None
@@ -235,17 +236,33 @@ class SqliteStore:
                 self._reported.add("writer")
                 logger.error("%s; changes to tasks are not written", exc)
 
+    def watch_final(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(task_id)`` once a final state written by `finish` is
+        committed (or was given up: it cannot be written)."""
+        self._on_final = callback
+
     def _committed(self, batch: Batch) -> None:
         live = self._live
+        writer = self._writer
+        durable: list[str] = []
         for task_id, row in batch.rows.items():
-            if task_id not in batch.errors and SqliteWriter.is_final(row):
-                record = live.get(task_id)
-                if record is not None and record.state.is_final:
-                    del live[task_id]
-                    if record.key is not None:
-                        scope = key_scope(record)
-                        if self._keys.get(scope) is record:
-                            del self._keys[scope]
+            if not SqliteWriter.is_final(row):
+                continue
+            if task_id in batch.errors:
+                if not (writer and writer.is_pending(task_id)):
+                    durable.append(task_id)  # given up: it will never be durable
+                continue
+            durable.append(task_id)
+            record = live.get(task_id)
+            if record is not None and record.state.is_final:
+                del live[task_id]
+                if record.key is not None:
+                    scope = key_scope(record)
+                    if self._keys.get(scope) is record:
+                        del self._keys[scope]
+        if self._on_final is not None:
+            for task_id in durable:
+                self._on_final(task_id)
 
     async def flush(self) -> None:
         """Wait until every write made so far has been committed (or has failed);

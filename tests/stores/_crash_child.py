@@ -7,8 +7,8 @@ and prints, one line each, flushed (the parent kills it on one of them):
 - ``submitting`` before the first submit;
 - ``ack <task id> <input>`` after each `submit` returned (the task is durable);
 - ``submitted <count>`` after the last one;
-- ``done <task id>`` from a ``task-completed`` listener (the event comes before
-  the final row is committed, so a ``done`` task may still be unfinished on disk);
+- ``done <task id>`` from a ``task-completed`` listener (the event comes only
+  once the final row is committed, so a ``done`` task is completed on disk);
 - ``all-done`` once every task completed; it then waits to be killed (at most
   `LINGER` seconds, so an orphan never outlives a broken test run).
 

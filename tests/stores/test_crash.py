@@ -9,6 +9,8 @@ waits until every stored task is final, and checks the store's promises:
 - every submit the child saw acknowledged was on disk, and ends completed with
   its result: none is lost;
 - a task already final on disk never runs again, and its row is untouched;
+- a task whose ``task-completed`` the child published was completed on disk
+  already (order of truth), so it never runs again either;
 - every other task runs exactly once in the recovery run;
 - a task found ``running`` was queued again, its attempt count including the
   interrupted attempt.
@@ -56,6 +58,7 @@ class ChildRun:
     """What the child said before it died."""
 
     acked: dict[str, int] = field(default_factory=dict)  # task id -> input
+    announced: set[str] = field(default_factory=set)  # ids whose task-completed it saw
     counts: Counter[str] = field(default_factory=Counter)
 
     def take(self, line: str) -> None:
@@ -63,6 +66,8 @@ class ChildRun:
         self.counts[kind] += 1
         if kind == "ack":
             self.acked[args[0]] = int(args[1])
+        elif kind == "done":
+            self.announced.add(args[0])
 
 
 async def _lines(stream: ByteReceiveStream) -> AsyncIterator[str]:
@@ -91,6 +96,10 @@ async def run_and_kill(
                 async for line in _lines(process.stdout):
                     run.take(line)
                     if not killed and run.counts[kill_on] >= count:
+                        if kill_on == "done":
+                            # Kill while a task is running on disk, so that the kill
+                            # point tests the recovery of interrupted tasks too.
+                            await _until_running_on_disk(db)
                         process.send_signal(signal.SIGKILL)
                         killed = True
                     # after the kill, lines already in the pipe are still read
@@ -104,6 +113,22 @@ async def run_and_kill(
     assert killed, f"child ended before {count} {kill_on!r} line(s): {_text(stderr_path)}"
     assert process.returncode == -signal.SIGKILL, _text(stderr_path)
     return run
+
+
+async def _until_running_on_disk(db: Path) -> None:
+    """Return once a committed row says `running` (bounded: at most 5 s)."""
+    with anyio.fail_after(5):
+        while True:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                running = conn.execute(
+                    "SELECT count(*) FROM tasks WHERE state = 'running'"
+                ).fetchone()[0]
+            finally:
+                conn.close()
+            if running:
+                return
+            await anyio.sleep(0.001)
 
 
 def _text(path: Path) -> str:
@@ -136,13 +161,17 @@ async def test_sigkill_then_restart_loses_nothing_and_reruns_only_unfinished(
     lost = set(child.acked) - set(before)
     assert not lost, f"{len(lost)} acknowledged submit(s) not on disk after the crash"
     final_before = {i for i, row in before.items() if row["state"] in FINAL_STATES}
+    # Order of truth: whatever the child announced as completed was on disk as such.
+    unwritten = {i for i in child.announced if before.get(i, {}).get("state") != "completed"}
+    assert not unwritten, f"{len(unwritten)} task(s) announced completed but not stored"
     assert all(before[i]["state"] == "completed" for i in final_before)
     unfinished = set(before) - final_before
     assert unfinished, "the child finished everything before it was killed: nothing recovered"
     left_running = {i for i in unfinished if before[i]["state"] == "running"}
     # Tasks remain queued at every kill point, so each worker had a task whose
     # claim was committed (a finish and the next claim land in adjacent commits).
-    assert left_running, "no task was left running on disk: the kill point tests nothing"
+    states = Counter(row["state"] for row in before.values())
+    assert left_running, f"no task was left running on disk: {states} {child.counts}"
 
     ran: list[str] = []
     bus = TaskBus(store=f"sqlite:///{db}", workers=WORKERS, shutdown_grace=1.0)
