@@ -57,6 +57,8 @@ from ._queue import TaskQueue as TaskQueue
 from ._registry import TaskDefinition as TaskDefinition
 from ._registry import TaskOptions as TaskOptions
 from ._registry import TaskRegistry as TaskRegistry
+from ._reports import BusStats as BusStats
+from ._reports import ShutdownReport as ShutdownReport
 from ._retention import RetentionPolicy as RetentionPolicy
 from ._retry import RetryPolicy as RetryPolicy
 from ._scope import RegistryScope as RegistryScope
@@ -64,8 +66,6 @@ from ._snapshot import ErrorInfo as ErrorInfo
 from ._snapshot import TaskSnapshot as TaskSnapshot
 from ._states import TaskState as TaskState
 from ._subscription import EventBuffer as EventBuffer
-from ._taskbus import BusStats as BusStats
-from ._taskbus import ShutdownReport as ShutdownReport
 from ._taskbus import TaskBus as TaskBus
 from ._threaded import ThreadedHandle as ThreadedHandle
 from ._threaded import ThreadedTaskBus as ThreadedTaskBus
