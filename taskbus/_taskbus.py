@@ -1,6 +1,6 @@
 """`TaskBus`: the registry, queue, executor, store and event bus, composed.
 
-Above the 500-line guide (558): the public methods are thin, but many; the
+Above the 500-line guide: the public methods are thin, but many; the
 store seam of issue 9 moves submission and waiting out of here.
 """
 
