@@ -53,6 +53,8 @@ from ._events import TaskRetrying as TaskRetrying
 from ._events import TaskStarted as TaskStarted
 from ._executor import TaskExecutor as TaskExecutor
 from ._handle import TaskHandle as TaskHandle
+from ._queue import MAX_PRIORITY as MAX_PRIORITY
+from ._queue import MIN_PRIORITY as MIN_PRIORITY
 from ._queue import TaskQueue as TaskQueue
 from ._registry import TaskDefinition as TaskDefinition
 from ._registry import TaskOptions as TaskOptions
@@ -69,12 +71,18 @@ from ._subscription import EventBuffer as EventBuffer
 from ._taskbus import TaskBus as TaskBus
 from ._threaded import ThreadedHandle as ThreadedHandle
 from ._threaded import ThreadedTaskBus as ThreadedTaskBus
+from ._validation import MAX_DELAY as MAX_DELAY
+from ._validation import MAX_TEXT as MAX_TEXT
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ALL_EVENTS",
     "EVENT_ADAPTER",
+    "MAX_DELAY",
+    "MAX_PRIORITY",
+    "MAX_TEXT",
+    "MIN_PRIORITY",
     "AnyTaskEvent",
     "BatchEvent",
     "BatchFinished",

@@ -58,3 +58,30 @@ def test_every_error_shares_the_root() -> None:
         obj = getattr(taskbus, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, taskbus.TaskbusError), name
+
+
+def test_the_integrations_use_only_public_names() -> None:
+    """CLI, HTTP, MCP and Qt import what a third-party adapter could: `taskbus`'s
+    public names (and their own private helpers), never the core's private modules."""
+    import ast
+    from pathlib import Path
+
+    import taskbus
+
+    folder = Path(taskbus.__file__).parent / "integrations"
+    private: list[str] = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            module = node.module or ""
+            if node.level == 1 or (node.level == 0 and not module.startswith("taskbus")):
+                continue  # the integrations' own helpers, or another library
+            if node.level == 0:
+                module = module.removeprefix("taskbus").lstrip(".")
+            if module.startswith("integrations"):
+                continue
+            names = [*module.split("."), *(alias.name for alias in node.names)]
+            if any(name.startswith("_") and not name.endswith("__") for name in names if name):
+                private.append(f"{path.name}: from {node.module} import ...")
+    assert private == []

@@ -20,8 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from .._queue import MAX_PRIORITY, MIN_PRIORITY
-from .._validation import MAX_DELAY, MAX_TEXT, is_unicode
+from .. import MAX_DELAY, MAX_PRIORITY, MAX_TEXT, MIN_PRIORITY
 from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
@@ -138,6 +137,15 @@ def _check_strings(value: Any) -> None:
                 stack.append(child)
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes to UTF-8 (holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(text: str) -> None:

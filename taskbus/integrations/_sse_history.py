@@ -25,10 +25,16 @@ from datetime import UTC, datetime
 
 import anyio
 
-from .._errors import ErrorType
-from .._events import Event, TaskCancelled, TaskCompleted, TaskEvent, TaskFailed
-from .._snapshot import TaskSnapshot
-from .._states import TaskState
+from .. import (
+    ErrorType,
+    Event,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskSnapshot,
+    TaskState,
+)
 from ._http_json import model_json
 
 __all__ = ["DEFAULT_HISTORY_BYTES", "EventHistory", "EventStream", "final_event_of"]

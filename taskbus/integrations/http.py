@@ -45,17 +45,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "taskbus.integrations.http needs the http extra: pip install 'taskbus[http]'"
     ) from exc
 
-from .._errors import (
+from .. import (
     BusNotRunning,
+    Event,
     InvalidSubmission,
     InvalidTaskInput,
+    TaskBus,
+    TaskEvent,
     TaskNotFound,
+    TaskSnapshot,
+    TaskState,
     UnknownTaskType,
 )
-from .._events import Event, TaskEvent
-from .._snapshot import TaskSnapshot
-from .._states import TaskState
-from .._taskbus import TaskBus
 from ._http_auth import AuthHook, allow_query_token, bearer_tokens, resolve_owner
 from ._http_errors import (
     EXCEPTION_HANDLERS,

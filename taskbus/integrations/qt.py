@@ -35,12 +35,10 @@ except ImportError as exc:
         "install it with: pip install 'taskbus[qt]'"
     ) from exc
 
-from taskbus._bus import ALL_EVENTS
-from taskbus._errors import BusNotRunning
-from taskbus._events import Event, TaskProgress
+from taskbus import ALL_EVENTS, BusNotRunning, Event, TaskProgress
 
 if TYPE_CHECKING:
-    from taskbus._threaded import ThreadedTaskBus
+    from taskbus import ThreadedTaskBus
 
 __all__ = ["QtDispatcher", "QtTaskEvents"]
 
