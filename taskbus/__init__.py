@@ -147,3 +147,16 @@ __all__ = [
     "UserActionableError",
     "current_context",
 ]
+
+
+def _present_public_names_as_taskbus() -> None:
+    # Public classes and functions say `taskbus.TaskBus`, not the private module they
+    # live in, in reprs, tracebacks and docs (as anyio does).
+    for name in __all__:
+        value = globals()[name]
+        own = getattr(value, "__module__", "").startswith(f"{__name__}._")
+        if own and (isinstance(value, type) or callable(value)):
+            value.__module__ = __name__
+
+
+_present_public_names_as_taskbus()

@@ -79,6 +79,19 @@ class ErrorType(StrEnum):
 class TaskbusError(Exception):
     """The root of every exception taskbus raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses build their message in __init__; rebuild from the message and
+        # the attributes, not by calling __init__ with the message (pickling, say
+        # across a worker process, would otherwise garble them).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class TaskNotFound(TaskbusError, LookupError):
     """Raised when no task has the given id."""
@@ -192,6 +205,9 @@ class TaskCancellation(BaseException):
         self.task_id = task_id
         self.reason = reason
         super().__init__(f"task {task_id} must stop: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.reason))
 
 
 class TaskError(TaskbusError):

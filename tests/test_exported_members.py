@@ -85,3 +85,42 @@ def test_the_integrations_use_only_public_names() -> None:
             if any(name.startswith("_") and not name.endswith("__") for name in names if name):
                 private.append(f"{path.name}: from {node.module} import ...")
     assert private == []
+
+
+def test_public_classes_and_functions_present_themselves_as_taskbus() -> None:
+    import pickle
+
+    import taskbus
+
+    for name in taskbus.__all__:
+        value = getattr(taskbus, name)
+        if isinstance(value, type) or callable(value):
+            # AnyTaskEvent is a typing alias (an Annotated union), not a class.
+            assert value.__module__ in ("taskbus", "types", "typing"), name
+            if isinstance(value, type):
+                assert value.__module__ == "taskbus", name
+    error = taskbus.TaskCancelledError("t1", "stop")
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, taskbus.TaskCancelledError) and str(again) == str(error)
+    assert (again.task_id, again.reason) == ("t1", "stop")
+
+
+def test_every_public_error_survives_pickling_with_its_attributes() -> None:
+    import pickle
+
+    import taskbus
+
+    samples: list[BaseException] = [
+        taskbus.TaskNotFound("t1"),
+        taskbus.UnknownTaskType("x:y", ["a:b"]),
+        taskbus.TaskCancelledError("t1", "stop"),
+        taskbus.TaskCancellation("t1", "timed out"),
+        taskbus.UserActionableError("log in", suggested_action="run `app login`"),
+        taskbus.RetryableError("again", retry_after=2.0),
+        taskbus.UnstorableValue("bad", task_id="t1", field="result"),
+        taskbus.InvalidSubmission("delay must be finite"),
+    ]
+    for error in samples:
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert vars(again) == vars(error)

@@ -86,7 +86,7 @@ Row = tuple[Any, ...]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _JSON_ERRORS = (ValueError, TypeError, RecursionError)  # PydanticSerializationError is a ValueError
-_UNSTORABLE_TYPE = f"{UnstorableValue.__module__}.{UnstorableValue.__qualname__}"
+_UNSTORABLE_TYPE = "taskbus.UnstorableValue"  # as the public name presents itself
 
 
 # -- values ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ._codec import COLUMNS, Row, escape_text, is_unicode
 __all__ = ["record_from_row"]
 
 _INT64_MAX = 2**63 - 1
-_CORRUPT_TYPE = f"{CorruptRecord.__module__}.{CorruptRecord.__qualname__}"
+_CORRUPT_TYPE = "taskbus.CorruptRecord"  # as the public name presents itself
 _STATES = {state.value: state for state in TaskState}
 
 

@@ -153,7 +153,7 @@ def test_unstorable_row_records_the_task_as_failed_with_the_reason(
     assert got.state is TaskState.FAILED
     assert got.result is None and got.finished_at == T0 + 5
     assert got.error is not None and "its result cannot be stored" in got.error.message
-    assert got.error.exception_type == "taskbus._errors.UnstorableValue"
+    assert got.error.exception_type == "taskbus.UnstorableValue"
     assert got.input == {"year": 1} and got.message == "m\\ud800"
 
 
@@ -301,7 +301,7 @@ def test_a_corrupt_column_raises_corrupt_record_naming_the_task_and_column(
     salvaged = error.record
     assert salvaged is not None and salvaged.id == record.id
     assert salvaged.state is TaskState.FAILED and salvaged.error is not None
-    assert salvaged.error.exception_type == "taskbus._errors.CorruptRecord"
+    assert salvaged.error.exception_type == "taskbus.CorruptRecord"
     assert record.id in salvaged.error.message and column in salvaged.error.message
 
 
