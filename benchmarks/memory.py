@@ -11,6 +11,9 @@ the process's RSS (psutil) is read after ``gc.collect()`` just before the
   the queue or set aside by the concurrency limit).
 - ``delayed``: the same 100,000 submitted with ``delay=3600`` (each waits in
   the delayed heap with a wake-up timer of its own).
+- ``input-model``: as ``blocked-worker``, but each task takes a two-field
+  pydantic input (``url: str, depth: int``, a distinct URL each), submitted as
+  a dict and validated, as users submit work.
 - reference: 100,000 ``(priority, seq, future)`` items in an
   `asyncio.PriorityQueue`.
 
@@ -30,13 +33,19 @@ from typing import Any
 
 import anyio
 from _reference import emit, fill_reference_queue, parser, rounded
+from pydantic import BaseModel
 
 from taskbus import TaskBus, TaskContext, TaskState
 
 TASK_TYPE = "bench:blocked"
 TARGET_MIB_PER_100K = 60.0
 MIB = 1024 * 1024
-CASES = ("blocked-worker", "delayed")
+CASES = ("blocked-worker", "delayed", "input-model")
+
+
+class CloneParams(BaseModel):
+    url: str
+    depth: int
 
 
 def rss() -> int:
@@ -55,14 +64,26 @@ async def _taskbus_child(case: str, tasks: int) -> dict[str, Any]:
         running.set()
         await gate.wait()
 
+    @bus.task(TASK_TYPE + "-input", concurrency=1)
+    async def clone(ctx: TaskContext, params: CloneParams) -> None:
+        await gate.wait()
+
     delay = 3600.0 if case == "delayed" else None
     async with bus:
         await bus.submit(TASK_TYPE)
         with anyio.fail_after(5):
             await running.wait()
+        if case == "input-model":  # one runs and blocks; the limit holds the rest
+            await bus.submit(TASK_TYPE + "-input", {"url": "https://example.com/first", "depth": 0})
+            await anyio.sleep(0.05)
         before = rss()
-        for _ in range(tasks):
-            await bus.submit(TASK_TYPE, delay=delay)
+        if case == "input-model":
+            for n in range(tasks):
+                payload = {"url": f"https://example.com/repos/{n}.git", "depth": n % 5}
+                await bus.submit(TASK_TYPE + "-input", payload)
+        else:
+            for _ in range(tasks):
+                await bus.submit(TASK_TYPE, delay=delay)
         await anyio.sleep(0.05)  # idle workers set aside what the limit holds
         after = rss()
         queued = (await bus.stats()).by_state.get(TaskState.QUEUED, 0)

@@ -17,6 +17,9 @@ Cases, each one JSON line:
   default buffer (see the README).
 - ``no-subscriber`` on trio, compared with the asyncio reference (there is no
   trio reference), when trio is installed.
+- ``peer-aiojobs``: the same no-op coroutines through aiojobs (the bench extra
+  installs it) with ``limit=workers``; ``taskbus_to_peer`` is taskbus's
+  no-subscriber rate over aiojobs' (target: at least 1).
 
 Each round runs the reference (20,000 items, 100 workers) and then every case,
 each on a fresh event loop; the best round counts, the medians are reported
@@ -126,6 +129,53 @@ async def run_taskbus(case: str, tasks: int, workers: int) -> float:
     return tasks / elapsed
 
 
+async def aiojobs_throughput(tasks: int, workers: int) -> float:
+    """The peer a user might pick instead: aiojobs, `workers` jobs at a time.
+
+    aiojobs runs coroutines with a concurrency limit; it has no priorities, no
+    timeouts per job, no events and no store, so this is the rate taskbus aims at.
+    """
+    import aiojobs
+
+    done = 0
+    finished = asyncio.Event()
+
+    async def noop() -> None:
+        nonlocal done
+        done += 1
+        if done == tasks:
+            finished.set()
+
+    scheduler = aiojobs.Scheduler(limit=workers, pending_limit=0)
+    gc.collect()
+    start = time.perf_counter()
+    for _ in range(tasks):
+        await scheduler.spawn(noop())
+    await finished.wait()
+    elapsed = time.perf_counter() - start
+    await scheduler.close()
+    return tasks / elapsed
+
+
+def _has_aiojobs() -> bool:
+    try:
+        import aiojobs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _peer_line(
+    tasks: int, workers: int, peer: list[float], ours: list[float], reference: list[float]
+) -> dict[str, Any]:
+    line = _line("peer-aiojobs", "asyncio", tasks, workers, peer, reference, None)
+    line["handler"] = "async no-op coroutine, aiojobs.Scheduler(limit=workers)"
+    line["taskbus_to_peer"] = rounded(max(ours) / max(peer), 4)
+    line["target_taskbus_to_peer"] = 1.0
+    line["meets_target"] = max(ours) >= max(peer)
+    return line
+
+
 def _line(
     case: str,
     backend: str,
@@ -174,8 +224,12 @@ def measure(tasks: int, workers: int, rounds: int, trio: bool) -> None:
     reference: list[float] = []
     rates: dict[str, list[float]] = {case: [] for case in CASES}
     trio_rates: list[float] = []
+    peer_rates: list[float] = []
+    peer = _has_aiojobs()
     for _ in range(rounds):
         reference.append(asyncio.run(reference_throughput(tasks, workers)))
+        if peer:
+            peer_rates.append(asyncio.run(aiojobs_throughput(tasks, workers)))
         for case, case_rates in rates.items():
             case_rates.append(asyncio.run(run_taskbus(case, tasks, workers)))
         if trio:
@@ -190,6 +244,8 @@ def measure(tasks: int, workers: int, rounds: int, trio: bool) -> None:
         )
         line["note"] = "trio run compared with the asyncio reference (no trio reference)"
         emit(line)
+    if peer:
+        emit(_peer_line(tasks, workers, peer_rates, rates["no-subscriber"], reference))
 
 
 def profile(case: str, tasks: int, workers: int) -> None:

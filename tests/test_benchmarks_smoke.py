@@ -87,9 +87,9 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
     },
 }
 CASES = {
-    "throughput": {"no-subscriber", "sync-listener", "async-subscriber"},
+    "throughput": {"no-subscriber", "sync-listener", "async-subscriber", "peer-aiojobs"},
     "latency": {"submit-to-start", "submit-to-result"},
-    "memory": {"blocked-worker", "delayed"},
+    "memory": {"blocked-worker", "delayed", "input-model"},
     "durable": {"end-to-end", "submit-latency"},
     "http_api": {"submit", "sse-fan-out"},
 }
