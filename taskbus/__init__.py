@@ -15,7 +15,6 @@ from ._clock import SystemClock as SystemClock
 from ._context import TaskContext as TaskContext
 from ._context import current_context as current_context
 from ._errors import BusNotRunning as BusNotRunning
-from ._errors import CorruptRecord as CorruptRecord
 from ._errors import DuplicateTaskType as DuplicateTaskType
 from ._errors import ErrorType as ErrorType
 from ._errors import FatalError as FatalError
@@ -73,6 +72,7 @@ from ._threaded import ThreadedHandle as ThreadedHandle
 from ._threaded import ThreadedTaskBus as ThreadedTaskBus
 from ._validation import MAX_DELAY as MAX_DELAY
 from ._validation import MAX_TEXT as MAX_TEXT
+from .stores._base import CorruptRecord as CorruptRecord
 
 __version__ = "0.1.0.dev0"
 
@@ -154,7 +154,8 @@ def _present_public_names_as_taskbus() -> None:
     # live in, in reprs, tracebacks and docs (as anyio does).
     for name in __all__:
         value = globals()[name]
-        own = getattr(value, "__module__", "").startswith(f"{__name__}._")
+        module: str = getattr(value, "__module__", "")
+        own = module.startswith(f"{__name__}.") and "._" in module  # a private module
         if own and (isinstance(value, type) or callable(value)):
             value.__module__ = __name__
 

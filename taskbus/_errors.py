@@ -15,6 +15,7 @@
     ├── StoreError                          a store cannot open, read or write
     │   ├── UnstorableValue (ValueError)    a value the store cannot encode
     │   └── CorruptRecord                   a stored row that cannot be read back
+    │                                       (defined beside the stores: taskbus.stores._base)
     ├── TaskFailedError                     awaited task ended failed
     ├── TaskCancelledError                  awaited task ended cancelled
     └── TaskError                           raised *by handlers* to classify a failure
@@ -31,19 +32,18 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
+from ._error_type import ErrorType
+
 if TYPE_CHECKING:
-    from ._record import TaskRecord
     from ._snapshot import TaskSnapshot
 
 __all__ = [
     "BusNotRunning",
-    "CorruptRecord",
     "DuplicateTaskType",
     "ErrorType",
     "FatalError",
@@ -66,14 +66,6 @@ __all__ = [
     "UnstorableValue",
     "UserActionableError",
 ]
-
-
-class ErrorType(StrEnum):
-    """How a failure is classified; decides whether it is retried."""
-
-    RETRYABLE = "retryable"
-    FATAL = "fatal"
-    USER_ACTIONABLE = "user-actionable"
 
 
 class TaskbusError(Exception):
@@ -277,22 +269,3 @@ class UnstorableValue(StoreError, ValueError):
         self.task_id = task_id
         self.field = field
         super().__init__(message)
-
-
-class CorruptRecord(StoreError):
-    """Raised when a stored task row cannot be read back (a column holds a value no
-    taskbus writes: an unknown state, JSON that does not parse, a priority that is
-    not an integer).
-
-    `task_id` and `columns` (name: what is wrong) say where; `record` is what could
-    be salvaged: the task, failed, with this error.
-    """
-
-    def __init__(
-        self, task_id: str, columns: dict[str, str], record: TaskRecord | None = None
-    ) -> None:
-        self.task_id = task_id
-        self.columns = columns
-        self.record = record
-        details = "; ".join(f"{name}: {problem}" for name, problem in columns.items())
-        super().__init__(f"stored task {task_id!r} is corrupt ({details})")

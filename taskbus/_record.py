@@ -11,8 +11,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from ._errors import InvalidTransition
 from ._snapshot import ErrorInfo, TaskSnapshot
-from ._states import TRANSITIONS, TaskState, check_transition
+from ._states import TRANSITIONS, TaskState
 
 __all__ = ["TaskRecord", "new_task_id"]
 
@@ -124,7 +125,7 @@ class TaskRecord:
     def move(self, new: TaskState) -> None:
         """Change state, enforcing the transition table."""
         if new not in TRANSITIONS[self.state]:
-            check_transition(self.id, self.state, new)  # raises InvalidTransition
+            raise InvalidTransition(self.id, self.state.value, new.value)
         self.state = new
 
     def snapshot(self) -> TaskSnapshot:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ._errors import ErrorType
+from ._error_type import ErrorType
 from ._states import TaskState
 
 __all__ = ["ErrorInfo", "TaskSnapshot"]

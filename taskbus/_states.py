@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ._errors import InvalidTransition
-
-__all__ = ["FINAL_STATES", "TRANSITIONS", "TaskState", "check_transition"]
+__all__ = ["FINAL_STATES", "TRANSITIONS", "TaskState"]
 
 
 class TaskState(StrEnum):
@@ -39,9 +37,3 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.FAILED: frozenset(),
     TaskState.CANCELLED: frozenset(),
 }
-
-
-def check_transition(task_id: str, old: TaskState, new: TaskState) -> None:
-    """Raise `InvalidTransition` unless `old -> new` is in `TRANSITIONS`."""
-    if new not in TRANSITIONS[old]:
-        raise InvalidTransition(task_id, old.value, new.value)

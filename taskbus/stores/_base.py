@@ -8,10 +8,12 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._errors import StoreError
 from .._record import TaskRecord
 from .._states import TaskState
 
 __all__ = [
+    "CorruptRecord",
     "FinalStateWatcher",
     "KeyScope",
     "LiveRecordStore",
@@ -20,6 +22,26 @@ __all__ = [
     "TaskQuery",
     "key_scope",
 ]
+
+
+class CorruptRecord(StoreError):
+    """Raised when a stored task row cannot be read back (a column holds a value no
+    taskbus writes: an unknown state, JSON that does not parse, a priority that is
+    not an integer).
+
+    `task_id` and `columns` (name: what is wrong) say where; `record` is what could
+    be salvaged: the task, failed, with this error.
+    """
+
+    def __init__(
+        self, task_id: str, columns: dict[str, str], record: TaskRecord | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.columns = columns
+        self.record = record
+        details = "; ".join(f"{name}: {problem}" for name, problem in columns.items())
+        super().__init__(f"stored task {task_id!r} is corrupt ({details})")
+
 
 #: What an idempotency key is unique within: (owner, task type, key).
 KeyScope = tuple[str | None, str, str]

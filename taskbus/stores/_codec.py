@@ -34,12 +34,13 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from .._errors import CorruptRecord, ErrorType, UnstorableValue
+from .._errors import ErrorType, UnstorableValue
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._snapshot import ErrorInfo
 from .._states import TaskState
 from .._validation import is_unicode
+from ._base import CorruptRecord
 
 __all__ = [
     "COLUMNS",

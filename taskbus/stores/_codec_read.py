@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from .._errors import CorruptRecord, ErrorType
+from .._errors import ErrorType
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._snapshot import ErrorInfo
 from .._states import TaskState
+from ._base import CorruptRecord
 from ._codec import COLUMNS, Row, escape_text, is_unicode
 
 __all__ = ["record_from_row"]

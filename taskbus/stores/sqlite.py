@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from .._errors import CorruptRecord, StoreError, UnstorableValue
+from .._errors import StoreError, UnstorableValue
 from .._record import TaskRecord
 from .._states import TaskState
-from ._base import KeyScope, StoreStats, TaskQuery, key_scope
+from ._base import CorruptRecord, KeyScope, StoreStats, TaskQuery, key_scope
 from ._codec import COLUMNS, Row, row_from_record, salvage_row, unstorable_row
 from ._codec_read import record_from_row
 from ._sqlite_lock import FileIdentityLock

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from taskbus import ErrorInfo, ErrorType, TaskState
-from taskbus._errors import CorruptRecord, StoreError, UnstorableValue
+from taskbus import CorruptRecord, ErrorInfo, ErrorType, StoreError, TaskState, UnstorableValue
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores._codec import (
     COLUMNS,

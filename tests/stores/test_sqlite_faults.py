@@ -27,6 +27,7 @@ import pytest
 from pydantic import BaseModel
 
 from taskbus import (
+    CorruptRecord,
     RetryPolicy,
     StoreError,
     TaskBus,
@@ -34,8 +35,8 @@ from taskbus import (
     TaskContext,
     TaskFailed,
     TaskState,
+    UnstorableValue,
 )
-from taskbus._errors import CorruptRecord, UnstorableValue
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores._codec import row_from_record
 from taskbus.stores._sqlite_writer import Batch, SqliteWriter
