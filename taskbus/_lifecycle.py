@@ -117,7 +117,6 @@ class Lifecycle:
         #: Final states written but not yet durable, announced when the store says so.
         self._unannounced: dict[str, TaskRecord] = {}
         self._watcher = store if isinstance(store, FinalStateWatcher) else None
-        self._watches_final = self._watcher is not None
         if self._watcher is not None:
             self._watcher.watch_final(self._final_durable)
 
@@ -214,14 +213,9 @@ class Lifecycle:
         )
 
     async def retrying(self, record: TaskRecord, delay: float, info: ErrorInfo) -> None:
-        self.debouncer.finish(record.id)
-        record.move(TaskState.QUEUED)
-        now = self._now()
-        record.queued_at = now
+        now = self._requeue(record)
         record.not_before = now + delay
         record.error = info
-        record.progress = record.current = record.total = record.eta = None
-        record.message = None
         await self.store.update(record)
         logger.info(
             "retrying %s %s after attempt %d in %.3fs: %s",
@@ -248,16 +242,21 @@ class Lifecycle:
                 )
             )
 
+    def _requeue(self, record: TaskRecord) -> float:
+        """Move a running record back to queued, its progress cleared; return now."""
+        self.debouncer.finish(record.id)
+        record.move(TaskState.QUEUED)
+        record.queued_at = now = self._now()
+        record.progress = record.current = record.total = record.eta = None
+        record.message = None
+        return now
+
     async def handed_back(self, record: TaskRecord, reason: str) -> None:
         """Put a running task back in the store's queue, its attempt not counted (the
         bus is stopping; a durable store runs it again on the next start)."""
-        self.debouncer.finish(record.id)
-        record.move(TaskState.QUEUED)
+        self._requeue(record)
         record.attempt -= 1
-        record.queued_at = self._now()
         record.started_at = record.run_clock = None
-        record.progress = record.current = record.total = record.eta = None
-        record.message = None
         await self.store.update(record)
         logger.info(
             "handed back %s %s to the queue (%s): it runs again on the next start",
@@ -313,14 +312,14 @@ class Lifecycle:
         Order of truth: nobody hears of a final state (event, waiter) before the
         store holds it, so a task whose final event was seen never runs again.
         """
-        if self._watches_final:
+        if self._watcher is not None:
             self._unannounced[record.id] = record
         try:
             await self.store.finish(record)
         except BaseException:
             self._final_durable(record.id)  # nothing will say so later
             raise
-        if not self._watches_final:  # this store's finish is durable when it returns
+        if self._watcher is None:  # this store's finish is durable when it returns
             self._announce_final(record)
 
     def _final_durable(self, task_id: str) -> None:

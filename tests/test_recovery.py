@@ -67,6 +67,13 @@ def record(
     return made
 
 
+async def until_held(bus: TaskBus) -> None:
+    """Wait (bounded) until a worker has met a task of an unknown type and held it."""
+    with anyio.fail_after(5):
+        while not len(bus._held):  # noqa: ASYNC110 - a count, no event
+            await anyio.sleep(0.01)
+
+
 def make_bus(path: Path, *, on_interrupt: str = "retry", ran: list[str] | None = None) -> TaskBus:
     bus = TaskBus(store=SqliteStore(path), workers=2, shutdown_grace=1)
 
@@ -193,9 +200,7 @@ async def test_held_tasks_of_unknown_types_fail_on_an_explicit_call(tmp_path: Pa
     path = tmp_path / "jobs.db"
     await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
     async with TaskBus(store=SqliteStore(path), workers=1, unknown_type_grace=None) as bus:
-        with anyio.fail_after(5):
-            while not len(bus._held):  # noqa: ASYNC110 - a count, no event
-                await anyio.sleep(0.01)
+        await until_held(bus)
         assert await bus.fail_unknown_types(reason="plugin removed") == 1
         with pytest.raises(TaskFailedError, match="plugin removed"):
             await bus.result("ghost", timeout=5)
@@ -220,9 +225,7 @@ async def test_cancelling_a_held_task_lets_it_go(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     await leave_behind(path, record("ghost", State.QUEUED, task_type="gone:away"))
     async with TaskBus(store=SqliteStore(path), workers=1, unknown_type_grace=None) as bus:
-        with anyio.fail_after(5):
-            while not len(bus._held):  # noqa: ASYNC110 - a count, no event
-                await anyio.sleep(0.01)
+        await until_held(bus)
         assert await bus.cancel("ghost", reason="not wanted")
         assert len(bus._held) == 0
         assert await bus.fail_unknown_types() == 0
