@@ -21,7 +21,6 @@ __all__ = [
 
 #: Marks a file as a taskbus database (``PRAGMA application_id``): "tbus".
 APPLICATION_ID = 0x74627573
-SCHEMA_VERSION = 2
 
 _PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
 _UPDATES = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
@@ -93,6 +92,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 #: MIGRATIONS[n] takes a database from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def store_error(
