@@ -50,6 +50,7 @@ from ._events import TaskProgress as TaskProgress
 from ._events import TaskQueued as TaskQueued
 from ._events import TaskRetrying as TaskRetrying
 from ._events import TaskStarted as TaskStarted
+from ._events import event_order as event_order
 from ._executor import TaskExecutor as TaskExecutor
 from ._handle import TaskHandle as TaskHandle
 from ._queue import MAX_PRIORITY as MAX_PRIORITY
@@ -146,6 +147,7 @@ __all__ = [
     "UnstorableValue",
     "UserActionableError",
     "current_context",
+    "event_order",
 ]
 
 

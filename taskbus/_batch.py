@@ -288,8 +288,8 @@ class BatchTracker:
         batch = running.batch
         batch.final = summary
         batch.finished.set()
-        if self.bus.events.wants("batch-finished"):
-            self.bus.events.publish(
+        if self.bus.lifecycle.wants("batch-finished"):
+            self.bus.lifecycle.emit(
                 build_trusted(BatchFinished, {**self._counts(summary), "timestamp": self._now()})
             )
         if not self._by_task and self._listening:
@@ -300,7 +300,7 @@ class BatchTracker:
         return self.bus.clock.now()
 
     def _publish(self, running: _Running) -> None:
-        if not self.bus.events.wants("batch-progress") or running.id not in self._running:
+        if not self.bus.lifecycle.wants("batch-progress") or running.id not in self._running:
             return
         summary = running.summary()
         values = {
@@ -310,7 +310,7 @@ class BatchTracker:
             "message": summary.message,
             "estimated_time_remaining": summary.eta,
         }
-        self.bus.events.publish(build_trusted(BatchProgress, values))
+        self.bus.lifecycle.emit(build_trusted(BatchProgress, values))
 
     @staticmethod
     def _counts(summary: BatchSummary) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -111,8 +112,14 @@ class EventBus:
     sync or async. ``"*"`` receives every event.
     """
 
-    def __init__(self, *, listener_buffer: int = 1000) -> None:
+    def __init__(self, *, listener_buffer: int = 1000, history: int = 1000) -> None:
+        if type(history) is not int or history < 0:
+            raise ValueError(f"history must be an int >= 0, not {history!r}")
         self._emitter = EventEmitter()
+        #: Whether `publish` numbers events itself (no store log numbers them).
+        self.numbering = True
+        self._last_id = 0
+        self._recent: deque[Event] = deque(maxlen=history)
         self._listener_buffer = listener_buffer
         self._counts: dict[str, int] = {}
         self._wrappers: dict[tuple[str, Any], list[Callable[[Event], None]]] = {}
@@ -204,12 +211,33 @@ class EventBus:
         )
 
     def publish(self, event: Event) -> None:
-        """Deliver `event` to its listeners and to every-event subscribers."""
+        """Deliver `event` to its listeners and to every-event subscribers.
+
+        Unless a store's event log numbered it already, the bus gives it the next
+        id and keeps it among the `history` most recent (see `recent_after`).
+        """
+        if self.numbering:
+            self._last_id += 1
+            event.__dict__["id"] = str(self._last_id)
+            self._recent.append(event)
         name = event.name
         if name in self._counts:
             self._deliver(self._snapshots.get(name) or self._snapshot(name), event)
         if self._any:
             self._deliver(self._snapshots.get(ALL_EVENTS) or self._snapshot(ALL_EVENTS), event)
+
+    def recent_after(self, after: str | None) -> list[Event]:
+        """The events this bus numbered and still keeps, after the one with id `after`
+        (all it keeps for None; none for an id it never issued)."""
+        if not self.numbering:
+            return []
+        try:
+            last = 0 if after is None else int(after)
+        except ValueError:
+            return []
+        if last > self._last_id:
+            return []
+        return [event for event in self._recent if int(event.id or 0) > last]
 
     def _deliver(self, handlers: tuple[Callable[[Event], None], ...], event: Event) -> None:
         for handler in handlers:

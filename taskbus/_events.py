@@ -55,6 +55,14 @@ class Event(BaseModel):
 
     name: str
     timestamp: datetime = Field(description="When it happened (UTC).")
+    id: str | None = Field(
+        default=None,
+        description=(
+            "The event's id in the bus's event log, set as it is published: increasing "
+            "per store, durable on a durable store (resume with `subscribe(after=id)` "
+            "or SSE `Last-Event-ID`). None on an event rebuilt for replay."
+        ),
+    )
 
     final: ClassVar[bool] = False
     #: The `name` literal of the class, for code that has the class at hand.
@@ -95,6 +103,7 @@ def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
     """`Event.trusted` taking the (consumed) values dict itself."""
     name, fields = _TRUSTED[cls]
     values["name"] = name
+    values["id"] = None
     stamp = values["timestamp"]
     if stamp.__class__ is not datetime:
         values["timestamp"] = _fromtimestamp(stamp, UTC)
@@ -104,6 +113,25 @@ def build_trusted(cls: type[E], values: dict[str, Any]) -> E:
     _setattr(event, "__pydantic_extra__", None)
     _setattr(event, "__pydantic_private__", None)
     return event
+
+
+def event_order(event_id: str) -> tuple[int, int]:
+    """A sort key for event ids ("41", or a Redis stream's "1700000000000-3");
+    raises ValueError for text that is neither."""
+    head, dash, tail = event_id.partition("-")
+    if _is_count(head) and (not dash or _is_count(tail)):
+        return int(head), int(tail or 0)
+    raise ValueError(f"not an event id: {event_id!r:.80}")
+
+
+def _is_count(text: str) -> bool:
+    """Decimal digits of an unsigned 64-bit number."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit() and int(text) < 2**64
+
+
+def stamp(event: Event, event_id: str) -> None:
+    """Give a not yet published event its log id (events are frozen to everyone else)."""
+    event.__dict__["id"] = event_id
 
 
 _new = object.__new__

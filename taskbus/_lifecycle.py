@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,6 +18,7 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._errors import ErrorType, StoreError, TaskError
 from ._events import (
+    Event,
     TaskCancelled,
     TaskCompleted,
     TaskEvent,
@@ -32,7 +34,7 @@ from ._record import TaskRecord
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from .stores._base import FinalStateWatcher, LiveRecordStore
+from .stores._base import EventLog, FinalStateWatcher, LiveRecordStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -119,54 +121,50 @@ class Lifecycle:
         self._watcher = store if isinstance(store, FinalStateWatcher) else None
         if self._watcher is not None:
             self._watcher.watch_final(self._final_durable)
+        #: A store that logs events numbers them as they commit, and delivers them.
+        self.log = store if isinstance(store, EventLog) else None
+        #: Whether an event of that name must be built (a log keeps every event).
+        self.wants: Callable[[str], bool] = events.wants
+        #: Publish an event that changes no task (progress, a batch's).
+        self.emit: Callable[[Event], None] = events.publish
+        if self.log is not None:
+            events.numbering = False
+            self.log.deliver_events(events.publish)
+            self.wants = _always
+            self.emit = self.log.log_event
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+        if self.log is not None:
+            await self.log.add(record, event=_queued_event(record, definition))
+            return
         await self.store.add(record)
         self.announce_queued(record, definition)
 
     def announce_queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         """Publish task-queued (the record is already stored)."""
         if self.events.wants("task-queued"):
-            self.events.publish(
-                build_trusted(
-                    TaskQueued,
-                    {
-                        "task_id": record.id,
-                        "task_type": record.type,
-                        "owner": record.owner,
-                        "timestamp": record.created_at,
-                        "priority": record.priority,
-                        "estimated_duration": definition.estimated_duration,
-                        "metadata": record.metadata or {},
-                    },
-                )
-            )
+            self.events.publish(_queued_event(record, definition))
 
     async def started(self, record: TaskRecord) -> None:
-        self.mark_started(record)
-        if not self.live:
+        if self.log is None:
+            self.mark_started(record)
             await self.store.claim(record)
+            return
+        self._move_to_running(record)
+        await self.log.claim(record, event=_started_event(record))
 
     def mark_started(self, record: TaskRecord) -> None:
         """Move to running and publish task-started (the store is told by `started`)."""
+        self._move_to_running(record)
+        if self.events.wants("task-started"):
+            self.events.publish(_started_event(record))
+
+    def _move_to_running(self, record: TaskRecord) -> None:
         record.move(TaskState.RUNNING)
         record.attempt += 1
-        record.started_at = now = self._now()
+        record.started_at = self._now()
         record.run_clock = self._monotonic()
         record.not_before = None
-        if self.events.wants("task-started"):
-            self.events.publish(
-                build_trusted(
-                    TaskStarted,
-                    {
-                        "task_id": record.id,
-                        "task_type": record.type,
-                        "owner": record.owner,
-                        "timestamp": now,
-                        "attempt": record.attempt,
-                    },
-                )
-            )
 
     def progress(
         self,
@@ -189,13 +187,13 @@ class Lifecycle:
             record.total = total
         if record.progress is not None:
             record.eta = estimate_remaining(record.progress, record.run_clock, self._monotonic())
-        if self.events.wants(_PROGRESS):
+        if self.wants(_PROGRESS):
             self.debouncer.update(record)
 
     def _publish_progress(self, record: TaskRecord) -> None:
-        if record.state is not TaskState.RUNNING or not self.events.wants(_PROGRESS):
+        if record.state is not TaskState.RUNNING or not self.wants(_PROGRESS):
             return
-        self.events.publish(
+        self.emit(
             build_trusted(
                 TaskProgress,
                 {
@@ -216,7 +214,27 @@ class Lifecycle:
         now = self._requeue(record)
         record.not_before = now + delay
         record.error = info
-        await self.store.update(record)
+        event = None
+        if self.wants("task-retrying"):
+            event = build_trusted(
+                TaskRetrying,
+                {
+                    "task_id": record.id,
+                    "task_type": record.type,
+                    "owner": record.owner,
+                    "timestamp": now,
+                    "attempt": record.attempt,
+                    "delay": delay,
+                    "error": info.message,
+                    "error_type": info.error_type,
+                },
+            )
+        if self.log is not None:
+            await self.log.update(record, event=event)
+        else:
+            await self.store.update(record)
+            if event is not None:
+                self.events.publish(event)
         logger.info(
             "retrying %s %s after attempt %d in %.3fs: %s",
             record.id,
@@ -225,22 +243,6 @@ class Lifecycle:
             delay,
             info.message,
         )
-        if self.events.wants("task-retrying"):
-            self.events.publish(
-                build_trusted(
-                    TaskRetrying,
-                    {
-                        "task_id": record.id,
-                        "task_type": record.type,
-                        "owner": record.owner,
-                        "timestamp": now,
-                        "attempt": record.attempt,
-                        "delay": delay,
-                        "error": info.message,
-                        "error_type": info.error_type,
-                    },
-                )
-            )
 
     def _requeue(self, record: TaskRecord) -> float:
         """Move a running record back to queued, its progress cleared; return now."""
@@ -315,7 +317,10 @@ class Lifecycle:
         if self._watcher is not None:
             self._unannounced[record.id] = record
         try:
-            await self.store.finish(record)
+            if self.log is not None:
+                await self.log.finish(record, event=final_event(record))
+            else:
+                await self.store.finish(record)
         except BaseException:
             self._final_durable(record.id)  # nothing will say so later
             raise
@@ -353,7 +358,7 @@ class Lifecycle:
                 record.attempt,
                 finished - (record.started_at or finished),
             )
-        if self.events.wants(_FINAL_NAMES[record.state]):
+        if self.log is None and self.events.wants(_FINAL_NAMES[record.state]):
             self.events.publish(final_event(record))
 
     def settled(self, record: TaskRecord) -> bool:
@@ -389,6 +394,38 @@ class Lifecycle:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[record.id]
+
+
+def _always(name: str) -> bool:
+    return True
+
+
+def _queued_event(record: TaskRecord, definition: TaskDefinition[Any, Any]) -> TaskQueued:
+    return build_trusted(
+        TaskQueued,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": record.created_at,
+            "priority": record.priority,
+            "estimated_duration": definition.estimated_duration,
+            "metadata": record.metadata or {},
+        },
+    )
+
+
+def _started_event(record: TaskRecord) -> TaskStarted:
+    return build_trusted(
+        TaskStarted,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": record.started_at,
+            "attempt": record.attempt,
+        },
+    )
 
 
 _FINAL_NAMES: dict[TaskState, str] = {

@@ -59,6 +59,7 @@ class TaskRecord:
         "id",
         "input",
         "key",
+        "lease_until",
         "loaded",
         "max_attempts",
         "message",
@@ -74,6 +75,7 @@ class TaskRecord:
         "state",
         "total",
         "type",
+        "worker",
     )
 
     def __init__(
@@ -116,6 +118,10 @@ class TaskRecord:
         self.result: Any = None
         self.error: ErrorInfo | None = None
         self.cancel_reason: str | None = None
+        #: The worker holding the task's lease, and until when (epoch seconds); None
+        #: for a task not leased (queued, final, or claimed by a single process).
+        self.worker: str | None = None
+        self.lease_until: float | None = None
         #: Input, metadata and result are plain JSON, read back from a store.
         self.loaded = False
 

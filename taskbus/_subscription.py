@@ -18,7 +18,7 @@ from typing import Self
 import anyio
 
 from ._errors import SubscriptionOverflow
-from ._events import Event
+from ._events import Event, event_order
 
 __all__ = ["EventBuffer"]
 
@@ -51,6 +51,8 @@ class EventBuffer:
         self._waiter: anyio.Event | None = None
         self._closed = False
         self._overflowed = False
+        #: Events numbered at or below this were replayed: not delivered again.
+        self._floor: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -62,6 +64,12 @@ class EventBuffer:
     def put(self, event: Event) -> None:
         """Offer an event (sync, from the publishing task or the bus's thread)."""
         if self._closed:
+            return
+        if (
+            self._floor is not None
+            and event.id is not None
+            and event_order(event.id) <= self._floor
+        ):
             return
         if self._accept is not None and not self._accept(event):
             # The filter may leave out the final event; the iteration still ends with it.
@@ -77,6 +85,21 @@ class EventBuffer:
         if event.final and getattr(event, "task_id", None) == self._until_final_of:
             self._closed = True
         self._wake()
+
+    def replay(self, events: list[Event]) -> None:
+        """Put older, numbered `events` ahead of what is buffered; what they cover (an
+        event numbered at or below the last of them) is not delivered again."""
+        if not events or events[-1].id is None:
+            return
+        floor = event_order(events[-1].id)
+        live = [e for e in self._items if e.id is None or event_order(e.id) > floor]
+        self._items.clear()
+        self._progress_held = 0
+        closed, self._closed = self._closed, False
+        for event in [*events, *live]:
+            self.put(event)
+        self._closed = self._closed or closed
+        self._floor = floor
 
     def _make_room(self, event: Event) -> bool:
         if self._progress_held:

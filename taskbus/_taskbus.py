@@ -47,7 +47,14 @@ from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._submission import prepare_batch
 from ._timers import Timers
-from ._validation import check_delay, check_metadata, check_priority, check_text, to_epoch
+from ._validation import (
+    check_delay,
+    check_event_id,
+    check_metadata,
+    check_priority,
+    check_text,
+    to_epoch,
+)
 from .stores import LiveRecordStore, Store, TaskQuery, open_store
 
 if TYPE_CHECKING:
@@ -81,6 +88,7 @@ class TaskBus:
         aging: float | None = None,
         shutdown_grace: float = 10.0,
         listener_buffer: int = 1000,
+        event_history: int = 1000,
         retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 - frozen
         unknown_type_grace: float | None = 300.0,
     ) -> None:
@@ -91,7 +99,7 @@ class TaskBus:
         self.store = open_store(store)
         self._live_store = self.store if isinstance(self.store, LiveRecordStore) else None
         self.registry = registry if registry is not None else TaskRegistry()
-        self.events = EventBus(listener_buffer=listener_buffer)
+        self.events = EventBus(listener_buffer=listener_buffer, history=event_history)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._now = self.clock.now
         self.shutdown_grace = shutdown_grace
@@ -209,19 +217,49 @@ class TaskBus:
         task_type: str | None = None,
         events: list[str | type[Event]] | None = None,
         buffer: int = 1000,
+        after: str | None = None,
     ) -> AsyncIterator[Any]:
         """Iterate events as they happen (see `EventBuffer` for the overflow policy).
 
         With `task_id`, iteration ends after that task's final event; if the task
-        has already finished, its final event is replayed at once.
+        has already finished, its final event is replayed at once. With `after` (an
+        `Event.id`), the events since that one are replayed first, each once (see
+        `events_after`), so a subscriber that reconnects misses nothing.
         """
+        if after is not None:
+            check_event_id(after)
         record = await self._record(task_id) if task_id is not None else None
         async with self.events.subscribe(
             task_id=task_id, task_type=task_type, events=events, buffer=buffer
         ) as stream:
-            if record is not None and self.lifecycle.settled(record):
+            if after is not None:
+                stream.replay(await self.events_after(after, limit=stream.hard_limit))
+            elif record is not None and self.lifecycle.settled(record):
                 stream.put(final_event(record))
             yield stream
+
+    async def flush_events(self) -> None:
+        """Wait until every event published so far is logged and delivered (a store
+        with an event log delivers events once they are committed)."""
+        if self.lifecycle.log is not None:
+            await self.lifecycle.log.flush()
+
+    async def events_after(self, after: str | None = None, *, limit: int = 1000) -> list[Event]:
+        """Up to `limit` published events after the one with id `after` (None: from the
+        oldest kept), oldest first.
+
+        A store with an event log (SQLite) answers from it: ids and events survive
+        restarts, and the log keeps the newest ``keep_events``. Otherwise the bus keeps
+        the last `event_history` events it published (those someone listened to).
+        """
+        if after is not None:
+            check_event_id(after)
+        if type(limit) is not int or not 1 <= limit <= 100_000:
+            raise ValueError(f"limit must be an int from 1 to 100000, not {limit!r}")
+        log = self.lifecycle.log
+        if log is not None:
+            return await log.events_after(after, limit=limit)
+        return self.events.recent_after(after)[:limit]
 
     # -- submitting and reading --------------------------------------------------
 
@@ -341,8 +379,13 @@ class TaskBus:
         return record
 
     async def get(self, task_id: str) -> TaskSnapshot:
-        """The task as it is now; raises `TaskNotFound`."""
+        """The task as it is now; raises `TaskNotFound`.
+
+        A final state shows once the store holds it (order of truth).
+        """
         record = await self._record(task_id)
+        if record.state.is_final and not self.lifecycle.settled(record):
+            await self.lifecycle.wait_final(record)
         snapshot = record.snapshot()
         if record.loaded and record.state is TaskState.COMPLETED:
             snapshot = snapshot.model_copy(update={"result": self._typed_result(record)})

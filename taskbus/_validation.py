@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from ._errors import InvalidSubmission
+from ._events import event_order
 from ._queue import MAX_PRIORITY, MIN_PRIORITY
 
 __all__ = [
@@ -113,3 +114,14 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     except ValueError as exc:  # UnicodeEncodeError is one
         raise InvalidSubmission(f"metadata cannot be stored as JSON: {exc}") from None
     return checked
+
+
+def check_event_id(event_id: object) -> str:
+    """An `Event.id` as given to ``subscribe(after=)``; raises `InvalidSubmission`."""
+    if not isinstance(event_id, str) or len(event_id) > 64:
+        raise InvalidSubmission(f"after must be an event id (text), not {event_id!r:.80}")
+    try:
+        event_order(event_id)
+    except ValueError:
+        raise InvalidSubmission(f"after is not an event id: {event_id!r:.80}") from None
+    return event_id

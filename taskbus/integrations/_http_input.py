@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from .. import MAX_DELAY, MAX_PRIORITY, MAX_TEXT, MIN_PRIORITY
+from .. import MAX_DELAY, MAX_PRIORITY, MAX_TEXT, MIN_PRIORITY, event_order
 from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
@@ -182,11 +182,16 @@ def int_param(value: str | None, name: str, default: int, low: int, high: int) -
     return int(value)
 
 
-def last_event_id(request: Request) -> int | None:
+def last_event_id(request: Request) -> str | None:
     """``Last-Event-ID`` (header, or ``last_event_id`` for clients without headers)."""
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if not raw:
         return None
-    if not _DIGITS.fullmatch(raw.strip()):
+    raw = raw.strip()
+    if len(raw) > 64:
         raise bad_request(f"invalid Last-Event-ID {echo(raw)}")
-    return int(raw)
+    try:
+        event_order(raw)
+    except ValueError:
+        raise bad_request(f"invalid Last-Event-ID {echo(raw)}") from None
+    return raw

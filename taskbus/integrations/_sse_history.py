@@ -1,7 +1,7 @@
 """The HTTP API's event history and fan-out to server-sent-event clients.
 
-One sync ``bus.on("*", history)`` listener numbers every event (a monotonic
-sequence, the SSE ``id:``), encodes it once as an SSE message shared by every
+One sync ``bus.on("*", history)`` listener takes every event (its `Event.id`,
+numbered by the bus or by the store's event log, is the SSE ``id:``), encodes it once as an SSE message shared by every
 client (`model_json`: any result encodes), keeps the newest ones for
 ``Last-Event-ID`` resumption, and offers each to every open `EventStream`.
 
@@ -20,7 +20,7 @@ A one-task stream (`until_final`) ends after that task's final event.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -34,8 +34,11 @@ from .. import (
     TaskFailed,
     TaskSnapshot,
     TaskState,
+    event_order,
 )
 from ._http_json import model_json
+
+Order = tuple[int, int]
 
 __all__ = ["DEFAULT_HISTORY_BYTES", "EventHistory", "EventStream", "final_event_of"]
 
@@ -48,15 +51,13 @@ DEFAULT_HISTORY_BYTES = 8 * 1024 * 1024
 class _Entry:
     __slots__ = ("event", "final", "frame", "seq")
 
-    def __init__(self, seq: int, event: Event) -> None:
+    def __init__(self, seq: Order, event: Event) -> None:
         self.seq = seq
         self.event = event
         self.final = isinstance(event, TaskEvent) and event.final
-        self.frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-            seq,
-            event.name.encode(),
-            model_json(event),
-        )
+        # An event the log could not number goes without an id: nobody resumes from it.
+        head = b"" if event.id is None else b"id: %s\n" % event.id.encode()
+        self.frame = b"%sevent: %s\ndata: %s\n\n" % (head, event.name.encode(), model_json(event))
 
 
 class EventStream:
@@ -81,6 +82,8 @@ class EventStream:
         self._waiter: anyio.Event | None = None
         self.overflowed = False
         self.closed = False
+        #: Events numbered at or below this were replayed (or seen): not sent again.
+        self.floor: Order | None = None
         #: A one-task stream holds its task's final event: it takes nothing more.
         self.finished = False
         #: A one-task stream resumed (``Last-Event-ID``) after its final event.
@@ -89,6 +92,8 @@ class EventStream:
     def offer(self, entry: _Entry) -> None:
         if self.closed or self.finished or not self._accept(entry.event):
             return
+        if self.floor is not None and entry.event.id is not None and entry.seq <= self.floor:
+            return  # replayed already
         if self._items and (
             len(self._items) >= self._limit or self._bytes + len(entry.frame) > self._max_bytes
         ):
@@ -102,6 +107,26 @@ class EventStream:
         """Queue a final event the history does not hold (numbered as "up to now")."""
         if not (self.closed or self.finished):
             self._put(_Entry(self._history.last_seq, event))
+
+    def put_older(self, events: Sequence[Event]) -> None:
+        """Queue events from the bus's log, older than anything the history holds:
+        the newest of them that fit this stream's bounds, as a replay from the
+        history would."""
+        history = self._history
+        entries = [
+            _Entry(event_order(event.id), event)
+            for event in events
+            if event.id is not None and self._accept(event)
+        ]
+        size = 0
+        keep = 0
+        for entry in reversed(entries):
+            size += len(entry.frame)
+            if keep >= history.maxlen or size > history.max_bytes:
+                break
+            keep += 1
+        for entry in entries[len(entries) - keep :]:
+            self.offer(entry)
 
     def _put(self, entry: _Entry) -> None:
         self._items.append(entry)
@@ -155,13 +180,14 @@ class EventHistory:
             raise ValueError(f"event_history must be >= 0, not {maxlen}")
         if max_bytes < 0:
             raise ValueError(f"event_history_bytes must be >= 0, not {max_bytes}")
-        self.last_seq = 0
+        #: The order of the newest numbered event seen.
+        self.last_seq: Order = (0, 0)
         self.streams: set[EventStream] = set()
         self.max_bytes = max_bytes
-        self._maxlen = maxlen
+        self.maxlen = maxlen
         self._entries: deque[_Entry] = deque()
         self._bytes = 0
-        self._client_limit = client_limit
+        self.client_limit = client_limit
         self._client_bytes = client_bytes
 
     @property
@@ -173,8 +199,14 @@ class EventHistory:
         """The events the history holds now, oldest first."""
         return [entry.event for entry in self._entries]
 
+    @property
+    def oldest_seq(self) -> Order | None:
+        """The order of the oldest event the history holds (None: it holds none)."""
+        return self._entries[0].seq if self._entries else None
+
     def __call__(self, event: Event) -> None:
-        self.last_seq += 1
+        if event.id is not None:
+            self.last_seq = max(self.last_seq, event_order(event.id))
         entry = _Entry(self.last_seq, event)
         self._retain(entry)
         for stream in tuple(self.streams):
@@ -182,43 +214,51 @@ class EventHistory:
 
     def _retain(self, entry: _Entry) -> None:
         size = len(entry.frame)
-        if size > self.max_bytes or self._maxlen == 0:
+        if size > self.max_bytes or self.maxlen == 0:
             return
         entries = self._entries
         entries.append(entry)
         self._bytes += size
-        while len(entries) > self._maxlen or self._bytes > self.max_bytes:
+        while len(entries) > self.maxlen or self._bytes > self.max_bytes:
             self._bytes -= len(entries.popleft().frame)
 
     def open(
         self,
         accept: Accept,
         *,
-        after: int | None,
+        after: str | None,
         replay: Accept | None,
         until_final: bool = False,
+        older: list[Event] | None = None,
     ) -> EventStream:
         """A live stream, first holding the retained entries it should replay.
 
-        `after`: replay the accepted entries with a higher sequence (an `after`
-        this history never issued, from before a restart, counts as None).
+        `after` (an event id): replay `older` (the store's log after that id, when
+        the history does not reach back so far), then the accepted entries numbered
+        above it (an `after` above anything seen and nothing `older` counts as None).
         Otherwise, `replay` (if given) picks retained entries to replay.
         `until_final`: the stream ends after the first final task event it sends.
         """
-        if after is not None and after > self.last_seq:
-            after = None
+        floor = None if after is None else event_order(after)
+        if older:
+            floor = max(floor or (0, 0), *(event_order(e.id) for e in older if e.id))
+        elif floor is not None and floor > self.last_seq:
+            floor = None
         stream = EventStream(
             self,
             accept,
-            limit=self._client_limit,
+            limit=self.client_limit,
             max_bytes=self._client_bytes,
             until_final=until_final,
         )
+        if older:
+            stream.put_older(older)
+        stream.floor = floor
         for entry in self._entries:
-            if after is None:
+            if floor is None:
                 if replay is not None and replay(entry.event):
                     stream.offer(entry)
-            elif entry.seq > after:
+            elif entry.seq > floor:
                 stream.offer(entry)
             elif until_final and entry.final and accept(entry.event):
                 stream.final_already_sent = True

@@ -56,6 +56,7 @@ from .. import (
     TaskSnapshot,
     TaskState,
     UnknownTaskType,
+    event_order,
 )
 from ._http_auth import AuthHook, allow_query_token, bearer_tokens, resolve_owner
 from ._http_errors import (
@@ -296,14 +297,19 @@ class _Api:
         type_prefix = _text_param(request, "type")
         after = last_event_id(request)
         accept = self._filter(task_id, type_prefix, owner)
+        older = await self._older(after)
         if task_id is None:
-            return self._respond(self.history.open(accept, after=after, replay=None))
+            return self._respond(self.history.open(accept, after=after, replay=None, older=older))
         # Registered before the lookup, so no event of the task falls in between.
         # Without Last-Event-ID it first replays what the history holds of the
         # task, so a watcher that connects after submit misses nothing.
-        stream = self.history.open(accept, after=after, replay=accept, until_final=True)
+        stream = self.history.open(
+            accept, after=after, replay=accept, until_final=True, older=older
+        )
         try:
             snapshot = await self.visible(task_id, owner)
+            if snapshot.is_final and older is not None and not stream.finished:
+                await self._resume_final(stream, task_id, after)
         except BaseException:
             stream.close()
             raise
@@ -314,6 +320,28 @@ class _Api:
         if snapshot.is_final:  # its final event may be gone from the history
             stream.put_final(final_event_of(snapshot))
         return self._respond(stream)
+
+    async def _older(self, after: str | None) -> list[Event] | None:
+        """The bus's logged events after `after` when the history does not reach
+        back so far (after a restart, say); None when it does."""
+        if after is None:
+            return None
+        oldest = self.history.oldest_seq
+        if oldest is not None and oldest <= (event_order(after)[0] + 1, 0):
+            return None
+        return await self.bus.events_after(after, limit=self.history.client_limit)
+
+    async def _resume_final(self, stream: EventStream, task_id: str, after: str | None) -> None:
+        # A finished task resumed from the log: its final event is logged with its
+        # state, so it is there, after `after`, unless the client saw it already.
+        logged = await self.bus.events_after(after, limit=self.history.client_limit)
+        finals = [
+            e for e in logged if isinstance(e, TaskEvent) and e.final and e.task_id == task_id
+        ]
+        if finals:
+            stream.put_older(finals)
+        else:
+            stream.final_already_sent = True
 
     def _respond(self, stream: EventStream) -> Response:
         return EventSourceResponse(

@@ -9,11 +9,13 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import StoreError
+from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
 
 __all__ = [
     "CorruptRecord",
+    "EventLog",
     "FinalStateWatcher",
     "KeyScope",
     "LiveRecordStore",
@@ -195,4 +197,42 @@ class FinalStateWatcher(Protocol):
 
     async def flush(self) -> None:
         """Wait until every write made so far is durable (or has failed)."""
+        ...
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """A store that keeps a log of events, numbered as they commit.
+
+    Its `add`, `claim`, `update` and `finish` take the event of the change
+    (``event=``) and commit both together, so whoever hears of a change can find
+    it stored; `log_event` logs an event that comes with no change (progress, a
+    batch's). The runtime hears of every event from `deliver_events`, numbered
+    (`Event.id`, increasing per store and never reused), once it is committed.
+    """
+
+    async def add(self, record: TaskRecord, *, event: Event | None = None) -> None: ...
+    async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None: ...
+    async def update(self, record: TaskRecord, *, event: Event | None = None) -> None: ...
+    async def finish(self, record: TaskRecord, *, event: Event | None = None) -> None: ...
+
+    def deliver_events(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` on the event loop for each event once committed."""
+        ...
+
+    def log_event(self, event: Event) -> None:
+        """Log an event that changes no task (without waiting for the commit)."""
+        ...
+
+    async def events_after(self, after: str | None, *, limit: int = 1000) -> list[Event]:
+        """Up to `limit` committed events after the one with id `after` (from the
+        oldest kept for None), oldest first; none for an id this log never issued."""
+        ...
+
+    async def last_event_id(self) -> str | None:
+        """The id of the newest event ever committed, or None."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything logged so far is committed and delivered."""
         ...

@@ -2,7 +2,7 @@
 
 Writing never lets a value reach SQLite that it cannot take. Field by field:
 
-- **identity text** (id, type, owner, key): text that is not valid Unicode (a
+- **identity text** (id, type, owner, key, worker): text that is not valid Unicode (a
   lone surrogate such as ``"k\\ud800"``) is refused with `UnstorableValue`
   naming the task and the field: escaping it would change whose task it is.
 - **JSON values** (input, metadata, result): must become UTF-8 JSON; bytes that
@@ -17,7 +17,7 @@ Writing never lets a value reach SQLite that it cannot take. Field by field:
   refused; progress counters (current, total) that large are stored as REAL,
   approximately.
 - **floats**: created_at and queued_at must be finite; a non-finite optional
-  time, progress or eta is stored as NULL.
+  time (lease_until among them), progress or eta is stored as NULL.
 
 `row_from_record` refuses (strict); `unstorable_row` is the last resort for a
 record already running, whose change must be recorded somehow: the task as
@@ -81,6 +81,8 @@ COLUMNS: tuple[str, ...] = (
     "result",
     "error",
     "cancel_reason",
+    "worker",
+    "lease_until",
 )
 
 Row = tuple[Any, ...]
@@ -227,6 +229,8 @@ def _encode(record: TaskRecord, encoder: _Encoder) -> Row:
         encoder.json("result", record.result),
         _error_json(record.error),
         _text(record.cancel_reason),
+        encoder.identity("worker", record.worker),
+        _finite(record.lease_until),
     )
 
 
@@ -262,6 +266,8 @@ def row_from_record(record: TaskRecord) -> Row:
             None if record.result is None else _encode_json(record.result),
             None if record.error is None else record.error.model_dump_json(),
             record.cancel_reason,
+            record.worker,
+            record.lease_until,
         )
     except _JSON_ERRORS:
         return _encode(record, _Encoder(record, strict=True))
@@ -275,14 +281,24 @@ def _odd(row: Row) -> bool:
     integer beyond 64 bits, a float that is not finite)."""
     (id_, type_, _, priority, owner, key, _, _, attempt, max_attempts, created_at, queued_at,
      not_before, started_at, finished_at, progress, current, total, message, eta, _, _,
-     reason) = row  # fmt: skip
-    for text in (id_, type_, owner, key, message, reason):
+     reason, worker, lease_until) = row  # fmt: skip
+    for text in (id_, type_, owner, key, message, reason, worker):
         if text.__class__ is str and not text.isascii():
             return True
     for number in (priority, attempt, max_attempts, current, total):
         if number.__class__ is int and not _INT64_MIN <= number <= _INT64_MAX:
             return True
-    for stamp in (created_at, queued_at, not_before, started_at, finished_at, progress, eta):
+    stamps = (
+        created_at,
+        queued_at,
+        not_before,
+        started_at,
+        finished_at,
+        progress,
+        eta,
+        lease_until,
+    )
+    for stamp in stamps:
         if stamp.__class__ is float and not math.isfinite(stamp):
             return True
     return False

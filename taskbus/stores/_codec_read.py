@@ -136,18 +136,18 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     (then `_decode` reads it column by column)."""
     (task_id, task_type, state, priority, owner, key, input_, metadata, attempt,
      max_attempts, created_at, queued_at, not_before, started_at, finished_at, progress,
-     current, total, message, eta, result, error, reason) = row  # fmt: skip
+     current, total, message, eta, result, error, reason, worker, lease_until) = row  # fmt: skip
     task_state = _STATES.get(state)
     if (
         task_state is None
-        or _odd_texts(task_id, task_type, owner, key, message, reason)
+        or _odd_texts(task_id, task_type, owner, key, message, reason, worker)
         or priority.__class__ is not int
         or not MIN_PRIORITY <= priority <= MAX_PRIORITY
         or attempt.__class__ is not int
         or attempt < 0
         or max_attempts.__class__ is not int
         or max_attempts < 1
-        or _odd_times(created_at, queued_at, not_before, started_at, finished_at)
+        or _odd_times(created_at, queued_at, not_before, started_at, finished_at, lease_until)
         or _odd_numbers(progress, current, total, eta)
     ):
         return None
@@ -176,6 +176,8 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     record.result = outcome
     record.error = info
     record.cancel_reason = reason
+    record.worker = worker
+    record.lease_until = lease_until
     record.loaded = True
     return record
 
@@ -246,6 +248,8 @@ def _decode(row: Row) -> tuple[TaskRecord, dict[str, str]]:
     record.error = read.error()
     reason = values["cancel_reason"]
     record.cancel_reason = None if reason is None else _as_text(reason)
+    record.worker = read.text("worker", optional=True)
+    record.lease_until = read.time("lease_until", optional=True)
     record.loaded = True
     return record, read.problems
 

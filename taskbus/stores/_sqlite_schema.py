@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._errors import StoreError
 from ._codec import COLUMNS
+from ._sqlite_events import EVENTS_SCHEMA
 
 __all__ = [
     "APPLICATION_ID",
@@ -83,6 +84,23 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    # Leases: the worker holding a running task and until when. The partial indexes
+    # serve picking queued tasks in priority order, counting the running tasks of a
+    # type (per-type limits), and finding expired leases.
+    _run_script(
+        conn,
+        """
+        ALTER TABLE tasks ADD COLUMN worker TEXT;
+        ALTER TABLE tasks ADD COLUMN lease_until REAL;
+        CREATE INDEX tasks_queue ON tasks (priority DESC, queued_at) WHERE state = 'queued';
+        CREATE INDEX tasks_running_type ON tasks (type) WHERE state = 'running';
+        CREATE INDEX tasks_leases ON tasks (lease_until)
+            WHERE state = 'running' AND lease_until IS NOT NULL;
+        """,
+    )
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # Not executescript(): it commits first, and a migration must be one transaction.
     for statement in script.split(";"):
@@ -90,8 +108,13 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    # The event log: events numbered as they commit (see `_sqlite_events`).
+    _run_script(conn, EVENTS_SCHEMA)
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

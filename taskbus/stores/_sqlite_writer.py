@@ -35,7 +35,9 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .._errors import StoreError, UnstorableValue
+from .._events import Event, stamp
 from ._codec import Row, escape_text, unstorable_column
+from ._sqlite_events import EventLogWriter
 from ._sqlite_schema import UPSERT, store_error
 
 __all__ = ["Batch", "SqliteWriter"]
@@ -75,10 +77,21 @@ class Batch:
     id. `results` and `call_errors` hold the outcome of each call, by index.
     """
 
-    __slots__ = ("call_errors", "calls", "done", "errors", "inserts", "results", "rows")
+    __slots__ = (
+        "call_errors",
+        "calls",
+        "done",
+        "errors",
+        "events",
+        "inserts",
+        "results",
+        "rows",
+    )
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
+        #: Events to log with the rows; numbered (`Event.id`) once committed.
+        self.events: list[Event] = []
         self.inserts: set[str] = set()
         self.calls: list[Callable[[sqlite3.Connection], Any]] = []
         self.results: dict[int, Any] = {}
@@ -106,8 +119,11 @@ class SqliteWriter:
         conn: sqlite3.Connection,
         path: Path,
         on_committed: Callable[[Batch], None],
+        *,
+        keep_events: int = 100_000,
     ) -> None:
         self._conn = conn
+        self._event_log = EventLogWriter(keep_events)
         self._path = path
         self._on_committed = on_committed
         self._lock = threading.Lock()
@@ -126,8 +142,9 @@ class SqliteWriter:
 
     # -- called on the event loop -----------------------------------------------
 
-    def put(self, row: Row, *, insert: bool = False) -> Batch:
-        """Queue a row (replacing an older pending one for that task).
+    def put(self, row: Row, *, insert: bool = False, event: Event | None = None) -> Batch:
+        """Queue a row (replacing an older pending one for that task), and the event
+        that says what changed, to commit together.
 
         Raises the writer's `failure` if its thread has stopped.
         """
@@ -138,9 +155,20 @@ class SqliteWriter:
             batch.rows[row[0]] = row
             if insert:
                 batch.inserts.add(row[0])
+            if event is not None:
+                batch.events.append(event)
         if not self._wake.is_set():
             self._wake.set()
         return batch
+
+    def log(self, event: Event) -> None:
+        """Queue an event that comes with no row (progress, a batch's)."""
+        with self._lock:
+            if self.failure is not None:
+                raise self.stopped_error()
+            self._pending.events.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[Batch, int]:
         """Run `fn(conn)` in the next transaction; its result lands in `batch.results`."""
@@ -167,6 +195,7 @@ class SqliteWriter:
             if batch is self._pending and task_id in batch.rows:
                 del batch.rows[task_id]
                 batch.inserts.discard(task_id)
+                batch.events = [e for e in batch.events if _task_of(e) != task_id]
                 return True
         return False
 
@@ -178,7 +207,7 @@ class SqliteWriter:
     def barrier(self) -> Batch | None:
         """The batch to wait for so that every write made so far is committed."""
         with self._lock:
-            if self._pending.rows or self._pending.calls:
+            if self._pending.rows or self._pending.calls or self._pending.events:
                 return self._pending
             return self._inflight
 
@@ -239,9 +268,10 @@ class SqliteWriter:
             with self._lock:
                 batch, self._pending = self._pending, Batch()
                 stopping = self._stopping
-                if batch.rows or batch.calls:
+                busy = bool(batch.rows or batch.calls or batch.events)
+                if busy:
                     self._inflight = batch
-            if batch.rows or batch.calls:
+            if busy:
                 self._write_safely(batch)
                 anyio.from_thread.run_sync(self._finish, batch, token=self._token)
             if stopping and self._stop_now(batch):
@@ -267,7 +297,8 @@ class SqliteWriter:
 
     def _stop_now(self, last: Batch) -> bool:
         with self._lock:
-            left = len(self._pending.rows) + len(self._pending.calls)
+            pending = self._pending
+            left = len(pending.rows) + len(pending.calls) + len(pending.events)
         if left and not last.errors:
             self._wake.set()  # written after the stop was asked for: one more round
             return False
@@ -293,16 +324,44 @@ class SqliteWriter:
             batch.fail(error)
 
     def _write(self, batch: Batch) -> None:
-        if batch.rows:
+        if batch.rows or batch.events:
             try:
-                self._transaction(lambda conn: conn.executemany(UPSERT, batch.rows.values()))
+                ids = self._transaction(partial(self._write_group, batch))
             except Exception as exc:  # noqa: BLE001 - sorted out row by row below
-                self._write_one_by_one(batch, exc)
+                if batch.rows:
+                    self._write_one_by_one(batch, exc)
+                self._write_events_alone(batch)
             else:
+                _number(batch.events, ids)
                 if self._retrying:
                     self._retrying.difference_update(batch.rows)
         if batch.calls:
             self._run_calls(batch)
+
+    def _write_group(self, batch: Batch, conn: sqlite3.Connection) -> list[int]:
+        if batch.rows:
+            conn.executemany(UPSERT, batch.rows.values())
+        return self._event_log.insert(conn, batch.events) if batch.events else []
+
+    def _write_events_alone(self, batch: Batch) -> None:
+        # After a failed group: the events of tasks whose insert failed never
+        # happened (their submit raises); the others are logged on their own.
+        failed = {task_id for task_id in batch.errors if task_id in batch.inserts}
+        if failed:
+            batch.events = [e for e in batch.events if _task_of(e) not in failed]
+        if not batch.events:
+            return
+        try:
+            ids = self._transaction(partial(self._event_log.insert, events=batch.events))
+        except Exception:
+            # Delivered unnumbered: listeners hear them, nobody can resume from them.
+            logger.exception(
+                "SQLite store %r: %d event(s) could not be logged",
+                str(self._path),
+                len(batch.events),
+            )
+        else:
+            _number(batch.events, ids)
 
     def _write_one_by_one(self, batch: Batch, group_error: Exception) -> None:
         if _code(group_error) in _WHOLE_GROUP:  # busy or locked: every row alike
@@ -411,6 +470,15 @@ class SqliteWriter:
     @staticmethod
     def is_final(row: Row) -> bool:
         return row[_STATE] in _FINAL
+
+
+def _task_of(event: Event) -> str | None:
+    return getattr(event, "task_id", None)
+
+
+def _number(events: list[Event], ids: list[int]) -> None:
+    for event, event_id in zip(events, ids, strict=True):
+        stamp(event, str(event_id))
 
 
 def _upsert_one(conn: sqlite3.Connection, *, row: Row) -> None:

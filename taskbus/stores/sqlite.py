@@ -32,7 +32,8 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,11 +41,14 @@ import anyio
 import anyio.to_thread
 
 from .._errors import StoreError, UnstorableValue
+from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
+from . import _sqlite_lease as leases
 from ._base import CorruptRecord, KeyScope, StoreStats, TaskQuery, key_scope
 from ._codec import COLUMNS, Row, row_from_record, salvage_row, unstorable_row
 from ._codec_read import record_from_row
+from ._sqlite_events import last_event_id, read_events_after
 from ._sqlite_lock import FileIdentityLock
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import Batch, SqliteWriter
@@ -73,6 +77,7 @@ class SqliteStore:
         pragmas: Mapping[str, str | int] | None = None,
         busy_timeout: float = 5.0,
         write_timeout: float = 30.0,
+        keep_events: int = 100_000,
     ) -> None:
         if not write_timeout > 0:
             raise ValueError(
@@ -83,6 +88,11 @@ class SqliteStore:
         self._busy_timeout = busy_timeout
         #: Seconds a call waits for the writer thread before it raises `StoreError`.
         self.write_timeout = write_timeout
+        if type(keep_events) is not int or keep_events < 1:
+            raise ValueError(f"keep_events must be an int >= 1, not {keep_events!r}")
+        #: The event log keeps this many of the newest events (for replay).
+        self.keep_events = keep_events
+        self._deliver: Callable[[Event], None] | None = None
         self._live: dict[str, TaskRecord] = {}
         self._on_final: Callable[[str], None] | None = None
         self._keys: dict[KeyScope, TaskRecord] = {}
@@ -114,7 +124,9 @@ class SqliteStore:
         except BaseException:
             await self.close()
             raise
-        self._writer = SqliteWriter(writer_conn, self.path, self._committed)
+        self._writer = SqliteWriter(
+            writer_conn, self.path, self._committed, keep_events=self.keep_events
+        )
 
     def _open_files(self) -> None:
         lock = FileIdentityLock(self.path)
@@ -185,14 +197,15 @@ class SqliteStore:
             raise writer.stopped_error()
         return writer
 
-    async def add(self, record: TaskRecord) -> None:
-        """Commit the new task before returning (see the module docstring).
+    async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        """Commit the new task, and `event` with it, before returning (see the module
+        docstring).
 
         Raises `UnstorableValue` (nothing stored) for a value the store cannot hold,
         `StoreError` if the row cannot be written within `write_timeout`.
         """
         writer = self._require_writer()
-        batch = writer.put(row_from_record(record), insert=True)
+        batch = writer.put(row_from_record(record), insert=True, event=event)
         try:
             # Shielded: a cancelled submit still learns whether its row is stored.
             await writer.wait(batch, self.write_timeout, "write", shield=True)
@@ -206,16 +219,16 @@ class SqliteStore:
         if record.key is not None:
             self._keys[key_scope(record)] = record
 
-    async def claim(self, record: TaskRecord) -> None:
-        self._put_change(record)
+    async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        self._put_change(record, event)
 
-    async def update(self, record: TaskRecord) -> None:
-        self._put_change(record)
+    async def update(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        self._put_change(record, event)
 
-    async def finish(self, record: TaskRecord) -> None:
-        self._put_change(record)
+    async def finish(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        self._put_change(record, event)
 
-    def _put_change(self, record: TaskRecord) -> None:
+    def _put_change(self, record: TaskRecord, event: Event | None = None) -> None:
         """Queue a change to a stored task; never raises once the store is open.
 
         A value that cannot be stored records the task as failed with the reason; a
@@ -230,11 +243,40 @@ class SqliteStore:
             logger.error("%s; recording the task as failed", exc)
             row = unstorable_row(record, exc, time.time())
         try:
-            self._require_writer().put(row)
+            self._require_writer().put(row, event=event)
         except StoreError as exc:
             if "writer" not in self._reported:
                 self._reported.add("writer")
                 logger.error("%s; changes to tasks are not written", exc)
+
+    # -- the event log -------------------------------------------------------------
+
+    def deliver_events(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` on the event loop for each logged event, numbered,
+        once it is committed, in commit order."""
+        self._deliver = callback
+
+    def log_event(self, event: Event) -> None:
+        """Log an event that comes with no change to a task (progress, a batch's)."""
+        try:
+            self._require_writer().log(event)
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; events are not logged", exc)
+
+    async def events_after(self, after: str | None, *, limit: int = 1000) -> builtins.list[Event]:
+        """Up to `limit` committed events after the one with id `after` (from the
+        oldest the log keeps for None), oldest first."""
+        start = _event_number(after)
+        if start is None:
+            return []
+        return await self._read(lambda conn: read_events_after(conn, start, limit))
+
+    async def last_event_id(self) -> str | None:
+        """The id of the newest event ever committed to the log, or None."""
+        last = await self._read(last_event_id)
+        return str(last) if last else None
 
     def watch_final(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(task_id)`` once a final state written by `finish` is
@@ -242,6 +284,10 @@ class SqliteStore:
         self._on_final = callback
 
     def _committed(self, batch: Batch) -> None:
+        deliver = self._deliver
+        if deliver is not None:
+            for event in batch.events:
+                deliver(event)
         live = self._live
         writer = self._writer
         durable: list[str] = []
@@ -281,6 +327,91 @@ class SqliteStore:
             raise error
         result: T = batch.results[index]
         return result
+
+    # -- leases: claims the store holds (the SQL is in `_sqlite_lease`) ----------------
+
+    async def acquire(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None = None,
+        types: Collection[str] | None = None,
+        aging: float | None = None,
+        now: float | None = None,
+    ) -> builtins.list[TaskRecord]:
+        """Claim up to `limit` ready queued tasks for `worker_id`, leased for `lease`
+        seconds, in pick order (see `_sqlite_lease.Pick`); committed when it returns."""
+        pick = leases.Pick(
+            worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now
+        )
+        if not pick.limit:
+            return []
+        return self._leased(*await self._in_writer(pick.run))
+
+    async def release(self, worker_id: str, record: TaskRecord) -> bool:
+        """Write the record (final, or queued again) and drop its lease if `worker_id`
+        still holds it; False, writing nothing, if the lease was lost."""
+        worker = leases.check_worker(worker_id)
+        if record.state is TaskState.RUNNING:
+            raise ValueError(f"release takes a final or re-queued record, not {record!r}")
+        try:
+            row = row_from_record(record)
+        except UnstorableValue as exc:
+            logger.error("%s; recording the task as failed", exc)
+            row = unstorable_row(record, exc, time.time())
+        released = await self._in_writer(partial(leases.release, worker=worker, row=row))
+        self._forget([record.id])
+        return released
+
+    async def extend_leases(
+        self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
+    ) -> set[str]:
+        """Renew until ``now + lease`` the leases `worker_id` holds on `ids`; returns
+        the ids it holds no lease on (lost)."""
+        worker = leases.check_worker(worker_id)
+        wanted = leases.check_ids(ids)
+        until = leases.lease_end(leases.check_now(now), lease)
+        if not wanted:
+            return set()
+        work = partial(leases.extend, worker=worker, ids=wanted, until=until)
+        return set(wanted) - await self._in_writer(work)
+
+    async def reap_expired(self, *, now: float | None = None) -> builtins.list[TaskRecord]:
+        """Tasks whose lease ended before `now`, queued again while attempts remain,
+        else failed (see `_sqlite_lease.expiry_error`): their new records."""
+        return self._leased(*await self._in_writer(partial(leases.reap, now=leases.check_now(now))))
+
+    async def cancel_queued(
+        self, task_id: str, reason: str | None, *, now: float | None = None
+    ) -> TaskRecord | None:
+        """Cancel the task if it is queued, in one step: its new record, else None."""
+        reason = leases.check_reason(reason)
+        work = partial(
+            leases.cancel_queued, task_id=task_id, reason=reason, now=leases.check_now(now)
+        )
+        record, corrupt = await self._in_writer(work)
+        self._leased([] if record is None else [record], corrupt)
+        return record
+
+    def _leased(
+        self, records: builtins.list[TaskRecord], corrupt: builtins.list[CorruptRecord]
+    ) -> builtins.list[TaskRecord]:
+        for exc in corrupt:
+            self._report_corrupt(exc)
+        self._forget([record.id for record in records] + [exc.task_id for exc in corrupt])
+        return records
+
+    def _forget(self, task_ids: Iterable[str]) -> None:
+        """Let go of the runtime's records of tasks a lease method wrote: reads (and
+        key lookups) show what is stored, not a stale copy."""
+        for task_id in task_ids:
+            record = self._live.pop(task_id, None)
+            if record is not None and record.key is not None:
+                scope = key_scope(record)
+                if self._keys.get(scope) is record:
+                    del self._keys[scope]
 
     # -- reads -----------------------------------------------------------------------
 
@@ -449,6 +580,16 @@ class SqliteStore:
     ) -> builtins.list[tuple[Any, ...]]:
         """Run read-only SQL on the store's reader connection (for tools and tests)."""
         return await self._read(lambda conn: conn.execute(sql, params).fetchall())
+
+
+def _event_number(event_id: str | None) -> int | None:
+    """The log position after `event_id` (0 for None); None for an id this store
+    never issues."""
+    if event_id is None:
+        return 0
+    if not (event_id.isascii() and event_id.isdigit()) or len(event_id) > 19:
+        return None
+    return int(event_id)
 
 
 def _where(query: TaskQuery) -> tuple[str, tuple[Any, ...]]:

@@ -93,7 +93,7 @@ async def test_resume_with_last_event_id(make_bus: Callable[..., TaskBus]) -> No
 
 
 async def test_resume_older_than_history(make_bus: Callable[..., TaskBus]) -> None:
-    bus = make_bus()
+    bus = make_bus(event_history=2)  # the bus keeps no more than the SSE history
     register(bus)
     async with bus, serve(create_app(bus, event_history=2)) as url, client_for(url) as client:
         task = (await client.post("/tasks", json={"type": "noop"})).json()
@@ -329,3 +329,72 @@ async def test_a_stream_for_an_unknown_or_other_owners_task_is_404(
             response = await bob.get("/events", params={"task_id": task_id})
             assert_error(response, 404, "not_found")
             assert response.json()["error"]["message"] == f"no task with id {task_id!r}"
+
+
+async def test_last_event_id_resumes_across_a_server_restart_without_gap_or_duplicate(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    first = make_bus(store=store)
+    register(first)
+    async with first, serve(create_app(first)) as url, client_for(url) as client:
+        async with sse(client) as events:
+            task = (await client.post("/tasks", json={"type": "noop"})).json()
+            seen = await events.take(3)
+        assert seen[-1].event == "task-completed" and seen[-1].json["task_id"] == task["id"]
+        last_seen = seen[-1].id
+        # While the client is away: more tasks run, then the server stops.
+        missed = [(await client.post("/tasks", json={"type": "noop"})).json() for _ in range(3)]
+        for item in missed:
+            await wait_state(client, item["url"], "completed")
+    assert last_seen is not None
+
+    second = make_bus(store=store)
+    register(second)
+    async with (
+        second,
+        serve(create_app(second)) as url,
+        client_for(url) as client,
+        sse(client, headers={"Last-Event-ID": last_seen}) as resumed,
+    ):
+        replayed = await resumed.take(9)
+        live_task = (await client.post("/tasks", json={"type": "noop"})).json()
+        live = await resumed.take(3)
+    numbers = [int(m.id or 0) for m in replayed + live]
+    assert numbers == list(range(int(last_seen) + 1, int(last_seen) + 13))  # no gap, no repeat
+    assert [(m.json["task_id"], m.event) for m in replayed] == [
+        (item["id"], name)
+        for item in missed
+        for name in ("task-queued", "task-started", "task-completed")
+    ]
+    assert [(m.json["task_id"], m.event) for m in live] == [
+        (live_task["id"], name) for name in ("task-queued", "task-started", "task-completed")
+    ]
+
+
+async def test_a_one_task_stream_resumed_after_a_restart_sends_its_final_event_once(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    first = make_bus(store=store)
+    register(first)
+    async with first, serve(create_app(first)) as url, client_for(url) as client:
+        task = (await client.post("/tasks", json={"type": "noop"})).json()
+        async with sse(client, params={"task_id": task["id"]}) as events:
+            messages = [await events.next()]
+            while messages[-1].event != "task-completed":
+                messages.append(await events.next())
+        queued_id = messages[0].id
+    second = make_bus(store=store)
+    register(second)
+    async with second, serve(create_app(second)) as url, client_for(url) as client:
+        params = {"task_id": task["id"]}
+        async with sse(client, params=params, headers={"Last-Event-ID": queued_id or ""}) as again:
+            rest = [await again.next() for _ in range(len(messages) - 1)]
+            with pytest.raises(EOFError):
+                await again.next()
+        assert [(m.id, m.event) for m in rest] == [(m.id, m.event) for m in messages[1:]]
+        seen_all = await client.get(
+            "/events", params=params, headers={"Last-Event-ID": messages[-1].id or ""}
+        )
+        assert seen_all.status_code == 204

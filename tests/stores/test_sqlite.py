@@ -757,8 +757,8 @@ async def test_an_update_that_keeps_failing_neither_hangs_reads_nor_close(
 async def test_a_version_1_file_migrates_and_scopes_its_keys(
     make_bus: MakeBus, db_path: Path
 ) -> None:
-    from taskbus.stores._codec import row_from_record
-    from taskbus.stores._sqlite_schema import APPLICATION_ID, MIGRATIONS, UPSERT
+    from taskbus.stores._codec import COLUMNS, row_from_record
+    from taskbus.stores._sqlite_schema import APPLICATION_ID, MIGRATIONS
 
     old = TaskRecord(
         new_task_id(), "reports:build", {"year": 1}, 5, 1.7e9, 1, "alice", None, "nightly"
@@ -769,7 +769,11 @@ async def test_a_version_1_file_migrates_and_scopes_its_keys(
         MIGRATIONS[0](conn)  # the schema a version 1 taskbus wrote
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("PRAGMA user_version = 1")
-        conn.execute(UPSERT, row_from_record(old))
+        v1 = COLUMNS[: COLUMNS.index("cancel_reason") + 1]  # the columns of version 1
+        conn.execute(
+            f"INSERT INTO tasks ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+            row_from_record(old)[: len(v1)],
+        )
         conn.execute("COMMIT")
 
     bus = make_bus(store=SqliteStore(db_path))

@@ -1,0 +1,401 @@
+"""The SQL of leases: claims held by the store, so that several workers can share it.
+
+Every function takes the writer's connection and runs inside its transaction
+(``BEGIN IMMEDIATE``, see `SqliteStore._in_writer`): a pick and its claims, or a
+check and its write, are one step for every connection to the file.
+
+A lease is ``(worker, lease_until)`` on a running row. A running row whose
+lease_until is NULL was claimed by the single-process runtime (`Store.claim`):
+it never expires. The argument checks (`check_*`, `Pick`) are shared with every
+store that implements leases.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeGuard
+
+from .._errors import ErrorType
+from .._record import TaskRecord
+from .._snapshot import ErrorInfo
+from .._states import TaskState
+from ._base import CorruptRecord
+from ._codec import COLUMNS, Row, escape_text, is_unicode, salvage_row
+from ._codec_read import record_from_row
+from ._sqlite_schema import UPSERT
+
+__all__ = [
+    "Pick",
+    "cancel_queued",
+    "check_ids",
+    "check_lease",
+    "check_now",
+    "check_reason",
+    "check_worker",
+    "expiry_error",
+    "extend",
+    "lease_end",
+    "reap",
+    "release",
+]
+
+assert COLUMNS[-2:] == ("worker", "lease_until")  # `release` relies on it
+
+_SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM tasks"
+# Without statistics the planner prefers (state, created_at) and sorts every queued
+# (or running) row; the partial indexes give rows in order and stop at the limit.
+_IN_ORDER = f"{_SELECT} INDEXED BY tasks_queue"
+_BY_LEASE = f"{_SELECT} INDEXED BY tasks_leases"
+_RELEASE = (
+    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in COLUMNS[1:])} "
+    "WHERE id = ? AND state = 'running' AND worker = ?"
+)
+_CLAIM = (
+    "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = ?, "
+    "not_before = NULL, worker = ?, lease_until = ? WHERE rowid = ?"
+)
+_REQUEUE = (
+    "UPDATE tasks SET state = 'queued', queued_at = ?, started_at = NULL, worker = NULL, "
+    "lease_until = NULL, progress = NULL, current = NULL, total = NULL, message = NULL, "
+    "eta = NULL, error = ? WHERE rowid = ?"
+)
+_FAIL = (
+    "UPDATE tasks SET state = 'failed', finished_at = ?, worker = NULL, lease_until = NULL, "
+    "error = ? WHERE rowid = ?"
+)
+_CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
+_INTERRUPTED_TYPE = "taskbus.TaskInterruptedError"  # as the public name presents itself
+
+Picked = tuple[list[TaskRecord], list[CorruptRecord]]
+
+
+# -- argument checks ------------------------------------------------------------------
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """Whether `value` is a finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_worker(worker_id: object) -> str:
+    if not isinstance(worker_id, str) or not worker_id or not is_unicode(worker_id):
+        raise ValueError(f"worker_id must be non-empty text, not {worker_id!r}")
+    return worker_id
+
+
+def check_lease(lease: object) -> float:
+    if not (_finite(lease) and lease > 0):
+        raise ValueError(f"lease must be a positive, finite number of seconds, not {lease!r}")
+    return float(lease)
+
+
+def check_now(now: object) -> float:
+    """`now` as epoch seconds (None: the current time)."""
+    if now is None:
+        return time.time()
+    if not _finite(now):
+        raise ValueError(f"now must be a finite time in epoch seconds, not {now!r}")
+    return float(now)
+
+
+def check_ids(ids: Collection[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise TypeError(f"ids must be a collection of task ids, not one string: {ids!r}")
+    return list(dict.fromkeys(ids))
+
+
+def check_reason(reason: object) -> str | None:
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"a cancel reason is text or None, not {reason!r}")
+    return reason
+
+
+def lease_end(now: float, lease: object) -> float:
+    """``now + lease``, the lease checked."""
+    until = now + check_lease(lease)
+    if not math.isfinite(until):
+        raise ValueError(f"lease {lease!r} from {now!r} does not end at a finite time")
+    return until
+
+
+def expiry_error(record: TaskRecord, *, retry: bool) -> ErrorInfo:
+    """Why a leased task stopped: its worker did not renew the lease in time."""
+    expired = "an unknown time"
+    if record.lease_until is not None:
+        try:
+            stamp = datetime.fromtimestamp(record.lease_until, UTC)
+            expired = stamp.isoformat(timespec="milliseconds")
+        except (OverflowError, ValueError, OSError):  # beyond the years datetime knows
+            expired = f"{record.lease_until:.3f} (epoch seconds)"
+    message = (
+        f"worker {escape_text(str(record.worker))!r} stopped renewing its lease "
+        f"(expired at {expired}) during attempt {record.attempt} of {record.max_attempts}; "
+        + ("queued again" if retry else "no attempts left")
+    )
+    return ErrorInfo(
+        message=message,
+        # Out of attempts, it cannot run again: fatal, as recovery does for a task
+        # interrupted on its last attempt.
+        error_type=ErrorType.RETRYABLE if retry else ErrorType.FATAL,
+        exception_type=_INTERRUPTED_TYPE,
+        suggested_action=None
+        if retry
+        else "Find out why the worker stopped (killed, crashed, or its event loop blocked "
+        "for longer than the lease), then submit the task again.",
+    )
+
+
+# -- acquire --------------------------------------------------------------------------
+
+
+class Pick:
+    """The arguments of one `acquire`, checked; `run` picks and claims in one go.
+
+    Order: priority (10 first), then queued_at, then insertion; with `aging`, by
+    ``queued_at - priority * aging``. A type at its limit in `limits` (counted over
+    every running row of that type) is skipped, not waited for.
+    """
+
+    __slots__ = ("aging", "limit", "limits", "now", "types", "until", "worker")
+
+    def __init__(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None,
+        types: Collection[str] | None,
+        aging: float | None,
+        now: float | None,
+    ) -> None:
+        self.worker = check_worker(worker_id)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValueError(f"limit must be an integer >= 0, not {limit!r}")
+        self.limit = limit
+        self.limits = dict(limits or {})
+        for task_type, most in self.limits.items():
+            if not isinstance(most, int) or isinstance(most, bool) or most < 0:
+                raise ValueError(
+                    f"the limit of {task_type!r} must be an integer >= 0, not {most!r}"
+                )
+        if isinstance(types, str):
+            raise TypeError(f"types must be a collection of task types, not one string: {types!r}")
+        self.types = None if types is None else frozenset(types)
+        if aging is not None and not (_finite(aging) and aging > 0):
+            raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
+        self.aging = aging
+        self.now = check_now(now)
+        self.until = lease_end(self.now, lease)
+
+    def candidates(self, blocked: set[str]) -> frozenset[str] | None:
+        """The types that may still be picked (None: any type not blocked)."""
+        return None if self.types is None else self.types - blocked
+
+    def run(self, conn: sqlite3.Connection) -> Picked:
+        """Claim the picked tasks; returns (records, corrupt rows met and settled)."""
+        picked: list[TaskRecord] = []
+        corrupt: list[CorruptRecord] = []
+        running = self._running(conn)
+        blocked = {name for name, most in self.limits.items() if running.get(name, 0) >= most}
+        unsettled: list[int] = []  # rowids of corrupt rows without a usable id
+        while len(picked) < self.limit:
+            wanted = self.limit - len(picked)
+            allowed = self.candidates(blocked)
+            if allowed is not None and not allowed:
+                break
+            rows = _fetch(conn, *self._query(allowed, blocked, unsettled, wanted))
+            newly_blocked = False
+            for rowid, *values in rows:
+                task_type = values[1]
+                if task_type in blocked:  # reached its limit earlier in this page
+                    newly_blocked = True
+                    break
+                try:
+                    record = record_from_row(tuple(values))
+                except CorruptRecord as exc:
+                    corrupt.append(exc)
+                    if not _settle(conn, exc, self.now):
+                        unsettled.append(rowid)
+                    continue
+                conn.execute(_CLAIM, (self.now, self.worker, self.until, rowid))
+                record.state = TaskState.RUNNING
+                record.attempt += 1
+                record.started_at = self.now
+                record.not_before = None
+                record.worker = self.worker
+                record.lease_until = self.until
+                picked.append(record)
+                count = running[task_type] = running.get(task_type, 0) + 1
+                if task_type in self.limits and count >= self.limits[task_type]:
+                    blocked.add(task_type)
+            if not newly_blocked and len(rows) < wanted:
+                break  # nothing more is ready
+        return picked, corrupt
+
+    def _running(self, conn: sqlite3.Connection) -> dict[str, int]:
+        if not self.limits:
+            return {}
+        counts: dict[str, int] = {}
+        names = list(self.limits)
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            counts.update(
+                conn.execute(
+                    f"SELECT type, count(*) FROM tasks WHERE state = 'running' "
+                    f"AND type IN ({_marks(chunk)}) GROUP BY type",
+                    chunk,
+                ).fetchall()
+            )
+        return counts
+
+    def _query(
+        self,
+        allowed: frozenset[str] | None,
+        blocked: set[str],
+        unsettled: list[int],
+        wanted: int,
+    ) -> tuple[str, list[Any]]:
+        clauses = ["state = 'queued'", "(not_before IS NULL OR not_before <= ?)"]
+        params: list[Any] = [self.now]
+        if allowed is not None:
+            clauses.append(f"type IN ({_marks(allowed)})")
+            params.extend(allowed)
+        elif blocked:
+            clauses.append(f"type NOT IN ({_marks(blocked)})")
+            params.extend(blocked)
+        if unsettled:
+            clauses.append(f"rowid NOT IN ({_marks(unsettled)})")
+            params.extend(unsettled)
+        select, order = _IN_ORDER, "priority DESC, queued_at, rowid"
+        if self.aging is not None:  # an order no index holds: sorted
+            select, order = _SELECT, "queued_at - priority * ?, rowid"
+            params.append(self.aging)
+        params.append(wanted)
+        return f"{select} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?", params
+
+
+# -- release, extend, reap, cancel ----------------------------------------------------
+
+
+def release(conn: sqlite3.Connection, *, worker: str, row: Row) -> bool:
+    """Write `row`, its lease dropped, if `worker` still holds the task's lease."""
+    values = (*row[1:-2], None, None, row[0], worker)
+    return bool(conn.execute(_RELEASE, values).rowcount == 1)
+
+
+def extend(conn: sqlite3.Connection, *, worker: str, ids: list[str], until: float) -> set[str]:
+    """Move the leases of `ids` that `worker` still holds to `until`; the ids it did."""
+    extended: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        where = f"WHERE state = 'running' AND worker = ? AND id IN ({_marks(chunk)})"
+        held = conn.execute(f"SELECT id FROM tasks {where}", (worker, *chunk)).fetchall()
+        conn.execute(f"UPDATE tasks SET lease_until = ? {where}", (until, worker, *chunk))
+        extended.update(task_id for (task_id,) in held)
+    return extended
+
+
+def reap(conn: sqlite3.Connection, *, now: float) -> Picked:
+    """Re-queue (attempts left) or fail (none left) tasks whose lease ended before `now`.
+
+    Returns (the records in their new state, corrupt rows met and settled as failed).
+    """
+    rows = _fetch(
+        conn,
+        f"{_BY_LEASE} WHERE state = 'running' AND lease_until IS NOT NULL AND lease_until < ? "
+        "ORDER BY lease_until, rowid",
+        [now],
+    )
+    records: list[TaskRecord] = []
+    corrupt: list[CorruptRecord] = []
+    for rowid, *values in rows:
+        try:
+            record = record_from_row(tuple(values))
+        except CorruptRecord as exc:
+            corrupt.append(exc)
+            if _settle(conn, exc, now) and exc.record is not None:
+                records.append(exc.record)
+            continue
+        retry = record.attempt < record.max_attempts
+        record.error = expiry_error(record, retry=retry)
+        error = record.error.model_dump_json()
+        if retry:
+            conn.execute(_REQUEUE, (now, error, rowid))
+            record.state = TaskState.QUEUED
+            record.queued_at = now
+            record.started_at = None
+            record.progress = record.current = record.total = record.eta = None
+            record.message = None
+        else:
+            conn.execute(_FAIL, (now, error, rowid))
+            record.state = TaskState.FAILED
+            record.finished_at = now
+        record.worker = record.lease_until = None
+        records.append(record)
+    return records, corrupt
+
+
+def cancel_queued(
+    conn: sqlite3.Connection, *, task_id: str, reason: str | None, now: float
+) -> tuple[TaskRecord | None, list[CorruptRecord]]:
+    """Cancel the task if it is queued; returns (its record or None, corrupt rows)."""
+    rows = _fetch(conn, f"{_SELECT} WHERE id = ? AND state = 'queued'", [task_id])
+    if not rows:
+        return None, []
+    rowid, *values = rows[0]
+    try:
+        record = record_from_row(tuple(values))
+    except CorruptRecord as exc:
+        _settle(conn, exc, now)
+        return None, [exc]
+    record.state = TaskState.CANCELLED
+    record.finished_at = now
+    record.cancel_reason = None if reason is None else escape_text(reason)
+    conn.execute(
+        "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_reason = ? WHERE rowid = ?",
+        (now, record.cancel_reason, rowid),
+    )
+    return record, []
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _marks(values: Collection[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Iterable[Any]) -> list[Any]:
+    params = list(params)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    # Text that is not UTF-8 (written around taskbus): read it again keeping the
+    # bytes, so the codec can tell the row is corrupt.
+    conn.text_factory = _lenient_text
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _settle(conn: sqlite3.Connection, exc: CorruptRecord, now: float) -> bool:
+    """Write a corrupt row as its task failed, lease dropped; False if it has no usable id."""
+    if exc.record is not None:
+        exc.record.worker = exc.record.lease_until = None
+    row = salvage_row(exc, now)
+    if row is None:
+        return False
+    conn.execute(UPSERT, row)
+    return True
