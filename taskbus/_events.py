@@ -22,6 +22,7 @@ __all__ = [
     "BatchEvent",
     "BatchFinished",
     "BatchProgress",
+    "CancelRequested",
     "Event",
     "EventName",
     "TaskCancelled",
@@ -230,6 +231,14 @@ class TaskCancelled(TaskEvent):
     reason: str | None = Field(description="Why, as given to cancel().")
 
 
+class CancelRequested(TaskEvent):
+    """A request, through the store's event log, that whichever process runs the
+    task cancel it (internal: never delivered to listeners)."""
+
+    name: Literal["cancel-requested"] = "cancel-requested"
+    reason: str | None = None
+
+
 class BatchProgress(BatchEvent):
     """A batch moved (debounced like task progress)."""
 
@@ -288,6 +297,7 @@ BATCH_EVENT_TYPES: dict[str, type[BatchEvent]] = {
     "batch-progress": BatchProgress,
     "batch-finished": BatchFinished,
 }
+_TRUSTED[CancelRequested] = ("cancel-requested", set(CancelRequested.model_fields))
 for _name, _batch_cls in BATCH_EVENT_TYPES.items():
     _batch_cls.event_name = _name
     _TRUSTED[_batch_cls] = (_name, set(_batch_cls.model_fields))

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +91,8 @@ class TaskExecutor:
         workers: int,
         held: HeldTasks | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+        if workers < 0:
+            raise ValueError(f"workers must be at least 0, not {workers}")
         self.workers = workers
         self._queue = queue
         self._registry = registry
@@ -108,16 +108,27 @@ class TaskExecutor:
         self._thread_limiter = anyio.CapacityLimiter(workers)
         self._watchdog: TimerHandle | None = None
         self._due_timer: TimerHandle | None = None
+        #: Called when a worker becomes idle (a shared store's claims follow it).
+        self.on_idle: Callable[[], None] | None = None
+        #: Retries wait in the store, not here (it hands them to any worker).
+        self.requeue_locally = lifecycle.leases is None
 
     @property
     def running_ids(self) -> list[str]:
         return list(self._running)
+
+    @property
+    def idle_workers(self) -> int:
+        """Workers waiting for work now."""
+        return len(self._idle)
 
     def prepare(self) -> None:
         """Reset for a (re)start; call before `run` is scheduled."""
         self._stopping = False
         self._all_stopped = anyio.Event()
         self._active = self.workers
+        if not self.workers:  # a client of a shared store: it runs nothing
+            self._all_stopped.set()
 
     async def run(self) -> None:
         """Serve the queue until `stop_intake()`; returns when every worker is done."""
@@ -246,6 +257,8 @@ class TaskExecutor:
     async def _wait_for_work(self) -> None:
         event = anyio.Event()
         self._idle.append(event)
+        if self.on_idle is not None:
+            self.on_idle()
         try:
             await event.wait()
         finally:
@@ -401,8 +414,9 @@ class TaskExecutor:
             await self._lifecycle.failed(record, info)
             return
         await self._lifecycle.retrying(record, delay, info)
-        self._queue.push(record, self._clock.monotonic(), delay)
-        self.schedule_delayed()
+        if self.requeue_locally:
+            self._queue.push(record, self._clock.monotonic(), delay)
+            self.schedule_delayed()
 
     async def _settle_interrupted(self, worker: _Worker, record: TaskRecord) -> None:
         interrupt = worker.interrupt

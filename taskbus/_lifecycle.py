@@ -8,8 +8,11 @@ listens. Final transitions happen at most once per task.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +21,7 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._errors import ErrorType, StoreError, TaskError
 from ._events import (
+    CancelRequested,
     Event,
     TaskCancelled,
     TaskCompleted,
@@ -30,11 +34,11 @@ from ._events import (
     build_trusted,
 )
 from ._progress import ProgressDebouncer, estimate_remaining
-from ._record import TaskRecord
+from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from .stores._base import EventLog, FinalStateWatcher, LiveRecordStore
+from .stores._base import EventLog, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -123,15 +127,36 @@ class Lifecycle:
             self._watcher.watch_final(self._final_durable)
         #: A store that logs events numbers them as they commit, and delivers them.
         self.log = store if isinstance(store, EventLog) else None
+        #: A store that holds claims (leases): this bus claims from it as `worker_id`.
+        self.leases = store if isinstance(store, TaskStore) else None
+        self.worker_id = new_worker_id()
+        #: Called with (task_id, reason) when a cancel request reaches the log.
+        self.on_cancel_request: Callable[[str, str | None], None] | None = None
+        #: Called when the log says work may be ready (a task queued or settled).
+        self.on_work: Callable[[], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
         self.emit: Callable[[Event], None] = events.publish
         if self.log is not None:
             events.numbering = False
-            self.log.deliver_events(events.publish)
+            self.log.deliver_events(self._logged)
             self.wants = _always
             self.emit = self.log.log_event
+
+    def _logged(self, event: Event) -> None:
+        """An event the store's log delivers (of this process or another), in id order."""
+        name = event.name
+        if name == "cancel-requested":
+            if self.on_cancel_request is not None:
+                assert isinstance(event, CancelRequested)
+                self.on_cancel_request(event.task_id, event.reason)
+            return
+        if event.final and isinstance(event, TaskEvent):
+            self._wake(event.task_id)  # a task another process ran, say
+        if (name == "task-queued" or event.final) and self.on_work is not None:
+            self.on_work()
+        self.events.publish(event)
 
     async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         if self.log is not None:
@@ -146,6 +171,10 @@ class Lifecycle:
             self.events.publish(_queued_event(record, definition))
 
     async def started(self, record: TaskRecord) -> None:
+        if self.leases is not None:  # claimed already, by `acquire`
+            self._move_to_running(record)
+            self.leases.log_event(_started_event(record))
+            return
         if self.log is None:
             self.mark_started(record)
             await self.store.claim(record)
@@ -193,22 +222,11 @@ class Lifecycle:
     def _publish_progress(self, record: TaskRecord) -> None:
         if record.state is not TaskState.RUNNING or not self.wants(_PROGRESS):
             return
-        self.emit(
-            build_trusted(
-                TaskProgress,
-                {
-                    "task_id": record.id,
-                    "task_type": record.type,
-                    "owner": record.owner,
-                    "timestamp": self.clock.now(),
-                    "progress": record.progress or 0.0,
-                    "current": record.current,
-                    "total": record.total,
-                    "message": record.message,
-                    "estimated_time_remaining": record.eta,
-                },
-            )
-        )
+        event = _progress_event(record, self.clock.now())
+        if self.leases is not None:
+            self.leases.report_progress(self.worker_id, record, event)
+        else:
+            self.emit(event)
 
     async def retrying(self, record: TaskRecord, delay: float, info: ErrorInfo) -> None:
         now = self._requeue(record)
@@ -229,7 +247,9 @@ class Lifecycle:
                     "error_type": info.error_type,
                 },
             )
-        if self.log is not None:
+        if self.leases is not None:
+            await self._release(record, event)
+        elif self.log is not None:
             await self.log.update(record, event=event)
         else:
             await self.store.update(record)
@@ -259,13 +279,21 @@ class Lifecycle:
         self._requeue(record)
         record.attempt -= 1
         record.started_at = record.run_clock = None
-        await self.store.update(record)
+        if self.leases is not None:
+            await self._release(record, None)
+        else:
+            await self.store.update(record)
         logger.info(
             "handed back %s %s to the queue (%s): it runs again on the next start",
             record.id,
             record.type,
             reason,
         )
+
+    async def hand_back_unstarted(self, record: TaskRecord) -> None:
+        """Release a task claimed from a shared store that never started here."""
+        if self.leases is not None and record.state is TaskState.QUEUED:
+            await self._release(record, None)
 
     async def completed(self, record: TaskRecord, result: Any) -> bool:
         if not self.mark_completed(record, result, announce=self.live):
@@ -314,6 +342,17 @@ class Lifecycle:
         Order of truth: nobody hears of a final state (event, waiter) before the
         store holds it, so a task whose final event was seen never runs again.
         """
+        if self.leases is not None:
+            self._unannounced[record.id] = record  # not settled until the store says so
+            try:
+                released = await self._release(record, final_event(record))
+            finally:
+                del self._unannounced[record.id]
+            if released:
+                self._announce_final(record)
+            else:
+                self._wake(record.id)  # waiters look again: it runs elsewhere now
+            return
         if self._watcher is not None:
             self._unannounced[record.id] = record
         try:
@@ -326,6 +365,36 @@ class Lifecycle:
             raise
         if self._watcher is None:  # this store's finish is durable when it returns
             self._announce_final(record)
+
+    async def _release(self, record: TaskRecord, event: Event | None) -> bool:
+        """Hand a leased task back to the store (final, or queued again), with its event;
+        False if another worker took it over (its lease expired): the outcome here is
+        discarded, and the task ends once, wherever it runs now."""
+        assert self.leases is not None
+        try:
+            released = await self.leases.release(self.worker_id, record, event=event)
+        except StoreError as exc:
+            # Not renewed from now on: the lease expires and the task runs again.
+            record.worker = record.lease_until = None
+            logger.error(
+                "%s %s: cannot record its outcome (%s): %s; it runs again after its lease",
+                record.id,
+                record.type,
+                record.state.value,
+                exc,
+            )
+            return False
+        if released:
+            record.worker = record.lease_until = None
+            return True
+        logger.warning(
+            "%s %s: this worker's lease on it expired and another took it over; "
+            "this attempt's outcome (%s) is discarded",
+            record.id,
+            record.type,
+            record.state.value,
+        )
+        return False
 
     def _final_durable(self, task_id: str) -> None:
         """The store holds the final state of `task_id` (or never will): announce it."""
@@ -341,13 +410,21 @@ class Lifecycle:
         if announce:
             self._announce_final(record)
 
-    def _announce_final(self, record: TaskRecord) -> None:
-        """Wake the task's waiters, log its end, publish its final event."""
+    def announced_elsewhere(self, record: TaskRecord) -> None:
+        """A final state the store wrote with its event (a queued task cancelled in the
+        store, say): wake its waiters and log its end; the log delivers the event."""
+        self._announce_final(record)
+
+    def _wake(self, task_id: str) -> None:
         if self._waiters:
-            waiters = self._waiters.pop(record.id, None)
+            waiters = self._waiters.pop(task_id, None)
             if waiters:
                 for waiter in waiters:
                     waiter.set()
+
+    def _announce_final(self, record: TaskRecord) -> None:
+        """Wake the task's waiters, log its end, publish its final event."""
+        self._wake(record.id)
         if logger.isEnabledFor(logging.INFO):
             finished = record.finished_at or 0.0
             logger.info(
@@ -380,6 +457,21 @@ class Lifecycle:
             for waiter in events:
                 waiter.set()
 
+    @contextmanager
+    def watching(self, task_id: str) -> Iterator[anyio.Event]:
+        """An event set when `task_id` becomes final (here, or as the store's log
+        says), or when the bus stops."""
+        waiter = anyio.Event()
+        self._waiters.setdefault(task_id, []).append(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[task_id]
+
     async def wait_final(self, record: TaskRecord) -> None:
         """Return once `record` is final, and durably so."""
         if self.settled(record):
@@ -394,6 +486,11 @@ class Lifecycle:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[record.id]
+
+
+def new_worker_id() -> str:
+    """``host:pid:token``: whose leases these are (see `_leasing` for who checks)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_task_id()[:12]}"
 
 
 def _always(name: str) -> bool:
@@ -411,6 +508,23 @@ def _queued_event(record: TaskRecord, definition: TaskDefinition[Any, Any]) -> T
             "priority": record.priority,
             "estimated_duration": definition.estimated_duration,
             "metadata": record.metadata or {},
+        },
+    )
+
+
+def _progress_event(record: TaskRecord, now: float) -> TaskProgress:
+    return build_trusted(
+        TaskProgress,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": now,
+            "progress": record.progress or 0.0,
+            "current": record.current,
+            "total": record.total,
+            "message": record.message,
+            "estimated_time_remaining": record.eta,
         },
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -11,6 +12,7 @@ from ._executor import TaskExecutor
 from ._held import HeldTasks
 from ._lifecycle import Lifecycle
 from ._queue import TaskQueue
+from ._record import TaskRecord
 from ._reports import ShutdownReport
 
 __all__ = ["shut_down"]
@@ -27,6 +29,7 @@ async def shut_down(
     *,
     grace: float,
     durable: bool,
+    hand_back: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
 ) -> ShutdownReport:
     """Stop intake, give running tasks `grace` seconds, then interrupt the rest.
 
@@ -44,7 +47,11 @@ async def shut_down(
     ]
     with anyio.move_on_after(max(grace, 1.0)):
         await executor.wait_stopped()
-    left = [record.id for record in [*queue.drain(), *held.take_all()]]
+    drained = queue.drain()
+    if hand_back is not None:  # claimed here, never started: back to the store's queue
+        with anyio.move_on_after(max(grace, 1.0)):
+            await hand_back(drained)
+    left = [record.id for record in [*drained, *held.take_all()]]
     with anyio.move_on_after(max(grace, 1.0)):
         await lifecycle.flush_final()  # final states reach listeners once durable
     lifecycle.release_waiters()  # they get BusNotRunning for what is left

@@ -10,7 +10,7 @@ import builtins
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -34,6 +34,7 @@ from ._events import Event
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
 from ._held import HeldTasks, expire_held
+from ._leasing import LeaseKeeper
 from ._lifecycle import Lifecycle, final_event
 from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
@@ -92,8 +93,10 @@ class TaskBus:
         retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 - frozen
         unknown_type_grace: float | None = 300.0,
     ) -> None:
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        if workers is not None and (
+            not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+        ):
+            raise ValueError(f"workers must be an int >= 0, not {workers!r}")
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
         self.store = open_store(store)
@@ -138,6 +141,27 @@ class TaskBus:
             store=self.store,
             monotonic=self.clock.monotonic,
         )
+        self._leases: LeaseKeeper | None = None
+        if self.lifecycle.leases is not None:
+            self._leases = LeaseKeeper(
+                self.lifecycle.leases,
+                queue=self.queue,
+                executor=self.executor,
+                registry=self.registry,
+                lifecycle=self.lifecycle,
+                clock=self.clock,
+                timers=self.timers,
+                aging=aging,
+                claiming=self.executor.workers > 0,
+            )
+            self.executor.on_idle = self._leases.wake
+            self.lifecycle.on_work = self._leases.wake
+            self.lifecycle.on_cancel_request = self._cancel_requested
+        elif workers == 0:
+            raise ValueError(
+                "workers=0 makes a client of a store that processes share (SQLite, say); "
+                f"{type(self.store).__name__} keeps tasks in this process, so it needs workers"
+            )
         self.registry.submitter = self
         for definition in self.registry.definitions():
             self.queue.set_limit(definition.name, definition.concurrency)
@@ -357,6 +381,10 @@ class TaskBus:
 
     async def _enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         """Store the new record (durably, if the store is), announce it, queue it."""
+        if self._leases is not None:  # the store holds the queue: any worker claims it
+            await self.lifecycle.queued(record, definition)
+            self._leases.wake()
+            return
         if self._live_store is not None:
             self._live_store.add_now(record)
             self.lifecycle.announce_queued(record, definition)
@@ -370,9 +398,17 @@ class TaskBus:
         else:
             self.executor.schedule_delayed()
 
+    def _cancel_requested(self, task_id: str, reason: str | None) -> None:
+        """A cancel request from the store's log: stop the task if it runs here."""
+        self.executor.cancel_running(task_id, reason or "cancelled")
+
     async def _record(self, task_id: str) -> TaskRecord:
         if not isinstance(task_id, str):
             raise TaskNotFound(task_id)
+        if self._leases is not None:  # what this bus runs, as it is now
+            held = self._leases.local(task_id)
+            if held is not None:
+                return held
         record = await self.store.get(task_id)
         if record is None:
             raise TaskNotFound(task_id)
@@ -385,7 +421,9 @@ class TaskBus:
         """
         record = await self._record(task_id)
         if record.state.is_final and not self.lifecycle.settled(record):
-            await self.lifecycle.wait_final(record)
+            with self.lifecycle.watching(task_id) as woken:
+                await woken.wait()
+            record = await self._record(task_id)
         snapshot = record.snapshot()
         if record.loaded and record.state is TaskState.COMPLETED:
             snapshot = snapshot.model_copy(update={"result": self._typed_result(record)})
@@ -396,14 +434,36 @@ class TaskBus:
 
         Raises `TimeoutError` after `timeout` seconds (the task goes on).
         """
-        record = await self._record(task_id)
-        await self._wait_final(record, timeout)
+        record = await self._final_record(task_id, timeout)
         return record.snapshot()
+
+    async def _final_record(self, task_id: str, timeout: float | None) -> TaskRecord:
+        """The task's record once final (read again after each wake: on a shared
+        store another process may have run it)."""
+        record = await self._record(task_id)
+        lifecycle = self.lifecycle
+        if lifecycle.settled(record):
+            return record
+        with anyio.fail_after(timeout) if timeout is not None else nullcontext():
+            while True:
+                with lifecycle.watching(task_id) as woken:
+                    # Read again once watching, so a final state reached meanwhile counts.
+                    record = await self._record(task_id)
+                    if lifecycle.settled(record):
+                        return record
+                    await woken.wait()
+                if not self._accepting:
+                    record = await self._record(task_id)
+                    if lifecycle.settled(record):
+                        return record
+                    raise BusNotRunning(
+                        f"the bus stopped before task {record.id} finished (it is "
+                        f"{record.state.value}; a durable store runs it on the next start)"
+                    )
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
         """The task's result; raises `TaskFailedError` / `TaskCancelledError`."""
-        record = await self._record(task_id)
-        await self._wait_final(record, timeout)
+        record = await self._final_record(task_id, timeout)
         if record.state is TaskState.COMPLETED:
             return self._typed_result(record)
         if record.state is TaskState.CANCELLED:
@@ -479,7 +539,7 @@ class TaskBus:
         else:
             with anyio.fail_after(timeout):
                 await self.lifecycle.wait_final(record)
-        if not self.lifecycle.settled(record):
+        if not self.lifecycle.settled(record) and not self._accepting:
             raise BusNotRunning(
                 f"the bus stopped before task {record.id} finished "
                 f"(it is {record.state.value}; a durable store runs it on the next start)"
@@ -496,6 +556,8 @@ class TaskBus:
         record = await self._record(task_id)
         if record.state.is_final:
             return False
+        if self._leases is not None and self._leases.local(task_id) is None:
+            return await self._cancel_shared(task_id, reason)
         if record.state is TaskState.QUEUED:
             if await self.lifecycle.cancelled(record, reason):
                 self.queue.discard(record)
@@ -507,6 +569,19 @@ class TaskBus:
             await self.lifecycle.wait_final(record)
             return record.state is TaskState.CANCELLED
         return False
+
+    async def _cancel_shared(self, task_id: str, reason: str | None) -> bool:
+        """Cancel a task this bus does not hold: in the store if it is queued, else
+        through the store's log, to whichever process runs it."""
+        leases = self.lifecycle.leases
+        assert leases is not None
+        cancelled = await leases.cancel_queued(task_id, reason, event_for=final_event)
+        if cancelled is not None:
+            self.lifecycle.announced_elsewhere(cancelled)
+            return True
+        leases.request_cancel(task_id, reason or "cancelled")
+        record = await self._final_record(task_id, None)
+        return record.state is TaskState.CANCELLED
 
     async def list(
         self,
@@ -559,8 +634,14 @@ class TaskBus:
             stack.push_async_callback(self.store.close)
             # Recovery happens before the task group exists, so a store error
             # reaches the caller as itself, not wrapped in an exception group.
-            await recover(self, await self.store.recover())
+            if self._leases is not None:
+                if self._leases.claiming:  # what a crash left running here runs again
+                    await self._leases.reap_now()
+            else:
+                await recover(self, await self.store.recover())
             tg = await stack.enter_async_context(anyio.create_task_group())
+            if self._leases is not None:
+                tg.start_soon(self._leases.run)
             tg.start_soon(self.timers.run)
             self.executor.prepare()
             tg.start_soon(self.executor.run)
@@ -576,6 +657,11 @@ class TaskBus:
         logger.info("taskbus started with %d workers", self.executor.workers)
         return self
 
+    async def _hand_back(self, records: builtins.list[TaskRecord]) -> None:
+        """Give back to the store the tasks claimed here that never started."""
+        for record in records:
+            await self.lifecycle.hand_back_unstarted(record)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -585,6 +671,8 @@ class TaskBus:
         stack, tg = self._exit_stack, self._task_group
         assert stack is not None and tg is not None
         self._accepting = False
+        if self._leases is not None:
+            self._leases.stop_claiming()
         try:
             with anyio.CancelScope(shield=True):
                 self.shutdown_report = await shut_down(
@@ -595,6 +683,7 @@ class TaskBus:
                     self.events,
                     grace=self.shutdown_grace,
                     durable=self._live_store is None,
+                    hand_back=self._hand_back if self._leases is not None else None,
                 )
             tg.cancel_scope.cancel()
         finally:

@@ -158,8 +158,9 @@ async def test_a_plugin_that_registers_after_start_gets_its_recovered_tasks_type
     )
     seen: list[object] = []
     async with TaskBus(store=SqliteStore(path), workers=2, shutdown_grace=1) as bus:
-        for _ in range(20):  # the workers meet the tasks before the plugin loads
-            await anyio.lowlevel.checkpoint()
+        with anyio.fail_after(5):  # the workers meet the tasks before the plugin loads
+            while len(bus._held) < 2:  # noqa: ASYNC110 - a count, no event
+                await anyio.sleep(0.01)
         assert (await bus.get("late-q")).state is TaskState.QUEUED
         scope = bus.registry.scope("plugin")
 
@@ -185,8 +186,7 @@ async def test_tasks_of_a_type_that_never_registers_fail_after_the_grace(
         store=SqliteStore(path), workers=1, shutdown_grace=1, clock=clock, unknown_type_grace=60
     )
     async with bus:
-        for _ in range(20):
-            await anyio.lowlevel.checkpoint()
+        await until_held(bus)  # claimed from the store, met by a worker, held
         clock.advance(59)
         for _ in range(20):
             await anyio.lowlevel.checkpoint()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ __all__ = [
     "Store",
     "StoreStats",
     "TaskQuery",
+    "TaskStore",
     "key_scope",
 ]
 
@@ -235,4 +236,90 @@ class EventLog(Protocol):
 
     async def flush(self) -> None:
         """Wait until everything logged so far is committed and delivered."""
+        ...
+
+
+@runtime_checkable
+class TaskStore(EventLog, Protocol):
+    """A store that holds claims: any number of workers, in any number of processes,
+    share its tasks (see DESIGN.md, "Stores and brokers").
+
+    Reads return copies (value semantics). `acquire` picks and claims tasks in one
+    step, each under a lease its worker renews (`extend_leases`); `release` writes
+    the outcome only while the lease holds; `reap_expired` re-queues (or fails) the
+    tasks of workers that stopped renewing. Every change that has an event logs it
+    in the same step, so a final state and its final event are durable together.
+    """
+
+    async def acquire(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None = None,
+        types: Collection[str] | None = None,
+        aging: float | None = None,
+        now: float | None = None,
+    ) -> list[TaskRecord]:
+        """Claim up to `limit` ready queued tasks (priority, then FIFO; with `aging`,
+        waiting raises priority), never more running per type than `limits` allows,
+        across every worker; only of `types` when given."""
+        ...
+
+    async def release(
+        self, worker_id: str, record: TaskRecord, *, event: Event | None = None
+    ) -> bool:
+        """Write a final or re-queued record (and `event`) and drop the lease; False,
+        writing nothing, if `worker_id` no longer holds it."""
+        ...
+
+    async def extend_leases(
+        self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
+    ) -> set[str]:
+        """Renew the leases `worker_id` holds on `ids`; return the ids it lost."""
+        ...
+
+    async def reap_expired(
+        self,
+        *,
+        now: float | None = None,
+        workers: Collection[str] = (),
+        fail_types: Collection[str] = (),
+        alive: Collection[str] = (),
+        events_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> list[TaskRecord]:
+        """Re-queue (attempts left) or fail the tasks whose lease expired, or that
+        `workers` (known dead) hold; return their new records."""
+        ...
+
+    async def cancel_queued(
+        self,
+        task_id: str,
+        reason: str | None,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """Cancel the task if it is still queued, in one step; its record, else None."""
+        ...
+
+    def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
+        """Write a running task's progress (and `event`) while the lease holds."""
+        ...
+
+    def request_cancel(self, task_id: str, reason: str | None) -> None:
+        """Ask whichever worker runs the task to cancel it."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest not-before time among queued tasks (epoch seconds)."""
+        ...
+
+    async def running_workers(self) -> list[str]:
+        """The workers holding leases now."""
+        ...
+
+    async def follow(self) -> None:
+        """Deliver the events other processes log, until cancelled."""
         ...

@@ -14,12 +14,16 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from .._events import BATCH_EVENT_TYPES, EVENT_TYPES, Event, stamp
+from .._events import BATCH_EVENT_TYPES, EVENT_TYPES, CancelRequested, Event, stamp
 from ._codec import escape_text
 
 __all__ = ["event_from_text", "event_text"]
 
-_CLASSES: dict[str, type[Event]] = {**EVENT_TYPES, **BATCH_EVENT_TYPES}
+_CLASSES: dict[str, type[Event]] = {
+    **EVENT_TYPES,
+    **BATCH_EVENT_TYPES,
+    "cancel-requested": CancelRequested,
+}
 _JSON_ERRORS = (ValueError, TypeError, RecursionError)
 
 

@@ -11,12 +11,18 @@ steps of a tenth, so trimming costs little per commit).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .._events import Event
 from ._event_codec import event_from_text, event_text
 
-__all__ = ["EVENTS_SCHEMA", "EventLogWriter", "last_event_id", "read_events_after"]
+__all__ = [
+    "EVENTS_SCHEMA",
+    "EventLogWriter",
+    "OrderedDelivery",
+    "last_event_id",
+    "read_events_after",
+]
 
 EVENTS_SCHEMA = """
 CREATE TABLE events (
@@ -83,3 +89,46 @@ def read_events_after(conn: sqlite3.Connection, after: int, limit: int) -> list[
 def last_event_id(conn: sqlite3.Connection) -> int:
     """The id of the newest event ever logged (0 if none)."""
     return _last_id(conn)
+
+
+class OrderedDelivery:
+    """Hands logged events to the runtime in id order, each once.
+
+    Events committed by this process arrive as their commits land; those other
+    processes commit are read by `SqliteStore.follow`. An event that arrives
+    ahead of one not yet read waits for it (`gap` says one is missing), so a
+    reader that resumes from the last id it saw misses nothing.
+    """
+
+    def __init__(self) -> None:
+        self.deliver: Callable[[Event], None] | None = None
+        #: The id the next delivered event must have (set at open from the log).
+        self.next_id = 1
+        self._waiting: dict[int, Event] = {}
+
+    @property
+    def gap(self) -> bool:
+        return bool(self._waiting)
+
+    def offer(self, events: Iterable[Event]) -> None:
+        deliver = self.deliver
+        waiting = self._waiting
+        for event in events:
+            if event.id is None:  # could not be logged: nobody resumes from it
+                if deliver is not None:
+                    deliver(event)
+                continue
+            number = int(event.id)
+            if number >= self.next_id:
+                waiting[number] = event
+        while self.next_id in waiting:
+            event = waiting.pop(self.next_id)
+            self.next_id += 1
+            if deliver is not None:
+                deliver(event)
+
+    def skip_missing(self) -> None:
+        """Give up on events that will never be read (trimmed from the log)."""
+        if self._waiting:
+            self.next_id = min(self._waiting)
+            self.offer(())

@@ -38,9 +38,13 @@ __all__ = [
     "check_worker",
     "expiry_error",
     "extend",
+    "give_back",
     "lease_end",
+    "next_due",
+    "progress",
     "reap",
     "release",
+    "running_workers",
 ]
 
 assert COLUMNS[-2:] == ("worker", "lease_until")  # `release` relies on it
@@ -131,10 +135,15 @@ def expiry_error(record: TaskRecord, *, retry: bool) -> ErrorInfo:
             expired = stamp.isoformat(timespec="milliseconds")
         except (OverflowError, ValueError, OSError):  # beyond the years datetime knows
             expired = f"{record.lease_until:.3f} (epoch seconds)"
+    holder = (
+        "its process stopped (it held no lease)"
+        if record.worker is None
+        else f"worker {escape_text(record.worker)!r} stopped renewing its lease "
+        f"(expired at {expired})"
+    )
     message = (
-        f"worker {escape_text(str(record.worker))!r} stopped renewing its lease "
-        f"(expired at {expired}) during attempt {record.attempt} of {record.max_attempts}; "
-        + ("queued again" if retry else "no attempts left")
+        f"interrupted: {holder} during attempt {record.attempt} of {record.max_attempts}; "
+        + ("queued again" if retry else "it does not run again")
     )
     return ErrorInfo(
         message=message,
@@ -288,6 +297,19 @@ def release(conn: sqlite3.Connection, *, worker: str, row: Row) -> bool:
     return bool(conn.execute(_RELEASE, values).rowcount == 1)
 
 
+def give_back(conn: sqlite3.Connection, *, worker: str, ids: list[str]) -> None:
+    """Put back, unstarted, tasks `worker` claimed but never received (its wait for
+    the claim gave up): queued again, their attempt not counted."""
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        conn.execute(
+            "UPDATE tasks SET state = 'queued', attempt = attempt - 1, started_at = NULL, "
+            f"worker = NULL, lease_until = NULL WHERE state = 'running' AND worker = ? "
+            f"AND id IN ({_marks(chunk)})",
+            (worker, *chunk),
+        )
+
+
 def extend(conn: sqlite3.Connection, *, worker: str, ids: list[str], until: float) -> set[str]:
     """Move the leases of `ids` that `worker` still holds to `until`; the ids it did."""
     extended: set[str] = set()
@@ -300,8 +322,17 @@ def extend(conn: sqlite3.Connection, *, worker: str, ids: list[str], until: floa
     return extended
 
 
-def reap(conn: sqlite3.Connection, *, now: float) -> Picked:
-    """Re-queue (attempts left) or fail (none left) tasks whose lease ended before `now`.
+def reap(
+    conn: sqlite3.Connection,
+    *,
+    now: float,
+    workers: Collection[str] = (),
+    fail_types: Collection[str] = (),
+    alive: Collection[str] = (),
+) -> Picked:
+    """Re-queue (attempts left) or fail (none left) tasks whose lease ended before `now`,
+    and those held by `workers` (known to be dead), whatever their lease says; tasks of
+    `fail_types` fail at once.
 
     Returns (the records in their new state, corrupt rows met and settled as failed).
     """
@@ -311,6 +342,22 @@ def reap(conn: sqlite3.Connection, *, now: float) -> Picked:
         "ORDER BY lease_until, rowid",
         [now],
     )
+    # Running without a lease: claimed by `Store.claim` (a process that held none, an
+    # older taskbus): nobody renews it, so it is as good as expired.
+    rows += _fetch(
+        conn,
+        f"{_SELECT} INDEXED BY tasks_running_type WHERE state = 'running' "
+        "AND lease_until IS NULL ORDER BY rowid",
+        [],
+    )
+    for start in range(0, len(workers), _CHUNK):
+        chunk = list(workers)[start : start + _CHUNK]
+        rows += _fetch(
+            conn,
+            f"{_SELECT} WHERE state = 'running' AND lease_until >= ? "
+            f"AND worker IN ({_marks(chunk)})",
+            [now, *chunk],
+        )
     records: list[TaskRecord] = []
     corrupt: list[CorruptRecord] = []
     for rowid, *values in rows:
@@ -321,7 +368,9 @@ def reap(conn: sqlite3.Connection, *, now: float) -> Picked:
             if _settle(conn, exc, now) and exc.record is not None:
                 records.append(exc.record)
             continue
-        retry = record.attempt < record.max_attempts
+        if record.worker in alive:
+            continue
+        retry = record.attempt < record.max_attempts and record.type not in fail_types
         record.error = expiry_error(record, retry=retry)
         error = record.error.model_dump_json()
         if retry:
@@ -399,3 +448,44 @@ def _settle(conn: sqlite3.Connection, exc: CorruptRecord, now: float) -> bool:
         return False
     conn.execute(UPSERT, row)
     return True
+
+
+def progress(conn: sqlite3.Connection, *, worker: str, record: TaskRecord) -> bool:
+    """Write a running task's progress if `worker` still holds its lease."""
+    return bool(
+        conn.execute(
+            "UPDATE tasks SET progress = ?, current = ?, total = ?, message = ?, eta = ? "
+            "WHERE id = ? AND state = 'running' AND worker = ?",
+            (
+                _finite_or_none(record.progress),
+                record.current if record.current is None or abs(record.current) < 2**63 else None,
+                record.total if record.total is None or abs(record.total) < 2**63 else None,
+                None if record.message is None else escape_text(record.message),
+                _finite_or_none(record.eta),
+                record.id,
+                worker,
+            ),
+        ).rowcount
+        == 1
+    )
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """The earliest not-before time of a queued task, if any waits for one."""
+    row = conn.execute(
+        "SELECT min(not_before) FROM tasks WHERE state = 'queued' AND not_before IS NOT NULL"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def running_workers(conn: sqlite3.Connection) -> list[str]:
+    """The workers holding leases now."""
+    rows = conn.execute(
+        "SELECT DISTINCT worker FROM tasks INDEXED BY tasks_leases "
+        "WHERE state = 'running' AND lease_until IS NOT NULL"
+    ).fetchall()
+    return [str(worker) for (worker,) in rows if worker is not None]

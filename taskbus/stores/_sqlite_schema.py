@@ -97,6 +97,9 @@ def _v3(conn: sqlite3.Connection) -> None:
         CREATE INDEX tasks_running_type ON tasks (type) WHERE state = 'running';
         CREATE INDEX tasks_leases ON tasks (lease_until)
             WHERE state = 'running' AND lease_until IS NOT NULL;
+        CREATE INDEX tasks_due ON tasks (not_before)
+            WHERE state = 'queued' AND not_before IS NOT NULL;
+        UPDATE tasks SET lease_until = 0 WHERE state = 'running';
         """,
     )
 

@@ -170,13 +170,21 @@ class SqliteWriter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def call(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[Batch, int]:
-        """Run `fn(conn)` in the next transaction; its result lands in `batch.results`."""
+    def call(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        *,
+        events: Callable[[Any], list[Event]] | None = None,
+    ) -> tuple[Batch, int]:
+        """Run `fn(conn)` in the next transaction; its result lands in `batch.results`.
+
+        With `events`, ``events(result)`` are logged in that same transaction.
+        """
         with self._lock:
             if self.failure is not None:
                 raise self.stopped_error()
             batch = self._pending
-            batch.calls.append(fn)
+            batch.calls.append(fn if events is None else _LoggingCall(fn, events, self._event_log))
             index = len(batch.calls) - 1
         self._wake.set()
         return batch, index
@@ -410,8 +418,12 @@ class SqliteWriter:
                     batch.results[index] = self._transaction(fn)
                 except Exception as exc:  # noqa: BLE001 - the call's own failure, for its caller
                     batch.call_errors[index] = self._call_error(exc)
+                else:
+                    _take_logged(batch, fn)
         else:
             batch.results = dict(enumerate(results))
+            for fn in batch.calls:
+                _take_logged(batch, fn)
 
     def _call_error(self, exc: Exception) -> StoreError:
         if isinstance(exc, sqlite3.Error):
@@ -470,6 +482,40 @@ class SqliteWriter:
     @staticmethod
     def is_final(row: Row) -> bool:
         return row[_STATE] in _FINAL
+
+
+class _LoggingCall:
+    """A call whose outcome says which events to log in its transaction."""
+
+    __slots__ = ("events", "fn", "log", "logged")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        events: Callable[[Any], list[Event]],
+        log: EventLogWriter,
+    ) -> None:
+        self.fn = fn
+        self.events = events
+        self.log = log
+        self.logged: list[tuple[Event, int]] = []
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        result = self.fn(conn)
+        events = self.events(result)
+        self.logged = (
+            list(zip(events, self.log.insert(conn, events), strict=True)) if events else []
+        )
+        return result
+
+
+def _take_logged(batch: Batch, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    """Number the events a committed call logged, for delivery with its batch."""
+    if isinstance(fn, _LoggingCall) and fn.logged:
+        for event, event_id in fn.logged:
+            stamp(event, str(event_id))
+            batch.events.append(event)
+        fn.logged = []
 
 
 def _task_of(event: Event) -> str | None:

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,15 +41,14 @@ import anyio
 import anyio.to_thread
 
 from .._errors import StoreError, UnstorableValue
-from .._events import Event
+from .._events import CancelRequested, Event, build_trusted
 from .._record import TaskRecord
 from .._states import TaskState
 from . import _sqlite_lease as leases
-from ._base import CorruptRecord, KeyScope, StoreStats, TaskQuery, key_scope
+from ._base import CorruptRecord, StoreStats, TaskQuery
 from ._codec import COLUMNS, Row, row_from_record, salvage_row, unstorable_row
 from ._codec_read import record_from_row
-from ._sqlite_events import last_event_id, read_events_after
-from ._sqlite_lock import FileIdentityLock
+from ._sqlite_events import OrderedDelivery, last_event_id, read_events_after
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import Batch, SqliteWriter
 
@@ -60,6 +59,9 @@ logger = logging.getLogger("taskbus.stores.sqlite")
 T = TypeVar("T")
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
+_POLL_MIN = 0.005
+_POLL_MAX = 0.1
+_POLL_BATCH = 1000
 _FINAL_STATES = ("completed", "failed", "cancelled")
 _STATES = {state.value: state for state in TaskState}
 
@@ -92,14 +94,14 @@ class SqliteStore:
             raise ValueError(f"keep_events must be an int >= 1, not {keep_events!r}")
         #: The event log keeps this many of the newest events (for replay).
         self.keep_events = keep_events
-        self._deliver: Callable[[Event], None] | None = None
-        self._live: dict[str, TaskRecord] = {}
+        self._delivery = OrderedDelivery()
+        #: Claims whose caller stopped waiting: (batch, call index, worker).
+        self._unclaimed: builtins.list[tuple[Batch, int, str]] = []
+        self._poll_wake: anyio.Event | None = None
         self._on_final: Callable[[str], None] | None = None
-        self._keys: dict[KeyScope, TaskRecord] = {}
         self._writer: SqliteWriter | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._file_lock: FileIdentityLock | None = None
         self._reported: set[str] = set()  # corrupt rows and lost writes, logged once
 
     def __repr__(self) -> str:
@@ -127,27 +129,39 @@ class SqliteStore:
         self._writer = SqliteWriter(
             writer_conn, self.path, self._committed, keep_events=self.keep_events
         )
+        await self._settle_unknown_states()
+
+    async def _settle_unknown_states(self) -> None:
+        """Write as failed the rows whose state no taskbus writes (edited by hand, say):
+        no worker would ever claim or reap them."""
+        known = tuple(state.value for state in TaskState)
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"{_SELECT} WHERE state NOT IN ({', '.join('?' * len(known))})", known
+            ).fetchall()
+        )
+        settled = False
+        for row in rows:
+            try:
+                record_from_row(row)
+            except CorruptRecord as exc:
+                settled = self._settle_corrupt(exc) or settled
+        if settled:
+            await self.flush()
 
     def _open_files(self) -> None:
-        lock = FileIdentityLock(self.path)
-        lock.acquire()
-        self._file_lock = lock
+        conn = self._connect("open", check_first=True)
         try:
-            conn = self._connect("open", check_first=True)
-            try:
-                migrate(conn, self.path)
-                apply_pragmas(conn, self._pragmas)
-            except sqlite3.Error as exc:
-                conn.close()
-                raise store_error(self.path, exc, "prepare the schema") from None
-            except BaseException:
-                conn.close()
-                raise
-            self._reader = conn
+            migrate(conn, self.path)
+            apply_pragmas(conn, self._pragmas)
+            self._delivery.next_id = last_event_id(conn) + 1
+        except sqlite3.Error as exc:
+            conn.close()
+            raise store_error(self.path, exc, "prepare the schema") from None
         except BaseException:
-            self._file_lock = None
-            lock.release(forget=True)  # leave no trace beside a file that is not ours
+            conn.close()
             raise
+        self._reader = conn
 
     def _connect(self, doing: str, *, check_first: bool = False) -> sqlite3.Connection:
         # The first connection sets no pragma (WAL mode changes the file) until
@@ -162,30 +176,22 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Write what is pending and close; bounded by `write_timeout` (then a stuck
-        writer thread is left to end on its own, and keeps the file locked until it does)."""
+        writer thread is left to end on its own)."""
         writer, self._writer = self._writer, None
-        lock, self._file_lock = self._file_lock, None
-        try:
-            if writer is not None:
-                if await writer.stop(self.write_timeout):
-                    await anyio.to_thread.run_sync(writer._conn.close)
-                else:
-                    logger.error(
-                        "%r: the writer thread did not stop within %gs; the file stays "
-                        "locked until it does",
-                        self,
-                        self.write_timeout,
-                    )
-                    writer.when_ended(lambda: _close_quietly(writer._conn, lock))
-                    lock = None
-            if self._reader is not None:
-                await anyio.to_thread.run_sync(self._reader.close)
-                self._reader = None
-        finally:
-            if lock is not None:
-                lock.release()
-            self._live.clear()
-            self._keys.clear()
+        if writer is not None:
+            if await writer.stop(self.write_timeout):
+                await anyio.to_thread.run_sync(writer._conn.close)
+            else:
+                logger.error(
+                    "%r: the writer thread did not stop within %gs; it closes its "
+                    "connection when it does",
+                    self,
+                    self.write_timeout,
+                )
+                writer.when_ended(lambda: _close_quietly(writer._conn))
+        if self._reader is not None:
+            await anyio.to_thread.run_sync(self._reader.close)
+            self._reader = None
 
     # -- writes ----------------------------------------------------------------------
 
@@ -215,9 +221,6 @@ class SqliteStore:
         error = batch.error_for(record.id)
         if error is not None:
             raise error
-        self._live[record.id] = record
-        if record.key is not None:
-            self._keys[key_scope(record)] = record
 
     async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
         self._put_change(record, event)
@@ -253,8 +256,9 @@ class SqliteStore:
 
     def deliver_events(self, callback: Callable[[Event], None]) -> None:
         """Call ``callback(event)`` on the event loop for each logged event, numbered,
-        once it is committed, in commit order."""
-        self._deliver = callback
+        once it is committed, in id order (with those other processes log, once
+        `follow` runs)."""
+        self._delivery.deliver = callback
 
     def log_event(self, event: Event) -> None:
         """Log an event that comes with no change to a task (progress, a batch's)."""
@@ -284,11 +288,13 @@ class SqliteStore:
         self._on_final = callback
 
     def _committed(self, batch: Batch) -> None:
-        deliver = self._deliver
-        if deliver is not None:
-            for event in batch.events:
-                deliver(event)
-        live = self._live
+        if self._unclaimed:
+            self._give_back_unclaimed(batch)
+        if batch.events:
+            delivery = self._delivery
+            delivery.offer(batch.events)
+            if delivery.gap and self._poll_wake is not None:
+                self._poll_wake.set()  # another process logged in between: read it now
         writer = self._writer
         durable: list[str] = []
         for task_id, row in batch.rows.items():
@@ -299,16 +305,20 @@ class SqliteStore:
                     durable.append(task_id)  # given up: it will never be durable
                 continue
             durable.append(task_id)
-            record = live.get(task_id)
-            if record is not None and record.state.is_final:
-                del live[task_id]
-                if record.key is not None:
-                    scope = key_scope(record)
-                    if self._keys.get(scope) is record:
-                        del self._keys[scope]
         if self._on_final is not None:
             for task_id in durable:
                 self._on_final(task_id)
+
+    def _give_back_unclaimed(self, batch: Batch) -> None:
+        for entry in [entry for entry in self._unclaimed if entry[0] is batch]:
+            self._unclaimed.remove(entry)
+            _, index, worker = entry
+            result = batch.results.get(index)
+            if result:
+                ids = [record.id for record in result[0]]
+                if ids:
+                    logger.warning("%r: giving back %d task(s) claimed too late", self, len(ids))
+                    self._require_writer().call(partial(leases.give_back, worker=worker, ids=ids))
 
     async def flush(self) -> None:
         """Wait until every write made so far has been committed (or has failed);
@@ -318,9 +328,14 @@ class SqliteStore:
         if batch is not None:
             await writer.wait(batch, self.write_timeout, "write", shield=False)
 
-    async def _in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _in_writer(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        events: Callable[[T], builtins.list[Event]] | None = None,
+    ) -> T:
         writer = self._require_writer()
-        batch, index = writer.call(fn)
+        batch, index = writer.call(fn, events=events)
         await writer.wait(batch, self.write_timeout, "write", shield=False)
         error = batch.call_errors.get(index)
         if error is not None:
@@ -348,11 +363,27 @@ class SqliteStore:
         )
         if not pick.limit:
             return []
-        return self._leased(*await self._in_writer(pick.run))
+        writer = self._require_writer()
+        batch, index = writer.call(pick.run)
+        try:
+            # Shielded, like a submit: a caller that gives up must not leave claims
+            # nobody knows of; those that land after it gave up are given back.
+            await writer.wait(batch, self.write_timeout, "claim tasks", shield=True)
+        except StoreError:
+            self._unclaimed.append((batch, index, pick.worker))
+            raise
+        error = batch.call_errors.get(index)
+        if error is not None:
+            raise error
+        records, corrupt = batch.results[index]
+        return self._leased(records, corrupt)
 
-    async def release(self, worker_id: str, record: TaskRecord) -> bool:
-        """Write the record (final, or queued again) and drop its lease if `worker_id`
-        still holds it; False, writing nothing, if the lease was lost."""
+    async def release(
+        self, worker_id: str, record: TaskRecord, *, event: Event | None = None
+    ) -> bool:
+        """Write the record (final, or queued again), and log `event` with it, and drop
+        its lease if `worker_id` still holds it; False, writing nothing, if the lease
+        was lost."""
         worker = leases.check_worker(worker_id)
         if record.state is TaskState.RUNNING:
             raise ValueError(f"release takes a final or re-queued record, not {record!r}")
@@ -361,9 +392,10 @@ class SqliteStore:
         except UnstorableValue as exc:
             logger.error("%s; recording the task as failed", exc)
             row = unstorable_row(record, exc, time.time())
-        released = await self._in_writer(partial(leases.release, worker=worker, row=row))
-        self._forget([record.id])
-        return released
+        return await self._in_writer(
+            partial(leases.release, worker=worker, row=row),
+            events=lambda released: [event] if released and event is not None else [],
+        )
 
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
@@ -378,40 +410,130 @@ class SqliteStore:
         work = partial(leases.extend, worker=worker, ids=wanted, until=until)
         return set(wanted) - await self._in_writer(work)
 
-    async def reap_expired(self, *, now: float | None = None) -> builtins.list[TaskRecord]:
-        """Tasks whose lease ended before `now`, queued again while attempts remain,
-        else failed (see `_sqlite_lease.expiry_error`): their new records."""
-        return self._leased(*await self._in_writer(partial(leases.reap, now=leases.check_now(now))))
+    async def reap_expired(
+        self,
+        *,
+        now: float | None = None,
+        workers: Collection[str] = (),
+        fail_types: Collection[str] = (),
+        alive: Collection[str] = (),
+        events_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> builtins.list[TaskRecord]:
+        """Tasks whose lease ended before `now`, or held by `workers` (known dead),
+        queued again while attempts remain (never those of `fail_types`), else failed
+        (see `_sqlite_lease.expiry_error`): their new records. ``events_for(record)``
+        is logged with each change."""
+        work = partial(
+            leases.reap,
+            now=leases.check_now(now),
+            workers=workers,
+            fail_types=fail_types,
+            alive=alive,
+        )
+        return self._leased(*await self._in_writer(work, events=_events_of(events_for)))
 
     async def cancel_queued(
-        self, task_id: str, reason: str | None, *, now: float | None = None
+        self,
+        task_id: str,
+        reason: str | None,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
-        """Cancel the task if it is queued, in one step: its new record, else None."""
+        """Cancel the task if it is queued, in one step (logging ``event_for(record)``
+        with it): its new record, else None."""
         reason = leases.check_reason(reason)
         work = partial(
             leases.cancel_queued, task_id=task_id, reason=reason, now=leases.check_now(now)
         )
-        record, corrupt = await self._in_writer(work)
+
+        def events(result: tuple[TaskRecord | None, Any]) -> builtins.list[Event]:
+            cancelled = result[0]
+            event = None if cancelled is None or event_for is None else event_for(cancelled)
+            return [] if event is None else [event]
+
+        record, corrupt = await self._in_writer(work, events=events)
         self._leased([] if record is None else [record], corrupt)
         return record
+
+    def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
+        """Write a running task's progress, and log `event` with it, if `worker_id`
+        still holds its lease (without waiting for the commit)."""
+        work = partial(leases.progress, worker=worker_id, record=record)
+        try:
+            self._require_writer().call(
+                work, events=lambda written: [event] if written and event is not None else []
+            )
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; progress is not written", exc)
+
+    def request_cancel(self, task_id: str, reason: str | None) -> None:
+        """Ask whichever process runs the task to cancel it (through the event log)."""
+        self.log_event(
+            build_trusted(
+                CancelRequested,
+                {
+                    "task_id": task_id,
+                    "task_type": "",
+                    "owner": None,
+                    "timestamp": time.time(),
+                    "reason": reason,
+                },
+            )
+        )
+
+    async def next_due(self) -> float | None:
+        """The earliest not-before time of a queued task (epoch seconds), if any."""
+        return await self._read(leases.next_due)
+
+    async def running_workers(self) -> builtins.list[str]:
+        """The ids of the workers that hold leases now."""
+        return await self._read(leases.running_workers)
+
+    async def follow(self) -> None:
+        """Deliver the events other processes log, in id order, until cancelled.
+
+        SQLite has no notifications: the log is read every 5 ms while events keep
+        coming, backing off to every 100 ms when idle (one indexed read each), and at
+        once when a commit of this process leaves a gap.
+        """
+        interval = _POLL_MIN
+        failing = False
+        while True:
+            self._poll_wake = wake = anyio.Event()
+            with anyio.move_on_after(interval):
+                await wake.wait()
+            try:
+                found = await self._poll_once()
+            except StoreError as exc:
+                if not failing:
+                    logger.error("%r: reading the event log failed: %s", self, exc)
+                failing = True
+                interval = 1.0
+                continue
+            failing = False
+            interval = _POLL_MIN if found else min(interval * 2, _POLL_MAX)
+
+    async def _poll_once(self) -> int:
+        delivery = self._delivery
+        start = delivery.next_id - 1
+        gap_before = delivery.gap  # a gap this read can fill (not one opened after it began)
+        events = await self._read(lambda conn: read_events_after(conn, start, _POLL_BATCH))
+        delivery.offer(events)
+        if gap_before and delivery.gap and len(events) < _POLL_BATCH:
+            # The read saw every event committed before the gap appeared: what is
+            # still missing was trimmed from the log before anyone read it.
+            delivery.skip_missing()
+        return len(events)
 
     def _leased(
         self, records: builtins.list[TaskRecord], corrupt: builtins.list[CorruptRecord]
     ) -> builtins.list[TaskRecord]:
         for exc in corrupt:
             self._report_corrupt(exc)
-        self._forget([record.id for record in records] + [exc.task_id for exc in corrupt])
         return records
-
-    def _forget(self, task_ids: Iterable[str]) -> None:
-        """Let go of the runtime's records of tasks a lease method wrote: reads (and
-        key lookups) show what is stored, not a stale copy."""
-        for task_id in task_ids:
-            record = self._live.pop(task_id, None)
-            if record is not None and record.key is not None:
-                scope = key_scope(record)
-                if self._keys.get(scope) is record:
-                    del self._keys[scope]
 
     # -- reads -----------------------------------------------------------------------
 
@@ -456,9 +578,7 @@ class SqliteStore:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The task, or None; a corrupt row reads as its task failed with `CorruptRecord`."""
-        record = self._live.get(task_id)
-        if record is not None:
-            return record
+        await self.flush()
         row = await self._read(
             lambda conn: conn.execute(f"{_SELECT} WHERE id = ?", (task_id,)).fetchone()
         )
@@ -472,12 +592,20 @@ class SqliteStore:
         task_type: str,
         completed_since: float | None = None,
     ) -> TaskRecord | None:
-        record = self._keys.get((owner, task_type, key))
-        if record is not None and not record.state.is_final:
-            return record
+        await self.flush()
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"{_SELECT} WHERE key = ? AND type = ? AND owner IS ? "
+                "AND state IN ('queued', 'running') LIMIT 1",
+                (key, task_type, owner),
+            ).fetchone()
+        )
+        if row is not None:
+            unfinished = self._load(row)
+            if not unfinished.state.is_final:
+                return unfinished
         if completed_since is None:
             return None
-        await self.flush()
         row = await self._read(
             lambda conn: conn.execute(
                 f"{_SELECT} WHERE key = ? AND type = ? AND owner IS ? AND state = 'completed' "
@@ -498,8 +626,7 @@ class SqliteStore:
         rows = await self._read(
             lambda conn: conn.execute(sql, (*params, query.limit, query.offset)).fetchall()
         )
-        live = self._live
-        return [live.get(row[0]) or self._load(row) for row in rows]
+        return [self._load(row) for row in rows]
 
     async def stats(self) -> StoreStats:
         """Counts by stored state; a row whose state no taskbus writes counts as failed."""
@@ -559,10 +686,6 @@ class SqliteStore:
                 settled = self._settle_corrupt(exc) or settled
         if settled:
             await self.flush()
-        for record in records:
-            self._live[record.id] = record
-            if record.key is not None:
-                self._keys[key_scope(record)] = record
         return records
 
     def _settle_corrupt(self, exc: CorruptRecord) -> bool:
@@ -580,6 +703,20 @@ class SqliteStore:
     ) -> builtins.list[tuple[Any, ...]]:
         """Run read-only SQL on the store's reader connection (for tools and tests)."""
         return await self._read(lambda conn: conn.execute(sql, params).fetchall())
+
+
+def _events_of(
+    event_for: Callable[[TaskRecord], Event | None] | None,
+) -> Callable[[tuple[builtins.list[TaskRecord], Any]], builtins.list[Event]] | None:
+    """The events to log with the records a lease step changed."""
+    if event_for is None:
+        return None
+
+    def events(result: tuple[builtins.list[TaskRecord], Any]) -> builtins.list[Event]:
+        found = (event_for(record) for record in result[0])
+        return [event for event in found if event is not None]
+
+    return events
 
 
 def _event_number(event_id: str | None) -> int | None:
@@ -623,11 +760,9 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _close_quietly(conn: sqlite3.Connection, lock: FileIdentityLock | None) -> None:
+def _close_quietly(conn: sqlite3.Connection) -> None:
     """Close what a writer thread that ended late leaves behind (on that thread)."""
     try:
         conn.close()
     except sqlite3.Error:
         logger.exception("closing the SQLite writer connection failed")
-    if lock is not None:
-        lock.release()

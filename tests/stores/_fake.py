@@ -253,16 +253,23 @@ class ValueStore:
                 lost.add(task_id)
         return lost
 
-    async def reap_expired(self, *, now: float | None = None) -> builtins.list[TaskRecord]:
+    async def reap_expired(
+        self,
+        *,
+        now: float | None = None,
+        workers: Collection[str] = (),
+        fail_types: Collection[str] = (),
+    ) -> builtins.list[TaskRecord]:
         moment = check_now(now)
         await self._step()
         reaped: builtins.list[TaskRecord] = []
         for row in builtins.list(self._rows.values()):
             lease_until = _col(row, "lease_until")
-            if _col(row, "state") != "running" or lease_until is None or lease_until >= moment:
+            expired = lease_until is None or lease_until < moment or _col(row, "worker") in workers
+            if _col(row, "state") != "running" or not expired:
                 continue
             record = record_from_row(row)
-            retry = record.attempt < record.max_attempts
+            retry = record.attempt < record.max_attempts and record.type not in fail_types
             record.error = expiry_error(record, retry=retry)
             if retry:
                 record.state, record.queued_at, record.started_at = TaskState.QUEUED, moment, None

@@ -50,7 +50,13 @@ class LeasingStore(Store, Protocol):
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
     ) -> set[str]: ...
 
-    async def reap_expired(self, *, now: float | None = None) -> list[TaskRecord]: ...
+    async def reap_expired(
+        self,
+        *,
+        now: float | None = None,
+        workers: Collection[str] = (),
+        fail_types: Collection[str] = (),
+    ) -> list[TaskRecord]: ...
 
     async def cancel_queued(
         self, task_id: str, reason: str | None, *, now: float | None = None
@@ -375,7 +381,7 @@ async def test_reap_requeues_with_attempts_left_and_fails_without(store: Leasing
     assert (failed.state, failed.finished_at) == (TaskState.FAILED, T0 + 10.5)
     assert failed.error is not None and failed.error.error_type is ErrorType.FATAL
     assert "worker 'w1' stopped renewing its lease" in failed.error.message
-    assert "no attempts left" in failed.error.message
+    assert "it does not run again" in failed.error.message
     assert failed.error.exception_type == "taskbus.TaskInterruptedError"
     for record in (queued, failed):
         assert (record.worker, record.lease_until) == (None, None)
@@ -386,14 +392,29 @@ async def test_reap_requeues_with_attempts_left_and_fails_without(store: Leasing
     assert (rerun.id, rerun.attempt) == (again.id, 2)
 
 
-async def test_a_claim_without_a_lease_is_never_reaped(store: LeasingStore) -> None:
+async def test_a_claim_without_a_lease_is_reaped_at_once(store: LeasingStore) -> None:
     record = await queue(store)
     record.move(TaskState.RUNNING)
     record.attempt, record.started_at = 1, T0
-    await store.claim(record)  # the single-process runtime's claim: no lease
+    await store.claim(record)  # a claim nobody renews (an older taskbus made these)
 
-    assert await store.reap_expired(now=T0 + 1e6) == []
-    assert (await stored(store, record)).state is TaskState.RUNNING
+    assert [(r.id, r.state) for r in await store.reap_expired(now=T0)] == [
+        (record.id, TaskState.QUEUED)
+    ]
+    assert (await stored(store, record)).state is TaskState.QUEUED
+
+
+async def test_reap_takes_the_tasks_of_dead_workers_whatever_their_lease(
+    store: LeasingStore,
+) -> None:
+    alive, dead = await queue(store), await queue(store, task_type="other")
+    await store.acquire("alive", 1, LEASE, now=T0, types=["reports:build"])
+    await store.acquire("dead", 1, LEASE, now=T0, types=["other"])
+
+    reaped = await store.reap_expired(now=T0 + 1, workers=["dead"], fail_types=["other"])
+
+    assert [(r.id, r.state) for r in reaped] == [(dead.id, TaskState.FAILED)]
+    assert (await stored(store, alive)).state is TaskState.RUNNING
 
 
 # -- cancel_queued -----------------------------------------------------------------
@@ -538,18 +559,21 @@ async def test_sqlite_a_version_2_file_gains_the_lease_columns(tmp_path: Path) -
     await store.open()
     try:
         got = await store.get(old.id)
+        # Left running by a version-2 process (which held no lease): expired at once.
         assert got is not None and (got.state, got.worker, got.lease_until) == (
             TaskState.RUNNING,
             None,
-            None,
+            0.0,
         )
-        assert await store.reap_expired(now=T0 + 1e6) == []
+        assert [(r.id, r.state) for r in await store.reap_expired(now=T0)] == [
+            (old.id, TaskState.QUEUED)
+        ]
         indexes = {name for (name,) in await store.execute("SELECT name FROM sqlite_master")}
-        assert {"tasks_queue", "tasks_running_type", "tasks_leases"} <= indexes
+        assert {"tasks_queue", "tasks_running_type", "tasks_leases", "tasks_due"} <= indexes
         fresh = make_record()
         await store.add(fresh)
-        assert ids(await store.acquire("w", 5, LEASE, now=T0)) == [fresh.id]
-        assert ids(await store.reap_expired(now=T0 + 2 * LEASE)) == [fresh.id]
+        assert set(ids(await store.acquire("w", 5, LEASE, now=T0))) == {old.id, fresh.id}
+        assert set(ids(await store.reap_expired(now=T0 + 2 * LEASE))) == {old.id, fresh.id}
     finally:
         await store.close()
 
