@@ -55,7 +55,32 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-async def _taskbus_child(case: str, tasks: int) -> dict[str, Any]:
+def _trace_start(trace: int) -> None:
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(1)
+
+
+def _trace_report(trace: int, tasks: int) -> None:
+    """Diagnostics only (``--trace N``): the top N lines by bytes still held, on stderr."""
+    if not trace:
+        return
+    import tracemalloc
+
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    tracemalloc.stop()
+    total = sum(stat.size for stat in stats)
+    sys.stderr.write(f"traced: {total / tasks:.0f} B/task in all\n")
+    for stat in stats[:trace]:
+        frame = stat.traceback[0]
+        sys.stderr.write(
+            f"{stat.size / tasks:8.1f} B/task {stat.count / tasks:6.2f} blocks/task"
+            f"  {frame.filename}:{frame.lineno}\n"
+        )
+
+
+async def _taskbus_child(case: str, tasks: int, trace: int = 0) -> dict[str, Any]:
     running, gate = anyio.Event(), anyio.Event()
     bus = TaskBus(workers=4, shutdown_grace=0)
 
@@ -77,6 +102,7 @@ async def _taskbus_child(case: str, tasks: int) -> dict[str, Any]:
             await bus.submit(TASK_TYPE + "-input", {"url": "https://example.com/first", "depth": 0})
             await anyio.sleep(0.05)
         before = rss()
+        _trace_start(trace)
         if case == "input-model":
             for n in range(tasks):
                 payload = {"url": f"https://example.com/repos/{n}.git", "depth": n % 5}
@@ -86,6 +112,7 @@ async def _taskbus_child(case: str, tasks: int) -> dict[str, Any]:
                 await bus.submit(TASK_TYPE, delay=delay)
         await anyio.sleep(0.05)  # idle workers set aside what the limit holds
         after = rss()
+        _trace_report(trace, tasks)
         queued = (await bus.stats()).by_state.get(TaskState.QUEUED, 0)
         gate.set()
     if queued != tasks:
@@ -102,11 +129,11 @@ async def _reference_child(tasks: int) -> dict[str, Any]:
     return {"before": before, "after": after}
 
 
-def child(case: str, tasks: int) -> None:
+def child(case: str, tasks: int, trace: int = 0) -> None:
     if case == "reference":
         result = asyncio.run(_reference_child(tasks))
     else:
-        result = asyncio.run(_taskbus_child(case, tasks))
+        result = asyncio.run(_taskbus_child(case, tasks, trace))
     print(json.dumps(result), flush=True)
 
 
@@ -155,10 +182,17 @@ def main() -> None:
     args.add_argument("--tasks", type=int, default=None, help="queued tasks (100,000)")
     args.add_argument("--rounds", type=int, default=None, help="fresh processes per measure (2)")
     args.add_argument("--child", choices=[*CASES, "reference"], help=argparse.SUPPRESS)
+    args.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="diagnostics: with --child CASE, the top N lines by bytes held (tracemalloc)",
+    )
     opts = args.parse_args()
     tasks = opts.tasks or (10_000 if opts.quick else 100_000)
     if opts.child:
-        child(opts.child, tasks)
+        child(opts.child, tasks, opts.trace)
         return
     measure(tasks, opts.rounds or (1 if opts.quick else 2))
 

@@ -6,6 +6,15 @@ tasks with a not-before time wait in a separate heap and hold no worker. With
 `aging`, a task gains one priority level per `aging` seconds it waits, so low
 priorities cannot starve: the ordering key is ``queued_at - priority * aging``,
 fixed at push, so the heap never needs re-sorting.
+
+Every ready task ranks by ``(key, seq)``, seq counting pushes. Without aging
+(key ``-priority``) a new task goes to its priority level's FIFO, a deque of
+records beside an array of their seqs: 16 bytes a task, where a heap entry
+costs a tuple and an int (96). Tasks that come back out of push order (a
+delayed task whose time came, a task the concurrency limit set aside) go to a
+heap of ``(key, seq, record)`` entries, merged with the FIFO fronts at pop;
+with aging, every ready task goes there. Set-aside tasks keep their seq (and
+key) in arrays too.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from array import array
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._record import TaskRecord
@@ -30,7 +40,64 @@ _Entry = tuple[float, int, TaskRecord]
 #: (set to None) while its slot waits to leave the heap.
 _Delayed = list[Any]
 _COMPACT_MIN = 64
+#: A FIFO drops the numbers of records already taken once they are this many and half.
+_FIFO_COMPACT = 1024
 _QUEUED = TaskState.QUEUED
+
+
+class _Fifo:
+    """Records in push order; ``seqs[head + i]`` (and ``keys[head + i]``) is records[i]'s."""
+
+    __slots__ = ("head", "key", "keys", "records", "seqs")
+
+    def __init__(self, key: float = 0.0, *, keyed: bool = False) -> None:
+        #: A level's key (``-priority``); a held FIFO keeps one key per record instead.
+        self.key = key
+        self.records: deque[TaskRecord] = deque()
+        self.seqs = array("q")
+        self.keys = array("d") if keyed else None
+        self.head = 0
+
+    def append(self, record: TaskRecord, seq: int, key: float) -> None:
+        self.records.append(record)
+        self.seqs.append(seq)
+        if self.keys is not None:
+            self.keys.append(key)
+
+    def popleft(self) -> _Entry:
+        record = self.records.popleft()
+        head = self.head
+        seq = self.seqs[head]
+        key = self.key if self.keys is None else self.keys[head]
+        self.head = head = head + 1
+        if head >= _FIFO_COMPACT and head * 2 >= len(self.seqs):
+            self.compact()
+        return key, seq, record
+
+    def compact(self) -> None:
+        """Drop the numbers of the records already taken."""
+        del self.seqs[: self.head]
+        if self.keys is not None:
+            del self.keys[: self.head]
+        self.head = 0
+
+    def entries(self) -> Iterator[_Entry]:
+        head, keys = self.head, self.keys
+        for i, record in enumerate(self.records):
+            yield (self.key if keys is None else keys[head + i]), self.seqs[head + i], record
+
+    def keep(self, entries: list[_Entry]) -> None:
+        """Hold exactly `entries` (in push order) from now on."""
+        self.records = deque(entry[2] for entry in entries)
+        self.seqs = array("q", (entry[1] for entry in entries))
+        if self.keys is not None:
+            self.keys = array("d", (entry[0] for entry in entries))
+        self.head = 0
+
+
+def _heap_first(entry: _Entry, level: _Fifo) -> bool:
+    """Whether a heap entry ranks before the front of a non-empty level."""
+    return entry[0] < level.key or (entry[0] == level.key and entry[1] < level.seqs[level.head])
 
 
 class TaskQueue:
@@ -47,10 +114,14 @@ class TaskQueue:
             raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
         self.aging = aging
         self._monotonic = monotonic
+        #: Out-of-order ready tasks (all of them, with aging).
         self._ready: list[_Entry] = []
+        #: FIFOs by priority, most urgent first (without aging), and by priority.
+        self._levels: list[_Fifo] = []
+        self._level_of: dict[int, _Fifo] = {}
         self._delayed: list[_Delayed] = []
         self._delayed_stale = 0
-        self._held: defaultdict[str, deque[_Entry]] = defaultdict(deque)
+        self._held: dict[str, _Fifo] = {}
         self._seq = itertools.count()
         self._limits: dict[str, int] = {}
         self._running: defaultdict[str, int] = defaultdict(int)
@@ -58,7 +129,8 @@ class TaskQueue:
     def __len__(self) -> int:
         """Entries waiting, ready, delayed or held (stale ones until dropped)."""
         delayed = len(self._delayed) - self._delayed_stale
-        return len(self._ready) + delayed + sum(map(len, self._held.values()))
+        fifos = [*self._levels, *self._held.values()]
+        return len(self._ready) + delayed + sum(len(fifo.records) for fifo in fifos)
 
     def set_limit(self, task_type: str, limit: int | None) -> None:
         """Run at most `limit` tasks of `task_type` at once (None: no limit)."""
@@ -85,12 +157,21 @@ class TaskQueue:
             heapq.heappush(self._delayed, entry)
             record.delayed_entry = entry
             return
-        key: float
         if self.aging is None:
-            key = -record.priority
+            level = self._level_of.get(record.priority) or self._add_level(record.priority)
+            level.records.append(record)
+            level.seqs.append(next(self._seq))
+            if level.head >= _FIFO_COMPACT and level.head * 2 >= len(level.seqs):
+                level.compact()  # here, not at pop: a pop may still read its seq
         else:
             key = (self._monotonic() if now is None else now) - record.priority * self.aging
-        heapq.heappush(self._ready, (key, next(self._seq), record))
+            heapq.heappush(self._ready, (key, next(self._seq), record))
+
+    def _add_level(self, priority: int) -> _Fifo:
+        level = self._level_of[priority] = _Fifo(-priority)
+        self._levels.append(level)
+        self._levels.sort(key=lambda fifo: fifo.key)
+        return level
 
     def _key(self, record: TaskRecord, now: float) -> float:
         if self.aging is None:
@@ -146,19 +227,38 @@ class TaskQueue:
             self.promote_due(now)
         ready = self._ready
         limits = self._limits
-        while ready:
-            entry = heapq.heappop(ready)
-            record = entry[2]
+        levels = self._levels
+        level: _Fifo | None
+        while True:
+            # The most urgent non-empty level, unless the heap's first entry ranks
+            # before its front (and so before every lower level's): then the heap.
+            for level in levels:
+                if level.records and not (ready and _heap_first(ready[0], level)):
+                    record = level.records.popleft()
+                    level.head += 1  # its seq and key are read only if it is set aside
+                    break
+            else:
+                if not ready:
+                    return None
+                key, seq, record = heapq.heappop(ready)
+                level = None
             if record.state is not TaskState.QUEUED:
                 continue
             task_type = record.type
             limit = limits.get(task_type)
             if limit is not None and self._running[task_type] >= limit:
-                self._held[task_type].append(entry)
+                if level is not None:
+                    key, seq = level.key, level.seqs[level.head - 1]
+                self._hold(task_type, record, seq, key)
                 continue
             self._running[task_type] += 1
             return record
-        return None
+
+    def _hold(self, task_type: str, record: TaskRecord, seq: int, key: float) -> None:
+        held = self._held.get(task_type)
+        if held is None:
+            held = self._held[task_type] = _Fifo(keyed=self.aging is not None)
+        held.append(record, seq, key)
 
     def release(self, task_type: str) -> int:
         """A task of `task_type` stopped running; return how many held tasks became ready."""
@@ -167,24 +267,28 @@ class TaskQueue:
 
     def _release_held(self, task_type: str) -> int:
         held = self._held.get(task_type)
-        if not held:
+        if held is None or not held.records:
             return 0
         limit = self._limits.get(task_type)
-        free = len(held) if limit is None else limit - self._running[task_type]
+        free = len(held.records) if limit is None else limit - self._running[task_type]
         moved = 0
-        while held and free > moved:
-            entry = held.popleft()
-            if entry[2].state is TaskState.QUEUED:
-                heapq.heappush(self._ready, entry)
+        while held.records and free > moved:
+            key, seq, record = held.popleft()
+            if record.state is TaskState.QUEUED:
+                if held.keys is None:  # without aging, the key is the priority's
+                    key = -record.priority
+                heapq.heappush(self._ready, (key, seq, record))
                 moved += 1
         return moved
 
     def take_type(self, task_type: str) -> list[TaskRecord]:
         """Remove and return the queued tasks of one type (ready, delayed or held)."""
+        levels = [(level, list(level.entries())) for level in self._levels]
+        heaps: list[list[Any]] = [self._ready, self._delayed, *(e for _, e in levels)]
         taken = [
             entry[2]
-            for heap in (self._ready, self._delayed)
-            for entry in heap
+            for entries in heaps
+            for entry in entries
             if entry[2] is not None
             and entry[2].type == task_type
             and entry[2].state is TaskState.QUEUED
@@ -194,18 +298,21 @@ class TaskQueue:
         self._delayed_stale = 0
         heapq.heapify(self._ready)
         heapq.heapify(self._delayed)
+        for level, entries in levels:
+            level.keep([e for e in entries if e[2].type != task_type])
         held = self._held.pop(task_type, None)
-        if held:
-            taken.extend(entry[2] for entry in held if entry[2].state is TaskState.QUEUED)
+        if held is not None:
+            taken.extend(r for r in held.records if r.state is TaskState.QUEUED)
         for record in taken:
             record.delayed_entry = None
         return taken
 
     def drain(self) -> list[TaskRecord]:
         """Remove and return every task still queued, in no particular order."""
-        entries: list[Any] = [*self._ready, *self._delayed]
-        for held in self._held.values():
-            entries.extend(held)
+        records = [entry[2] for entry in [*self._ready, *self._delayed]]
+        for fifo in [*self._levels, *self._held.values()]:
+            records.extend(fifo.records)
+            fifo.keep([])
         self._ready.clear()
         for entry in self._delayed:
             if entry[2] is not None:
@@ -214,7 +321,5 @@ class TaskQueue:
         self._delayed_stale = 0
         self._held.clear()
         return [
-            entry[2]
-            for entry in entries
-            if entry[2] is not None and entry[2].state is TaskState.QUEUED
+            record for record in records if record is not None and record.state is TaskState.QUEUED
         ]

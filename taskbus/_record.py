@@ -8,6 +8,7 @@ its edge. Callers only ever see `TaskSnapshot` copies.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ __all__ = ["TaskRecord", "new_task_id"]
 _ID_BYTES = 16
 _ID_BATCH = 1024
 _id_pool: list[str] = []
+#: One string per task type, however many callers built equal ones.
+_intern = sys.intern
 
 
 def _forget_ids_after_fork() -> None:
@@ -92,7 +95,10 @@ class TaskRecord:
         not_before: float | None = None,
     ) -> None:
         self.id = id
-        self.type = type
+        try:
+            self.type = _intern(type)
+        except TypeError:  # a str subclass (a StrEnum member, say) stays as given
+            self.type = type
         self.input = input
         self.priority = priority
         self.owner = owner
