@@ -105,7 +105,7 @@ class TaskExecutor:
         self._stopping = False
         self._active = 0
         self._all_stopped = anyio.Event()
-        self._thread_limiter = anyio.CapacityLimiter(workers)
+        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
         self._watchdog: TimerHandle | None = None
         self._due_timer: TimerHandle | None = None
         #: Called when a worker becomes idle (a shared store's claims follow it).
@@ -121,6 +121,15 @@ class TaskExecutor:
     def idle_workers(self) -> int:
         """Workers waiting for work now."""
         return len(self._idle)
+
+    def resize(self, workers: int) -> None:
+        """Run `workers` workers from the next start on (0: run nothing)."""
+        if type(workers) is not int or workers < 0:
+            raise ValueError(f"workers must be an int >= 0, not {workers!r}")
+        if self._active:
+            raise RuntimeError("cannot change the number of workers while they run")
+        self.workers = workers
+        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
 
     def prepare(self) -> None:
         """Reset for a (re)start; call before `run` is scheduled."""

@@ -86,13 +86,11 @@ class LeaseKeeper:
         timers: Timers,
         lease: float = DEFAULT_LEASE,
         aging: float | None = None,
-        claiming: bool = True,
     ) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
         self.store = store
         self.lease = lease
-        self.claiming = claiming
         self.worker_id = lifecycle.worker_id
         self._queue = queue
         self._executor = executor
@@ -105,6 +103,11 @@ class LeaseKeeper:
         self._wake = anyio.Event()
         self._stopping = False
         self._held: dict[str, TaskRecord] = {}
+
+    @property
+    def claiming(self) -> bool:
+        """Whether this bus runs tasks (a client, with no workers, only reads and submits)."""
+        return self._executor.workers > 0
 
     def wake(self) -> None:
         """Work may be ready, or a worker free: claim again now."""

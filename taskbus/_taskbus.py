@@ -152,7 +152,6 @@ class TaskBus:
                 clock=self.clock,
                 timers=self.timers,
                 aging=aging,
-                claiming=self.executor.workers > 0,
             )
             self.executor.on_idle = self._leases.wake
             self.lifecycle.on_work = self._leases.wake
@@ -212,6 +211,17 @@ class TaskBus:
         from ._threaded import ThreadedTaskBus
 
         return ThreadedTaskBus.start(cls(**kwargs), dispatcher=dispatcher, backend=backend)
+
+    @property
+    def shares_store(self) -> bool:
+        """Whether several processes can share this bus's store (it holds the claims:
+        any bus on it may run its tasks, and ``workers=0`` makes a client)."""
+        return self._leases is not None
+
+    @property
+    def worker_id(self) -> str:
+        """Who this bus is in a shared store's leases: ``host:pid:token``."""
+        return self.lifecycle.worker_id
 
     @property
     def running(self) -> bool:

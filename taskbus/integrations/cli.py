@@ -30,12 +30,14 @@ import importlib
 import importlib.util
 import ipaddress
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 try:
@@ -266,6 +268,38 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     _console().print(f"taskbus serving on [bold]http://{shown}:{port}[/bold] (Ctrl-C to stop)")
     uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def worker(
+    app_spec: Annotated[str, typer.Option("--app", help=APP_HELP)],
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Tasks run at once (default: the app's).")
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds running tasks get at a stop (default: the app's)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Level of the taskbus.* logs.")] = "INFO",
+) -> None:
+    """Run tasks from the app's shared store (SQLite) until SIGTERM or Ctrl-C."""
+    from taskbus.integrations._worker import WorkerError, check_worker_bus, run_worker
+
+    bus = _load_bus(app_spec)
+    try:
+        check_worker_bus(bus, workers, grace)
+    except WorkerError as exc:
+        raise _fail(str(exc), 2) from None
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise _fail(f"--log-level takes DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    taskbus_logger = logging.getLogger("taskbus")
+    taskbus_logger.addHandler(handler)
+    taskbus_logger.setLevel(level)
+    console = _console()
+    anyio.run(partial(run_worker, bus, announce=lambda line: console.print(escape(line))))
 
 
 def _client(url: str, token: str | None) -> ApiClient:

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from pydantic import BaseModel
@@ -295,7 +296,7 @@ async def test_two_buses_share_one_file_and_each_task_runs_once(
         @bus.task("jobs:count")
         async def count(ctx: TaskContext) -> str:
             ran.append(ctx.task_id)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return ctx.task_id
 
         return bus

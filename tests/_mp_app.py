@@ -1,0 +1,51 @@
+"""The app the multi-process tests run in `taskbus worker` processes.
+
+Its store is the SQLite file named by ``TASKBUS_TEST_DB``. Handlers write what
+they do to ``TASKBUS_TEST_LOG`` (one line each: ``start|end|ran <id> <pid>
+<time>``), so a test can tell which process ran what, and how many at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+
+from taskbus import RetryPolicy, TaskBus, TaskContext
+
+GATE_SUFFIX = ".open"  # a "gated" task waits until <db>.open exists
+
+
+def _log(kind: str, task_id: str) -> None:
+    line = f"{kind} {task_id} {os.getpid()} {time.time():.6f}\n"
+    with open(os.environ["TASKBUS_TEST_LOG"], "a") as log:
+        log.write(line)
+
+
+def make() -> TaskBus:
+    db = os.environ["TASKBUS_TEST_DB"]
+    bus = TaskBus(store=f"sqlite:///{db}", workers=4, shutdown_grace=0.5)
+
+    @bus.task("mp:echo")
+    async def echo(ctx: TaskContext, text: str) -> str:
+        _log("ran", ctx.task_id)
+        await ctx.progress(50, text)
+        return text
+
+    @bus.task("mp:limited", concurrency=2)
+    async def limited(ctx: TaskContext) -> None:
+        _log("start", ctx.task_id)
+        await anyio.sleep(0.05)
+        _log("end", ctx.task_id)
+
+    @bus.task("mp:gated", retry=RetryPolicy(max_attempts=3))
+    async def gated(ctx: TaskContext) -> str:
+        _log("start", ctx.task_id)
+        gate = anyio.Path(db + GATE_SUFFIX)
+        while not await gate.exists():  # noqa: ASYNC110 - another process makes the file
+            await anyio.sleep(0.01)
+        _log("end", ctx.task_id)
+        return "through"
+
+    return bus

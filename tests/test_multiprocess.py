@@ -1,0 +1,232 @@
+"""Many processes on one SQLite file: `taskbus worker` processes run the tasks a
+client process (``workers=0``) submits, and every promise holds across them.
+
+Each test starts real worker processes (`tests/_mp_app.py`), so they run on
+asyncio only: what they check is between processes, not inside an event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+from taskbus import TaskBus, TaskCancelledError, TaskEvent, TaskState
+from taskbus._leasing import is_dead
+
+pytestmark = pytest.mark.anyio
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Cluster:
+    """Worker processes on one SQLite file, and what their handlers logged."""
+
+    def __init__(
+        self, tmp_path: Path, stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self._monkeypatch = monkeypatch
+        self.db = tmp_path / "shared.db"
+        self.log = tmp_path / "handlers.log"
+        self.log.touch()
+        self._stack = stack
+        self.env = {
+            **os.environ,
+            "TASKBUS_TEST_DB": str(self.db),
+            "TASKBUS_TEST_LOG": str(self.log),
+        }
+
+    async def worker(self, *extra: str) -> Process:
+        """Start ``taskbus worker`` on the test app; return once it runs."""
+        process = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "taskbus.integrations.cli",
+                "worker",
+                "--app",
+                "_mp_app:make",
+                *extra,
+            ],
+            cwd=TESTS,
+            env=self.env,
+        )
+        self._stack.push_async_callback(_stop, process)
+        assert process.stdout is not None
+        lines = TextReceiveStream(process.stdout)
+        with anyio.fail_after(20):
+            seen = ""
+            async for chunk in lines:
+                seen += chunk
+                if "SIGTERM or Ctrl-C to stop" in seen:
+                    break
+            else:
+                raise AssertionError(f"the worker did not start: {seen!r}")
+        return process
+
+    def client(self) -> TaskBus:
+        """The same app, with no workers: it submits, reads and listens only."""
+        import _mp_app
+
+        self._monkeypatch.setenv("TASKBUS_TEST_DB", str(self.db))
+        self._monkeypatch.setenv("TASKBUS_TEST_LOG", str(self.log))
+        bus = _mp_app.make()
+        bus.executor.resize(0)
+        return bus
+
+    def entries(self, kind: str | None = None) -> list[tuple[str, str, int, float]]:
+        rows = []
+        for line in self.log.read_text().splitlines():
+            what, task_id, pid, at = line.split()
+            if kind is None or what == kind:
+                rows.append((what, task_id, int(pid), float(at)))
+        return rows
+
+    async def wait_for(self, check: Callable[[], bool], timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while not check():  # noqa: ASYNC110 - other processes write the log
+                await anyio.sleep(0.02)
+
+    def open_gate(self) -> None:
+        Path(str(self.db) + ".open").touch()
+
+
+async def _stop(process: Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    with anyio.fail_after(10):
+        await process.wait()
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        yield Cluster(tmp_path, stack, monkeypatch)
+
+
+async def test_workers_run_what_a_client_submits_once_each_and_it_hears_every_event_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        first, second = await nodes.worker(), await nodes.worker()
+        client = nodes.client()
+        heard: list[Any] = []
+        client.on("*", heard.append)
+        async with client:
+            handles = [await client.submit("mp:echo", f"t{i}") for i in range(60)]
+            results = [await handle.result(timeout=20) for handle in handles]
+            await nodes.wait_for(
+                lambda: sum(e.name == "task-completed" for e in heard) == len(handles)
+            )
+        assert results == [f"t{i}" for i in range(60)]
+        ran = nodes.entries("ran")
+        assert sorted(task_id for _, task_id, _, _ in ran) == sorted(h.id for h in handles)
+        assert {pid for _, _, pid, _ in ran} <= {first.pid, second.pid}
+        for handle in handles:  # each task's events, in order, each once
+            names = [e.name for e in heard if isinstance(e, TaskEvent) and e.task_id == handle.id]
+            assert names == ["task-queued", "task-started", "task-progress", "task-completed"]
+        ids = [int(e.id) for e in heard]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_a_sigkilled_workers_task_finishes_in_the_other_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        doomed = await nodes.worker()
+        client = nodes.client()
+        async with client:
+            handle = await client.submit("mp:gated")
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 1)
+            assert nodes.entries("start")[0][2] == doomed.pid
+            doomed.send_signal(signal.SIGKILL)
+            await doomed.wait()
+            survivor = await nodes.worker()  # sees a dead pid holding a lease: reaps at once
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 2)
+            nodes.open_gate()
+            assert await handle.result(timeout=20) == "through"
+            snapshot = await client.get(handle.id)
+        assert [pid for _, _, pid, _ in nodes.entries("end")] == [survivor.pid]
+        assert snapshot.attempts == 2  # the killed attempt counts
+        assert snapshot.error is None and snapshot.state is TaskState.COMPLETED
+
+
+async def test_the_per_type_limit_holds_across_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        # Three processes that run one task each: without a limit counted across
+        # them, three tasks of the type would run at once.
+        for _ in range(3):
+            await nodes.worker("--workers", "1")
+        client = nodes.client()
+        async with client:
+            handles = [await client.submit("mp:limited") for _ in range(24)]
+            for handle in handles:
+                await handle.result(timeout=30)
+        running = peak = 0
+        for kind, _, _, _ in sorted(nodes.entries(), key=lambda entry: entry[3]):
+            running += 1 if kind == "start" else -1
+            peak = max(peak, running)
+        assert peak == 2, f"{peak} tasks of a type limited to 2 ran at once"
+
+
+async def test_a_client_cancels_a_task_another_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        await nodes.worker()
+        client = nodes.client()
+        async with client:
+            handle = await client.submit("mp:gated")
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 1)
+            assert await client.cancel(handle.id, reason="changed my mind")
+            with pytest.raises(TaskCancelledError, match="changed my mind"):
+                await handle.result(timeout=10)
+            assert (await client.get(handle.id)).state is TaskState.CANCELLED
+        assert nodes.entries("end") == []
+
+
+async def test_sigterm_hands_a_running_task_back_and_another_worker_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        leaving = await nodes.worker("--grace", "0.2")
+        client = nodes.client()
+        async with client:
+            handle = await client.submit("mp:gated")
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 1)
+            leaving.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                assert await leaving.wait() == 0
+            staying = await nodes.worker()
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 2)
+            nodes.open_gate()
+            assert await handle.result(timeout=20) == "through"
+            snapshot = await client.get(handle.id)
+        assert [pid for _, _, pid, _ in nodes.entries("end")] == [staying.pid]
+        assert snapshot.attempts == 1  # the attempt the stop interrupted is not counted
+
+
+def test_only_a_worker_on_this_host_whose_process_is_gone_is_known_dead() -> None:
+    import socket
+
+    host = socket.gethostname()
+    assert is_dead(f"{host}:{2**22 + 12345}:abc")  # beyond pid_max: no such process
+    assert not is_dead(f"{host}:{os.getppid()}:abc")  # alive
+    assert not is_dead(f"elsewhere:{2**22 + 12345}:abc")  # another machine: its lease decides
+    assert not is_dead("not-a-worker-id")
