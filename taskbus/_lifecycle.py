@@ -38,7 +38,7 @@ from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from .stores._base import EventLog, FinalStateWatcher, LiveRecordStore, TaskStore
+from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -126,7 +126,7 @@ class Lifecycle:
         if self._watcher is not None:
             self._watcher.watch_final(self._final_durable)
         #: A store that logs events numbers them as they commit, and delivers them.
-        self.log = store if isinstance(store, EventLog) else None
+        self.log = store if isinstance(store, EventBroker) else None
         #: A store that holds claims (leases): this bus claims from it as `worker_id`.
         self.leases = store if isinstance(store, TaskStore) else None
         self.worker_id = new_worker_id()

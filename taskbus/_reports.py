@@ -20,7 +20,9 @@ class ShutdownReport(BaseModel):
     cancelled: builtins.list[str] = Field(
         description="Ids of running tasks cancelled after the grace (memory store)."
     )
-    left_queued: list[str] = Field(description="Ids still queued (kept by durable stores).")
+    left_queued: list[str] = Field(
+        description="Ids still queued here (a shared store keeps them queued for any worker)."
+    )
     handed_back: list[str] = Field(
         default_factory=list,
         description="Ids of tasks still running after the grace that a durable store "

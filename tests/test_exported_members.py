@@ -124,3 +124,15 @@ def test_every_public_error_survives_pickling_with_its_attributes() -> None:
         again = pickle.loads(pickle.dumps(error))
         assert type(again) is type(error) and str(again) == str(error)
         assert vars(again) == vars(error)
+
+
+def test_the_store_seam_is_public_in_taskbus_abc() -> None:
+    import taskbus.abc
+    from taskbus.stores.memory import MemoryStore
+    from taskbus.stores.sqlite import SqliteStore
+
+    assert taskbus.abc.TaskStore.__module__ == "taskbus.abc"
+    assert isinstance(SqliteStore("unused.db"), taskbus.abc.TaskStore)
+    assert isinstance(SqliteStore("unused.db"), taskbus.abc.EventBroker)
+    assert not isinstance(MemoryStore(), taskbus.abc.TaskStore)
+    assert isinstance(MemoryStore(), taskbus.abc.LiveRecordStore)

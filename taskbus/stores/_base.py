@@ -15,7 +15,7 @@ from .._states import TaskState
 
 __all__ = [
     "CorruptRecord",
-    "EventLog",
+    "EventBroker",
     "FinalStateWatcher",
     "KeyScope",
     "LiveRecordStore",
@@ -202,7 +202,7 @@ class FinalStateWatcher(Protocol):
 
 
 @runtime_checkable
-class EventLog(Protocol):
+class EventBroker(Protocol):
     """A store that keeps a log of events, numbered as they commit.
 
     Its `add`, `claim`, `update` and `finish` take the event of the change
@@ -240,7 +240,7 @@ class EventLog(Protocol):
 
 
 @runtime_checkable
-class TaskStore(EventLog, Protocol):
+class TaskStore(EventBroker, Protocol):
     """A store that holds claims: any number of workers, in any number of processes,
     share its tasks (see DESIGN.md, "Stores and brokers").
 
