@@ -56,6 +56,7 @@ from ._handle import TaskHandle as TaskHandle
 from ._queue import MAX_PRIORITY as MAX_PRIORITY
 from ._queue import MIN_PRIORITY as MIN_PRIORITY
 from ._queue import TaskQueue as TaskQueue
+from ._registry import RegistryScope as RegistryScope
 from ._registry import TaskDefinition as TaskDefinition
 from ._registry import TaskOptions as TaskOptions
 from ._registry import TaskRegistry as TaskRegistry
@@ -63,7 +64,6 @@ from ._reports import BusStats as BusStats
 from ._reports import ShutdownReport as ShutdownReport
 from ._retention import RetentionPolicy as RetentionPolicy
 from ._retry import RetryPolicy as RetryPolicy
-from ._scope import RegistryScope as RegistryScope
 from ._snapshot import ErrorInfo as ErrorInfo
 from ._snapshot import TaskSnapshot as TaskSnapshot
 from ._states import TaskState as TaskState

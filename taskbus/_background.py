@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._registry import TaskDefinition
+from ._handle import TaskHandle
+from ._registry import TaskDefinition, TaskRegistry
 
-if TYPE_CHECKING:
-    from ._taskbus import TaskBus
-
-__all__ = ["Queued", "make_background"]
+__all__ = ["Queued", "Submit", "make_background"]
 
 
 class Queued(BaseModel):
@@ -30,6 +28,19 @@ class Queued(BaseModel):
     task_type: str
 
 
+class Submit(Protocol):
+    """How the wrapper submits its work (`TaskBus.submit`)."""
+
+    def __call__(
+        self,
+        task_type: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+    ) -> Awaitable[TaskHandle[Any]]: ...
+
+
 class _Call(BaseModel):
     """The arguments of a wrapped plain function, as a task's input."""
 
@@ -37,7 +48,7 @@ class _Call(BaseModel):
     keywords: dict[str, Any] = Field(default_factory=dict)
 
 
-def _register_function(bus: TaskBus, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+def _register_function(registry: TaskRegistry, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
     """The task type that runs `fn`: its own, never another function's of the same name.
 
     Lambdas and closures made by one factory share a qualified name; the second one
@@ -45,7 +56,7 @@ def _register_function(bus: TaskBus, fn: Callable[..., Any]) -> TaskDefinition[A
     """
     base = f"background:{fn.__module__}.{fn.__qualname__}".replace("<", "").replace(">", "")
     name, n = base, 1
-    while (existing := bus.registry.find(name)) is not None:
+    while (existing := registry.find(name)) is not None:
         if getattr(existing.handler, "_taskbus_function", None) is fn:
             return existing
         n += 1
@@ -56,17 +67,18 @@ def _register_function(bus: TaskBus, fn: Callable[..., Any]) -> TaskDefinition[A
             return await fn(*call.positional, **call.keywords)
 
         run_async._taskbus_function = fn  # type: ignore[attr-defined]
-        return bus.registry.register(name, run_async, description=fn.__doc__)
+        return registry.register(name, run_async, description=fn.__doc__)
 
     def run_sync(call: _Call) -> Any:
         return fn(*call.positional, **call.keywords)
 
     run_sync._taskbus_function = fn  # type: ignore[attr-defined]
-    return bus.registry.register(name, run_sync, description=fn.__doc__)
+    return registry.register(name, run_sync, description=fn.__doc__)
 
 
 def make_background(
-    bus: TaskBus,
+    registry: TaskRegistry,
+    submit: Submit,
     target: str | TaskDefinition[Any, Any] | Callable[..., Any],
     *,
     inline_for: float = 2.0,
@@ -77,12 +89,12 @@ def make_background(
     if inline_for < 0:
         raise ValueError(f"inline_for must be >= 0 seconds, not {inline_for}")
     if isinstance(target, str):
-        definition = bus.registry.get(target)
+        definition = registry.get(target)
         takes_call = False
     elif isinstance(target, TaskDefinition):
         definition, takes_call = target, False
     elif callable(target):
-        definition, takes_call = _register_function(bus, target), True
+        definition, takes_call = _register_function(registry, target), True
     else:
         raise TypeError(
             f"background() takes a task type, a definition or a function, not {target!r}"
@@ -96,7 +108,7 @@ def make_background(
             raise TypeError(f"{name} takes one input payload, got {args!r} {kwargs!r}")
         else:
             payload = args[0] if args else None
-        handle = await bus.submit(name, payload, priority=priority, owner=owner)
+        handle = await submit(name, payload, priority=priority, owner=owner)
         if inline_for > 0:
             with anyio.move_on_after(inline_for):
                 return await handle.result()

@@ -17,22 +17,22 @@ from __future__ import annotations
 import statistics
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._bus import ALL_EVENTS
+from ._bus import ALL_EVENTS, EventBus
+from ._clock import Clock
 from ._errors import TaskbusError
 from ._events import BatchFinished, BatchProgress, Event, build_trusted
+from ._lifecycle import Lifecycle
 from ._progress import ProgressDebouncer
 from ._record import TaskRecord, new_task_id
 from ._states import TaskState
+from ._timers import Timers
 
-if TYPE_CHECKING:
-    from ._taskbus import TaskBus
-
-__all__ = ["BatchNotFound", "BatchSummary", "BatchTracker", "TaskBatch"]
+__all__ = ["BatchHost", "BatchNotFound", "BatchSummary", "BatchTracker", "TaskBatch"]
 
 #: The most a batch reports while any of its tasks is not final (a running task
 #: at 100 % has not finished; 100 is kept for "every task is final").
@@ -115,6 +115,17 @@ class TaskBatch:
         return await self._tracker.bus.cancel_batch(self.id, reason=reason)
 
 
+class BatchHost(Protocol):
+    """What a tracker follows batches through (a `TaskBus`)."""
+
+    clock: Clock
+    timers: Timers
+    events: EventBus
+    lifecycle: Lifecycle
+
+    async def cancel_batch(self, batch_id: str, *, reason: str | None = None) -> int: ...
+
+
 class _Running:
     """What the tracker holds for one unfinished batch."""
 
@@ -190,7 +201,7 @@ class BatchTracker:
     #: Finished batches whose summary is kept at most (oldest released first).
     keep_finished = 1000
 
-    def __init__(self, bus: TaskBus, *, interval: float, keep_for: float | None = None) -> None:
+    def __init__(self, bus: BatchHost, *, interval: float, keep_for: float | None = None) -> None:
         self.bus = bus
         #: Seconds a finished batch's summary is kept (None: only `keep_finished` bounds it).
         self.keep_for = keep_for

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from ._snapshot import TaskSnapshot
 
-if TYPE_CHECKING:
-    from ._taskbus import TaskBus
-
-__all__ = ["TaskHandle"]
+__all__ = ["TaskHandle", "TaskReader"]
 
 ResultT_co = TypeVar("ResultT_co", covariant=True)
+
+
+class TaskReader(Protocol):
+    """What a handle reads its task through (a `TaskBus`)."""
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
+    async def get(self, task_id: str) -> TaskSnapshot: ...
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> bool: ...
 
 
 class TaskHandle(Generic[ResultT_co]):
@@ -19,7 +25,7 @@ class TaskHandle(Generic[ResultT_co]):
 
     __slots__ = ("_bus", "id", "type")
 
-    def __init__(self, bus: TaskBus, task_id: str, task_type: str) -> None:
+    def __init__(self, bus: TaskReader, task_id: str, task_type: str) -> None:
         self._bus = bus
         self.id = task_id
         self.type = task_type

@@ -13,7 +13,7 @@ import socket
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -41,10 +41,17 @@ from ._timers import Timers
 from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
-    from ._registry import TaskDefinition
     from .stores import Store
 
 __all__ = ["Lifecycle", "error_info", "final_event"]
+
+
+class _Estimated(Protocol):
+    """What task-queued says of a task's type (a `TaskDefinition` is one)."""
+
+    @property
+    def estimated_duration(self) -> float | None: ...
+
 
 logger = logging.getLogger("taskbus.lifecycle")
 
@@ -158,14 +165,14 @@ class Lifecycle:
             self.on_work()
         self.events.publish(event)
 
-    async def queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+    async def queued(self, record: TaskRecord, definition: _Estimated) -> None:
         if self.log is not None:
             await self.log.add(record, event=_queued_event(record, definition))
             return
         await self.store.add(record)
         self.announce_queued(record, definition)
 
-    def announce_queued(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+    def announce_queued(self, record: TaskRecord, definition: _Estimated) -> None:
         """Publish task-queued (the record is already stored)."""
         if self.events.wants("task-queued"):
             self.events.publish(_queued_event(record, definition))
@@ -497,7 +504,7 @@ def _always(name: str) -> bool:
     return True
 
 
-def _queued_event(record: TaskRecord, definition: TaskDefinition[Any, Any]) -> TaskQueued:
+def _queued_event(record: TaskRecord, definition: _Estimated) -> TaskQueued:
     return build_trusted(
         TaskQueued,
         {

@@ -5,35 +5,47 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ._clock import Clock
 from ._errors import ErrorType, InvalidTaskInput, TaskInterruptedError
-from ._lifecycle import error_info
+from ._lifecycle import Lifecycle, error_info
+from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._states import TaskState
 
 if TYPE_CHECKING:
-    from ._taskbus import TaskBus
+    from ._registry import TaskRegistry
 
 __all__ = ["recover"]
 
 logger = logging.getLogger("taskbus.recovery")
 
 
-async def recover(bus: TaskBus, records: list[TaskRecord]) -> tuple[int, int]:
+async def recover(
+    records: list[TaskRecord],
+    *,
+    registry: TaskRegistry,
+    lifecycle: Lifecycle,
+    queue: TaskQueue,
+    clock: Clock,
+) -> tuple[int, int]:
     """Queue again what can run; fail what cannot. Returns (requeued, failed).
+
+    For a durable store that holds no claims (a `Store` that is not a `TaskStore`):
+    one that does keeps its queue itself, and reaps what a dead worker left.
 
     A task left running is re-queued if attempts remain and its type says
     ``on_interrupt="retry"`` (the default), otherwise failed as interrupted.
     Stored inputs are validated again against the current input model.
     """
     requeued = failed = 0
-    now = bus.clock.now()
+    now = clock.now()
     for record in records:
-        definition = bus.registry.find(record.type)
+        definition = registry.find(record.type)
         if definition is not None and record.loaded:
             try:
                 record.input = definition.validate_input(record.input)
             except InvalidTaskInput as exc:
-                await _fail(bus, record, exc, ErrorType.FATAL)
+                await _fail(lifecycle, record, exc, ErrorType.FATAL)
                 failed += 1
                 continue
         if record.state is TaskState.RUNNING:
@@ -42,15 +54,15 @@ async def recover(bus: TaskBus, records: list[TaskRecord]) -> tuple[int, int]:
             )
             retry = definition is None or definition.options.on_interrupt == "retry"
             if not retry or record.attempt >= record.max_attempts:
-                await _fail(bus, record, interrupted, ErrorType.FATAL)
+                await _fail(lifecycle, record, interrupted, ErrorType.FATAL)
                 failed += 1
                 continue
             record.move(TaskState.QUEUED)
             record.queued_at = now
             record.error = error_info(interrupted, ErrorType.RETRYABLE)
-            await bus.store.update(record)
+            await lifecycle.store.update(record)
         wait = None if record.not_before is None else record.not_before - now
-        bus.queue.push(record, bus.clock.monotonic(), wait)
+        queue.push(record, clock.monotonic(), wait)
         requeued += 1
     if records:
         logger.info(
@@ -59,5 +71,7 @@ async def recover(bus: TaskBus, records: list[TaskRecord]) -> tuple[int, int]:
     return requeued, failed
 
 
-async def _fail(bus: TaskBus, record: TaskRecord, exc: BaseException, kind: ErrorType) -> None:
-    await bus.lifecycle.failed(record, error_info(exc, kind))
+async def _fail(
+    lifecycle: Lifecycle, record: TaskRecord, exc: BaseException, kind: ErrorType
+) -> None:
+    await lifecycle.failed(record, error_info(exc, kind))

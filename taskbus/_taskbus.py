@@ -192,7 +192,14 @@ class TaskBus:
         ``inline_for=0`` always answers `Queued`. A plain function is registered as
         task type ``background:<module>.<qualname>`` (its arguments are its input).
         """
-        return make_background(self, target, inline_for=inline_for, priority=priority, owner=owner)
+        return make_background(
+            self.registry,
+            self.submit,
+            target,
+            inline_for=inline_for,
+            priority=priority,
+            owner=owner,
+        )
 
     @classmethod
     def start_threaded(
@@ -648,7 +655,13 @@ class TaskBus:
                 if self._leases.claiming:  # what a crash left running here runs again
                     await self._leases.reap_now()
             else:
-                await recover(self, await self.store.recover())
+                await recover(
+                    await self.store.recover(),
+                    registry=self.registry,
+                    lifecycle=self.lifecycle,
+                    queue=self.queue,
+                    clock=self.clock,
+                )
             tg = await stack.enter_async_context(anyio.create_task_group())
             if self._leases is not None:
                 tg.start_soon(self._leases.run)
