@@ -25,9 +25,9 @@ import anyio
 from taskbus import RetryPolicy, TaskBus, TaskCompleted, TaskContext
 
 TASK_TYPE = "crash:echo"
-TASK_COUNT = 200
+TASK_COUNT = 1000
 WORKERS = 4
-HANDLER_SECONDS = 0.005
+HANDLER_SECONDS = 0.001
 MAX_ATTEMPTS = 3
 LINGER = 30.0
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from taskbus import TaskBus
@@ -44,13 +44,21 @@ FINAL_STATES = {"completed", "failed", "cancelled"}
 
 pytestmark = pytest.mark.anyio
 
-#: (line kind, how many of them) after which the child is killed.
+#: (line kind, how many of them) after which the child is killed: 20 points of a
+#: 1,000-task run, while it submits, right after, and while it works off the rest.
 KILL_POINTS = [
-    pytest.param("ack", 50, id="during-submits-after-50-acks"),
+    *(
+        pytest.param("ack", n, id=f"during-submits-after-{n}-acks")
+        for n in (1, 100, 250, 400, 550, 700, 850)
+    ),
     pytest.param("submitted", 1, id="right-after-all-submitted"),
-    pytest.param("done", 50, id="after-50-completed"),
-    pytest.param("done", 150, id="after-150-completed"),
+    *(
+        pytest.param("done", n, id=f"after-{n}-completed")
+        for n in (1, 25, 60, 100, 150, 250, 400, 550, 700, 800, 850, 900)
+    ),
 ]
+#: The same on trio, at fewer points: what differs there is the event loop, not the store.
+TRIO_KILL_POINTS = [KILL_POINTS[i] for i in (1, 7, 10, 16)]
 
 
 @dataclass
@@ -96,10 +104,9 @@ async def run_and_kill(
                 async for line in _lines(process.stdout):
                     run.take(line)
                     if not killed and run.counts[kill_on] >= count:
-                        if kill_on == "done":
-                            # Kill while a task is running on disk, so that the kill
-                            # point tests the recovery of interrupted tasks too.
-                            await _until_running_on_disk(db)
+                        # Kill while a task is running on disk, so that every kill
+                        # point tests the recovery of interrupted tasks too.
+                        await _stop_while_running_on_disk(process, db)
                         process.send_signal(signal.SIGKILL)
                         killed = True
                     # after the kill, lines already in the pipe are still read
@@ -115,10 +122,15 @@ async def run_and_kill(
     return run
 
 
-async def _until_running_on_disk(db: Path) -> None:
-    """Return once a committed row says `running` (bounded: at most 5 s)."""
+async def _stop_while_running_on_disk(process: Process, db: Path) -> None:
+    """Freeze the child (SIGSTOP) at a moment a committed row says `running`.
+
+    Frozen, its writer commits nothing more, so the kill that follows lands with
+    that task claimed on disk (bounded: at most 5 s of tries).
+    """
     with anyio.fail_after(5):
         while True:
+            process.send_signal(signal.SIGSTOP)
             conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             try:
                 running = conn.execute(
@@ -128,6 +140,7 @@ async def _until_running_on_disk(db: Path) -> None:
                 conn.close()
             if running:
                 return
+            process.send_signal(signal.SIGCONT)
             await anyio.sleep(0.001)
 
 
@@ -150,10 +163,23 @@ def read_rows(db: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: dict(row) for row in rows}
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize(("kill_on", "count"), KILL_POINTS)
 async def test_sigkill_then_restart_loses_nothing_and_reruns_only_unfinished(
     tmp_path: Path, anyio_backend: str, kill_on: str, count: int
 ) -> None:
+    await _crash_and_recover(tmp_path, anyio_backend, kill_on, count)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize(("kill_on", "count"), TRIO_KILL_POINTS)
+async def test_sigkill_then_restart_on_trio(
+    tmp_path: Path, anyio_backend: str, kill_on: str, count: int
+) -> None:
+    await _crash_and_recover(tmp_path, anyio_backend, kill_on, count)
+
+
+async def _crash_and_recover(tmp_path: Path, anyio_backend: str, kill_on: str, count: int) -> None:
     db = tmp_path / "crash.db"
     child = await run_and_kill(db, anyio_backend, tmp_path / "child-stderr.txt", kill_on, count)
 
@@ -168,8 +194,7 @@ async def test_sigkill_then_restart_loses_nothing_and_reruns_only_unfinished(
     unfinished = set(before) - final_before
     assert unfinished, "the child finished everything before it was killed: nothing recovered"
     left_running = {i for i in unfinished if before[i]["state"] == "running"}
-    # Tasks remain queued at every kill point, so each worker had a task whose
-    # claim was committed (a finish and the next claim land in adjacent commits).
+    # The kill waited for a claimed task on disk (see `run_and_kill`).
     states = Counter(row["state"] for row in before.values())
     assert left_running, f"no task was left running on disk: {states} {child.counts}"
 
@@ -177,7 +202,7 @@ async def test_sigkill_then_restart_loses_nothing_and_reruns_only_unfinished(
     bus = TaskBus(store=f"sqlite:///{db}", workers=WORKERS, shutdown_grace=1.0)
     register(bus, ran)
     async with bus:
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             for task_id in before:
                 await bus.wait(task_id)
     after = read_rows(db)
