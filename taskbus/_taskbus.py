@@ -10,7 +10,7 @@ import builtins
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
+from ._access import TaskAccess
 from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
@@ -26,9 +27,6 @@ from ._clock import Clock, SystemClock
 from ._errors import (
     BusNotRunning,
     InvalidSubmission,
-    TaskCancelledError,
-    TaskFailedError,
-    TaskNotFound,
 )
 from ._events import Event
 from ._executor import TaskExecutor
@@ -155,12 +153,21 @@ class TaskBus:
             )
             self.executor.on_idle = self._leases.wake
             self.lifecycle.on_work = self._leases.wake
-            self.lifecycle.on_cancel_request = self._cancel_requested
         elif workers == 0:
             raise ValueError(
                 "workers=0 makes a client of a store that processes share (SQLite, say); "
                 f"{type(self.store).__name__} keeps tasks in this process, so it needs workers"
             )
+        self._access = TaskAccess(
+            lifecycle=self.lifecycle,
+            executor=self.executor,
+            queue=self.queue,
+            held=self._held,
+            registry=self.registry,
+            leases=self._leases,
+            accepting=lambda: self._accepting,
+        )
+        self.lifecycle.on_cancel_request = self._access.cancel_requested
         self.registry.submitter = self
         for definition in self.registry.definitions():
             self.queue.set_limit(definition.name, definition.concurrency)
@@ -269,7 +276,7 @@ class TaskBus:
         """
         if after is not None:
             check_event_id(after)
-        record = await self._record(task_id) if task_id is not None else None
+        record = await self._access.record(task_id) if task_id is not None else None
         async with self.events.subscribe(
             task_id=task_id, task_type=task_type, events=events, buffer=buffer
         ) as stream:
@@ -415,84 +422,23 @@ class TaskBus:
         else:
             self.executor.schedule_delayed()
 
-    def _cancel_requested(self, task_id: str, reason: str | None) -> None:
-        """A cancel request from the store's log: stop the task if it runs here."""
-        self.executor.cancel_running(task_id, reason or "cancelled")
-
-    async def _record(self, task_id: str) -> TaskRecord:
-        if not isinstance(task_id, str):
-            raise TaskNotFound(task_id)
-        if self._leases is not None:  # what this bus runs, as it is now
-            held = self._leases.local(task_id)
-            if held is not None:
-                return held
-        record = await self.store.get(task_id)
-        if record is None:
-            raise TaskNotFound(task_id)
-        return record
-
     async def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`.
 
         A final state shows once the store holds it (order of truth).
         """
-        record = await self._record(task_id)
-        if record.state.is_final and not self.lifecycle.settled(record):
-            with self.lifecycle.watching(task_id) as woken:
-                await woken.wait()
-            record = await self._record(task_id)
-        snapshot = record.snapshot()
-        if record.loaded and record.state is TaskState.COMPLETED:
-            snapshot = snapshot.model_copy(update={"result": self._typed_result(record)})
-        return snapshot
+        return await self._access.get(task_id)
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot:
         """Wait until the task is final and return its snapshot.
 
         Raises `TimeoutError` after `timeout` seconds (the task goes on).
         """
-        record = await self._final_record(task_id, timeout)
-        return record.snapshot()
-
-    async def _final_record(self, task_id: str, timeout: float | None) -> TaskRecord:
-        """The task's record once final (read again after each wake: on a shared
-        store another process may have run it)."""
-        record = await self._record(task_id)
-        lifecycle = self.lifecycle
-        if lifecycle.settled(record):
-            return record
-        with anyio.fail_after(timeout) if timeout is not None else nullcontext():
-            while True:
-                with lifecycle.watching(task_id) as woken:
-                    # Read again once watching, so a final state reached meanwhile counts.
-                    record = await self._record(task_id)
-                    if lifecycle.settled(record):
-                        return record
-                    await woken.wait()
-                if not self._accepting:
-                    record = await self._record(task_id)
-                    if lifecycle.settled(record):
-                        return record
-                    raise BusNotRunning(
-                        f"the bus stopped before task {record.id} finished (it is "
-                        f"{record.state.value}; a durable store runs it on the next start)"
-                    )
+        return (await self._access.final_record(task_id, timeout)).snapshot()
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
         """The task's result; raises `TaskFailedError` / `TaskCancelledError`."""
-        record = await self._final_record(task_id, timeout)
-        if record.state is TaskState.COMPLETED:
-            return self._typed_result(record)
-        if record.state is TaskState.CANCELLED:
-            raise TaskCancelledError(record.id, record.cancel_reason)
-        raise TaskFailedError(record.snapshot())
-
-    def _typed_result(self, record: TaskRecord) -> Any:
-        """The result, validated back into the handler's type if it came from storage."""
-        definition = self.registry.find(record.type)
-        if not record.loaded or definition is None or not definition.checks_output:
-            return record.result
-        return definition.output_adapter.validate_python(record.result)
+        return await self._access.result(task_id, timeout)
 
     async def submit_batch(
         self,
@@ -548,57 +494,14 @@ class TaskBus:
         running ones finish, or are cancelled and awaited if `cancel_running`."""
         await self._types.retire(names, reason=reason, cancel_running=cancel_running)
 
-    async def _wait_final(self, record: TaskRecord, timeout: float | None) -> None:
-        if self.lifecycle.settled(record):
-            return
-        if timeout is None:
-            await self.lifecycle.wait_final(record)
-        else:
-            with anyio.fail_after(timeout):
-                await self.lifecycle.wait_final(record)
-        if not self.lifecycle.settled(record) and not self._accepting:
-            raise BusNotRunning(
-                f"the bus stopped before task {record.id} finished "
-                f"(it is {record.state.value}; a durable store runs it on the next start)"
-            )
-
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a queued or running task; False if it had already finished.
 
         A queued task never starts; a running one has its handler cancelled
-        (see the README for threads and processes). Never retried.
+        (see the README for threads and processes), in whichever process runs
+        it. Never retried.
         """
-        if reason is not None:
-            check_text(reason, "reason")
-        record = await self._record(task_id)
-        if record.state.is_final:
-            return False
-        if self._leases is not None and self._leases.local(task_id) is None:
-            return await self._cancel_shared(task_id, reason)
-        if record.state is TaskState.QUEUED:
-            if await self.lifecycle.cancelled(record, reason):
-                self.queue.discard(record)
-                self._held.discard(record)
-                await self.lifecycle.wait_final(record)  # durable before we say so
-                return True
-            return False
-        if self.executor.cancel_running(task_id, reason or "cancelled"):
-            await self.lifecycle.wait_final(record)
-            return record.state is TaskState.CANCELLED
-        return False
-
-    async def _cancel_shared(self, task_id: str, reason: str | None) -> bool:
-        """Cancel a task this bus does not hold: in the store if it is queued, else
-        through the store's log, to whichever process runs it."""
-        leases = self.lifecycle.leases
-        assert leases is not None
-        cancelled = await leases.cancel_queued(task_id, reason, event_for=final_event)
-        if cancelled is not None:
-            self.lifecycle.announced_elsewhere(cancelled)
-            return True
-        leases.request_cancel(task_id, reason or "cancelled")
-        record = await self._final_record(task_id, None)
-        return record.state is TaskState.CANCELLED
+        return await self._access.cancel(task_id, reason)
 
     async def list(
         self,
