@@ -209,6 +209,9 @@ class BatchTracker:
         self._by_task: dict[str, _Running] = {}
         self._finished: OrderedDict[str, tuple[float, BatchSummary]] = OrderedDict()
         self._listening = False
+        #: On a shared store the tracker's records are copies made at submit: the
+        #: task's events bring them up to date (on memory they are the runtime's own).
+        self._mirror = bus.lifecycle.leases is not None
         self._debouncer: ProgressDebouncer[_Running] = ProgressDebouncer(
             bus.clock, bus.timers, self._publish, interval
         )
@@ -241,6 +244,18 @@ class BatchTracker:
             self.bus.events.on(ALL_EVENTS, self._on_event)
             self._listening = True
         self._check_finished(running)
+
+    def leave_out(self, batch: TaskBatch, records: list[TaskRecord]) -> None:
+        """Tasks of `batch` that were never stored (a submit failed midway): the batch
+        is the tasks before them."""
+        running = self._running.get(batch.id)
+        for record in records:
+            batch.task_ids.remove(record.id)
+            self._by_task.pop(record.id, None)
+            if running is not None:
+                running.live.pop(record.id, None)
+        if running is not None:
+            self._check_finished(running)
 
     def unfinished(self, batch_id: str) -> list[TaskRecord]:
         """The records of the batch's tasks not final yet; [] for a finished batch."""
@@ -279,6 +294,8 @@ class BatchTracker:
         running = self._by_task.get(getattr(event, "task_id", ""))
         if running is None:
             return
+        if self._mirror:
+            _mirror(running.live.get(event.task_id), event)  # type: ignore[attr-defined]
         if event.final:
             task_id: str = event.task_id  # type: ignore[attr-defined]
             del self._by_task[task_id]
@@ -334,3 +351,27 @@ class BatchTracker:
             "running": summary.running,
             "queued": summary.queued,
         }
+
+
+_FINAL_STATES = {
+    "task-completed": TaskState.COMPLETED,
+    "task-failed": TaskState.FAILED,
+    "task-cancelled": TaskState.CANCELLED,
+}
+
+
+def _mirror(record: TaskRecord | None, event: Event) -> None:
+    """Bring a copy of a task's record up to date with one of its events."""
+    if record is None:
+        return
+    name = event.name
+    stamp = event.timestamp.timestamp()
+    if name == "task-started":
+        record.state, record.started_at, record.progress = TaskState.RUNNING, stamp, None
+    elif name == "task-progress":
+        record.progress = getattr(event, "progress", None)
+        record.message = getattr(event, "message", None)
+    elif name == "task-retrying":
+        record.state, record.progress = TaskState.QUEUED, None
+    elif name in _FINAL_STATES:
+        record.state, record.finished_at = _FINAL_STATES[name], stamp

@@ -461,9 +461,15 @@ class TaskBus:
         )
         records = [record for record, _ in prepared]
         batch = self._batches.new(records)
-        for record, definition in prepared:
-            await self._enqueue(record, definition)
-        self._batches.track(batch, records)
+        self._batches.track(batch, records)  # before any task can finish
+        stored = 0
+        try:
+            for record, definition in prepared:
+                await self._enqueue(record, definition)
+                stored += 1
+        except BaseException:
+            self._batches.leave_out(batch, records[stored:])  # they were never stored
+            raise
         return batch
 
     async def batch(self, batch_id: str) -> BatchSummary:

@@ -2,6 +2,7 @@
 
 import gc
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -161,3 +162,43 @@ async def test_only_the_last_finished_batches_are_kept(make_bus: MakeBus) -> Non
         with pytest.raises(BatchNotFound):
             await bus.batch(batches[0].id)
         assert [(await bus.batch(b.id)).completed for b in batches[1:]] == [1, 1]
+
+
+async def test_a_batch_on_a_shared_store_counts_what_workers_report(
+    make_bus: MakeBus, tmp_path: Path
+) -> None:
+    bus = make_bus(workers=2, store=f"sqlite:///{tmp_path}/batch.db")
+    register(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        batch = await bus.submit_batch([("b:square", n) for n in (1, 2, -1, 3)])
+        summary = await batch.wait(timeout=10)
+        finished = await recorder.wait_for(BatchFinished)
+        again = await bus.batch(batch.id)
+    assert (summary.total, summary.completed, summary.failed, summary.cancelled) == (4, 3, 1, 0)
+    assert summary.finished and summary.progress == 100.0
+    assert (finished.completed, finished.failed) == (3, 1)
+    assert again == summary
+
+
+async def test_a_batch_whose_submit_fails_midway_is_the_tasks_before(
+    make_bus: MakeBus, tmp_path: Path
+) -> None:
+    from taskbus import UnstorableValue
+
+    bus = make_bus(workers=2, store=f"sqlite:///{tmp_path}/batch.db")
+
+    @bus.task("b:echo")
+    async def echo(text: str) -> str:
+        return text
+
+    async with bus:
+        with pytest.raises(UnstorableValue):  # valid text, but not Unicode a file can hold
+            await bus.submit_batch([("b:echo", "a"), ("b:echo", "b"), ("b:echo", "c\ud800")])
+        stored = await bus.list()
+        assert len(stored) == 2
+        batch_id = stored[0].metadata["batch_id"]
+        with anyio.fail_after(10):
+            while not (summary := await bus.batch(batch_id)).finished:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    assert (summary.total, summary.completed) == (2, 2)
