@@ -75,10 +75,18 @@ class TaskAccess:
             with lifecycle.watching(task_id) as woken:
                 await woken.wait()
             record = await self.record(task_id)
+        return self.snapshot(record)
+
+    def snapshot(self, record: TaskRecord) -> TaskSnapshot:
+        """A copy for callers, its result in the handler's type (read back from a
+        store, it is JSON data)."""
         snapshot = record.snapshot()
         if record.loaded and record.state is TaskState.COMPLETED:
             snapshot = snapshot.model_copy(update={"result": self.typed_result(record)})
         return snapshot
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskSnapshot:
+        return self.snapshot(await self.final_record(task_id, timeout))
 
     async def final_record(self, task_id: str, timeout: float | None) -> TaskRecord:
         """The task's record once final (read again after each wake: on a shared

@@ -434,7 +434,7 @@ class TaskBus:
 
         Raises `TimeoutError` after `timeout` seconds (the task goes on).
         """
-        return (await self._access.final_record(task_id, timeout)).snapshot()
+        return await self._access.wait(task_id, timeout)
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
         """The task's result; raises `TaskFailedError` / `TaskCancelledError`."""

@@ -1,27 +1,41 @@
-"""`ValueStore`: a store with value semantics, as a networked store (Redis) has.
+"""`ValueStore`: the whole `TaskStore` protocol in memory, with value semantics as a
+networked store (Redis) has; the reference of what each method means.
 
 Rows are the codec's tuples (`row_from_record`) in a dict, in insertion order
-(SQLite's rowid); every read decodes a fresh record (`record_from_row`) and
-every write stores a new row, so a caller's object is never kept and changing a
-returned record never changes the store. Each method is one atomic step (no
-await inside it, after one checkpoint). In memory: nothing outlives the object.
+(SQLite's rowid); every read decodes a fresh record (`record_from_row`) and every
+write stores a new row, so a caller's object is never kept and changing a
+returned record never changes the store. Each method is one atomic step (one
+checkpoint, then no await): a change and the events it logs land together, as
+one Lua script writes them.
+
+The event log numbers events 1, 2, 3... (their ids are that text), keeps each as
+JSON (`events_after` decodes it anew), and hands the event itself to the
+`deliver_events` callback right after its change, in id order, before the call
+that logged it returns: the quickest delivery a store can have, so the runtime
+must not count on a delay. Rows and log live as long as the object (closing and
+opening it again keeps both); one bus at a time uses it.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import time
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import anyio.lowlevel
 
-from taskbus import StoreError, TaskState, UnstorableValue
+from taskbus import Event, StoreError, TaskState, UnstorableValue
+from taskbus._events import CancelRequested, stamp
 from taskbus._record import TaskRecord
 from taskbus.stores import StoreStats, TaskQuery
 from taskbus.stores._codec import COLUMNS, Row, row_from_record, unstorable_row
 from taskbus.stores._codec_read import record_from_row
+from taskbus.stores._event_codec import event_from_text, event_text
 from taskbus.stores._sqlite_lease import (
     Pick,
     check_ids,
@@ -34,8 +48,11 @@ from taskbus.stores._sqlite_lease import (
 
 __all__ = ["ValueStore"]
 
+logger = logging.getLogger("tests.stores.fake")
+
 _AT = {name: index for index, name in enumerate(COLUMNS)}
 _FINAL = frozenset(state.value for state in TaskState if state.is_final)
+_PROGRESS = ("progress", "current", "total", "message", "eta")
 
 
 def _col(row: Row, name: str) -> Any:
@@ -59,11 +76,16 @@ def _storable(record: TaskRecord) -> Row:
 
 
 class ValueStore:
-    """The whole `Store` protocol and the lease methods, on rows kept in a dict."""
+    """`TaskStore` (so also `Store` and `EventBroker`) on a dict of rows and a list of
+    logged events."""
 
     def __init__(self) -> None:
         self._rows: dict[str, Row] = {}
         self._open = False
+        self._log: builtins.list[tuple[str, str]] = []  # (name, JSON); id = index + 1
+        self._deliver: Callable[[Event], None] | None = None
+        self._undelivered: deque[Event] = deque()
+        self._delivering = False
 
     async def _step(self) -> None:
         """Yield once, as a store that awaits I/O does; then act without yielding."""
@@ -79,26 +101,96 @@ class ValueStore:
     async def close(self) -> None:
         self._open = False
 
+    # -- the event log ----------------------------------------------------------------
+
+    def _logs(self, events: Iterable[Event | None]) -> None:
+        """Number and keep `events` (None: nothing to log), then deliver them; last in
+        a step, so whoever hears of an event finds its change stored. Events logged
+        by the callback itself are delivered after the current ones, in id order."""
+        for event in events:
+            if event is not None:
+                self._log.append((event.name, event_text(event)))
+                stamp(event, str(len(self._log)))
+                self._undelivered.append(event)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._undelivered:
+                event = self._undelivered.popleft()
+                if self._deliver is not None:
+                    self._deliver(event)
+        finally:
+            self._delivering = False
+
+    def _lost(self, what: str) -> bool:
+        """Whether a write nobody waits for is lost (closed store): it cannot fail its
+        caller, so it is logged."""
+        if not self._open:
+            logger.error("%r is not open: %s is lost", self, what)
+        return not self._open
+
+    def deliver_events(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` for each event logged from now on, in id order."""
+        self._deliver = callback
+
+    def log_event(self, event: Event) -> None:
+        """Log an event that changes no task (progress, a batch's), not waited for."""
+        if not self._lost(event.name):
+            self._logs([event])
+
+    async def events_after(self, after: str | None, *, limit: int = 1000) -> builtins.list[Event]:
+        """Up to `limit` events logged after the one with id `after` ("0" or None: from
+        the first), oldest first, decoded anew; none for an id never issued."""
+        await self._step()
+        start = 0 if after is None else int(after) if after.isascii() and after.isdigit() else -1
+        if not 0 <= start <= len(self._log):
+            return []
+        logged = enumerate(self._log[start : start + limit], start + 1)
+        events = (event_from_text(str(number), name, text) for number, (name, text) in logged)
+        return [event for event in events if event is not None]
+
+    async def last_event_id(self) -> str | None:
+        await self._step()
+        return str(len(self._log)) if self._log else None
+
+    async def flush(self) -> None:
+        """Nothing to wait for: each step is committed and delivered as it returns."""
+        await self._step()
+
+    async def follow(self) -> None:
+        """Nothing to poll (one process: the log delivers as it commits); until cancelled."""
+        await anyio.sleep_forever()
+
+    def request_cancel(self, task_id: str, reason: str | None) -> None:
+        """Log a `CancelRequested`: the bus running the task hears it and cancels it."""
+        now = datetime.now(UTC)
+        self.log_event(CancelRequested(task_id=task_id, task_type="", timestamp=now, reason=reason))
+
     # -- the runtime's transitions ------------------------------------------------------
 
-    async def add(self, record: TaskRecord) -> None:
-        row = row_from_record(record)  # raises UnstorableValue: nothing stored
+    async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        """Store a new task and log `event`; `UnstorableValue`: nothing is stored."""
+        row = row_from_record(record)
         await self._step()
         self._rows[record.id] = row
+        self._logs([event])
 
-    async def claim(self, record: TaskRecord) -> None:
-        await self._put(record)
+    async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        await self._put(record, event)
 
-    async def update(self, record: TaskRecord) -> None:
-        await self._put(record)
+    async def update(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        await self._put(record, event)
 
-    async def finish(self, record: TaskRecord) -> None:
-        await self._put(record)
+    async def finish(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        await self._put(record, event)
 
-    async def _put(self, record: TaskRecord) -> None:
+    async def _put(self, record: TaskRecord, event: Event | None) -> None:
+        """Overwrite the row without a lease check (a single process's writes)."""
         row = _storable(record)
         await self._step()
         self._rows[record.id] = row
+        self._logs([event])
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -116,24 +208,21 @@ class ValueStore:
         completed_since: float | None = None,
     ) -> TaskRecord | None:
         await self._step()
-        scoped = [
-            row
-            for row in self._rows.values()
-            if (_col(row, "key"), _col(row, "owner"), _col(row, "type")) == (key, owner, task_type)
+        scope = (key, owner, task_type)
+        rows = [
+            r
+            for r in self._rows.values()
+            if (_col(r, "key"), _col(r, "owner"), _col(r, "type")) == scope
         ]
-        for row in scoped:
-            if _col(row, "state") not in _FINAL:
-                return record_from_row(row)
-        if completed_since is None:
-            return None
+        unfinished = [row for row in rows if _col(row, "state") not in _FINAL]
+        if unfinished or completed_since is None:
+            return record_from_row(unfinished[0]) if unfinished else None
         done = [
-            row
-            for row in scoped
-            if _col(row, "state") == "completed" and _col(row, "finished_at") >= completed_since
+            r
+            for r in rows
+            if _col(r, "state") == "completed" and _col(r, "finished_at") >= completed_since
         ]
-        return (
-            record_from_row(max(done, key=lambda row: _col(row, "finished_at"))) if done else None
-        )
+        return record_from_row(max(done, key=lambda r: _col(r, "finished_at"))) if done else None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
         await self._step()
@@ -176,6 +265,19 @@ class ValueStore:
         rows.sort(key=lambda row: (-_col(row, "priority"), _col(row, "created_at")))
         return [record_from_row(row) for row in rows]
 
+    async def next_due(self) -> float | None:
+        """The earliest not-before time among queued tasks (epoch seconds), if any."""
+        await self._step()
+        rows = self._rows.values()
+        due = [_col(r, "not_before") for r in rows if _col(r, "state") == "queued"]
+        return min((when for when in due if when is not None), default=None)
+
+    async def running_workers(self) -> builtins.list[str]:
+        """The workers holding leases, expired or not (reaping decides)."""
+        await self._step()
+        rows = [row for row in self._rows.values() if _col(row, "state") == "running"]
+        return sorted({_col(r, "worker") for r in rows if _col(r, "lease_until") is not None})
+
     # -- leases ---------------------------------------------------------------------------
 
     async def acquire(
@@ -189,6 +291,11 @@ class ValueStore:
         aging: float | None = None,
         now: float | None = None,
     ) -> builtins.list[TaskRecord]:
+        """Claim up to `limit` queued tasks whose not-before has come: priority 10
+        first, then queued_at, then insertion (with `aging`, by ``queued_at - priority
+        * aging``); a type with `limits` of it running (any worker) is skipped, not
+        waited for. Each becomes running, attempt counted, leased to `worker_id`
+        until ``now + lease``. Logs nothing: task-started comes as the handler starts."""
         pick = Pick(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
         await self._step()
         running = Counter(
@@ -213,18 +320,22 @@ class ValueStore:
             most = pick.limits.get(record.type)
             if most is not None and running[record.type] >= most:
                 continue
-            record.state = TaskState.RUNNING
-            record.attempt += 1
-            record.started_at = pick.now
-            record.not_before = None
-            record.worker = pick.worker
-            record.lease_until = pick.until
+            record.state, record.attempt, record.started_at = (
+                TaskState.RUNNING,
+                record.attempt + 1,
+                pick.now,
+            )
+            record.not_before, record.worker, record.lease_until = None, pick.worker, pick.until
             self._rows[record.id] = row_from_record(record)
             running[record.type] += 1
             picked.append(record)
         return picked
 
-    async def release(self, worker_id: str, record: TaskRecord) -> bool:
+    async def release(
+        self, worker_id: str, record: TaskRecord, *, event: Event | None = None
+    ) -> bool:
+        """Write a final or re-queued record, lease dropped, and log `event`, if
+        `worker_id` holds the task's lease; else write and log nothing: False."""
         worker = check_worker(worker_id)
         if record.state is TaskState.RUNNING:
             raise ValueError(f"release takes a final or re-queued record, not {record!r}")
@@ -233,6 +344,7 @@ class ValueStore:
         if not self._holds(worker, record.id):
             return False
         self._rows[record.id] = row
+        self._logs([event])
         return True
 
     def _holds(self, worker: str, task_id: str) -> bool:
@@ -242,6 +354,8 @@ class ValueStore:
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
     ) -> set[str]:
+        """Move to ``now + lease`` the leases `worker_id` holds on `ids`; return the
+        ids it holds none on (reaped, taken over, released, unknown)."""
         worker, wanted = check_worker(worker_id), check_ids(ids)
         until = lease_end(check_now(now), lease)
         await self._step()
@@ -259,14 +373,21 @@ class ValueStore:
         now: float | None = None,
         workers: Collection[str] = (),
         fail_types: Collection[str] = (),
+        alive: Collection[str] = (),
+        events_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> builtins.list[TaskRecord]:
+        """Settle the running tasks whose lease ended before `now`, that hold none, or
+        whose worker is in `workers` (dead), unless it is in `alive`: queued again
+        (progress cleared) while attempts remain and the type is not in `fail_types`,
+        else failed, with `expiry_error`. Logs ``events_for(record)`` with each;
+        returns the new records."""
         moment = check_now(now)
         await self._step()
         reaped: builtins.list[TaskRecord] = []
         for row in builtins.list(self._rows.values()):
-            lease_until = _col(row, "lease_until")
-            expired = lease_until is None or lease_until < moment or _col(row, "worker") in workers
-            if _col(row, "state") != "running" or not expired:
+            lease_until, worker = _col(row, "lease_until"), _col(row, "worker")
+            expired = lease_until is None or lease_until < moment or worker in workers
+            if _col(row, "state") != "running" or not expired or worker in alive:
                 continue
             record = record_from_row(row)
             retry = record.attempt < record.max_attempts and record.type not in fail_types
@@ -280,11 +401,19 @@ class ValueStore:
             record.worker = record.lease_until = None
             self._rows[record.id] = row_from_record(record)
             reaped.append(record)
+        self._logs(events_for(record) for record in reaped if events_for is not None)
         return reaped
 
     async def cancel_queued(
-        self, task_id: str, reason: str | None, *, now: float | None = None
+        self,
+        task_id: str,
+        reason: str | None,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
+        """Cancel the task if it is queued (nothing else is touched), logging
+        ``event_for(record)`` with it: its new record, else None."""
         reason, moment = check_reason(reason), check_now(now)
         await self._step()
         row = self._rows.get(task_id)
@@ -293,4 +422,17 @@ class ValueStore:
         record = record_from_row(row)
         record.state, record.finished_at, record.cancel_reason = TaskState.CANCELLED, moment, reason
         self._rows[task_id] = _storable(record)
-        return record_from_row(self._rows[task_id])  # the reason as stored (escaped)
+        cancelled = record_from_row(self._rows[task_id])  # the reason as stored (escaped)
+        self._logs([event_for(cancelled) if event_for is not None else None])
+        return cancelled
+
+    def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
+        """Write the progress fields of `record` (`_PROGRESS`) and log `event` if
+        `worker_id` holds the task's lease; else nothing. Not waited for."""
+        if self._lost(f"progress of {record.id}") or not self._holds(worker_id, record.id):
+            return
+        stored = record_from_row(self._rows[record.id])
+        for name in _PROGRESS:
+            setattr(stored, name, getattr(record, name))
+        self._rows[record.id] = _storable(stored)
+        self._logs([event])

@@ -32,8 +32,14 @@ def _sqlite(tmp_path: Path) -> Store:
     return SqliteStore(tmp_path / "store.db")
 
 
-#: Every store, by the id its tests carry.
-STORES: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite}
+def _fake(tmp_path: Path) -> Store:
+    from ._fake import ValueStore
+
+    return ValueStore()
+
+
+#: Every store, by the id its tests carry (the fake: value semantics, as Redis).
+STORES: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "fake": _fake}
 #: The stores whose records survive a close and reopen.
 DURABLE: dict[str, StoreBuilder] = {"sqlite": _sqlite}
 

@@ -1,0 +1,184 @@
+"""The SQLite store's claims: leased tasks, for workers in any process.
+
+The SQL lives in `_sqlite_lease`; these methods run it in the writer thread's
+transactions and log each change's event in the same one.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from functools import partial
+from typing import Any
+
+from .._errors import StoreError, UnstorableValue
+from .._events import Event
+from .._record import TaskRecord
+from .._states import TaskState
+from . import _sqlite_lease as leases
+from ._base import CorruptRecord
+from ._codec import row_from_record, unstorable_row
+from ._sqlite_base import SqliteBase
+
+__all__ = ["SqliteClaims"]
+
+logger = logging.getLogger("taskbus.stores.sqlite")
+
+
+class SqliteClaims(SqliteBase):
+    """`TaskStore`'s claims on SQLite: acquire, release, renew, reap."""
+
+    async def acquire(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None = None,
+        types: Collection[str] | None = None,
+        aging: float | None = None,
+        now: float | None = None,
+    ) -> builtins.list[TaskRecord]:
+        """Claim up to `limit` ready queued tasks for `worker_id`, leased for `lease`
+        seconds, in pick order (see `_sqlite_lease.Pick`); committed when it returns."""
+        pick = leases.Pick(
+            worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now
+        )
+        if not pick.limit:
+            return []
+        writer = self._require_writer()
+        batch, index = writer.call(pick.run)
+        try:
+            # Shielded, like a submit: a caller that gives up must not leave claims
+            # nobody knows of; those that land after it gave up are given back.
+            await writer.wait(batch, self.write_timeout, "claim tasks", shield=True)
+        except StoreError:
+            self._unclaimed.append((batch, index, pick.worker))
+            raise
+        error = batch.call_errors.get(index)
+        if error is not None:
+            raise error
+        records, corrupt = batch.results[index]
+        return self._leased(records, corrupt)
+
+    async def release(
+        self, worker_id: str, record: TaskRecord, *, event: Event | None = None
+    ) -> bool:
+        """Write the record (final, or queued again), and log `event` with it, and drop
+        its lease if `worker_id` still holds it; False, writing nothing, if the lease
+        was lost."""
+        worker = leases.check_worker(worker_id)
+        if record.state is TaskState.RUNNING:
+            raise ValueError(f"release takes a final or re-queued record, not {record!r}")
+        try:
+            row = row_from_record(record)
+        except UnstorableValue as exc:
+            logger.error("%s; recording the task as failed", exc)
+            row = unstorable_row(record, exc, time.time())
+        return await self._in_writer(
+            partial(leases.release, worker=worker, row=row),
+            events=lambda released: [event] if released and event is not None else [],
+        )
+
+    async def extend_leases(
+        self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
+    ) -> set[str]:
+        """Renew until ``now + lease`` the leases `worker_id` holds on `ids`; returns
+        the ids it holds no lease on (lost)."""
+        worker = leases.check_worker(worker_id)
+        wanted = leases.check_ids(ids)
+        until = leases.lease_end(leases.check_now(now), lease)
+        if not wanted:
+            return set()
+        work = partial(leases.extend, worker=worker, ids=wanted, until=until)
+        return set(wanted) - await self._in_writer(work)
+
+    async def reap_expired(
+        self,
+        *,
+        now: float | None = None,
+        workers: Collection[str] = (),
+        fail_types: Collection[str] = (),
+        alive: Collection[str] = (),
+        events_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> builtins.list[TaskRecord]:
+        """Tasks whose lease ended before `now`, or held by `workers` (known dead),
+        queued again while attempts remain (never those of `fail_types`), else failed
+        (see `_sqlite_lease.expiry_error`): their new records. ``events_for(record)``
+        is logged with each change."""
+        work = partial(
+            leases.reap,
+            now=leases.check_now(now),
+            workers=workers,
+            fail_types=fail_types,
+            alive=alive,
+        )
+        return self._leased(*await self._in_writer(work, events=_events_of(events_for)))
+
+    async def cancel_queued(
+        self,
+        task_id: str,
+        reason: str | None,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """Cancel the task if it is queued, in one step (logging ``event_for(record)``
+        with it): its new record, else None."""
+        reason = leases.check_reason(reason)
+        work = partial(
+            leases.cancel_queued, task_id=task_id, reason=reason, now=leases.check_now(now)
+        )
+
+        def events(result: tuple[TaskRecord | None, Any]) -> builtins.list[Event]:
+            cancelled = result[0]
+            event = None if cancelled is None or event_for is None else event_for(cancelled)
+            return [] if event is None else [event]
+
+        record, corrupt = await self._in_writer(work, events=events)
+        self._leased([] if record is None else [record], corrupt)
+        return record
+
+    def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
+        """Write a running task's progress, and log `event` with it, if `worker_id`
+        still holds its lease (without waiting for the commit)."""
+        work = partial(leases.progress, worker=worker_id, record=record)
+        try:
+            self._require_writer().call(
+                work, events=lambda written: [event] if written and event is not None else []
+            )
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; progress is not written", exc)
+
+    async def next_due(self) -> float | None:
+        """The earliest not-before time of a queued task (epoch seconds), if any."""
+        return await self._read(leases.next_due)
+
+    async def running_workers(self) -> builtins.list[str]:
+        """The ids of the workers that hold leases now."""
+        return await self._read(leases.running_workers)
+
+    def _leased(
+        self, records: builtins.list[TaskRecord], corrupt: builtins.list[CorruptRecord]
+    ) -> builtins.list[TaskRecord]:
+        for exc in corrupt:
+            self._report_corrupt(exc)
+        return records
+
+
+def _events_of(
+    event_for: Callable[[TaskRecord], Event | None] | None,
+) -> Callable[[tuple[builtins.list[TaskRecord], Any]], builtins.list[Event]] | None:
+    """The events to log with the records a lease step changed."""
+    if event_for is None:
+        return None
+
+    def events(result: tuple[builtins.list[TaskRecord], Any]) -> builtins.list[Event]:
+        found = (event_for(record) for record in result[0])
+        return [event for event in found if event is not None]
+
+    return events

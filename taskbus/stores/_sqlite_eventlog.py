@@ -1,0 +1,121 @@
+"""The SQLite store's event log: logging, replaying and following it.
+
+Events are written by the writer thread with the changes they describe (see
+`_sqlite_events`); `OrderedDelivery` hands them to the runtime in id order,
+this process's as they commit, other processes' as `follow` reads them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+
+from .._errors import StoreError
+from .._events import CancelRequested, Event, build_trusted
+from ._sqlite_base import SqliteBase
+from ._sqlite_events import last_event_id, read_events_after
+
+__all__ = ["SqliteEventLog"]
+
+logger = logging.getLogger("taskbus.stores.sqlite")
+
+_POLL_MIN = 0.005
+_POLL_MAX = 0.1
+_POLL_BATCH = 1000
+
+
+class SqliteEventLog(SqliteBase):
+    """`EventBroker` on SQLite: an events table, numbered as it commits."""
+
+    def deliver_events(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` on the event loop for each logged event, numbered,
+        once it is committed, in id order (with those other processes log, once
+        `follow` runs)."""
+        self._delivery.deliver = callback
+
+    def log_event(self, event: Event) -> None:
+        """Log an event that comes with no change to a task (progress, a batch's)."""
+        try:
+            self._require_writer().log(event)
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; events are not logged", exc)
+
+    async def events_after(self, after: str | None, *, limit: int = 1000) -> builtins.list[Event]:
+        """Up to `limit` committed events after the one with id `after` (from the
+        oldest the log keeps for None), oldest first."""
+        start = _event_number(after)
+        if start is None:
+            return []
+        return await self._read(lambda conn: read_events_after(conn, start, limit))
+
+    async def last_event_id(self) -> str | None:
+        """The id of the newest event ever committed to the log, or None."""
+        last = await self._read(last_event_id)
+        return str(last) if last else None
+
+    def request_cancel(self, task_id: str, reason: str | None) -> None:
+        """Ask whichever process runs the task to cancel it (through the event log)."""
+        self.log_event(
+            build_trusted(
+                CancelRequested,
+                {
+                    "task_id": task_id,
+                    "task_type": "",
+                    "owner": None,
+                    "timestamp": time.time(),
+                    "reason": reason,
+                },
+            )
+        )
+
+    async def follow(self) -> None:
+        """Deliver the events other processes log, in id order, until cancelled.
+
+        SQLite has no notifications: the log is read every 5 ms while events keep
+        coming, backing off to every 100 ms when idle (one indexed read each), and at
+        once when a commit of this process leaves a gap.
+        """
+        interval = _POLL_MIN
+        failing = False
+        while True:
+            self._poll_wake = wake = anyio.Event()
+            with anyio.move_on_after(interval):
+                await wake.wait()
+            try:
+                found = await self._poll_once()
+            except StoreError as exc:
+                if not failing:
+                    logger.error("%r: reading the event log failed: %s", self, exc)
+                failing = True
+                interval = 1.0
+                continue
+            failing = False
+            interval = _POLL_MIN if found else min(interval * 2, _POLL_MAX)
+
+    async def _poll_once(self) -> int:
+        delivery = self._delivery
+        start = delivery.next_id - 1
+        gap_before = delivery.gap  # a gap this read can fill (not one opened after it began)
+        events = await self._read(lambda conn: read_events_after(conn, start, _POLL_BATCH))
+        delivery.offer(events)
+        if gap_before and delivery.gap and len(events) < _POLL_BATCH:
+            # The read saw every event committed before the gap appeared: what is
+            # still missing was trimmed from the log before anyone read it.
+            delivery.skip_missing()
+        return len(events)
+
+
+def _event_number(event_id: str | None) -> int | None:
+    """The log position after `event_id` (0 for None); None for an id this store
+    never issues."""
+    if event_id is None:
+        return 0
+    if not (event_id.isascii() and event_id.isdigit()) or len(event_id) > 19:
+        return None
+    return int(event_id)

@@ -1,0 +1,537 @@
+"""Bus scenarios over every store: the same public-API stories on memory, SQLite and
+the value-semantics fake (`tests/stores/_fake.ValueStore`, a `TaskStore`, so the
+bus runs over it in leased mode as it does over SQLite).
+
+Each scenario opens its bus inside the test body (``async with``) and waits only
+on events and bounded waits; two scenarios need a durable store (SQLite only).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+from stores._fake import ValueStore
+
+from taskbus import (
+    Event,
+    FatalError,
+    RetryableError,
+    RetryPolicy,
+    TaskBus,
+    TaskCancelledError,
+    TaskCompleted,
+    TaskContext,
+    TaskFailedError,
+    TaskNotFound,
+    TaskProgress,
+    TaskRetrying,
+    TaskStarted,
+    TaskState,
+)
+from taskbus.abc import TaskStore
+from taskbus.stores import Store
+from taskbus.testing import EventRecorder
+
+pytestmark = pytest.mark.anyio
+
+MakeBus = Callable[..., TaskBus]
+WAIT = 5.0  # seconds any one wait may take before the test fails
+
+
+def _memory(tmp_path: Path) -> Store | str:
+    return "memory://"
+
+
+def _sqlite(tmp_path: Path) -> Store | str:
+    return f"sqlite:///{tmp_path / 'bus.db'}"
+
+
+def _fake(tmp_path: Path) -> Store | str:
+    return ValueStore()
+
+
+#: Every store the scenarios run over, by the id their tests carry.
+STORES: dict[str, Callable[[Path], Store | str]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "fake": _fake,
+}
+
+
+@pytest.fixture(params=list(STORES), ids=list(STORES))
+def new_bus(request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str) -> MakeBus:
+    """Build a bus over one kind of store (2 workers, a short grace, unless given)."""
+
+    def make(**kwargs: Any) -> TaskBus:
+        kwargs.setdefault("workers", 2)
+        kwargs.setdefault("shutdown_grace", 1.0)
+        return TaskBus(store=STORES[request.param](tmp_path), **kwargs)
+
+    return make
+
+
+class Params(BaseModel):
+    n: int
+
+
+class Report(BaseModel):
+    rows: int
+
+
+class Gate:
+    """A handler that holds its worker until the test opens the gate."""
+
+    def __init__(self, bus: TaskBus, name: str = "sc:hold") -> None:
+        self.running = anyio.Event()
+        self.open = anyio.Event()
+        self.ran: list[str] = []
+
+        @bus.task(name)
+        async def hold(ctx: TaskContext, params: Params) -> int:
+            self.ran.append(ctx.task_id)
+            if params.n == 0:
+                self.running.set()
+                await self.open.wait()
+            return params.n
+
+    async def until_running(self) -> None:
+        with anyio.fail_after(WAIT):
+            await self.running.wait()
+
+
+def register_build(bus: TaskBus) -> Any:
+    @bus.task("sc:build")
+    async def build(ctx: TaskContext, params: Params) -> Report:
+        return Report(rows=params.n * 2)
+
+    return build
+
+
+def order(event: Event) -> int:
+    assert event.id is not None
+    return int(event.id)
+
+
+async def test_the_fake_runs_the_bus_in_leased_mode_as_sqlite_does(tmp_path: Path) -> None:
+    assert isinstance(ValueStore(), TaskStore)
+    shares = {kind: TaskBus(store=build(tmp_path)).shares_store for kind, build in STORES.items()}
+    assert shares == {"memory": False, "sqlite": True, "fake": True}
+
+
+# -- results --------------------------------------------------------------------------
+
+
+async def test_submit_and_result_gives_the_typed_result(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    build = register_build(bus)
+    async with bus:
+        handle = await bus.submit("sc:build", {"n": 21})
+        typed = await build.submit(Params(n=5))
+        result = await handle.result(timeout=WAIT)
+        other = await typed.result(timeout=WAIT)
+    assert isinstance(result, Report) and result == Report(rows=42)
+    assert isinstance(other, Report) and other == Report(rows=10)
+
+
+async def test_wait_returns_the_final_snapshot(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    register_build(bus)
+    async with bus:
+        handle = await bus.submit(
+            "sc:build", {"n": 3}, owner="alice", metadata={"from": "test"}, priority=7
+        )
+        snap = await handle.wait(timeout=WAIT)
+        now = await bus.get(handle.id)
+    assert snap.state is TaskState.COMPLETED and snap.is_final
+    assert (snap.owner, snap.metadata, snap.priority) == ("alice", {"from": "test"}, 7)
+    assert (snap.attempts, snap.error, snap.cancel_reason) == (1, None, None)
+    assert snap.started_at is not None and snap.finished_at is not None
+    assert snap.created_at <= snap.started_at <= snap.finished_at
+    assert snap.model_dump(exclude={"result"}) == now.model_dump(exclude={"result"})
+    assert snap.result == now.result == Report(rows=6), "typed, as `get` and `result` give it"
+
+
+async def test_a_failed_handler_raises_task_failed_error_with_its_message(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+
+    @bus.task("sc:broken", retry=RetryPolicy.never())
+    async def broken(ctx: TaskContext) -> None:
+        raise ValueError("disk is full")
+
+    async with bus:
+        handle = await bus.submit("sc:broken")
+        with pytest.raises(TaskFailedError, match="disk is full") as info:
+            await handle.result(timeout=WAIT)
+        snap = await bus.get(handle.id)
+    assert info.value.snapshot.id == handle.id
+    assert snap.state is TaskState.FAILED and snap.error is not None
+    assert (snap.error.message, snap.attempts) == ("disk is full", 1)
+    assert snap.error.exception_type == "builtins.ValueError"
+
+
+async def test_get_of_an_unknown_id_raises_task_not_found(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    register_build(bus)
+    async with bus:
+        await (await bus.submit("sc:build", {"n": 1})).result(timeout=WAIT)
+        for unknown in (uuid.uuid4().hex, "no-such-task"):
+            with pytest.raises(TaskNotFound, match=unknown):
+                await bus.get(unknown)
+
+
+# -- cancelling -----------------------------------------------------------------------
+
+
+async def test_a_cancelled_queued_task_never_starts(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=1)
+    gate = Gate(bus)
+    async with bus:
+        blocker = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        waiting = await bus.submit("sc:hold", {"n": 1})
+        assert (await bus.get(waiting.id)).state is TaskState.QUEUED
+
+        with anyio.fail_after(WAIT):
+            assert await bus.cancel(waiting.id, reason="not wanted")
+        gate.open.set()
+        assert await blocker.result(timeout=WAIT) == 0
+        # One worker, FIFO: had the cancelled task stayed queued, it would run first.
+        after = await bus.submit("sc:hold", {"n": 2})
+        assert await after.result(timeout=WAIT) == 2
+        with pytest.raises(TaskCancelledError, match="not wanted"):
+            await waiting.result(timeout=WAIT)
+        snap = await bus.get(waiting.id)
+    assert gate.ran == [blocker.id, after.id]
+    assert (snap.state, snap.cancel_reason, snap.attempts) == (
+        TaskState.CANCELLED,
+        "not wanted",
+        0,
+    )
+    assert snap.started_at is None
+
+
+async def test_a_cancelled_running_task_sees_it_and_is_never_retried(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    started = anyio.Event()
+    attempts: list[int] = []
+    seen: list[bool] = []
+
+    @bus.task("sc:forever", retry=RetryPolicy(max_attempts=3, base_delay=0, jitter=0))
+    async def forever(ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            seen.append(ctx.cancelled)
+            raise
+
+    async with bus:
+        recorder = EventRecorder(bus, timeout=WAIT)
+        handle = await bus.submit("sc:forever")
+        with anyio.fail_after(WAIT):
+            await started.wait()
+            assert await bus.cancel(handle.id, reason="user pressed stop")
+        with pytest.raises(TaskCancelledError, match="user pressed stop"):
+            await handle.result(timeout=WAIT)
+        snap = await bus.get(handle.id)
+        await bus.flush_events()
+        names = recorder.names(handle.id)
+    assert seen == [True], "the handler saw its cancellation"
+    assert attempts == [1]
+    assert (snap.state, snap.attempts, snap.cancel_reason) == (
+        TaskState.CANCELLED,
+        1,
+        "user pressed stop",
+    )
+    assert names == ["task-queued", "task-started", "task-cancelled"]
+
+
+# -- retries and timeouts -------------------------------------------------------------
+
+
+async def test_a_retryable_failure_backs_off_then_succeeds(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    attempts: list[int] = []
+
+    @bus.task(
+        "sc:flaky",
+        retry=RetryPolicy(max_attempts=3, base_delay=0.02, multiplier=2.0, jitter=0),
+    )
+    async def flaky(ctx: TaskContext, params: Params) -> int:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise RetryableError(f"not yet ({ctx.attempt})")
+        return params.n
+
+    async with bus:
+        recorder = EventRecorder(bus, timeout=WAIT)
+        handle = await bus.submit("sc:flaky", {"n": 9})
+        assert await handle.result(timeout=WAIT) == 9
+        snap = await bus.get(handle.id)
+        await recorder.wait_for(TaskCompleted, task_id=handle.id)
+    assert attempts == [1, 2, 3]
+    assert (snap.state, snap.attempts, snap.error) == (TaskState.COMPLETED, 3, None)
+    retrying = recorder.of(TaskRetrying, handle.id)
+    assert [(r.attempt, r.delay, r.error) for r in retrying] == [
+        (1, 0.02, "not yet (1)"),
+        (2, 0.04, "not yet (2)"),
+    ]
+    starts = recorder.of(TaskStarted, handle.id)
+    assert [s.attempt for s in starts] == [1, 2, 3]
+    for retry, start in zip(retrying, starts[1:], strict=True):
+        # Stored times are rounded to the microsecond: allow one.
+        waited = start.timestamp - retry.timestamp
+        assert waited >= timedelta(seconds=retry.delay) - timedelta(microseconds=1)
+    assert recorder.names(handle.id) == [
+        "task-queued",
+        "task-started",
+        "task-retrying",
+        "task-started",
+        "task-retrying",
+        "task-started",
+        "task-completed",
+    ]
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2])
+async def test_a_timeout_fails_with_task_timeout_error_retried_as_the_policy_says(
+    new_bus: MakeBus, max_attempts: int
+) -> None:
+    bus = new_bus()
+    attempts: list[int] = []
+
+    @bus.task(
+        "sc:slow",
+        timeout=0.05,
+        retry=RetryPolicy(max_attempts=max_attempts, base_delay=0, jitter=0),
+    )
+    async def slow(ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        await anyio.sleep_forever()
+
+    async with bus:
+        handle = await bus.submit("sc:slow")
+        with pytest.raises(TaskFailedError) as info:
+            await handle.result(timeout=WAIT)
+        snap = await bus.get(handle.id)
+    assert info.value.snapshot.id == handle.id
+    assert attempts == list(range(1, max_attempts + 1))
+    assert (snap.state, snap.attempts) == (TaskState.FAILED, max_attempts)
+    assert snap.error is not None
+    assert snap.error.exception_type.rsplit(".", 1)[-1] == "TaskTimeoutError"
+    assert snap.error.retryable
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+async def test_subscribe_to_a_task_sees_its_events_in_order_and_ends(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=1)
+    gate = Gate(bus)
+
+    @bus.task("sc:steps")
+    async def steps(ctx: TaskContext) -> int:
+        await ctx.progress(50, "half way")
+        return 7
+
+    async with bus:
+        blocker = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        handle = await bus.submit("sc:steps")  # waits behind the blocker
+        async with bus.subscribe(task_id=handle.id) as events:
+            gate.open.set()
+            with anyio.fail_after(WAIT):  # the iteration ends after the final event
+                seen: list[Event] = [event async for event in events]
+        assert await blocker.result(timeout=WAIT) == 0
+    assert [e.name for e in seen] == ["task-started", "task-progress", "task-completed"]
+    assert all(getattr(e, "task_id", None) == handle.id for e in seen)
+    orders = [order(e) for e in seen]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)
+    progress, done = seen[1], seen[2]
+    assert isinstance(progress, TaskProgress) and (progress.progress, progress.message) == (
+        50,
+        "half way",
+    )
+    assert isinstance(done, TaskCompleted) and done.result == 7
+
+
+async def test_subscribe_after_an_id_replays_what_followed(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus, timeout=WAIT)
+        first = await bus.submit("sc:build", {"n": 1})
+        second = await bus.submit("sc:build", {"n": 2})
+        await first.result(timeout=WAIT)
+        await second.result(timeout=WAIT)
+        await recorder.wait_for(TaskCompleted, count=2)
+        live = list(recorder.events)
+        queued_first = live[0]
+        assert (queued_first.name, getattr(queued_first, "task_id", None)) == (
+            "task-queued",
+            first.id,
+        )
+        async with bus.subscribe(after=queued_first.id, task_id=second.id) as events:
+            with anyio.fail_after(WAIT):
+                replayed: list[Event] = [event async for event in events]
+    expected = [e for e in live[1:] if getattr(e, "task_id", None) == second.id]
+    assert [e.name for e in expected] == ["task-queued", "task-started", "task-completed"]
+    # Replayed from the store's log, an event is the live one as data (JSON).
+    assert [e.model_dump(mode="json") for e in replayed] == [
+        e.model_dump(mode="json") for e in expected
+    ]
+
+
+async def test_progress_reaches_listeners_before_the_final_event(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    heard: list[TaskProgress] = []
+
+    @bus.task("sc:pages")
+    async def pages(ctx: TaskContext) -> None:
+        await ctx.progress(25, "loading")
+        await ctx.progress(current=3, total=4, message="page 3/4")
+
+    async with bus:
+        bus.on(TaskProgress, heard.append)
+        recorder = EventRecorder(bus, timeout=WAIT)
+        handle = await bus.submit("sc:pages")
+        await handle.result(timeout=WAIT)
+        await recorder.wait_for(TaskCompleted, task_id=handle.id)
+        names = recorder.names(handle.id)
+    assert [(p.task_id, p.progress, p.message) for p in heard[:1]] == [(handle.id, 25, "loading")]
+    last = heard[-1]
+    assert (last.current, last.total, last.message) == (3, 4, "page 3/4"), "last value kept"
+    assert names[-1] == "task-completed"
+    assert names.count("task-progress") == len(heard) >= 2
+
+
+# -- keys and batches -----------------------------------------------------------------
+
+
+async def test_an_idempotency_key_gives_the_same_task_while_it_is_unfinished(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    async with bus:
+        mine = await bus.submit("sc:hold", {"n": 0}, key="nightly", owner="alice")
+        await gate.until_running()
+        again = await bus.submit("sc:hold", {"n": 0}, key="nightly", owner="alice")
+        theirs = await bus.submit("sc:hold", {"n": 3}, key="nightly", owner="bob")
+        other = await bus.submit("sc:hold", {"n": 4}, key="weekly", owner="alice")
+        assert again.id == mine.id
+        assert len({mine.id, theirs.id, other.id}) == 3
+        gate.open.set()
+        assert await mine.result(timeout=WAIT) == 0
+        assert await theirs.result(timeout=WAIT) == 3
+        assert await other.result(timeout=WAIT) == 4
+        later = await bus.submit("sc:hold", {"n": 5}, key="nightly", owner="alice")
+        assert await later.result(timeout=WAIT) == 5
+        owned = await bus.list(owner="alice")
+    assert later.id != mine.id, "a finished task no longer answers for its key (no key_ttl)"
+    assert sorted(gate.ran) == sorted([mine.id, theirs.id, other.id, later.id])
+    assert {s.id for s in owned} == {mine.id, other.id, later.id}
+
+
+async def test_a_batch_runs_every_item_and_sums_them_up(new_bus: MakeBus) -> None:
+    bus = new_bus()
+
+    @bus.task("sc:item", retry=RetryPolicy.never())
+    async def item(ctx: TaskContext, params: Params) -> int:
+        if params.n < 0:
+            raise FatalError("negative input")
+        return params.n * 10
+
+    async with bus:
+        batch = await bus.submit_batch(
+            [("sc:item", {"n": 1}), ("sc:item", {"n": -1}), ("sc:item", {"n": 2})]
+        )
+        summary = await batch.wait(timeout=WAIT)
+        ids = summary.task_ids
+        results = [await bus.result(ids[0], timeout=WAIT), await bus.result(ids[2], timeout=WAIT)]
+        with pytest.raises(TaskFailedError, match="negative input"):
+            await bus.result(ids[1], timeout=WAIT)
+        again = await bus.batch(batch.id)
+        tagged = [(await bus.get(task_id)).metadata.get("batch_id") for task_id in ids]
+    counts = (summary.total, summary.completed, summary.failed, summary.cancelled)
+    assert counts == (3, 2, 1, 0)
+    assert (summary.running, summary.queued, summary.done, summary.progress) == (0, 0, 3, 100)
+    assert results == [10, 20]
+    assert again == summary
+    assert tagged == [batch.id] * 3
+
+
+# -- durable stores: restarts ---------------------------------------------------------
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'durable.db'}"
+
+
+async def test_a_task_left_queued_by_a_closed_bus_runs_on_the_next_start(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    ran: list[str] = []
+    client = TaskBus(store=sqlite_url(tmp_path), workers=0)  # stores, runs nothing
+    register_build(client)
+    async with client:
+        handle = await client.submit("sc:build", {"n": 4})
+        assert (await client.get(handle.id)).state is TaskState.QUEUED
+
+    bus = TaskBus(store=sqlite_url(tmp_path), workers=2, shutdown_grace=1.0)
+
+    @bus.task("sc:build")
+    async def build(ctx: TaskContext, params: Params) -> Report:
+        ran.append(ctx.task_id)
+        return Report(rows=params.n * 2)
+
+    async with bus:
+        assert await bus.result(handle.id, timeout=WAIT) == Report(rows=8)
+        snap = await bus.get(handle.id)
+    assert ran == [handle.id]
+    assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
+
+
+async def test_a_graceful_stop_hands_a_running_task_back_and_it_completes_after_restart(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    started = anyio.Event()
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=0.1)
+
+    @first.task("sc:long", retry=RetryPolicy.never())
+    async def stuck(ctx: TaskContext, params: Params) -> int:
+        started.set()
+        await anyio.sleep_forever()
+        return 0
+
+    async with first:
+        handle = await first.submit("sc:long", {"n": 6})
+        with anyio.fail_after(WAIT):
+            await started.wait()
+    report = first.shutdown_report
+    assert report is not None
+    assert (report.handed_back, report.cancelled) == ([handle.id], [])
+
+    ran: list[int] = []
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+
+    @second.task("sc:long", retry=RetryPolicy.never())
+    async def quick(ctx: TaskContext, params: Params) -> int:
+        ran.append(ctx.attempt)
+        return params.n * 2
+
+    async with second:
+        assert await second.result(handle.id, timeout=WAIT) == 12
+        snap = await second.get(handle.id)
+    assert ran == [1], "the attempt the stop interrupted is not counted"
+    assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
