@@ -172,7 +172,7 @@ class SqliteBase:
         if batch.events:
             delivery = self._delivery
             delivery.offer(batch.events)
-            if delivery.gap and self._poll_wake is not None:
+            if delivery.gap_end is not None and self._poll_wake is not None:
                 self._poll_wake.set()  # another process logged in between: read it now
         writer = self._writer
         durable: list[str] = []

@@ -101,13 +101,13 @@ class SqliteEventLog(SqliteBase):
     async def _poll_once(self) -> int:
         delivery = self._delivery
         start = delivery.next_id - 1
-        gap_before = delivery.gap  # a gap this read can fill (not one opened after it began)
+        # Events committed before the one at the gap's end are all visible to a read
+        # that starts now; a gap that opens during the read is the next read's.
+        gap_end = delivery.gap_end
         events = await self._read(lambda conn: read_events_after(conn, start, _POLL_BATCH))
         delivery.offer(events)
-        if gap_before and delivery.gap and len(events) < _POLL_BATCH:
-            # The read saw every event committed before the gap appeared: what is
-            # still missing was trimmed from the log before anyone read it.
-            delivery.skip_missing()
+        if gap_end is not None and len(events) < _POLL_BATCH:
+            delivery.skip_missing(gap_end)
         return len(events)
 
 

@@ -107,8 +107,9 @@ class OrderedDelivery:
         self._waiting: dict[int, Event] = {}
 
     @property
-    def gap(self) -> bool:
-        return bool(self._waiting)
+    def gap_end(self) -> int | None:
+        """The lowest id waiting for those before it (None: no gap)."""
+        return min(self._waiting) if self._waiting else None
 
     def offer(self, events: Iterable[Event]) -> None:
         deliver = self.deliver
@@ -127,8 +128,10 @@ class OrderedDelivery:
             if deliver is not None:
                 deliver(event)
 
-    def skip_missing(self) -> None:
-        """Give up on events that will never be read (trimmed from the log)."""
-        if self._waiting:
-            self.next_id = min(self._waiting)
+    def skip_missing(self, up_to: int) -> None:
+        """Give up on the events below `up_to` not read yet: a read that began after
+        the event numbered `up_to` committed saw every one committed before it, so
+        those it did not find were trimmed from the log."""
+        if self.next_id < up_to:
+            self.next_id = up_to
             self.offer(())
