@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/durable.py
+	$(BIN)/python benchmarks/multiprocess.py
 	$(BIN)/python benchmarks/http_api.py
 
 clean:

@@ -1,7 +1,8 @@
 """Smoke runs of the benchmark scripts: each `--quick` run exits 0 and prints JSON lines.
 
 Figures are not asserted (they depend on the machine); only that every line is
-a JSON object with the keys the README documents.
+a JSON object with the keys the README documents, and that a check of
+correctness a script reports (every task run exactly once) holds.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "durable": {"backend", "store", "workers", "meets_target"},
     "http_api": set(),
+    "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -61,6 +63,32 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
         "target_tasks_per_s",
         "target_ratio_to_batched",
     },
+    ("durable", "end-to-end-sequential"): {
+        "submitters",
+        "tasks_per_s",
+        "reference_per_commit_tasks_per_s",
+        "reference_batched_tasks_per_s",
+        "ratio_to_batched",
+        "target_tasks_per_s",
+    },
+    ("multiprocess", "end-to-end"): {
+        "tasks_per_s",
+        "finals_not_heard",
+        "reference_single_process_tasks_per_s",
+        "reference_raw_insert_rows_per_s",
+        "ratio_to_single_process",
+        "ratio_to_raw_insert",
+    },
+    ("multiprocess", "exactly-once"): {
+        "exactly_once",
+        "every_final_heard_once",
+        "completed_rows",
+        "tasks_run_once",
+        "tasks_run_more_than_once",
+        "tasks_never_run",
+        "finals_heard_once",
+    },
+    ("multiprocess", "event-latency"): {"p50_us", "p99_us", "reference_p50_us", "reference_p99_us"},
     ("http_api", "submit"): {
         "requests",
         "connections",
@@ -86,12 +114,18 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
         "ratio_p99",
     },
 }
+#: Keys that say the run was correct (not a figure): they must be true.
+MUST_HOLD: dict[tuple[str, str], str] = {
+    # Every task completed once in the store and ran once over the worker processes.
+    ("multiprocess", "exactly-once"): "exactly_once",
+}
 CASES = {
     "throughput": {"no-subscriber", "sync-listener", "async-subscriber", "peer-aiojobs"},
     "latency": {"submit-to-start", "submit-to-result"},
     "memory": {"blocked-worker", "delayed", "input-model"},
-    "durable": {"end-to-end", "submit-latency"},
+    "durable": {"end-to-end", "end-to-end-sequential", "submit-latency"},
     "http_api": {"submit", "sse-fan-out"},
+    "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
 }
 
 
@@ -112,7 +146,9 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["throughput", "latency", "memory", "durable", "http_api"])
+@pytest.mark.parametrize(
+    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess"]
+)
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
         pytest.importorskip("psutil")
@@ -123,4 +159,6 @@ def test_quick_run_prints_json_lines(script: str) -> None:
         expected = EXPECTED[script] | EXPECTED_BY_CASE.get((script, line["case"]), set())
         missing = expected - line.keys()
         assert not missing, f"{line['case']}: missing {sorted(missing)}"
+        must_hold = MUST_HOLD.get((script, line["case"]))
+        assert must_hold is None or line[must_hold] is True, line
     assert CASES[script] <= {line["case"] for line in lines}

@@ -3,6 +3,7 @@ each once: `OrderedDelivery`, and two SQLite stores on one file."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -42,6 +43,10 @@ def progress(task_id: str) -> TaskProgress:
     )
 
 
+def _note(log: list[int], event: Event) -> None:
+    log.append(int(event.id or 0))
+
+
 def test_delivery_waits_for_a_gap_and_skips_only_below_what_a_read_must_have_seen() -> None:
     delivered: list[str | None] = []
     delivery = OrderedDelivery()
@@ -67,7 +72,7 @@ async def test_two_stores_on_one_file_each_hear_every_event_once_in_order(tmp_pa
     stores = [SqliteStore(path), SqliteStore(path)]
     heard: list[list[int]] = [[], []]
     for store, log in zip(stores, heard, strict=True):
-        store.deliver_events(lambda event, log=log: log.append(int(event.id or 0)))
+        store.deliver_events(partial(_note, log))
         await store.open()
     try:
         async with anyio.create_task_group() as tg:
