@@ -13,6 +13,7 @@ import socket
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -255,7 +256,7 @@ class Lifecycle:
                 },
             )
         if self.leases is not None:
-            await self._release(record, event)
+            self._release_soon(record, event, partial(self._retry_released, record))
         elif self.log is not None:
             await self.log.update(record, event=event)
         else:
@@ -350,15 +351,10 @@ class Lifecycle:
         store holds it, so a task whose final event was seen never runs again.
         """
         if self.leases is not None:
-            self._unannounced[record.id] = record  # not settled until the store says so
-            try:
-                released = await self._release(record, final_event(record))
-            finally:
-                del self._unannounced[record.id]
-            if released:
-                self._announce_final(record)
-            else:
-                self._wake(record.id)  # waiters look again: it runs elsewhere now
+            # Not waited for: the worker goes on while a group commit carries this;
+            # the final state is announced once committed (`_final_released`).
+            self._unannounced[record.id] = record
+            self._release_soon(record, final_event(record), partial(self._final_released, record))
             return
         if self._watcher is not None:
             self._unannounced[record.id] = record
@@ -373,35 +369,63 @@ class Lifecycle:
         if self._watcher is None:  # this store's finish is durable when it returns
             self._announce_final(record)
 
-    async def _release(self, record: TaskRecord, event: Event | None) -> bool:
-        """Hand a leased task back to the store (final, or queued again), with its event;
-        False if another worker took it over (its lease expired): the outcome here is
-        discarded, and the task ends once, wherever it runs now."""
+    def _release_soon(
+        self, record: TaskRecord, event: Event | None, done: Callable[[bool | None], None]
+    ) -> None:
         assert self.leases is not None
         try:
-            released = await self.leases.release(self.worker_id, record, event=event)
+            self.leases.release_soon(self.worker_id, record, event=event, done=done)
         except StoreError as exc:
-            # Not renewed from now on: the lease expires and the task runs again.
-            record.worker = record.lease_until = None
-            logger.error(
-                "%s %s: cannot record its outcome (%s): %s; it runs again after its lease",
-                record.id,
-                record.type,
-                record.state.value,
-                exc,
-            )
-            return False
+            self._log_unreleased(record, exc)
+            done(None)
+
+    def _final_released(self, record: TaskRecord, released: bool | None) -> None:
+        """The store answered a final release: announce it, or let the task go."""
+        self._unannounced.pop(record.id, None)
+        if self._released(record, released):
+            self._announce_final(record)
+        else:
+            self._wake(record.id)  # waiters look again: it runs elsewhere, or again
+
+    def _retry_released(self, record: TaskRecord, released: bool | None) -> None:
+        self._released(record, released)
+
+    def _released(self, record: TaskRecord, released: bool | None) -> bool:
+        """Whether the store took the outcome (None: it could not be written)."""
         if released:
             record.worker = record.lease_until = None
             return True
-        logger.warning(
-            "%s %s: this worker's lease on it expired and another took it over; "
-            "this attempt's outcome (%s) is discarded",
+        if released is None:
+            self._log_unreleased(record, None)
+        else:
+            logger.warning(
+                "%s %s: this worker's lease on it expired and another took it over; "
+                "this attempt's outcome (%s) is discarded",
+                record.id,
+                record.type,
+                record.state.value,
+            )
+        record.worker = record.lease_until = None  # not renewed: it runs again
+        return False
+
+    def _log_unreleased(self, record: TaskRecord, exc: BaseException | None) -> None:
+        logger.error(
+            "%s %s: cannot record its outcome (%s)%s; it runs again after its lease",
             record.id,
             record.type,
             record.state.value,
+            f": {exc}" if exc is not None else "",
         )
-        return False
+
+    async def _release(self, record: TaskRecord, event: Event | None) -> bool:
+        """`_release_soon`, waited for (a hand-back at a stop)."""
+        assert self.leases is not None
+        try:
+            released: bool | None = await self.leases.release(self.worker_id, record, event=event)
+        except StoreError as exc:
+            self._log_unreleased(record, exc)
+            released = None
+        return self._released(record, released)
 
     def _final_durable(self, task_id: str) -> None:
         """The store holds the final state of `task_id` (or never will): announce it."""

@@ -274,6 +274,18 @@ class TaskStore(EventBroker, Protocol):
         writing nothing, if `worker_id` no longer holds it."""
         ...
 
+    def release_soon(
+        self,
+        worker_id: str,
+        record: TaskRecord,
+        *,
+        event: Event | None = None,
+        done: Callable[[bool | None], None],
+    ) -> None:
+        """`release` without waiting: ``done(released)`` once it is durable (after
+        its event is delivered), ``done(None)`` if it failed."""
+        ...
+
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
     ) -> set[str]:

@@ -33,7 +33,7 @@ from ._codec import COLUMNS, Row, salvage_row
 from ._codec_read import record_from_row
 from ._sqlite_events import OrderedDelivery, last_event_id
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
-from ._sqlite_writer import Batch, SqliteWriter
+from ._sqlite_writer import Batch, SqliteWriter, report_calls
 
 __all__ = ["SELECT", "SqliteBase"]
 
@@ -187,6 +187,7 @@ class SqliteBase:
         if self._on_final is not None:
             for task_id in durable:
                 self._on_final(task_id)
+        report_calls(batch)
 
     def _give_back_unclaimed(self, batch: Batch) -> None:
         for entry in [entry for entry in self._unclaimed if entry[0] is batch]:

@@ -82,6 +82,31 @@ class SqliteClaims(SqliteBase):
             events=lambda released: [event] if released and event is not None else [],
         )
 
+    def release_soon(
+        self,
+        worker_id: str,
+        record: TaskRecord,
+        *,
+        event: Event | None = None,
+        done: Callable[[bool | None], None],
+    ) -> None:
+        """`release`, without waiting: ``done(released)`` runs on the event loop once
+        it is committed (after its event is delivered), ``done(None)`` if it failed.
+        A worker goes on with its next task meanwhile; group commits carry many."""
+        worker = leases.check_worker(worker_id)
+        if record.state is TaskState.RUNNING:
+            raise ValueError(f"release takes a final or re-queued record, not {record!r}")
+        try:
+            row = row_from_record(record)
+        except UnstorableValue as exc:
+            logger.error("%s; recording the task as failed", exc)
+            row = unstorable_row(record, exc, time.time())
+        self._require_writer().call(
+            partial(leases.release, worker=worker, row=row),
+            events=lambda released: [event] if released and event is not None else [],
+            done=done,
+        )
+
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
     ) -> set[str]:

@@ -40,7 +40,7 @@ from ._codec import Row, escape_text, unstorable_column
 from ._sqlite_events import EventLogWriter
 from ._sqlite_schema import UPSERT, store_error
 
-__all__ = ["Batch", "SqliteWriter"]
+__all__ = ["Batch", "SqliteWriter", "report_calls"]
 
 logger = logging.getLogger("taskbus.stores.sqlite")
 
@@ -175,16 +175,22 @@ class SqliteWriter:
         fn: Callable[[sqlite3.Connection], Any],
         *,
         events: Callable[[Any], list[Event]] | None = None,
+        done: Callable[[Any], None] | None = None,
     ) -> tuple[Batch, int]:
         """Run `fn(conn)` in the next transaction; its result lands in `batch.results`.
 
-        With `events`, ``events(result)`` are logged in that same transaction.
+        With `events`, ``events(result)`` are logged in that same transaction. With
+        `done`, ``done(result)`` is called on the event loop once it is committed
+        (``done(None)`` if it failed), after the batch's events are delivered.
         """
         with self._lock:
             if self.failure is not None:
                 raise self.stopped_error()
             batch = self._pending
-            batch.calls.append(fn if events is None else _LoggingCall(fn, events, self._event_log))
+            if events is None and done is None:
+                batch.calls.append(fn)
+            else:
+                batch.calls.append(_LoggingCall(fn, events, self._event_log, done))
             index = len(batch.calls) - 1
         self._wake.set()
         return batch, index
@@ -487,26 +493,35 @@ class SqliteWriter:
 class _LoggingCall:
     """A call whose outcome says which events to log in its transaction."""
 
-    __slots__ = ("events", "fn", "log", "logged")
+    __slots__ = ("done", "events", "fn", "log", "logged")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
-        events: Callable[[Any], list[Event]],
+        events: Callable[[Any], list[Event]] | None,
         log: EventLogWriter,
+        done: Callable[[Any], None] | None = None,
     ) -> None:
         self.fn = fn
         self.events = events
         self.log = log
+        self.done = done
         self.logged: list[tuple[Event, int]] = []
 
     def __call__(self, conn: sqlite3.Connection) -> Any:
         result = self.fn(conn)
-        events = self.events(result)
+        events = self.events(result) if self.events is not None else []
         self.logged = (
             list(zip(events, self.log.insert(conn, events), strict=True)) if events else []
         )
         return result
+
+
+def report_calls(batch: Batch) -> None:
+    """Tell each call that asked (``done``) its outcome: its result, or None."""
+    for index, fn in enumerate(batch.calls):
+        if isinstance(fn, _LoggingCall) and fn.done is not None:
+            fn.done(None if index in batch.call_errors else batch.results.get(index))
 
 
 def _take_logged(batch: Batch, fn: Callable[[sqlite3.Connection], Any]) -> None:
@@ -533,4 +548,7 @@ def _upsert_one(conn: sqlite3.Connection, *, row: Row) -> None:
 
 def _set_done(batches: list[Batch]) -> None:
     for batch in batches:
-        batch.done.set()
+        try:
+            report_calls(batch)  # each gets None: the writer stopped
+        finally:
+            batch.done.set()
