@@ -338,6 +338,28 @@ class SqliteWriter:
             batch.fail(error)
 
     def _write(self, batch: Batch) -> None:
+        if (batch.rows or batch.events) and batch.calls:
+            # One transaction for everything, the common case under load (one
+            # commit, not two); if anything in it fails, the parts alone below.
+            try:
+                ids, results = self._transaction(partial(self._write_all, batch))
+            except Exception:  # noqa: BLE001 - each part alone below keeps failures apart
+                logger.debug("a group of writes failed; writing its parts alone")
+            else:
+                _number(batch.events, ids)
+                batch.results = dict(enumerate(results))
+                for fn in batch.calls:
+                    _take_logged(batch, fn)
+                if self._retrying:
+                    self._retrying.difference_update(batch.rows)
+                return
+        self._write_parts(batch)
+
+    def _write_all(self, batch: Batch, conn: sqlite3.Connection) -> tuple[list[int], list[Any]]:
+        ids = self._write_group(batch, conn)
+        return ids, [fn(conn) for fn in batch.calls]
+
+    def _write_parts(self, batch: Batch) -> None:
         if batch.rows or batch.events:
             try:
                 ids = self._transaction(partial(self._write_group, batch))
