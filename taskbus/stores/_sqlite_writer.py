@@ -47,6 +47,9 @@ logger = logging.getLogger("taskbus.stores.sqlite")
 T = TypeVar("T")
 
 _RETRY_INTERVAL = 1.0  # seconds between attempts to write updates that failed
+#: Commits after which an idle writer checkpoints the WAL (commits do it only past
+#: ``wal_autocheckpoint`` pages, see `_sqlite_schema.apply_pragmas`).
+_CHECKPOINT_AFTER = 200
 
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -133,6 +136,7 @@ class SqliteWriter:
         self._stopping = False
         self._retrying: set[str] = set()  # tasks whose transient failure was logged
         self._on_exit: Callable[[], None] | None = None
+        self._commits = 0  # since the last checkpoint
         self._exited = False
         #: Why the thread stopped serving, once it has (None while it serves).
         self.failure: StoreError | None = None
@@ -277,6 +281,9 @@ class SqliteWriter:
                 # Rows pending without a wake-up are failed updates: retry them
                 # once a second rather than in a hot loop.
                 retry_after = _RETRY_INTERVAL if self._pending.rows else None
+                idle = not self._wake.is_set()
+            if idle and self._commits >= _CHECKPOINT_AFTER:
+                self._checkpoint()
             self._wake.wait(retry_after)
             self._wake.clear()
             with self._lock:
@@ -287,9 +294,19 @@ class SqliteWriter:
                     self._inflight = batch
             if busy:
                 self._write_safely(batch)
+                self._commits += 1
                 anyio.from_thread.run_sync(self._finish, batch, token=self._token)
             if stopping and self._stop_now(batch):
                 return
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the file while nothing waits (a commit would
+        otherwise do it, and its waiters with it); PASSIVE: never blocks readers."""
+        self._commits = 0
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.debug("SQLite store %r: checkpoint failed: %s", str(self._path), exc)
 
     def _died(self, exc: BaseException) -> None:
         failure = StoreError(
