@@ -180,28 +180,26 @@ class Lifecycle:
 
     async def started(self, record: TaskRecord) -> None:
         if self.leases is not None:  # claimed already, by `acquire`
-            self._move_to_running(record)
+            self.mark_started(record, publish=False)
             self.leases.log_event(_started_event(record))
             return
         if self.log is None:
             self.mark_started(record)
             await self.store.claim(record)
             return
-        self._move_to_running(record)
+        self.mark_started(record, publish=False)
         await self.log.claim(record, event=_started_event(record))
 
-    def mark_started(self, record: TaskRecord) -> None:
-        """Move to running and publish task-started (the store is told by `started`)."""
-        self._move_to_running(record)
-        if self.events.wants("task-started"):
-            self.events.publish(_started_event(record))
-
-    def _move_to_running(self, record: TaskRecord) -> None:
+    def mark_started(self, record: TaskRecord, *, publish: bool = True) -> None:
+        """Move to running and publish task-started (unless a store's log does; the
+        store is told by `started`)."""
         record.move(TaskState.RUNNING)
         record.attempt += 1
         record.started_at = self._now()
         record.run_clock = self._monotonic()
         record.not_before = None
+        if publish and self.events.wants("task-started"):
+            self.events.publish(_started_event(record))
 
     def progress(
         self,
