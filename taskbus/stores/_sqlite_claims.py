@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
@@ -69,18 +70,8 @@ class SqliteClaims(SqliteBase):
         """Write the record (final, or queued again), and log `event` with it, and drop
         its lease if `worker_id` still holds it; False, writing nothing, if the lease
         was lost."""
-        worker = leases.check_worker(worker_id)
-        if record.state is TaskState.RUNNING:
-            raise ValueError(f"release takes a final or re-queued record, not {record!r}")
-        try:
-            row = row_from_record(record)
-        except UnstorableValue as exc:
-            logger.error("%s; recording the task as failed", exc)
-            row = unstorable_row(record, exc, time.time())
-        return await self._in_writer(
-            partial(leases.release, worker=worker, row=row),
-            events=lambda released: [event] if released and event is not None else [],
-        )
+        work, events = _release_step(worker_id, record, event)
+        return await self._in_writer(work, events=events)
 
     def release_soon(
         self,
@@ -93,19 +84,8 @@ class SqliteClaims(SqliteBase):
         """`release`, without waiting: ``done(released)`` runs on the event loop once
         it is committed (after its event is delivered), ``done(None)`` if it failed.
         A worker goes on with its next task meanwhile; group commits carry many."""
-        worker = leases.check_worker(worker_id)
-        if record.state is TaskState.RUNNING:
-            raise ValueError(f"release takes a final or re-queued record, not {record!r}")
-        try:
-            row = row_from_record(record)
-        except UnstorableValue as exc:
-            logger.error("%s; recording the task as failed", exc)
-            row = unstorable_row(record, exc, time.time())
-        self._require_writer().call(
-            partial(leases.release, worker=worker, row=row),
-            events=lambda released: [event] if released and event is not None else [],
-            done=done,
-        )
+        work, events = _release_step(worker_id, record, event)
+        self._require_writer().call(work, events=events, done=done)
 
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None
@@ -193,6 +173,25 @@ class SqliteClaims(SqliteBase):
         for exc in corrupt:
             self._report_corrupt(exc)
         return records
+
+
+def _release_step(
+    worker_id: str, record: TaskRecord, event: Event | None
+) -> tuple[Callable[[sqlite3.Connection], bool], Callable[[bool], builtins.list[Event]]]:
+    """The writer's step for a release, and the events it logs when it takes."""
+    worker = leases.check_worker(worker_id)
+    if record.state is TaskState.RUNNING:
+        raise ValueError(f"release takes a final or re-queued record, not {record!r}")
+    try:
+        row = row_from_record(record)
+    except UnstorableValue as exc:
+        logger.error("%s; recording the task as failed", exc)
+        row = unstorable_row(record, exc, time.time())
+
+    def events(released: bool) -> builtins.list[Event]:
+        return [event] if released and event is not None else []
+
+    return partial(leases.release, worker=worker, row=row), events
 
 
 def _events_of(
