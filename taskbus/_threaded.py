@@ -37,7 +37,7 @@ from contextlib import AbstractAsyncContextManager, ExitStack, suppress
 from datetime import datetime
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -50,13 +50,24 @@ from ._snapshot import TaskSnapshot
 from ._states import TaskState
 
 if TYPE_CHECKING:
-    from ._bus import Listener
-    from ._context import TaskContext
-    from ._registry import _Decorator
-    from ._subscription import EventBuffer
-    from ._taskbus import BusStats, TaskBus
+    from contextlib import AbstractAsyncContextManager
+    from datetime import datetime
+    from types import TracebackType
 
-__all__ = ["Dispatcher", "ThreadedHandle", "ThreadedSubscription", "ThreadedTaskBus"]
+    from ._bus import EventBus, Listener
+    from ._context import TaskContext
+    from ._handle import TaskHandle
+    from ._registry import TaskRegistry, _Decorator
+    from ._reports import BusStats, ShutdownReport
+    from ._subscription import EventBuffer
+
+__all__ = [
+    "AsyncTaskBus",
+    "Dispatcher",
+    "ThreadedHandle",
+    "ThreadedSubscription",
+    "ThreadedTaskBus",
+]
 
 logger = logging.getLogger("taskbus.threaded")
 
@@ -69,6 +80,63 @@ ResultT_co = TypeVar("ResultT_co", covariant=True)
 #: soon, on whatever thread it likes, and return without waiting for it.
 Dispatcher = Callable[..., object]
 _EventKey = str | type[Event]
+
+
+class AsyncTaskBus(Protocol):
+    """The bus a `ThreadedTaskBus` runs: a `TaskBus` (what the facade calls of it)."""
+
+    registry: TaskRegistry
+    events: EventBus
+    shutdown_report: ShutdownReport | None
+
+    @property
+    def running(self) -> bool: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+    def task(self, name: str, **options: Any) -> _Decorator: ...
+    def on(self, event: str | type[Event], listener: Listener | None = None) -> Any: ...
+    def off(self, event: str | type[Event], listener: Listener) -> None: ...
+    def subscribe(
+        self,
+        *,
+        task_id: str | None = None,
+        task_type: str | None = None,
+        events: builtins.list[str | type[Event]] | None = None,
+        buffer: int = 1000,
+        after: str | None = None,
+    ) -> AbstractAsyncContextManager[Any]: ...
+    async def submit(
+        self,
+        task_type: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]: ...
+    async def get(self, task_id: str) -> TaskSnapshot: ...
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> bool: ...
+    async def list(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        owner: str | None = None,
+        type_prefix: str | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[TaskSnapshot]: ...
+    async def stats(self) -> BusStats: ...
 
 
 class ThreadedHandle(Generic[ResultT_co]):
@@ -240,7 +308,7 @@ class ThreadedTaskBus:
 
     def __init__(
         self,
-        bus: TaskBus,
+        bus: AsyncTaskBus,
         portal: BlockingPortal,
         stack: ExitStack,
         loop_thread: int,
@@ -259,7 +327,7 @@ class ThreadedTaskBus:
 
     @classmethod
     def start(
-        cls, bus: TaskBus, *, dispatcher: Dispatcher | None = None, backend: str = "asyncio"
+        cls, bus: AsyncTaskBus, *, dispatcher: Dispatcher | None = None, backend: str = "asyncio"
     ) -> ThreadedTaskBus:
         """Start `bus` on a new thread, on a `backend` ("asyncio" or "trio") event loop.
 
@@ -280,7 +348,7 @@ class ThreadedTaskBus:
     # -- the bus's thread ----------------------------------------------------------
 
     @property
-    def bus(self) -> TaskBus:
+    def bus(self) -> AsyncTaskBus:
         """The underlying `TaskBus`; use it only from its own loop (async code)."""
         return self._bus
 
