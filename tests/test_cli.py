@@ -282,6 +282,10 @@ def make_bus():
     return fresh
 
 not_a_bus = 42
+
+def shared_client():
+    import os
+    return TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=0)
 """
 
 
@@ -457,3 +461,29 @@ def test_watch_all_prints_events_until_ctrl_c(server: str, tmp_path: Path) -> No
     assert "task-queued" in text
     assert "demo:clone-repo" in text
     assert "stopped watching" in text
+
+
+def test_worker_refuses_a_bus_whose_store_processes_cannot_share(app_module: str) -> None:
+    result = runner.invoke(app, ["worker", "--app", f"{app_module}:bus"])
+    assert result.exit_code == 2, result.output
+    assert "store that processes share" in result.output
+    assert "sqlite:///" in result.output
+
+
+def test_worker_asks_for_workers_when_the_app_has_none(
+    app_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKBUS_CLI_DB", str(tmp_path / "jobs.db"))
+    result = runner.invoke(app, ["worker", "--app", f"{app_module}:shared_client"])
+    assert result.exit_code == 2, result.output
+    assert "pass --workers N" in result.output
+    bad_level = ["--workers", "1", "--log-level", "chatty"]
+    result = runner.invoke(app, ["worker", "--app", f"{app_module}:shared_client", *bad_level])
+    assert result.exit_code == 2, result.output
+    assert "--log-level" in result.output
+
+
+def test_worker_app_must_be_a_bus(app_module: str) -> None:
+    result = runner.invoke(app, ["worker", "--app", f"{app_module}:not_a_bus"])
+    assert result.exit_code == 2
+    assert "not a TaskBus" in result.output
