@@ -505,16 +505,8 @@ class Lifecycle:
         """Return once `record` is final, and durably so."""
         if self.settled(record):
             return
-        waiter = anyio.Event()
-        self._waiters.setdefault(record.id, []).append(waiter)
-        try:
-            await waiter.wait()
-        finally:
-            waiters = self._waiters.get(record.id)
-            if waiters and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[record.id]
+        with self.watching(record.id) as woken:
+            await woken.wait()
 
 
 def new_worker_id() -> str:

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +26,6 @@ from .._errors import StoreError
 from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
-from . import _sqlite_lease as leases
 from ._base import CorruptRecord
 from ._codec import COLUMNS, Row, salvage_row
 from ._codec_read import record_from_row
@@ -76,8 +74,6 @@ class SqliteBase:
         #: The event log keeps this many of the newest events (for replay).
         self.keep_events = keep_events
         self._delivery = OrderedDelivery()
-        #: Claims whose caller stopped waiting: (batch, call index, worker).
-        self._unclaimed: builtins.list[tuple[Batch, int, str]] = []
         self._poll_wake: anyio.Event | None = None
         self._on_final: Callable[[str], None] | None = None
         self._writer: SqliteWriter | None = None
@@ -173,8 +169,6 @@ class SqliteBase:
         return writer
 
     def _committed(self, batch: Batch) -> None:
-        if self._unclaimed:
-            self._give_back_unclaimed(batch)
         if batch.events:
             delivery = self._delivery
             delivery.offer(batch.events)
@@ -195,17 +189,6 @@ class SqliteBase:
                 self._on_final(task_id)
         report_calls(batch)
 
-    def _give_back_unclaimed(self, batch: Batch) -> None:
-        for entry in [entry for entry in self._unclaimed if entry[0] is batch]:
-            self._unclaimed.remove(entry)
-            _, index, worker = entry
-            result = batch.results.get(index)
-            if result:
-                ids = [record.id for record in result[0]]
-                if ids:
-                    logger.warning("%r: giving back %d task(s) claimed too late", self, len(ids))
-                    self._require_writer().call(partial(leases.give_back, worker=worker, ids=ids))
-
     async def flush(self) -> None:
         """Wait until every write made so far has been committed (or has failed);
         raises `StoreError` after `write_timeout`."""
@@ -219,10 +202,15 @@ class SqliteBase:
         fn: Callable[[sqlite3.Connection], T],
         *,
         events: Callable[[T], builtins.list[Event]] | None = None,
+        done: Callable[[T | None], None] | None = None,
+        shield: bool = False,
+        doing: str = "write",
     ) -> T:
+        """Run `fn` in the writer's next transaction and return its result (see
+        `SqliteWriter.call` for `events` and `done`)."""
         writer = self._require_writer()
-        batch, index = writer.call(fn, events=events)
-        await writer.wait(batch, self.write_timeout, "write", shield=False)
+        batch, index = writer.call(fn, events=events, done=done)
+        await writer.wait(batch, self.write_timeout, doing, shield=shield)
         error = batch.call_errors.get(index)
         if error is not None:
             raise error

@@ -49,20 +49,23 @@ class SqliteClaims(SqliteBase):
         )
         if not pick.limit:
             return []
-        writer = self._require_writer()
-        batch, index = writer.call(pick.run)
+        gave_up = False
+
+        def landed(result: leases.Picked | None) -> None:
+            # Claims that commit after their caller gave up go back to the queue.
+            if gave_up and result is not None and result[0]:
+                ids = [record.id for record in result[0]]
+                logger.warning("%r: giving back %d task(s) claimed too late", self, len(ids))
+                self._require_writer().call(partial(leases.give_back, worker=pick.worker, ids=ids))
+
         try:
             # Shielded, like a submit: a caller that gives up must not leave claims
-            # nobody knows of; those that land after it gave up are given back.
-            await writer.wait(batch, self.write_timeout, "claim tasks", shield=True)
+            # nobody knows of.
+            picked = await self._in_writer(pick.run, done=landed, shield=True, doing="claim tasks")
         except StoreError:
-            self._unclaimed.append((batch, index, pick.worker))
+            gave_up = True
             raise
-        error = batch.call_errors.get(index)
-        if error is not None:
-            raise error
-        records, corrupt = batch.results[index]
-        return self._leased(records, corrupt)
+        return self._leased(*picked)
 
     async def release(
         self, worker_id: str, record: TaskRecord, *, event: Event | None = None

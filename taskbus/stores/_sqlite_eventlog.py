@@ -15,7 +15,7 @@ from collections.abc import Callable
 import anyio
 
 from .._errors import StoreError
-from .._events import CancelRequested, Event, build_trusted
+from .._events import CancelRequested, Event, build_trusted, event_order
 from ._sqlite_base import SqliteBase
 from ._sqlite_events import last_event_id, read_events_after
 
@@ -116,6 +116,8 @@ def _event_number(event_id: str | None) -> int | None:
     never issues."""
     if event_id is None:
         return 0
-    if not (event_id.isascii() and event_id.isdigit()) or len(event_id) > 19:
+    try:
+        number, sequence = event_order(event_id)
+    except ValueError:
         return None
-    return int(event_id)
+    return number if not sequence and number < 2**63 else None
