@@ -94,7 +94,11 @@ class SqliteBase:
             await self.close()
             raise
         self._writer = SqliteWriter(
-            writer_conn, self.path, self._committed, keep_events=self.keep_events
+            writer_conn,
+            self.path,
+            self._committed,
+            keep_events=self.keep_events,
+            busy_timeout=self._busy_timeout,
         )
         await self._settle_unknown_states()
 

@@ -2,10 +2,18 @@
 
 The event loop hands it rows (the full current values of a record) and
 functions to run inside a transaction. The thread takes everything pending,
-writes it in one transaction (only the latest row per task), commits, and then
-tells the loop which batch is on disk. Submitters that must know their row is
-durable wait for their batch; other writes are not waited for, so a burst of
-state changes costs one commit, not one each.
+writes it in one transaction (only the latest row per task, and every event in
+one statement), commits, and queues the batch for the loop, which tells its
+waiters while the thread writes the next one. Submitters that must know their
+row is durable wait for their batch; other writes are not waited for, so a
+burst of state changes costs one commit, not one each.
+
+A lone submit on an idle store skips the thread (`write_now`): it is committed
+on the event loop at once, saving the two thread switches that were most of its
+latency, at the cost of blocking the loop for one small commit. Only one such
+commit is made per pass of the loop, so submits that arrive together still go
+to the thread and share a commit; and it never waits for a lock another
+connection holds.
 
 Failures stay with what caused them. A group that fails is written row by row,
 so one bad row fails only itself (its submitter gets a `StoreError` naming the
@@ -21,18 +29,20 @@ thread costs a caller at most its timeout.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from anyio import RunFinishedError
 
 from .._errors import StoreError, UnstorableValue
 from .._events import Event, stamp
@@ -50,6 +60,8 @@ _RETRY_INTERVAL = 1.0  # seconds between attempts to write updates that failed
 #: Commits after which an idle writer checkpoints the WAL (commits do it only past
 #: ``wal_autocheckpoint`` pages, see `_sqlite_schema.apply_pragmas`).
 _CHECKPOINT_AFTER = 200
+#: Pending writes (rows, calls, events) that `write_now` commits on the event loop.
+_INLINE_MOST = 4
 
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -124,6 +136,7 @@ class SqliteWriter:
         on_committed: Callable[[Batch], None],
         *,
         keep_events: int = 100_000,
+        busy_timeout: float = 5.0,
     ) -> None:
         self._conn = conn
         self._event_log = EventLogWriter(keep_events)
@@ -141,14 +154,26 @@ class SqliteWriter:
         #: Why the thread stopped serving, once it has (None while it serves).
         self.failure: StoreError | None = None
         self._token = anyio.lowlevel.current_token()
+        #: Batches committed (or failed) whose waiters the event loop has not told yet,
+        #: in commit order; the thread goes on writing meanwhile.
+        self._committed: deque[Batch] = deque()
+        self._drain_scheduled = False
+        #: Held by whoever runs a transaction: the thread, or `write_now` on the loop.
+        self._conn_lock = threading.Lock()
+        self._begun = False  # `write_now` began the transaction `_transaction` runs
+        self._inline_this_pass = False
+        self._busy_ms = int(busy_timeout * 1000)
         self._thread = threading.Thread(target=self._run, name="taskbus-sqlite-writer", daemon=True)
         self._thread.start()
 
     # -- called on the event loop -----------------------------------------------
 
-    def put(self, row: Row, *, insert: bool = False, event: Event | None = None) -> Batch:
+    def put(
+        self, row: Row, *, insert: bool = False, event: Event | None = None, wake: bool = True
+    ) -> Batch:
         """Queue a row (replacing an older pending one for that task), and the event
-        that says what changed, to commit together.
+        that says what changed, to commit together. With ``wake=False`` the thread is
+        not woken: the caller tries `write_now` first, then calls `wake`.
 
         Raises the writer's `failure` if its thread has stopped.
         """
@@ -161,9 +186,14 @@ class SqliteWriter:
                 batch.inserts.add(row[0])
             if event is not None:
                 batch.events.append(event)
-        if not self._wake.is_set():
+        if wake and not self._wake.is_set():
             self._wake.set()
         return batch
+
+    def wake(self) -> None:
+        """Have the thread write what is pending."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def log(self, event: Event) -> None:
         """Queue an event that comes with no row (progress, a batch's)."""
@@ -194,7 +224,7 @@ class SqliteWriter:
             if events is None and done is None:
                 batch.calls.append(fn)
             else:
-                batch.calls.append(_LoggingCall(fn, events, self._event_log, done))
+                batch.calls.append(_LoggingCall(fn, events, done))
             index = len(batch.calls) - 1
         self._wake.set()
         return batch, index
@@ -251,6 +281,7 @@ class SqliteWriter:
         if self._thread.is_alive():
             self._conn.interrupt()  # a statement that would run for ever
             await anyio.to_thread.run_sync(self._thread.join, min(timeout, 1.0))
+        self.drain()  # what the thread wrote last is told now, not after the close
         return not self._thread.is_alive()
 
     def when_ended(self, cleanup: Callable[[], None]) -> None:
@@ -283,21 +314,111 @@ class SqliteWriter:
                 retry_after = _RETRY_INTERVAL if self._pending.rows else None
                 idle = not self._wake.is_set()
             if idle and self._commits >= _CHECKPOINT_AFTER:
-                self._checkpoint()
+                with self._conn_lock:
+                    self._checkpoint()
             self._wake.wait(retry_after)
             self._wake.clear()
-            with self._lock:
-                batch, self._pending = self._pending, Batch()
-                stopping = self._stopping
-                busy = bool(batch.rows or batch.calls or batch.events)
+            with self._conn_lock:
+                with self._lock:
+                    batch, self._pending = self._pending, Batch()
+                    stopping = self._stopping
+                    busy = bool(batch.rows or batch.calls or batch.events)
+                    if busy:
+                        self._inflight = batch
                 if busy:
-                    self._inflight = batch
-            if busy:
-                self._write_safely(batch)
-                self._commits += 1
-                anyio.from_thread.run_sync(self._finish, batch, token=self._token)
+                    self._write_safely(batch)
+                    self._commits += 1
+                    self._hand_back(batch)
             if stopping and self._stop_now(batch):
                 return
+
+    def write_now(self, most: int = _INLINE_MOST) -> bool:
+        """On the event loop: commit what is pending here and now, if the thread is
+        idle, nothing it wrote waits to be told, and at most `most` writes are
+        pending; True if it did (their waiters are told before it returns).
+
+        A lone submit so skips two thread switches (most of its latency), at the
+        cost of blocking the loop for one small commit. Never waits for a lock: if
+        another connection holds the file, the thread writes it as usual.
+        """
+        pending = self._pending
+        if (
+            self._inline_this_pass
+            or self._stopping
+            or self._committed
+            or self._inflight is not None
+            or len(pending.rows) + len(pending.calls) + len(pending.events) > most
+            or not self._conn_lock.acquire(blocking=False)
+        ):
+            return False
+        try:
+            with self._lock:
+                if self.failure is not None or self._pending is not pending:
+                    return False
+                if not self._begin_at_once():
+                    return False
+                batch, self._pending = pending, Batch()
+                self._inflight = batch
+            self._begun = True
+            try:
+                self._write_safely(batch)
+            except BaseException as exc:  # a bug: the writer ends, as its thread would
+                self._died_inline(exc)
+                if not isinstance(exc, Exception | KeyboardInterrupt | SystemExit):
+                    return True  # reported to the waiters (`_died`)
+                raise
+            self._commits += 1
+        finally:
+            self._begun = False
+            self._conn_lock.release()
+        # Once per pass of the event loop: submitters that run in the same pass (many
+        # at once) wait for the thread, which commits them together.
+        self._inline_this_pass = True
+        token = self._token
+        token.backend_class.run_sync_soon(self._next_pass, (), token.native_token)
+        if self._commits >= _CHECKPOINT_AFTER:
+            self.wake()  # the thread checkpoints once it finds nothing to write
+        contextvars.Context().run(self._finish, batch)  # as the thread's hand-back would
+        return True
+
+    def _died_inline(self, exc: BaseException) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.debug("rollback after a failed write failed", exc_info=True)
+        self._died(exc)
+        self._stopping = True
+        self._wake.set()
+
+    def _next_pass(self) -> None:
+        self._inline_this_pass = False
+
+    def _begin_at_once(self) -> bool:
+        """BEGIN IMMEDIATE without waiting for another connection's lock."""
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return True
+
+    def _hand_back(self, batch: Batch) -> None:
+        """Queue a written batch for the event loop, without waiting for it: the
+        thread writes the next batch while the loop tells this one's waiters."""
+        with self._lock:
+            self._committed.append(batch)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        token = self._token
+        try:
+            token.backend_class.run_sync_soon(self.drain, (), token.native_token)
+        except (RunFinishedError, RuntimeError):  # the event loop has ended: nobody waits
+            logger.debug("writer of %r: its event loop has ended", str(self._path))
 
     def _checkpoint(self) -> None:
         """Copy the WAL back into the file while nothing waits (a commit would
@@ -321,9 +442,10 @@ class SqliteWriter:
             self._inflight = None
         for batch in batches:
             batch.fail(failure)
+        token = self._token
         try:
-            anyio.from_thread.run_sync(_set_done, batches, token=self._token)
-        except RuntimeError:  # the event loop has ended: nobody waits any more
+            token.backend_class.run_sync_soon(_set_done, (batches,), token.native_token)
+        except (RunFinishedError, RuntimeError):  # the event loop has ended: nobody waits
             logger.debug("writer of %r stopped after its event loop", str(self._path))
 
     def _stop_now(self, last: Batch) -> bool:
@@ -363,18 +485,31 @@ class SqliteWriter:
             except Exception:  # noqa: BLE001 - each part alone below keeps failures apart
                 logger.debug("a group of writes failed; writing its parts alone")
             else:
-                _number(batch.events, ids)
                 batch.results = dict(enumerate(results))
-                for fn in batch.calls:
-                    _take_logged(batch, fn)
+                _number(batch, ids, batch.calls)
                 if self._retrying:
                     self._retrying.difference_update(batch.rows)
                 return
         self._write_parts(batch)
 
     def _write_all(self, batch: Batch, conn: sqlite3.Connection) -> tuple[list[int], list[Any]]:
-        ids = self._write_group(batch, conn)
-        return ids, [fn(conn) for fn in batch.calls]
+        if batch.rows:
+            conn.executemany(UPSERT, batch.rows.values())
+        results = [fn(conn) for fn in batch.calls]
+        return self._log(conn, batch.events, batch.calls), results
+
+    def _log(
+        self,
+        conn: sqlite3.Connection,
+        events: list[Event],
+        calls: list[Callable[[sqlite3.Connection], Any]],
+    ) -> list[int]:
+        """Insert `events` and those the `calls` asked for, in one statement."""
+        logged = [*events]
+        for fn in calls:
+            if isinstance(fn, _LoggingCall) and fn.to_log:
+                logged.extend(fn.to_log)
+        return self._event_log.insert(conn, logged) if logged else []
 
     def _write_parts(self, batch: Batch) -> None:
         if batch.rows or batch.events:
@@ -385,7 +520,7 @@ class SqliteWriter:
                     self._write_one_by_one(batch, exc)
                 self._write_events_alone(batch)
             else:
-                _number(batch.events, ids)
+                _number(batch, ids, ())
                 if self._retrying:
                     self._retrying.difference_update(batch.rows)
         if batch.calls:
@@ -414,7 +549,7 @@ class SqliteWriter:
                 len(batch.events),
             )
         else:
-            _number(batch.events, ids)
+            _number(batch, ids, ())
 
     def _write_one_by_one(self, batch: Batch, group_error: Exception) -> None:
         if _code(group_error) in _WHOLE_GROUP:  # busy or locked: every row alike
@@ -455,20 +590,20 @@ class SqliteWriter:
         return error
 
     def _run_calls(self, batch: Batch) -> None:
+        calls = batch.calls
         try:
-            results = self._transaction(lambda conn: [fn(conn) for fn in batch.calls])
+            results, ids = self._transaction(partial(_run_all, calls, self._log))
         except Exception:  # noqa: BLE001 - each call alone below, so one fails only itself
-            for index, fn in enumerate(batch.calls):
+            for index, fn in enumerate(calls):
                 try:
-                    batch.results[index] = self._transaction(fn)
+                    batch.results[index], ids = self._transaction(partial(_run_all, [fn], self._log))
                 except Exception as exc:  # noqa: BLE001 - the call's own failure, for its caller
                     batch.call_errors[index] = self._call_error(exc)
                 else:
-                    _take_logged(batch, fn)
+                    _number(batch, ids, [fn], start=len(batch.events))
         else:
             batch.results = dict(enumerate(results))
-            for fn in batch.calls:
-                _take_logged(batch, fn)
+            _number(batch, ids, calls, start=len(batch.events))
 
     def _call_error(self, exc: Exception) -> StoreError:
         if isinstance(exc, sqlite3.Error):
@@ -487,7 +622,10 @@ class SqliteWriter:
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        if self._begun:  # by `write_now`, for this first transaction only
+            self._begun = False
+        else:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn)
             conn.execute("COMMIT")
@@ -496,6 +634,17 @@ class SqliteWriter:
                 conn.execute("ROLLBACK")
             raise
         return result
+
+    def drain(self) -> None:
+        """On the event loop: tell the waiters of every batch written so far, in
+        commit order."""
+        while True:
+            with self._lock:
+                if not self._committed:
+                    self._drain_scheduled = False
+                    return
+                batch = self._committed.popleft()
+            self._finish(batch)
 
     def _finish(self, batch: Batch) -> None:
         try:
@@ -532,28 +681,33 @@ class SqliteWriter:
 class _LoggingCall:
     """A call whose outcome says which events to log in its transaction."""
 
-    __slots__ = ("done", "events", "fn", "log", "logged")
+    __slots__ = ("done", "events", "fn", "to_log")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         events: Callable[[Any], list[Event]] | None,
-        log: EventLogWriter,
         done: Callable[[Any], None] | None = None,
     ) -> None:
         self.fn = fn
         self.events = events
-        self.log = log
         self.done = done
-        self.logged: list[tuple[Event, int]] = []
+        #: What the last run asked to log (inserted by the writer with the batch's).
+        self.to_log: list[Event] = []
 
     def __call__(self, conn: sqlite3.Connection) -> Any:
         result = self.fn(conn)
-        events = self.events(result) if self.events is not None else []
-        self.logged = (
-            list(zip(events, self.log.insert(conn, events), strict=True)) if events else []
-        )
+        self.to_log = self.events(result) if self.events is not None else []
         return result
+
+
+def _run_all(
+    calls: list[Callable[[sqlite3.Connection], Any]],
+    log: Callable[[sqlite3.Connection, list[Event], list[Callable[..., Any]]], list[int]],
+    conn: sqlite3.Connection,
+) -> tuple[list[Any], list[int]]:
+    results = [fn(conn) for fn in calls]
+    return results, log(conn, [], calls)
 
 
 def report_calls(batch: Batch) -> None:
@@ -563,21 +717,24 @@ def report_calls(batch: Batch) -> None:
             fn.done(None if index in batch.call_errors else batch.results.get(index))
 
 
-def _take_logged(batch: Batch, fn: Callable[[sqlite3.Connection], Any]) -> None:
-    """Number the events a committed call logged, for delivery with its batch."""
-    if isinstance(fn, _LoggingCall) and fn.logged:
-        for event, event_id in fn.logged:
-            stamp(event, str(event_id))
-            batch.events.append(event)
-        fn.logged = []
-
-
 def _task_of(event: Event) -> str | None:
     return getattr(event, "task_id", None)
 
 
-def _number(events: list[Event], ids: list[int]) -> None:
-    for event, event_id in zip(events, ids, strict=True):
+def _number(
+    batch: Batch,
+    ids: list[int],
+    calls: Collection[Callable[[sqlite3.Connection], Any]],
+    *,
+    start: int = 0,
+) -> None:
+    """Number the events logged in one transaction: ``batch.events[start:]`` and then
+    those of `calls`, which join the batch's events for delivery."""
+    for fn in calls:
+        if isinstance(fn, _LoggingCall) and fn.to_log:
+            batch.events.extend(fn.to_log)
+            fn.to_log = []
+    for event, event_id in zip(batch.events[start:], ids, strict=True):
         stamp(event, str(event_id))
 
 

@@ -36,6 +36,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import anyio.lowlevel
+
 from .._errors import StoreError, UnstorableValue
 from .._events import Event
 from .._record import TaskRecord
@@ -77,7 +79,11 @@ class SqliteStore(SqliteClaims, SqliteEventLog):
         `StoreError` if the row cannot be written within `write_timeout`.
         """
         writer = self._require_writer()
-        batch = writer.put(row_from_record(record), insert=True, event=event)
+        batch = writer.put(row_from_record(record), insert=True, event=event, wake=False)
+        if writer.write_now():
+            await anyio.lowlevel.checkpoint()
+        else:
+            writer.wake()
         try:
             # Shielded: a cancelled submit still learns whether its row is stored.
             await writer.wait(batch, self.write_timeout, "write", shield=True)

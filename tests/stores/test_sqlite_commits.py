@@ -1,0 +1,157 @@
+"""Where and when the SQLite store commits.
+
+- a lone submit on an idle store is committed on the event loop's thread (no
+  switch to the writer thread and back), and is durable when `add` returns;
+- submits that arrive together are committed together by the writer thread;
+- a submit while another connection holds the file's write lock never blocks
+  the event loop: the writer thread waits for the lock instead;
+- the writer thread writes the next group while the loop tells the waiters of
+  the last one, and waiters are told in commit order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from taskbus._record import TaskRecord, new_task_id
+from taskbus.stores._sqlite_writer import Batch, SqliteWriter
+from taskbus.stores.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+
+def make_record() -> TaskRecord:
+    now = time.time()
+    return TaskRecord(new_task_id(), "jobs:echo", None, 5, now, 3, None, None)
+
+
+@pytest.fixture
+def written_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]]]:
+    """(thread id, rows) of every group the writer writes."""
+    seen: list[tuple[int, int]] = []
+    write = SqliteWriter._write_safely
+
+    def spy(writer: SqliteWriter, batch: Batch) -> None:
+        seen.append((threading.get_ident(), len(batch.rows)))
+        write(writer, batch)
+
+    monkeypatch.setattr(SqliteWriter, "_write_safely", spy)
+    yield seen
+
+
+def stored_ids(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM tasks")}
+
+
+async def test_a_lone_submit_is_committed_on_the_event_loop(
+    tmp_path: Path, written_on: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.flush()
+        written_on.clear()
+        record = make_record()
+        await store.add(record)
+        # Durable when add returns: another connection reads it.
+        assert record.id in stored_ids(path)
+        assert written_on == [(threading.get_ident(), 1)]
+    finally:
+        await store.close()
+
+
+async def test_submits_that_arrive_together_are_committed_together(
+    tmp_path: Path, written_on: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    await store.open()
+    records = [make_record() for _ in range(50)]
+    try:
+        await store.flush()
+        written_on.clear()
+        async with anyio.create_task_group() as tg:
+            for record in records:
+                tg.start_soon(store.add, record)
+    finally:
+        await store.close()
+    assert {r.id for r in records} <= stored_ids(path)
+    # At most one of them on the loop; the rest in a few groups of the thread.
+    loop = threading.get_ident()
+    assert sum(rows for thread, rows in written_on if thread == loop) <= 1
+    assert len(written_on) <= 5, written_on
+
+
+async def test_a_submit_never_blocks_the_loop_on_another_connections_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await store.flush()
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        ticks = 0
+        added = anyio.Event()
+        record = make_record()
+
+        async def submit() -> None:
+            await store.add(record)
+            added.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(submit)
+                while ticks < 20:  # the loop keeps running while the lock is held
+                    await anyio.sleep(0.005)
+                    ticks += 1
+                assert not added.is_set()
+                await anyio.to_thread.run_sync(other.execute, "COMMIT")
+                await added.wait()
+        assert record.id in stored_ids(path)
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_waiters_are_told_in_commit_order_while_the_thread_writes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    told: list[int] = []
+    finish = SqliteWriter._finish
+    written: list[Batch] = []  # kept alive, so that no two are one object
+    write = SqliteWriter._write_safely
+
+    def numbered(writer: SqliteWriter, batch: Batch) -> None:
+        written.append(batch)
+        write(writer, batch)
+
+    def recorded(writer: SqliteWriter, batch: Batch) -> None:
+        told.append(next(n for n, seen in enumerate(written) if seen is batch))
+        finish(writer, batch)
+
+    monkeypatch.setattr(SqliteWriter, "_write_safely", numbered)
+    monkeypatch.setattr(SqliteWriter, "_finish", recorded)
+    store = SqliteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        for _ in range(5):
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(store.add, make_record())
+        await store.flush()
+    finally:
+        await store.close()
+    assert told == list(range(len(written)))
