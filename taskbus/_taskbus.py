@@ -1,8 +1,4 @@
-"""`TaskBus`: the registry, queue, executor, store and event bus, composed.
-
-Above the 500-line guide: the public methods are thin, but many; the
-store seam of issue 9 moves submission and waiting out of here.
-"""
+"""`TaskBus`: the registry, queue, executor, store and event bus, composed."""
 
 from __future__ import annotations
 
@@ -10,51 +6,35 @@ import builtins
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-
-import anyio
-from anyio.abc import TaskGroup
-from pydantic import ValidationError
 
 from ._access import TaskAccess
 from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
-from ._errors import (
-    BusNotRunning,
-    InvalidSubmission,
-)
 from ._events import Event
 from ._executor import TaskExecutor
 from ._handle import TaskHandle
-from ._held import HeldTasks, expire_held
+from ._held import HeldTasks
+from ._intake import Intake
 from ._leasing import LeaseKeeper
-from ._lifecycle import Lifecycle, final_event
+from ._lifecycle import Lifecycle
+from ._query import task_query
 from ._queue import TaskQueue
-from ._record import TaskRecord, new_task_id
-from ._recovery import recover
 from ._registry import TaskDefinition, TaskRegistry, _Decorator
+from ._replay import EventReplay
 from ._reports import BusStats, ShutdownReport
-from ._retention import RetentionPolicy, retain
+from ._retention import RetentionPolicy
 from ._retire import TypeChanges
-from ._shutdown import shut_down
+from ._running import BusRun
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
-from ._submission import prepare_batch
 from ._timers import Timers
-from ._validation import (
-    check_delay,
-    check_event_id,
-    check_metadata,
-    check_priority,
-    check_text,
-    to_epoch,
-)
-from .stores import LiveRecordStore, Store, TaskQuery, open_store
+from .stores import Store, open_store
 
 if TYPE_CHECKING:
     from ._threaded import ThreadedTaskBus
@@ -98,11 +78,9 @@ class TaskBus:
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
         self.store = open_store(store)
-        self._live_store = self.store if isinstance(self.store, LiveRecordStore) else None
         self.registry = registry if registry is not None else TaskRegistry()
         self.events = EventBus(listener_buffer=listener_buffer, history=event_history)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self._now = self.clock.now
         self.shutdown_grace = shutdown_grace
         self.retention = retention
         self.queue = TaskQueue(aging=aging, monotonic=self.clock.monotonic)
@@ -126,10 +104,6 @@ class TaskBus:
             interval=progress_interval,
             keep_for=retention.max_age if retention is not None else None,
         )
-        self._accepting = False
-        self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
-        self._exit_stack: AsyncExitStack | None = None
-        self._task_group: TaskGroup | None = None
         self._types = TypeChanges(
             registry=self.registry,
             queue=self.queue,
@@ -158,6 +132,16 @@ class TaskBus:
                 "workers=0 makes a client of a store that processes share (SQLite, say); "
                 f"{type(self.store).__name__} keeps tasks in this process, so it needs workers"
             )
+        self._intake = Intake(
+            registry=self.registry,
+            store=self.store,
+            lifecycle=self.lifecycle,
+            queue=self.queue,
+            executor=self.executor,
+            clock=self.clock,
+            leases=self._leases,
+            batches=self._batches,
+        )
         self._access = TaskAccess(
             lifecycle=self.lifecycle,
             executor=self.executor,
@@ -165,9 +149,25 @@ class TaskBus:
             held=self._held,
             registry=self.registry,
             leases=self._leases,
-            accepting=lambda: self._accepting,
+            accepting=lambda: self._intake.open,
         )
         self.lifecycle.on_cancel_request = self._access.cancel_requested
+        self._replay = EventReplay(
+            events=self.events, lifecycle=self.lifecycle, record=self._access.record
+        )
+        self._run = BusRun(
+            store=self.store,
+            registry=self.registry,
+            lifecycle=self.lifecycle,
+            queue=self.queue,
+            executor=self.executor,
+            events=self.events,
+            timers=self.timers,
+            clock=self.clock,
+            held=self._held,
+            fail_expired=self._types.fail_unregistered,
+            leases=self._leases,
+        )
         self.registry.submitter = self
         for definition in self.registry.definitions():
             self.queue.set_limit(definition.name, definition.concurrency)
@@ -240,7 +240,7 @@ class TaskBus:
     @property
     def running(self) -> bool:
         """True between start and the beginning of shutdown."""
-        return self._accepting
+        return self._intake.open
 
     # -- registration and events -------------------------------------------------
 
@@ -274,23 +274,15 @@ class TaskBus:
         `Event.id`), the events since that one are replayed first, each once (see
         `events_after`), so a subscriber that reconnects misses nothing.
         """
-        if after is not None:
-            check_event_id(after)
-        record = await self._access.record(task_id) if task_id is not None else None
-        async with self.events.subscribe(
-            task_id=task_id, task_type=task_type, events=events, buffer=buffer
+        async with self._replay.subscribe(
+            task_id=task_id, task_type=task_type, events=events, buffer=buffer, after=after
         ) as stream:
-            if after is not None:
-                stream.replay(await self.events_after(after, limit=stream.hard_limit))
-            elif record is not None and self.lifecycle.settled(record):
-                stream.put(final_event(record))
             yield stream
 
     async def flush_events(self) -> None:
         """Wait until every event published so far is logged and delivered (a store
         with an event log delivers events once they are committed)."""
-        if self.lifecycle.log is not None:
-            await self.lifecycle.log.flush()
+        await self._replay.flush()
 
     async def events_after(self, after: str | None = None, *, limit: int = 1000) -> list[Event]:
         """Up to `limit` published events after the one with id `after` (None: from the
@@ -300,14 +292,7 @@ class TaskBus:
         restarts, and the log keeps the newest ``keep_events``. Otherwise the bus keeps
         the last `event_history` events it published (those someone listened to).
         """
-        if after is not None:
-            check_event_id(after)
-        if type(limit) is not int or not 1 <= limit <= 100_000:
-            raise ValueError(f"limit must be an int from 1 to 100000, not {limit!r}")
-        log = self.lifecycle.log
-        if log is not None:
-            return await log.events_after(after, limit=limit)
-        return self.events.recent_after(after)[:limit]
+        return await self._replay.events_after(after, limit=limit)
 
     # -- submitting and reading --------------------------------------------------
 
@@ -329,98 +314,15 @@ class TaskBus:
         With `key`, a queued or running task submitted with the same key is
         returned instead of a new one.
         """
-        if not self._accepting:
-            raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
-        definition = self.registry.find(task_type)
-        if definition is None:
-            definition = self.registry.get(task_type)  # raises UnknownTaskType
-        value = (
-            None
-            if input is None and not definition.takes_input
-            else definition.validate_input(input)
-        )
-        priority = definition.default_priority if priority is None else check_priority(priority)
-        now = self._now()
-        if delay is not None:
-            delay = check_delay(delay) or None
-        not_before = now + delay if delay else None
-        if metadata is not None:
-            metadata = check_metadata(metadata)
-        if owner is not None:
-            check_text(owner, "owner")
-        if key is not None:
-            check_text(key, "key")
-        record = TaskRecord(
-            new_task_id(),
-            task_type,
-            value,
-            priority,
-            now,
-            definition.max_attempts,
-            owner,
-            metadata,
-            key,
-            not_before,
+        intake = self._intake
+        record, definition, queued = intake.take(
+            task_type, input, priority, owner, metadata, delay, key
         )
         if key is not None:
-            return await self._submit_keyed(record, definition, key)
-        if self._live_store is not None:  # the hot path, inline: no extra coroutine
-            self._live_store.add_now(record)
-            self.lifecycle.announce_queued(record, definition)
-            self.queue.push(record, None, delay)
-            if not_before is None:
-                self.executor.notify()
-            else:
-                self.executor.schedule_delayed()
-        else:
-            await self._enqueue(record, definition)
-        return TaskHandle(self, record.id, task_type)
-
-    async def _submit_keyed(
-        self, record: TaskRecord, definition: TaskDefinition[Any, Any], key: str
-    ) -> TaskHandle[Any]:
-        # Keys are scoped by (owner, type, key): another owner's task, or a task of
-        # another type, never answers for this key. One submit per scope at a time
-        # in this bus: a second one waits, then finds the first one's task instead
-        # of storing a duplicate.
-        scope = (record.owner, record.type, key)
-        while (busy := self._keys_in_flight.get(scope)) is not None:
-            await busy.wait()
-        self._keys_in_flight[scope] = done = anyio.Event()
-        try:
-            ttl = definition.options.key_ttl
-            existing = await self.store.find_by_key(
-                key,
-                owner=record.owner,
-                task_type=record.type,
-                completed_since=record.created_at - ttl if ttl else None,
-            )
-            if existing is not None:
-                return TaskHandle(self, existing.id, existing.type)
-            await self._enqueue(record, definition)
-            return TaskHandle(self, record.id, record.type)
-        finally:
-            del self._keys_in_flight[scope]
-            done.set()
-
-    async def _enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
-        """Store the new record (durably, if the store is), announce it, queue it."""
-        if self._leases is not None:  # the store holds the queue: any worker claims it
-            await self.lifecycle.queued(record, definition)
-            self._leases.wake()
-            return
-        if self._live_store is not None:
-            self._live_store.add_now(record)
-            self.lifecycle.announce_queued(record, definition)
-        else:
-            await self.lifecycle.queued(record, definition)
-        not_before = record.not_before
-        wait = None if not_before is None else not_before - record.created_at
-        self.queue.push(record, self.clock.monotonic(), wait)
-        if not_before is None:
-            self.executor.notify()
-        else:
-            self.executor.schedule_delayed()
+            record = await intake.add_keyed(record, definition, key)
+        elif not queued:
+            await intake.enqueue(record, definition)
+        return TaskHandle(self, record.id, record.type)
 
     async def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`.
@@ -454,23 +356,9 @@ class TaskBus:
         A failing task does not stop the others. Follow the batch with
         `bus.batch(id)`, batch-progress / batch-finished events, or `batch.wait()`.
         """
-        if not self._accepting:
-            raise BusNotRunning("the bus is not running: submit inside `async with bus:`")
-        prepared = prepare_batch(
-            self.registry, items, now=self._now(), priority=priority, owner=owner, metadata=metadata
+        return await self._intake.add_batch(
+            items, priority=priority, owner=owner, metadata=metadata
         )
-        records = [record for record, _ in prepared]
-        batch = self._batches.new(records)
-        self._batches.track(batch, records)  # before any task can finish
-        stored = 0
-        try:
-            for record, definition in prepared:
-                await self._enqueue(record, definition)
-                stored += 1
-        except BaseException:
-            self._batches.leave_out(batch, records[stored:])  # they were never stored
-            raise
-        return batch
 
     async def batch(self, batch_id: str) -> BatchSummary:
         """Where a batch stands; raises `BatchNotFound`.
@@ -521,22 +409,15 @@ class TaskBus:
         offset: int = 0,
     ) -> builtins.list[TaskSnapshot]:
         """Snapshots of matching tasks, oldest first (`created_*`: datetime or epoch)."""
-        if owner is not None:
-            check_text(owner, "owner")
-        if type_prefix is not None:
-            check_text(type_prefix, "type_prefix")
-        try:
-            query = TaskQuery(
-                state=state,
-                owner=owner,
-                type_prefix=type_prefix,
-                created_after=to_epoch(created_after),
-                created_before=to_epoch(created_before),
-                limit=limit,
-                offset=offset,
-            )
-        except ValidationError as exc:
-            raise InvalidSubmission(f"invalid list query: {exc}") from None
+        query = task_query(
+            state=state,
+            owner=owner,
+            type_prefix=type_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            offset=offset,
+        )
         return [record.snapshot() for record in await self.store.list(query)]
 
     async def stats(self) -> BusStats:
@@ -553,46 +434,11 @@ class TaskBus:
     # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._exit_stack is not None:
-            raise RuntimeError("this TaskBus is already running")
-        async with AsyncExitStack() as stack:
-            await self.store.open()
-            stack.push_async_callback(self.store.close)
-            # Recovery happens before the task group exists, so a store error
-            # reaches the caller as itself, not wrapped in an exception group.
-            if self._leases is not None:
-                if self._leases.claiming:  # what a crash left running here runs again
-                    await self._leases.reap_now()
-            else:
-                await recover(
-                    await self.store.recover(),
-                    registry=self.registry,
-                    lifecycle=self.lifecycle,
-                    queue=self.queue,
-                    clock=self.clock,
-                )
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            if self._leases is not None:
-                tg.start_soon(self._leases.run)
-            tg.start_soon(self.timers.run)
-            self.executor.prepare()
-            tg.start_soon(self.executor.run)
-            self.events.attach(tg)
-            self.executor.schedule_delayed()
-            if self.retention is not None:
-                tg.start_soon(retain, self.store, self.clock, self.retention)
-            tg.start_soon(expire_held, self._held, self.clock, self._types.fail_unregistered)
-            self._task_group = tg
-            self._exit_stack = stack.pop_all()
-        self._accepting = True
+        await self._run.start(self.retention)
+        self._intake.open = True
         self.shutdown_report = None
         logger.info("taskbus started with %d workers", self.executor.workers)
         return self
-
-    async def _hand_back(self, records: builtins.list[TaskRecord]) -> None:
-        """Give back to the store the tasks claimed here that never started."""
-        for record in records:
-            await self.lifecycle.hand_back_unstarted(record)
 
     async def __aexit__(
         self,
@@ -600,27 +446,9 @@ class TaskBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        stack, tg = self._exit_stack, self._task_group
-        assert stack is not None and tg is not None
-        self._accepting = False
-        if self._leases is not None:
-            self._leases.stop_claiming()
+        self._intake.open = False
         try:
-            with anyio.CancelScope(shield=True):
-                self.shutdown_report = await shut_down(
-                    self.executor,
-                    self.queue,
-                    self._held,
-                    self.lifecycle,
-                    self.events,
-                    grace=self.shutdown_grace,
-                    durable=self._live_store is None,
-                    hand_back=self._hand_back if self._leases is not None else None,
-                )
-            tg.cancel_scope.cancel()
+            await self._run.stop(self.shutdown_grace)
         finally:
-            self._exit_stack = self._task_group = None
-            # The body's own exception is re-raised as it is (never wrapped in an
-            # exception group); only failures of the bus's tasks come from here.
-            await stack.__aexit__(None, None, None)
+            self.shutdown_report = self._run.report
         return None

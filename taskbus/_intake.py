@@ -1,0 +1,196 @@
+"""Taking in submitted tasks (one, under a key, or a batch): check them, build their
+records, store, announce and queue them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._batch import BatchTracker, TaskBatch
+from ._clock import Clock
+from ._errors import BusNotRunning
+from ._executor import TaskExecutor
+from ._leasing import LeaseKeeper
+from ._lifecycle import Lifecycle
+from ._queue import TaskQueue
+from ._record import TaskRecord, new_task_id
+from ._submission import prepare_batch
+from ._validation import check_delay, check_metadata, check_priority, check_text
+from .stores import LiveRecordStore, Store
+
+if TYPE_CHECKING:
+    from ._registry import TaskDefinition, TaskRegistry
+
+__all__ = ["Intake"]
+
+_NOT_RUNNING = "the bus is not running: submit inside `async with bus:`"
+
+
+class Intake:
+    """Turns submissions into stored, announced and queued tasks for one bus."""
+
+    def __init__(
+        self,
+        *,
+        registry: TaskRegistry,
+        store: Store,
+        lifecycle: Lifecycle,
+        queue: TaskQueue,
+        executor: TaskExecutor,
+        clock: Clock,
+        leases: LeaseKeeper | None,
+        batches: BatchTracker,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._live_store = store if isinstance(store, LiveRecordStore) else None
+        self._lifecycle = lifecycle
+        self._queue = queue
+        self._executor = executor
+        self._clock = clock
+        self._now = clock.now
+        self._leases = leases
+        self._batches = batches
+        self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
+        #: Whether submissions are taken: True between start and the beginning of shutdown.
+        self.open = False
+
+    def take(
+        self,
+        task_type: str,
+        input: Any,
+        priority: int | None,
+        owner: str | None,
+        metadata: dict[str, Any] | None,
+        delay: float | None,
+        key: str | None,
+    ) -> tuple[TaskRecord, TaskDefinition[Any, Any], bool]:
+        """Check a submission and build its record; raises for bad input, before anything
+        is stored. Without a key, on a store in this process, also store, announce and
+        queue it at once (the hot path: no coroutine) and say so; otherwise the caller
+        goes on with `add_keyed` or `enqueue`."""
+        if not self.open:
+            raise BusNotRunning(_NOT_RUNNING)
+        definition = self._registry.find(task_type)
+        if definition is None:
+            definition = self._registry.get(task_type)  # raises UnknownTaskType
+        value = (
+            None
+            if input is None and not definition.takes_input
+            else definition.validate_input(input)
+        )
+        priority = definition.default_priority if priority is None else check_priority(priority)
+        now = self._now()
+        if delay is not None:
+            delay = check_delay(delay) or None
+        not_before = now + delay if delay else None
+        if metadata is not None:
+            metadata = check_metadata(metadata)
+        if owner is not None:
+            check_text(owner, "owner")
+        if key is not None:
+            check_text(key, "key")
+        record = TaskRecord(
+            new_task_id(),
+            task_type,
+            value,
+            priority,
+            now,
+            definition.max_attempts,
+            owner,
+            metadata,
+            key,
+            not_before,
+        )
+        live = self._live_store
+        if key is not None or live is None:
+            return record, definition, False
+        live.add_now(record)
+        self._lifecycle.announce_queued(record, definition)
+        self._queue.push(record, None, delay)
+        if not_before is None:
+            self._executor.notify()
+        else:
+            self._executor.schedule_delayed()
+        return record, definition, True
+
+    async def add_keyed(
+        self, record: TaskRecord, definition: TaskDefinition[Any, Any], key: str
+    ) -> TaskRecord:
+        """The queued or running task submitted with `key`, else `record`, enqueued."""
+        # Keys are scoped by (owner, type, key): another owner's task, or a task of
+        # another type, never answers for this key. One submit per scope at a time
+        # in this bus: a second one waits, then finds the first one's task instead
+        # of storing a duplicate.
+        scope = (record.owner, record.type, key)
+        while (busy := self._keys_in_flight.get(scope)) is not None:
+            await busy.wait()
+        self._keys_in_flight[scope] = done = anyio.Event()
+        try:
+            ttl = definition.options.key_ttl
+            existing = await self._store.find_by_key(
+                key,
+                owner=record.owner,
+                task_type=record.type,
+                completed_since=record.created_at - ttl if ttl else None,
+            )
+            if existing is not None:
+                return existing
+            await self.enqueue(record, definition)
+            return record
+        finally:
+            del self._keys_in_flight[scope]
+            done.set()
+
+    async def enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
+        """Store the new record (durably, if the store is), announce it, queue it."""
+        if self._leases is not None:  # the store holds the queue: any worker claims it
+            await self._lifecycle.queued(record, definition)
+            self._leases.wake()
+            return
+        if self._live_store is not None:
+            self._live_store.add_now(record)
+            self._lifecycle.announce_queued(record, definition)
+        else:
+            await self._lifecycle.queued(record, definition)
+        not_before = record.not_before
+        wait = None if not_before is None else not_before - record.created_at
+        self._queue.push(record, self._clock.monotonic(), wait)
+        if not_before is None:
+            self._executor.notify()
+        else:
+            self._executor.schedule_delayed()
+
+    async def add_batch(
+        self,
+        items: Iterable[tuple[str, Any]],
+        *,
+        priority: int | None,
+        owner: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> TaskBatch:
+        """Check every item, then enqueue them all as one tracked batch."""
+        if not self.open:
+            raise BusNotRunning(_NOT_RUNNING)
+        prepared = prepare_batch(
+            self._registry,
+            items,
+            now=self._now(),
+            priority=priority,
+            owner=owner,
+            metadata=metadata,
+        )
+        records = [record for record, _ in prepared]
+        batch = self._batches.new(records)
+        self._batches.track(batch, records)  # before any task can finish
+        stored = 0
+        try:
+            for record, definition in prepared:
+                await self.enqueue(record, definition)
+                stored += 1
+        except BaseException:
+            self._batches.leave_out(batch, records[stored:])  # they were never stored
+            raise
+        return batch
