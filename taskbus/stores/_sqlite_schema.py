@@ -116,8 +116,22 @@ def _v4(conn: sqlite3.Connection) -> None:
     _run_script(conn, EVENTS_SCHEMA)
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    # Fewer pages written per commit (a lone submit's commit costs a quarter less):
+    # no query reads events by task, and most tasks have no owner, so the owner
+    # index holds only the tasks that have one (``owner = ?`` still uses it).
+    _run_script(
+        conn,
+        """
+        DROP INDEX IF EXISTS events_task;
+        DROP INDEX IF EXISTS tasks_owner_created;
+        CREATE INDEX tasks_owner_created ON tasks (owner, created_at) WHERE owner IS NOT NULL;
+        """,
+    )
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -155,3 +155,21 @@ async def test_waiters_are_told_in_commit_order_while_the_thread_writes_on(
     finally:
         await store.close()
     assert told == list(range(len(written)))
+
+
+async def test_owner_listing_uses_the_partial_owner_index_and_events_have_no_task_index(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        plan = await store.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE owner = ? "
+            "ORDER BY created_at, rowid LIMIT 10",
+            ("alice",),
+        )
+        assert any("tasks_owner_created" in str(step) for step in plan), plan
+        indexes = await store.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        assert ("events_task",) not in indexes
+    finally:
+        await store.close()
