@@ -148,7 +148,8 @@ class Intake:
         """Store the new record (durably, if the store is), announce it, queue it."""
         if self._leases is not None:  # the store holds the queue: any worker claims it
             await self._lifecycle.queued(record, definition)
-            self._leases.wake()
+            if self._lifecycle.log is None:  # else its task-queued event wakes the claims
+                self._leases.wake()
             return
         if self._live_store is not None:
             self._live_store.add_now(record)

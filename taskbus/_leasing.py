@@ -101,6 +101,9 @@ class LeaseKeeper:
         self._due_timer: TimerHandle | None = None
         self._aging = aging
         self._wake = anyio.Event()
+        #: The last claim got fewer tasks than it asked for, with no per-type limit
+        #: in play: nothing else was ready in the store.
+        self._ran_dry = False
         self._stopping = False
         self._held: dict[str, TaskRecord] = {}
 
@@ -110,8 +113,15 @@ class LeaseKeeper:
         return self._executor.workers > 0
 
     def wake(self) -> None:
-        """Work may be ready, or a worker free: claim again now."""
+        """Work may be ready: claim again now."""
+        self._ran_dry = False
         self._wake.set()
+
+    def capacity_freed(self) -> None:
+        """A worker, or a per-type slot, is free: claim again now, unless the last
+        claim found nothing more to take (then only new work wakes the loop)."""
+        if not self._ran_dry:
+            self._wake.set()
 
     def stop_claiming(self) -> None:
         self._stopping = True
@@ -153,11 +163,12 @@ class LeaseKeeper:
         self._wake = anyio.Event()
         free = self._executor.idle_workers - len(self._queue)
         if free > 0:
+            limits = self._limits()
             claimed = await self.store.acquire(
                 self.worker_id,
                 free,
                 self.lease,
-                limits=self._limits(),
+                limits=limits,
                 aging=self._aging,
                 now=self._clock.now(),
             )
@@ -165,7 +176,11 @@ class LeaseKeeper:
                 self._hand(record)
             if claimed:
                 self._executor.notify(len(claimed))
-                return True
+            # Fewer than asked for: nothing more is ready now. Claiming again when a
+            # worker frees up would find nothing and cost a store round trip (a
+            # commit on SQLite) per task; a new task or a due time wakes the loop.
+            self._ran_dry = len(claimed) < free and not limits
+            return len(claimed) == free
         return False
 
     def _hand(self, record: TaskRecord) -> None:

@@ -140,8 +140,10 @@ class Lifecycle:
         self.worker_id = new_worker_id()
         #: Called with (task_id, reason) when a cancel request reaches the log.
         self.on_cancel_request: Callable[[str, str | None], None] | None = None
-        #: Called when the log says work may be ready (a task queued or settled).
+        #: Called when the log says a task was queued (work may be ready).
         self.on_work: Callable[[], None] | None = None
+        #: Called when the log says a task ended (a per-type slot may be free).
+        self.on_slot_freed: Callable[[], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
@@ -162,8 +164,11 @@ class Lifecycle:
             return
         if event.final and isinstance(event, TaskEvent):
             self._wake(event.task_id)  # a task another process ran, say
-        if (name == "task-queued" or event.final) and self.on_work is not None:
-            self.on_work()
+        if name == "task-queued":
+            if self.on_work is not None:
+                self.on_work()
+        elif event.final and self.on_slot_freed is not None:
+            self.on_slot_freed()
         self.events.publish(event)
 
     async def queued(self, record: TaskRecord, definition: _Estimated) -> None:

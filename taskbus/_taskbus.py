@@ -125,8 +125,9 @@ class TaskBus:
                 timers=self.timers,
                 aging=aging,
             )
-            self.executor.on_idle = self._leases.wake
+            self.executor.on_idle = self._leases.capacity_freed
             self.lifecycle.on_work = self._leases.wake
+            self.lifecycle.on_slot_freed = self._leases.capacity_freed
         elif workers == 0:
             raise ValueError(
                 "workers=0 makes a client of a store that processes share (SQLite, say); "

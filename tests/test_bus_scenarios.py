@@ -535,3 +535,39 @@ async def test_a_graceful_stop_hands_a_running_task_back_and_it_completes_after_
         snap = await second.get(handle.id)
     assert ran == [1], "the attempt the stop interrupted is not counted"
     assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "fake"])
+async def test_a_short_claim_is_not_followed_by_an_empty_one(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """A claim that gets fewer tasks than it asked for found the queue empty: the
+    bus waits for a new task (or a free worker) instead of claiming again at once,
+    which would cost a store round trip (a commit on SQLite) per task."""
+    store = STORES[kind](tmp_path)
+    if isinstance(store, str):
+        from taskbus.stores.sqlite import SqliteStore
+
+        store = SqliteStore.from_url(store)
+    assert isinstance(store, TaskStore)
+    claims: list[int] = []
+    acquire = store.acquire
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        claimed = await acquire(*args, **kwargs)
+        claims.append(len(claimed))
+        return claimed
+
+    store.acquire = counted  # type: ignore[method-assign]
+    bus = TaskBus(store=store, workers=4, shutdown_grace=1.0)
+    register_build(bus)
+    tasks = 20
+    async with bus:
+        for n in range(tasks):
+            handle = await bus.submit("sc:build", {"n": n})
+            with anyio.fail_after(WAIT):
+                await handle.result()
+    assert sum(claims) == tasks
+    # One claim per task (before the fix, an empty one after each: 20 of 40), and
+    # at most a few empty ones (a wake-up for a task another claim already took).
+    assert claims.count(0) <= 3, claims
