@@ -333,9 +333,9 @@ class TaskExecutor:
             return handler(ctx)  # type: ignore[no-any-return]
         if definition.takes_context:
             if definition.takes_input:
-                return handler(ctx, record.input)  # type: ignore[no-any-return]
+                return handler(ctx, record.handler_input())  # type: ignore[no-any-return]
             return handler(ctx)  # type: ignore[no-any-return]
-        return handler(record.input) if definition.takes_input else handler()  # type: ignore[no-any-return]
+        return handler(record.handler_input()) if definition.takes_input else handler()  # type: ignore[no-any-return]
 
     def _stray_task_cancellation(
         self, worker: _Worker, definition: TaskDefinition[Any, Any], exc: TaskCancellation
@@ -494,8 +494,8 @@ def _arguments(
     definition: TaskDefinition[Any, Any], ctx: TaskContext, record: TaskRecord
 ) -> tuple[Any, ...]:
     if definition.takes_context:
-        return (ctx, record.input) if definition.takes_input else (ctx,)
-    return (record.input,) if definition.takes_input else ()
+        return (ctx, record.handler_input()) if definition.takes_input else (ctx,)
+    return (record.handler_input(),) if definition.takes_input else ()
 
 
 def _call_in_thread(

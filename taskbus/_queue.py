@@ -30,7 +30,7 @@ from typing import Any
 from ._record import TaskRecord
 from ._states import TaskState
 
-__all__ = ["MAX_PRIORITY", "MIN_PRIORITY", "TaskQueue"]
+__all__ = ["COMPACT_BACKLOG", "MAX_PRIORITY", "MIN_PRIORITY", "TaskQueue"]
 
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10
@@ -42,6 +42,10 @@ _Delayed = list[Any]
 _COMPACT_MIN = 64
 #: A FIFO drops the numbers of records already taken once they are this many and half.
 _FIFO_COMPACT = 1024
+#: Tasks waiting in one line (a priority, the delayed heap, a type's set-aside ones)
+#: past which a newcomer holds its input compactly (`TaskRecord.compact`): memory
+#: for long backlogs, no rebuild cost for the tasks of a short queue.
+COMPACT_BACKLOG = 1000
 _QUEUED = TaskState.QUEUED
 
 
@@ -156,16 +160,23 @@ class TaskQueue:
             entry: _Delayed = [due, next(self._seq), record]
             heapq.heappush(self._delayed, entry)
             record.delayed_entry = entry
+            if len(self._delayed) >= COMPACT_BACKLOG:
+                record.compact()
             return
         if self.aging is None:
             level = self._level_of.get(record.priority) or self._add_level(record.priority)
-            level.records.append(record)
+            records = level.records
+            records.append(record)
             level.seqs.append(next(self._seq))
             if level.head >= _FIFO_COMPACT and level.head * 2 >= len(level.seqs):
                 level.compact()  # here, not at pop: a pop may still read its seq
+            if len(records) >= COMPACT_BACKLOG:
+                record.compact()
         else:
             key = (self._monotonic() if now is None else now) - record.priority * self.aging
             heapq.heappush(self._ready, (key, next(self._seq), record))
+            if len(self._ready) >= COMPACT_BACKLOG:
+                record.compact()
 
     def _add_level(self, priority: int) -> _Fifo:
         level = self._level_of[priority] = _Fifo(-priority)
@@ -259,6 +270,8 @@ class TaskQueue:
         if held is None:
             held = self._held[task_type] = _Fifo(keyed=self.aging is not None)
         held.append(record, seq, key)
+        if len(held.records) >= COMPACT_BACKLOG:
+            record.compact()
 
     def release(self, task_type: str) -> int:
         """A task of `task_type` stopped running; return how many held tasks became ready."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ._compact import packer_for
 from ._errors import DuplicateTaskType, InvalidTaskDefinition, InvalidTaskInput, UnknownTaskType
 from ._retry import RetryPolicy
 
@@ -114,8 +115,12 @@ class TaskDefinition(Generic[InT, OutT]):
         self.context_only = self.takes_context and not self.takes_input
         self.on_loop_with_context_only = self.context_only and self.run_in == "loop"
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
+        #: Holds a simple model input compactly while its task is queued (or None).
+        self.input_packer = packer_for(input_type) if self.takes_input else None
         #: The one fields-set shared by validated inputs with every field set (or None).
         self.shared_fields_set = _shareable_fields_set(input_type) if self.takes_input else None
+        if self.input_packer is not None:  # the packer's set marks the inputs it may pack
+            self.shared_fields_set = self.input_packer.fields_set
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         #: Whether results are checked against the return annotation (not for Any).
         self.checks_output = output_type not in (Any, None, type(None))

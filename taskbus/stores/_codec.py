@@ -241,6 +241,7 @@ def row_from_record(record: TaskRecord) -> Row:
     cannot hold (see the module docstring); diagnostic text is escaped instead.
     """
     # The common case first, checked in one pass; anything odd takes the careful way.
+    value = record.input  # a compact input is rebuilt on each read: once is enough
     try:
         row = (
             record.id,
@@ -249,7 +250,7 @@ def row_from_record(record: TaskRecord) -> Row:
             record.priority,
             record.owner,
             record.key,
-            None if record.input is None else _encode_json(record.input),
+            None if value is None else _encode_json(value),
             None if record.metadata is None else _encode_json(record.metadata),
             record.attempt,
             record.max_attempts,
