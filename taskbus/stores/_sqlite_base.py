@@ -29,9 +29,10 @@ from .._states import TaskState
 from ._base import CorruptRecord
 from ._codec import COLUMNS, Row, salvage_row
 from ._codec_read import record_from_row
+from ._sqlite_batch import Batch, report_calls
 from ._sqlite_events import OrderedDelivery, last_event_id
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
-from ._sqlite_writer import Batch, SqliteWriter, report_calls
+from ._sqlite_writer import SqliteWriter
 
 __all__ = ["SELECT", "SqliteBase"]
 

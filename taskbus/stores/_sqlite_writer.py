@@ -34,7 +34,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,12 +45,13 @@ import anyio.to_thread
 from anyio import RunFinishedError
 
 from .._errors import StoreError, UnstorableValue
-from .._events import Event, stamp
+from .._events import Event
 from ._codec import Row, escape_text, unstorable_column
+from ._sqlite_batch import Batch, LoggingCall, number_events, report_calls, run_all, task_of
 from ._sqlite_events import EventLogWriter
 from ._sqlite_schema import UPSERT, store_error
 
-__all__ = ["Batch", "SqliteWriter", "report_calls"]
+__all__ = ["SqliteWriter", "is_transient"]
 
 logger = logging.getLogger("taskbus.stores.sqlite")
 
@@ -82,48 +83,6 @@ def _code(exc: BaseException) -> int | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether writing again later may succeed where `exc` failed."""
     return isinstance(exc, sqlite3.OperationalError) and _code(exc) in _TRANSIENT
-
-
-class Batch:
-    """Writes that commit together. `done` is set once they did (or failed).
-
-    If the group fails, its rows are written one by one so that one bad row (too
-    large for a full disk, say) fails only itself: `errors` holds those, by task
-    id. `results` and `call_errors` hold the outcome of each call, by index.
-    """
-
-    __slots__ = (
-        "call_errors",
-        "calls",
-        "done",
-        "errors",
-        "events",
-        "inserts",
-        "results",
-        "rows",
-    )
-
-    def __init__(self) -> None:
-        self.rows: dict[str, Row] = {}
-        #: Events to log with the rows; numbered (`Event.id`) once committed.
-        self.events: list[Event] = []
-        self.inserts: set[str] = set()
-        self.calls: list[Callable[[sqlite3.Connection], Any]] = []
-        self.results: dict[int, Any] = {}
-        self.call_errors: dict[int, BaseException] = {}
-        self.done = anyio.Event()
-        self.errors: dict[str, BaseException] = {}
-
-    def error_for(self, task_id: str) -> BaseException | None:
-        return self.errors.get(task_id)
-
-    def fail(self, error: BaseException) -> None:
-        """Fail every write of the batch that has no outcome yet."""
-        for task_id in self.rows:
-            self.errors.setdefault(task_id, error)
-        for index in range(len(self.calls)):
-            if index not in self.results:
-                self.call_errors.setdefault(index, error)
 
 
 class SqliteWriter:
@@ -224,7 +183,7 @@ class SqliteWriter:
             if events is None and done is None:
                 batch.calls.append(fn)
             else:
-                batch.calls.append(_LoggingCall(fn, events, done))
+                batch.calls.append(LoggingCall(fn, events, done))
             index = len(batch.calls) - 1
         self._wake.set()
         return batch, index
@@ -243,7 +202,7 @@ class SqliteWriter:
             if batch is self._pending and task_id in batch.rows:
                 del batch.rows[task_id]
                 batch.inserts.discard(task_id)
-                batch.events = [e for e in batch.events if _task_of(e) != task_id]
+                batch.events = [e for e in batch.events if task_of(e) != task_id]
                 return True
         return False
 
@@ -486,7 +445,7 @@ class SqliteWriter:
                 logger.debug("a group of writes failed; writing its parts alone")
             else:
                 batch.results = dict(enumerate(results))
-                _number(batch, ids, batch.calls)
+                number_events(batch, ids, batch.calls)
                 if self._retrying:
                     self._retrying.difference_update(batch.rows)
                 return
@@ -507,7 +466,7 @@ class SqliteWriter:
         """Insert `events` and those the `calls` asked for, in one statement."""
         logged = [*events]
         for fn in calls:
-            if isinstance(fn, _LoggingCall) and fn.to_log:
+            if isinstance(fn, LoggingCall) and fn.to_log:
                 logged.extend(fn.to_log)
         return self._event_log.insert(conn, logged) if logged else []
 
@@ -520,7 +479,7 @@ class SqliteWriter:
                     self._write_one_by_one(batch, exc)
                 self._write_events_alone(batch)
             else:
-                _number(batch, ids, ())
+                number_events(batch, ids, ())
                 if self._retrying:
                     self._retrying.difference_update(batch.rows)
         if batch.calls:
@@ -536,7 +495,7 @@ class SqliteWriter:
         # happened (their submit raises); the others are logged on their own.
         failed = {task_id for task_id in batch.errors if task_id in batch.inserts}
         if failed:
-            batch.events = [e for e in batch.events if _task_of(e) not in failed]
+            batch.events = [e for e in batch.events if task_of(e) not in failed]
         if not batch.events:
             return
         try:
@@ -549,7 +508,7 @@ class SqliteWriter:
                 len(batch.events),
             )
         else:
-            _number(batch, ids, ())
+            number_events(batch, ids, ())
 
     def _write_one_by_one(self, batch: Batch, group_error: Exception) -> None:
         if _code(group_error) in _WHOLE_GROUP:  # busy or locked: every row alike
@@ -592,20 +551,18 @@ class SqliteWriter:
     def _run_calls(self, batch: Batch) -> None:
         calls = batch.calls
         try:
-            results, ids = self._transaction(partial(_run_all, calls, self._log))
+            results, ids = self._transaction(partial(run_all, calls, self._log))
         except Exception:  # noqa: BLE001 - each call alone below, so one fails only itself
             for index, fn in enumerate(calls):
                 try:
-                    batch.results[index], ids = self._transaction(
-                        partial(_run_all, [fn], self._log)
-                    )
+                    batch.results[index], ids = self._transaction(partial(run_all, [fn], self._log))
                 except Exception as exc:  # noqa: BLE001 - the call's own failure, for its caller
                     batch.call_errors[index] = self._call_error(exc)
                 else:
-                    _number(batch, ids, [fn], start=len(batch.events))
+                    number_events(batch, ids, [fn], start=len(batch.events))
         else:
             batch.results = dict(enumerate(results))
-            _number(batch, ids, calls, start=len(batch.events))
+            number_events(batch, ids, calls, start=len(batch.events))
 
     def _call_error(self, exc: Exception) -> StoreError:
         if isinstance(exc, sqlite3.Error):
@@ -678,66 +635,6 @@ class SqliteWriter:
     @staticmethod
     def is_final(row: Row) -> bool:
         return row[_STATE] in _FINAL
-
-
-class _LoggingCall:
-    """A call whose outcome says which events to log in its transaction."""
-
-    __slots__ = ("done", "events", "fn", "to_log")
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        events: Callable[[Any], list[Event]] | None,
-        done: Callable[[Any], None] | None = None,
-    ) -> None:
-        self.fn = fn
-        self.events = events
-        self.done = done
-        #: What the last run asked to log (inserted by the writer with the batch's).
-        self.to_log: list[Event] = []
-
-    def __call__(self, conn: sqlite3.Connection) -> Any:
-        result = self.fn(conn)
-        self.to_log = self.events(result) if self.events is not None else []
-        return result
-
-
-def _run_all(
-    calls: list[Callable[[sqlite3.Connection], Any]],
-    log: Callable[[sqlite3.Connection, list[Event], list[Callable[..., Any]]], list[int]],
-    conn: sqlite3.Connection,
-) -> tuple[list[Any], list[int]]:
-    results = [fn(conn) for fn in calls]
-    return results, log(conn, [], calls)
-
-
-def report_calls(batch: Batch) -> None:
-    """Tell each call that asked (``done``) its outcome: its result, or None."""
-    for index, fn in enumerate(batch.calls):
-        if isinstance(fn, _LoggingCall) and fn.done is not None:
-            fn.done(None if index in batch.call_errors else batch.results.get(index))
-
-
-def _task_of(event: Event) -> str | None:
-    return getattr(event, "task_id", None)
-
-
-def _number(
-    batch: Batch,
-    ids: list[int],
-    calls: Collection[Callable[[sqlite3.Connection], Any]],
-    *,
-    start: int = 0,
-) -> None:
-    """Number the events logged in one transaction: ``batch.events[start:]`` and then
-    those of `calls`, which join the batch's events for delivery."""
-    for fn in calls:
-        if isinstance(fn, _LoggingCall) and fn.to_log:
-            batch.events.extend(fn.to_log)
-            fn.to_log = []
-    for event, event_id in zip(batch.events[start:], ids, strict=True):
-        stamp(event, str(event_id))
 
 
 def _upsert_one(conn: sqlite3.Connection, *, row: Row) -> None:

@@ -23,7 +23,8 @@ import anyio.to_thread
 import pytest
 
 from taskbus._record import TaskRecord, new_task_id
-from taskbus.stores._sqlite_writer import Batch, SqliteWriter
+from taskbus.stores._sqlite_batch import Batch
+from taskbus.stores._sqlite_writer import SqliteWriter
 from taskbus.stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio

@@ -39,7 +39,8 @@ from taskbus import (
 )
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores._codec import row_from_record
-from taskbus.stores._sqlite_writer import Batch, SqliteWriter
+from taskbus.stores._sqlite_batch import Batch
+from taskbus.stores._sqlite_writer import SqliteWriter
 from taskbus.stores.sqlite import SqliteStore
 from taskbus.testing import EventRecorder, FakeClock
 
