@@ -101,6 +101,7 @@ class LeaseKeeper:
         self._due_timer: TimerHandle | None = None
         self._aging = aging
         self._wake = anyio.Event()
+        self._due_wanted = anyio.Event()
         #: The last claim got fewer tasks than it asked for, with no per-type limit
         #: in play: nothing else was ready in the store.
         self._ran_dry = False
@@ -137,6 +138,7 @@ class LeaseKeeper:
                 tg.start_soon(self._reap_loop)
                 if self.claiming:
                     tg.start_soon(self._claim_loop)
+                    tg.start_soon(self._due_loop)
                     tg.start_soon(self._renew_loop)
         finally:
             _LIVE_WORKERS.discard(self.worker_id)
@@ -150,13 +152,28 @@ class LeaseKeeper:
                 if await self._claim_once():
                     outage.over()
                     continue
-                await self._arm_due_timer()
                 outage.over()
             except StoreError as exc:
                 await anyio.sleep(outage.failed(exc))
                 continue
+            # Off this loop's path: the next claim need not wait for the read.
+            self._due_wanted.set()
             with anyio.move_on_after(_IDLE_CHECK):
                 await self._wake.wait()
+
+    async def _due_loop(self) -> None:
+        """Arm the due timer whenever the claim loop goes idle."""
+        outage = _Outage("reading the next due time")
+        while True:
+            await self._due_wanted.wait()
+            self._due_wanted = anyio.Event()
+            try:
+                await self._arm_due_timer()
+            except StoreError as exc:
+                self._due_wanted.set()  # read it again after the pause
+                await anyio.sleep(outage.failed(exc))
+                continue
+            outage.over()
 
     async def _claim_once(self) -> bool:
         """Claim for the idle workers; True if there may be more to claim at once."""

@@ -19,6 +19,7 @@ import pytest
 from pydantic import BaseModel
 from stores._fake import ValueStore
 
+import taskbus._leasing
 from taskbus import (
     Event,
     FatalError,
@@ -571,3 +572,41 @@ async def test_a_short_claim_is_not_followed_by_an_empty_one(
     # One claim per task (before the fix, an empty one after each: 20 of 40), and
     # at most a few empty ones (a wake-up for a task another claim already took).
     assert claims.count(0) <= 3, claims
+
+
+async def test_a_failed_read_of_the_next_due_time_is_tried_again(
+    tmp_path: Path, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The due timer is armed off the claim loop's path; a store error there is
+    logged, and the read is tried again, so a delayed task still runs on time."""
+    from taskbus import StoreError
+
+    # No idle re-check within the test: only the retried read can arm the timer.
+    monkeypatch.setattr(taskbus._leasing, "_IDLE_CHECK", 3600.0)
+    store = ValueStore()
+    next_due = store.next_due
+    read_done = anyio.Event()
+    failures: list[str] = []
+    fail_next = False
+
+    async def flaky() -> float | None:
+        nonlocal fail_next
+        if fail_next:
+            fail_next = False
+            failures.append("failed")
+            raise StoreError("the store is away for a moment")
+        value = await next_due()
+        read_done.set()
+        return value
+
+    store.next_due = flaky  # type: ignore[method-assign]
+    bus = TaskBus(store=store, workers=2, shutdown_grace=1.0)
+    register_build(bus)
+    async with bus:
+        with anyio.fail_after(WAIT):
+            await read_done.wait()  # the read at start is over
+        fail_next = True  # the read the delayed task causes fails
+        handle = await bus.submit("sc:build", {"n": 3}, delay=0.3)
+        with anyio.fail_after(WAIT):
+            assert await handle.result() == Report(rows=6)
+    assert failures == ["failed"]
