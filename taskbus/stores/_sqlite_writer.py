@@ -555,7 +555,9 @@ class SqliteWriter:
         except Exception:  # noqa: BLE001 - each call alone below, so one fails only itself
             for index, fn in enumerate(calls):
                 try:
-                    batch.results[index], ids = self._transaction(partial(run_all, [fn], self._log))
+                    (batch.results[index],), ids = self._transaction(
+                        partial(run_all, [fn], self._log)
+                    )
                 except Exception as exc:  # noqa: BLE001 - the call's own failure, for its caller
                     batch.call_errors[index] = self._call_error(exc)
                 else:

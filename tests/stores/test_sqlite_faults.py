@@ -181,6 +181,34 @@ async def test_a_call_that_raises_fails_only_its_caller(db_path: Path) -> None:
         await store.close()
 
 
+async def test_calls_written_one_by_one_after_a_failure_get_their_own_results(
+    db_path: Path,
+) -> None:
+    """A group of calls that fails is run again call by call: each caller still gets
+    its own result (a tuple stays a tuple), and only the failing one an error."""
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        results: dict[str, Any] = {}
+
+        async def call(name: str, fn: Callable[[sqlite3.Connection], Any]) -> None:
+            try:
+                results[name] = await store._in_writer(fn)
+            except StoreError as exc:
+                results[name] = exc
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:  # one batch: the thread is idle
+                tg.start_soon(call, "pair", lambda conn: ([1], ["x"]))
+                tg.start_soon(call, "bad", lambda conn: 1 / 0)
+                tg.start_soon(call, "one", lambda conn: 42)
+        assert results["pair"] == ([1], ["x"])
+        assert results["one"] == 42
+        assert isinstance(results["bad"], StoreError)
+    finally:
+        await store.close()
+
+
 async def test_diagnostic_text_and_huge_counters_of_a_running_task_are_stored(
     db_path: Path,
 ) -> None:
