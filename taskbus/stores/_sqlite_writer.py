@@ -354,15 +354,22 @@ class SqliteWriter:
         self._inline_this_pass = False
 
     def _begin_at_once(self) -> bool:
-        """BEGIN IMMEDIATE without waiting for another connection's lock."""
+        """BEGIN IMMEDIATE without waiting for another connection's lock; False
+        (nothing begun) if it cannot: the thread then writes, and reports what fails."""
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 0")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.debug("rollback of an inline BEGIN failed", exc_info=True)
             return False
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         return True
 
     def _hand_back(self, batch: Batch) -> None:

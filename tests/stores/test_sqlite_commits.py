@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -172,5 +173,46 @@ async def test_owner_listing_uses_the_partial_owner_index_and_events_have_no_tas
         assert any("tasks_owner_created" in str(step) for step in plan), plan
         indexes = await store.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         assert ("events_task",) not in indexes
+    finally:
+        await store.close()
+
+
+class _FailingPragma:
+    """The writer's connection, but the inline path's first pragma fails."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.failed = 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "PRAGMA busy_timeout = 0" and not self.failed:
+            self.failed += 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+async def test_a_failure_to_begin_on_the_loop_leaves_the_write_to_the_thread(
+    tmp_path: Path, written_on: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.flush()
+        writer = store._writer
+        assert writer is not None
+        failing = _FailingPragma(writer._conn)
+        writer._conn = failing  # type: ignore[assignment]
+        written_on.clear()
+        record = make_record()
+        with anyio.fail_after(10):
+            await store.add(record)
+        assert failing.failed == 1
+        assert record.id in stored_ids(path)
+        assert [thread for thread, _ in written_on] != [threading.get_ident()]
+        writer._conn = failing._conn
     finally:
         await store.close()
