@@ -1,12 +1,14 @@
-"""Compact inputs: a queued task holds a simple model input as its field values.
+"""Compact inputs: a task deep in a backlog holds a simple model input as its
+field values.
 
 A validated two-field model costs a queued task about 270 bytes besides its
-values: the instance and its ``__dict__``. A `TaskRecord` built with one holds
-instead a `CompactInput`, a tuple of the field values and the type's packer
-(64 bytes for two fields). ``record.input`` rebuilds the model, not validated
-again, as a new equal instance on each read; `TaskRecord.handler_input` rebuilds
-it when the task starts and keeps it, so every attempt (and every later read)
-gets that one instance, as before.
+values: the instance and its ``__dict__``. A `TaskRecord` that joins a long line
+of the queue (`TaskRecord.compact`, called by `TaskQueue` past
+`COMPACT_BACKLOG`) holds instead a `CompactInput`, a tuple of the field values and
+the type's packer (64 bytes for two fields). ``record.input`` rebuilds the model,
+not validated again, as a new equal instance on each read;
+`TaskRecord.handler_input` rebuilds it when the task starts and keeps it, so
+every attempt (and every later read) gets that one instance.
 
 Only a *simple* model is held so: a plain `BaseModel` subclass (not a root model)
 whose instances hold nothing but their fields: no ``extra="allow"``, no private

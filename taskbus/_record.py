@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ._compact import InputPacker, packers
+from ._compact import is_compact, packers
 from ._errors import InvalidTransition
 from ._snapshot import ErrorInfo, TaskSnapshot
 from ._states import TRANSITIONS, TaskState
@@ -144,9 +144,7 @@ class TaskRecord:
         A compact input (see `_compact`) comes back as a new, equal model instance.
         """
         value = self._input
-        if value.__class__ is tuple and value and value[-1].__class__ is InputPacker:
-            return value[-1].unpack(value)
-        return value
+        return value[-1].unpack(value) if is_compact(value) else value
 
     @input.setter
     def input(self, value: Any) -> None:
@@ -168,10 +166,9 @@ class TaskRecord:
     def handler_input(self) -> Any:
         """The input to hand the handler: a compact one is rebuilt once, then kept,
         so every attempt (and every later read) gets the same instance."""
-        value = self._input
-        if value.__class__ is tuple and value and value[-1].__class__ is InputPacker:
-            self._input = value = value[-1].unpack(value)
-        return value
+        if is_compact(self._input):
+            self._input = self.input
+        return self._input
 
     def move(self, new: TaskState) -> None:
         """Change state, enforcing the transition table."""

@@ -117,10 +117,15 @@ class TaskDefinition(Generic[InT, OutT]):
         self.input_adapter: TypeAdapter[Any] = TypeAdapter(input_type if self.takes_input else None)
         #: Holds a simple model input compactly while its task is queued (or None).
         self.input_packer = packer_for(input_type) if self.takes_input else None
-        #: The one fields-set shared by validated inputs with every field set (or None).
-        self.shared_fields_set = _shareable_fields_set(input_type) if self.takes_input else None
-        if self.input_packer is not None:  # the packer's set marks the inputs it may pack
-            self.shared_fields_set = self.input_packer.fields_set
+        #: The one fields-set shared by validated inputs with every field set (or None);
+        #: for a packable type, the packer's, which marks the inputs it may pack.
+        self.shared_fields_set = (
+            None
+            if not self.takes_input
+            else self.input_packer.fields_set
+            if self.input_packer is not None
+            else _shareable_fields_set(input_type)
+        )
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
         #: Whether results are checked against the return annotation (not for Any).
         self.checks_output = output_type not in (Any, None, type(None))

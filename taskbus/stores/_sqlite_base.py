@@ -22,19 +22,19 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from .._errors import StoreError
+from .._errors import StoreError, UnstorableValue
 from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
 from ._base import CorruptRecord
-from ._codec import COLUMNS, Row, salvage_row
+from ._codec import COLUMNS, Row, row_from_record, salvage_row, unstorable_row
 from ._codec_read import record_from_row
 from ._sqlite_batch import Batch, report_calls
 from ._sqlite_events import OrderedDelivery, last_event_id
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import SqliteWriter
 
-__all__ = ["SELECT", "SqliteBase"]
+__all__ = ["SELECT", "SqliteBase", "change_row"]
 
 logger = logging.getLogger("taskbus.stores.sqlite")
 
@@ -283,3 +283,13 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         conn.close()
     except sqlite3.Error:
         logger.exception("closing the SQLite writer connection failed")
+
+
+def change_row(record: TaskRecord) -> Row:
+    """The row of a change to a stored task; a value that cannot be stored records
+    the task as failed with the reason (logged), so the change is never lost."""
+    try:
+        return row_from_record(record)
+    except UnstorableValue as exc:
+        logger.error("%s; recording the task as failed", exc)
+        return unstorable_row(record, exc, time.time())

@@ -9,19 +9,17 @@ from __future__ import annotations
 import builtins
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
-from .._errors import StoreError, UnstorableValue
+from .._errors import StoreError
 from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
 from . import _sqlite_lease as leases
 from ._base import CorruptRecord
-from ._codec import row_from_record, unstorable_row
-from ._sqlite_base import SqliteBase
+from ._sqlite_base import SqliteBase, change_row
 
 __all__ = ["SqliteClaims"]
 
@@ -185,11 +183,7 @@ def _release_step(
     worker = leases.check_worker(worker_id)
     if record.state is TaskState.RUNNING:
         raise ValueError(f"release takes a final or re-queued record, not {record!r}")
-    try:
-        row = row_from_record(record)
-    except UnstorableValue as exc:
-        logger.error("%s; recording the task as failed", exc)
-        row = unstorable_row(record, exc, time.time())
+    row = change_row(record)
 
     def events(released: bool) -> builtins.list[Event]:
         return [event] if released and event is not None else []

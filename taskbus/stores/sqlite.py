@@ -32,21 +32,20 @@ from __future__ import annotations
 import builtins
 import logging
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import anyio.lowlevel
 
-from .._errors import StoreError, UnstorableValue
+from .._errors import StoreError
 from .._events import Event
 from .._record import TaskRecord
 from .._states import TaskState
 from ._base import CorruptRecord, StoreStats, TaskQuery
-from ._codec import row_from_record, unstorable_row
+from ._codec import row_from_record
 from ._codec_read import record_from_row
-from ._sqlite_base import SELECT
+from ._sqlite_base import SELECT, change_row
 from ._sqlite_claims import SqliteClaims
 from ._sqlite_eventlog import SqliteEventLog
 
@@ -114,12 +113,7 @@ class SqliteStore(SqliteClaims, SqliteEventLog):
         if self._writer is None:
             raise StoreError(f"{self!r} is not open")
         try:
-            row = row_from_record(record)
-        except UnstorableValue as exc:
-            logger.error("%s; recording the task as failed", exc)
-            row = unstorable_row(record, exc, time.time())
-        try:
-            self._require_writer().put(row, event=event)
+            self._require_writer().put(change_row(record), event=event)
         except StoreError as exc:
             if "writer" not in self._reported:
                 self._reported.add("writer")
