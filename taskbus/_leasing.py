@@ -29,7 +29,7 @@ from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._states import TaskState
 from ._timers import TimerHandle, Timers
-from .stores._base import TaskStore
+from .stores._base import ClaimsOnAdd, TaskStore
 
 if TYPE_CHECKING:
     from ._executor import TaskExecutor
@@ -107,6 +107,19 @@ class LeaseKeeper:
         self._ran_dry = False
         self._stopping = False
         self._held: dict[str, TaskRecord] = {}
+        # A standing claim (`ClaimsOnAdd`): the store claims for the idle workers in
+        # the commit that adds the next task, so a submit to an idle bus costs one
+        # commit, not two.
+        self._claims_on_add = store if isinstance(store, ClaimsOnAdd) else None
+        self._standing = False  # registered, or taken by a commit not yet delivered
+        self._standing_at_once = False
+        self._standing_limit = 0
+        self._standing_limited = False  # with per-type limits
+        self._wake_after_delivery = False
+        self._claim_failed = False
+        self._claim_outage = _Outage("claiming tasks")
+        #: Tasks the last standing claim saw added: their task-queued wakes nobody.
+        self._covered: set[str] = set()
 
     @property
     def claiming(self) -> bool:
@@ -118,14 +131,25 @@ class LeaseKeeper:
         self._ran_dry = False
         self._wake.set()
 
+    def work_queued(self, task_id: str) -> None:
+        """The log says a task was queued: claim, unless a standing claim saw it."""
+        covered = self._covered
+        if task_id in covered:
+            covered.discard(task_id)
+            return
+        self.wake()
+
     def capacity_freed(self) -> None:
         """A worker, or a per-type slot, is free: claim again now, unless the last
         claim found nothing more to take (then only new work wakes the loop)."""
         if not self._ran_dry:
             self._wake.set()
+        elif self._claims_on_add is not None and not self._standing:
+            self._stand_by()
 
     def stop_claiming(self) -> None:
         self._stopping = True
+        self._withdraw_standing()
         self._wake.set()
 
     async def run(self) -> None:
@@ -146,18 +170,19 @@ class LeaseKeeper:
     # -- claiming ------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        outage = _Outage("claiming tasks")
+        outage = self._claim_outage
         while not self._stopping:
             try:
                 if await self._claim_once():
                     outage.over()
                     continue
-                outage.over()
             except StoreError as exc:
                 await anyio.sleep(outage.failed(exc))
                 continue
-            # Off this loop's path: the next claim need not wait for the read.
-            self._due_wanted.set()
+            if self._claims_on_add is None:
+                outage.over()
+                # Off this loop's path: the next claim need not wait for the read.
+                self._due_wanted.set()
             with anyio.move_on_after(_IDLE_CHECK):
                 await self._wake.wait()
 
@@ -178,6 +203,12 @@ class LeaseKeeper:
     async def _claim_once(self) -> bool:
         """Claim for the idle workers; True if there may be more to claim at once."""
         self._wake = anyio.Event()
+        if self._claims_on_add is not None:
+            if self._claim_failed:
+                self._claim_failed = False
+                raise StoreError("the store could not claim tasks (its log says why)")
+            self._stand_by(at_once=True)
+            return False  # its delivery wakes the loop if there may be more
         free = self._executor.idle_workers - len(self._queue)
         if free > 0:
             limits = self._limits()
@@ -189,16 +220,88 @@ class LeaseKeeper:
                 aging=self._aging,
                 now=self._clock.now(),
             )
-            for record in claimed:
-                self._hand(record)
-            if claimed:
-                self._executor.notify(len(claimed))
+            self._take(claimed)
             # Fewer than asked for: nothing more is ready now. Claiming again when a
             # worker frees up would find nothing and cost a store round trip (a
             # commit on SQLite) per task; a new task or a due time wakes the loop.
             self._ran_dry = len(claimed) < free and not limits
             return len(claimed) == free
         return False
+
+    # A store that offers `ClaimsOnAdd` gets every claim as a standing one: the loop
+    # asks for one at once, and while idle one stands by for the next commit that
+    # adds a task, so a submit to an idle worker is stored and claimed in one commit.
+
+    def _stand_by(self, *, at_once: bool = False) -> None:
+        """Leave a claim for the idle workers with the store: run by the next commit
+        that adds tasks, or (`at_once`) by the next commit."""
+        store = self._claims_on_add
+        assert store is not None
+        if self._standing and not store.withdraw_claim_on_add(self.worker_id):
+            # A commit has taken the last one: claim again once it is delivered.
+            self._wake_after_delivery = self._wake_after_delivery or at_once
+            return
+        self._standing = False
+        free = self._executor.idle_workers - len(self._queue)
+        if self._stopping or free <= 0:
+            return
+        limits = self._limits()
+        try:
+            store.claim_on_add(
+                self.worker_id,
+                free,
+                self.lease,
+                limits=limits,
+                aging=self._aging,
+                now=self._clock.now,
+                deliver=self._claimed_on_add,
+                at_once=at_once,
+            )
+        except StoreError:
+            self._claim_failed = True  # the claim loop reports it and backs off
+            if at_once:
+                self.wake()
+            return
+        self._standing = True
+        self._standing_at_once = at_once
+        self._standing_limit = free
+        self._standing_limited = bool(limits)
+
+    def _withdraw_standing(self) -> None:
+        if self._standing:
+            assert self._claims_on_add is not None
+            self._standing = not self._claims_on_add.withdraw_claim_on_add(self.worker_id)
+
+    def _claimed_on_add(self, records: list[TaskRecord] | None, added: frozenset[str]) -> bool:
+        """The store's answer to a standing claim; False gives the records back."""
+        self._standing = False
+        if records is None:  # the claim failed: the claim loop reports it and backs off
+            self._claim_failed = True
+            self.wake()
+            return True
+        if self._stopping:
+            return False
+        self._claim_outage.over()
+        self._take(records)
+        exhausted = len(records) >= self._standing_limit
+        self._ran_dry = not exhausted and not self._standing_limited
+        # Added tasks it did not take (delayed, or at their type's limit) still wake
+        # the loop, which then arms the due timer.
+        self._covered = {record.id for record in records if record.id in added}
+        if exhausted or self._wake_after_delivery:
+            self._wake_after_delivery = False
+            self.wake()
+            return True
+        if self._standing_at_once:
+            self._due_wanted.set()  # nothing more is ready: when is the next task due?
+        self._stand_by()
+        return True
+
+    def _take(self, records: list[TaskRecord]) -> None:
+        for record in records:
+            self._hand(record)
+        if records:
+            self._executor.notify(len(records))
 
     def _hand(self, record: TaskRecord) -> None:
         # Claimed in the store (running, attempt counted); here it waits in the local

@@ -141,7 +141,7 @@ class Lifecycle:
         #: Called with (task_id, reason) when a cancel request reaches the log.
         self.on_cancel_request: Callable[[str, str | None], None] | None = None
         #: Called when the log says a task was queued (work may be ready).
-        self.on_work: Callable[[], None] | None = None
+        self.on_work: Callable[[str], None] | None = None
         #: Called when the log says a task ended (a per-type slot may be free).
         self.on_slot_freed: Callable[[], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
@@ -166,7 +166,8 @@ class Lifecycle:
             self._wake(event.task_id)  # a task another process ran, say
         if name == "task-queued":
             if self.on_work is not None:
-                self.on_work()
+                assert isinstance(event, TaskEvent)
+                self.on_work(event.task_id)
         elif event.final and self.on_slot_freed is not None:
             self.on_slot_freed()
         self.events.publish(event)

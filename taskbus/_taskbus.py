@@ -126,7 +126,7 @@ class TaskBus:
                 aging=aging,
             )
             self.executor.on_idle = self._leases.capacity_freed
-            self.lifecycle.on_work = self._leases.wake
+            self.lifecycle.on_work = self._leases.work_queued
             self.lifecycle.on_slot_freed = self._leases.capacity_freed
         elif workers == 0:
             raise ValueError(

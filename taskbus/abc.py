@@ -14,6 +14,7 @@ must do.
 from ._events import CancelRequested
 from ._record import TaskRecord
 from .stores._base import (
+    ClaimsOnAdd,
     EventBroker,
     FinalStateWatcher,
     LiveRecordStore,
@@ -25,6 +26,7 @@ from .stores._base import (
 
 __all__ = [
     "CancelRequested",
+    "ClaimsOnAdd",
     "EventBroker",
     "FinalStateWatcher",
     "LiveRecordStore",

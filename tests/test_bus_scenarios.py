@@ -36,7 +36,7 @@ from taskbus import (
     TaskStarted,
     TaskState,
 )
-from taskbus.abc import TaskStore
+from taskbus.abc import ClaimsOnAdd, TaskStore
 from taskbus.stores import Store
 from taskbus.testing import EventRecorder
 
@@ -560,6 +560,17 @@ async def test_a_short_claim_is_not_followed_by_an_empty_one(
         return claimed
 
     store.acquire = counted  # type: ignore[method-assign]
+    if isinstance(store, ClaimsOnAdd):  # claims made in the commit of a submit count too
+        claim_on_add = store.claim_on_add
+
+        def standing(*args: Any, deliver: Any, **kwargs: Any) -> None:
+            def counted_delivery(records: list[Any] | None, added: frozenset[str]) -> bool:
+                claims.append(len(records or ()))
+                return bool(deliver(records, added))
+
+            claim_on_add(*args, deliver=counted_delivery, **kwargs)
+
+        store.claim_on_add = standing  # type: ignore[method-assign]
     bus = TaskBus(store=store, workers=4, shutdown_grace=1.0)
     register_build(bus)
     tasks = 20

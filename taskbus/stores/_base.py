@@ -240,6 +240,46 @@ class EventBroker(Protocol):
 
 
 @runtime_checkable
+class ClaimsOnAdd(Protocol):
+    """A `TaskStore` that can claim for an idle worker in the very step that adds
+    tasks, so that a task submitted to an idle worker costs one write, not two.
+
+    Optional: the runtime uses it when a store offers it, and claims with
+    `TaskStore.acquire` alone otherwise.
+    """
+
+    def claim_on_add(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None,
+        aging: float | None,
+        now: Callable[[], float],
+        deliver: Callable[[list[TaskRecord] | None, frozenset[str]], bool],
+        at_once: bool = False,
+    ) -> None:
+        """Stand by: the next step that adds tasks also runs ``acquire(worker_id,
+        limit, lease, limits=, aging=, now=now())`` (it may pick any ready task, not
+        only the new ones), once; with `at_once`, the next step, which is taken at
+        once (a claim that adds arriving meanwhile join). Replaces a standing claim
+        of `worker_id` that no step has taken.
+
+        ``deliver(records, added)`` runs on the event loop once that step is durable
+        and before its events are delivered: the claimed records, or None if the
+        claim failed; `added` are the ids that step added. Returning False gives the
+        records back to the queue (the worker stopped meanwhile).
+        """
+        ...
+
+    def withdraw_claim_on_add(self, worker_id: str) -> bool:
+        """Withdraw a standing claim; False if it already went into a step whose
+        `deliver` is still to come."""
+        ...
+
+
+@runtime_checkable
 class TaskStore(EventBroker, Protocol):
     """A store that holds claims: any number of workers, in any number of processes,
     share its tasks (see DESIGN.md, "Stores and brokers").

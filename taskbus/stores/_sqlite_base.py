@@ -10,6 +10,7 @@ its task rows (`sqlite`), its claims (`_sqlite_claims`) and its event log
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
 import os
 import sqlite3
@@ -34,13 +35,17 @@ from ._sqlite_events import OrderedDelivery, last_event_id
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
 from ._sqlite_writer import SqliteWriter
 
-__all__ = ["SELECT", "SqliteBase", "change_row"]
+__all__ = ["SELECT", "ClaimDelivery", "SqliteBase", "change_row"]
 
 logger = logging.getLogger("taskbus.stores.sqlite")
 
 T = TypeVar("T")
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
+
+#: Where a standing claim's records go: ``deliver(records or None, ids added)``,
+#: False to give them back (see `ClaimsOnAdd`).
+ClaimDelivery = Callable[[list[TaskRecord] | None, frozenset[str]], bool]
 
 
 class SqliteBase:
@@ -81,6 +86,10 @@ class SqliteBase:
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._reported: set[str] = set()  # corrupt rows and lost writes, logged once
+        #: Standing claims not yet delivered, by token: their worker and where their
+        #: outcome goes (`SqliteClaims.claim_on_add`).
+        self._standing_claims: dict[int, tuple[str, ClaimDelivery]] = {}
+        self._standing_tokens = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"

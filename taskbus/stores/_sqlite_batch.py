@@ -36,6 +36,7 @@ class Batch:
         "inserts",
         "results",
         "rows",
+        "standing",
     )
 
     def __init__(self) -> None:
@@ -48,6 +49,9 @@ class Batch:
         self.call_errors: dict[int, BaseException] = {}
         self.done = anyio.Event()
         self.errors: dict[str, BaseException] = {}
+        #: Standing claims (`SqliteWriter.stand_by`) this batch runs: the index of
+        #: each one's call in `calls`, by its token.
+        self.standing: dict[int, int] = {}
 
     def error_for(self, task_id: str) -> BaseException | None:
         return self.errors.get(task_id)

@@ -19,7 +19,8 @@ from .._record import TaskRecord
 from .._states import TaskState
 from . import _sqlite_lease as leases
 from ._base import CorruptRecord
-from ._sqlite_base import SqliteBase, change_row
+from ._sqlite_base import ClaimDelivery, SqliteBase, change_row
+from ._sqlite_batch import Batch
 
 __all__ = ["SqliteClaims"]
 
@@ -27,7 +28,72 @@ logger = logging.getLogger("taskbus.stores.sqlite")
 
 
 class SqliteClaims(SqliteBase):
-    """`TaskStore`'s claims on SQLite: acquire, release, renew, reap."""
+    """`TaskStore`'s claims on SQLite: acquire, release, renew, reap; and claims
+    that stand by for the next insert (`ClaimsOnAdd`)."""
+
+    def claim_on_add(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: float,
+        *,
+        limits: Mapping[str, int] | None,
+        aging: float | None,
+        now: Callable[[], float],
+        deliver: ClaimDelivery,
+        at_once: bool = False,
+    ) -> None:
+        """Claim for `worker_id` in the next transaction that inserts tasks, or in the
+        next one (`at_once`), see `ClaimsOnAdd`: a submit to an idle worker then
+        costs one commit."""
+        leases.Pick(worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now())
+        limits = dict(limits or {})
+
+        def pick(conn: sqlite3.Connection) -> leases.Picked:
+            chosen = leases.Pick(
+                worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now()
+            )
+            return chosen.run(conn)
+
+        writer = self._require_writer()
+        self.withdraw_claim_on_add(worker_id)
+        token = next(self._standing_tokens)
+        self._standing_claims[token] = (worker_id, deliver)
+        try:
+            writer.stand_by(worker_id, token, pick, at_once=at_once)
+        except StoreError:
+            del self._standing_claims[token]
+            raise
+
+    def withdraw_claim_on_add(self, worker_id: str) -> bool:
+        """Withdraw a standing claim; False if a transaction took it already (its
+        `deliver` is still to come)."""
+        writer = self._writer
+        if writer is None or writer.failure is not None:  # nothing will be delivered
+            self._standing_claims.clear()
+            return True
+        token = writer.withdraw_standing(worker_id)
+        if token is not None:
+            del self._standing_claims[token]
+            return True
+        return all(worker != worker_id for worker, _ in self._standing_claims.values())
+
+    def _committed(self, batch: Batch) -> None:
+        # Standing claims first: a worker learns what it claimed before the events of
+        # the tasks it claimed (their task-queued) reach anyone.
+        for token, index in batch.standing.items():
+            worker_id, deliver = self._standing_claims.pop(token)
+            picked = None if index in batch.call_errors else batch.results.get(index)
+            records = None if picked is None else self._leased(*picked)
+            try:
+                kept = deliver(records, frozenset(batch.inserts))
+            except Exception:
+                logger.exception("%r: delivering a claim failed", self)
+                kept = False
+            if records and not kept:
+                ids = [record.id for record in records]
+                self._require_writer().call(partial(leases.give_back, worker=worker_id, ids=ids))
+        super()._committed(batch)
 
     async def acquire(
         self,
@@ -86,7 +152,7 @@ class SqliteClaims(SqliteBase):
         it is committed (after its event is delivered), ``done(None)`` if it failed.
         A worker goes on with its next task meanwhile; group commits carry many."""
         work, events = _release_step(worker_id, record, event)
-        self._require_writer().call(work, events=events, done=done)
+        self._require_writer().call(work, events=events, done=done, soon=True)
 
     async def extend_leases(
         self, worker_id: str, ids: Collection[str], lease: float, *, now: float | None = None

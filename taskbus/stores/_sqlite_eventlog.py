@@ -38,9 +38,11 @@ class SqliteEventLog(SqliteBase):
         self._delivery.deliver = callback
 
     def log_event(self, event: Event) -> None:
-        """Log an event that comes with no change to a task (progress, a batch's)."""
+        """Log an event that comes with no change to a task (progress, a batch's);
+        committed by the next transaction, at the latest one pass of the event loop
+        from now."""
         try:
-            self._require_writer().log(event)
+            self._require_writer().log(event, soon=True)
         except StoreError as exc:
             if "writer" not in self._reported:
                 self._reported.add("writer")

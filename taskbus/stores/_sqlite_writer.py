@@ -29,6 +29,7 @@ thread costs a caller at most its timeout.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sqlite3
@@ -62,7 +63,7 @@ _RETRY_INTERVAL = 1.0  # seconds between attempts to write updates that failed
 #: ``wal_autocheckpoint`` pages, see `_sqlite_schema.apply_pragmas`).
 _CHECKPOINT_AFTER = 200
 #: Pending writes (rows, calls, events) that `write_now` commits on the event loop.
-_INLINE_MOST = 4
+_INLINE_MOST = 8
 
 _STATE = 2  # index of the state column in a row
 _FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -113,6 +114,8 @@ class SqliteWriter:
         #: Why the thread stopped serving, once it has (None while it serves).
         self.failure: StoreError | None = None
         self._token = anyio.lowlevel.current_token()
+        native = self._token.native_token  # asyncio's is its loop; trio has no cheaper way
+        self._loop = native if isinstance(native, asyncio.AbstractEventLoop) else None
         #: Batches committed (or failed) whose waiters the event loop has not told yet,
         #: in commit order; the thread goes on writing meanwhile.
         self._committed: deque[Batch] = deque()
@@ -121,6 +124,10 @@ class SqliteWriter:
         self._conn_lock = threading.Lock()
         self._begun = False  # `write_now` began the transaction `_transaction` runs
         self._inline_this_pass = False
+        self._wake_scheduled = False  # `_wake_soon` asked for a wake at the next pass
+        #: Calls that run in the next transaction that inserts rows, by worker.
+        self._standing: dict[str, tuple[int, Callable[[sqlite3.Connection], Any]]] = {}
+        self._standing_now = False  # a standing call waits for the next transaction
         self._busy_ms = int(busy_timeout * 1000)
         self._thread = threading.Thread(target=self._run, name="taskbus-sqlite-writer", daemon=True)
         self._thread.start()
@@ -128,11 +135,17 @@ class SqliteWriter:
     # -- called on the event loop -----------------------------------------------
 
     def put(
-        self, row: Row, *, insert: bool = False, event: Event | None = None, wake: bool = True
+        self,
+        row: Row,
+        *,
+        insert: bool = False,
+        event: Event | None = None,
+        wake: bool | None = True,
     ) -> Batch:
         """Queue a row (replacing an older pending one for that task), and the event
         that says what changed, to commit together. With ``wake=False`` the thread is
-        not woken: the caller tries `write_now` first, then calls `wake`.
+        not woken: the caller tries `write_now` first, then calls `wake`; with
+        ``wake=None``, at the next pass of the event loop (`_wake_soon`).
 
         Raises the writer's `failure` if its thread has stopped.
         """
@@ -145,7 +158,9 @@ class SqliteWriter:
                 batch.inserts.add(row[0])
             if event is not None:
                 batch.events.append(event)
-        if wake and not self._wake.is_set():
+        if wake is None:
+            self._wake_soon()
+        elif wake and not self._wake.is_set():
             self._wake.set()
         return batch
 
@@ -154,13 +169,48 @@ class SqliteWriter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def log(self, event: Event) -> None:
-        """Queue an event that comes with no row (progress, a batch's)."""
+    def wake_soon(self) -> None:
+        """Have the thread write what is pending at the next pass of the event loop,
+        unless a commit on the loop (`write_now`) carries it first."""
+        self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        # Writes nobody waits for (a release, a started event) wait one pass of the
+        # loop: a sequential submitter's next submit then commits them with its own
+        # row on the loop, one commit where there would be two with thread switches.
+        if self._wake_scheduled or self._wake.is_set():
+            return
+        self._wake_scheduled = True
+        try:
+            self._on_loop_soon(self._wake_if_pending)
+        except (RunFinishedError, RuntimeError):  # no loop to wait for: wake now
+            self._wake_scheduled = False
+            self._wake.set()
+
+    def _on_loop_soon(self, fn: Callable[[], None]) -> None:
+        """Call `fn` at the next pass of the event loop (call it on the loop)."""
+        if self._loop is not None:  # no self-pipe write, unlike the thread-safe way
+            self._loop.call_soon(fn)
+        else:
+            token = self._token
+            token.backend_class.run_sync_soon(fn, (), token.native_token)
+
+    def _wake_if_pending(self) -> None:
+        self._wake_scheduled = False
+        pending = self._pending
+        if pending.rows or pending.calls or pending.events or self._standing_now:
+            self.wake()
+
+    def log(self, event: Event, *, soon: bool = False) -> None:
+        """Queue an event that comes with no row (progress, a batch's); with `soon`,
+        the thread wakes at the next pass of the event loop (`wake_soon`)."""
         with self._lock:
             if self.failure is not None:
                 raise self.stopped_error()
             self._pending.events.append(event)
-        if not self._wake.is_set():
+        if soon:
+            self._wake_soon()
+        elif not self._wake.is_set():
             self._wake.set()
 
     def call(
@@ -169,12 +219,14 @@ class SqliteWriter:
         *,
         events: Callable[[Any], list[Event]] | None = None,
         done: Callable[[Any], None] | None = None,
+        soon: bool = False,
     ) -> tuple[Batch, int]:
         """Run `fn(conn)` in the next transaction; its result lands in `batch.results`.
 
         With `events`, ``events(result)`` are logged in that same transaction. With
         `done`, ``done(result)`` is called on the event loop once it is committed
-        (``done(None)`` if it failed), after the batch's events are delivered.
+        (``done(None)`` if it failed), after the batch's events are delivered. With
+        `soon`, the thread wakes at the next pass of the event loop (`wake_soon`).
         """
         with self._lock:
             if self.failure is not None:
@@ -185,8 +237,53 @@ class SqliteWriter:
             else:
                 batch.calls.append(LoggingCall(fn, events, done))
             index = len(batch.calls) - 1
-        self._wake.set()
+        if soon:
+            self._wake_soon()
+        else:
+            self._wake.set()
         return batch, index
+
+    def stand_by(
+        self,
+        worker: str,
+        token: int,
+        fn: Callable[[sqlite3.Connection], Any],
+        *,
+        at_once: bool = False,
+    ) -> None:
+        """Run `fn(conn)` in the next transaction that inserts rows (once), for
+        `worker`, or (`at_once`) in the next transaction, which it wakes the thread
+        for; it replaces a standing call of that worker that no batch took. The batch
+        records its index by `token` (`Batch.standing`)."""
+        with self._lock:
+            if self.failure is not None:
+                raise self.stopped_error()
+            self._standing[worker] = (token, fn)
+            if at_once:
+                self._standing_now = True
+        if at_once:
+            self._wake_soon()
+
+    def withdraw_standing(self, worker: str) -> int | None:
+        """Take back `worker`'s standing call: its token, None if it has none that no
+        batch took."""
+        with self._lock:
+            withdrawn = self._standing.pop(worker, None)
+            if not self._standing:
+                self._standing_now = False
+        return None if withdrawn is None else withdrawn[0]
+
+    def _take_pending(self) -> Batch:
+        """Swap in a new pending batch and return the old one, with the standing
+        calls if it inserts rows (call with the lock held)."""
+        batch, self._pending = self._pending, Batch()
+        if self._standing and (batch.inserts or self._standing_now):
+            for token, fn in self._standing.values():
+                batch.standing[token] = len(batch.calls)
+                batch.calls.append(fn)
+            self._standing = {}
+            self._standing_now = False
+        return batch
 
     def stopped_error(self) -> StoreError:
         """A new `StoreError` saying why the thread stopped (call once it has)."""
@@ -279,7 +376,7 @@ class SqliteWriter:
             self._wake.clear()
             with self._conn_lock:
                 with self._lock:
-                    batch, self._pending = self._pending, Batch()
+                    batch = self._take_pending()
                     stopping = self._stopping
                     busy = bool(batch.rows or batch.calls or batch.events)
                     if busy:
@@ -316,7 +413,7 @@ class SqliteWriter:
                     return False
                 if not self._begin_at_once():
                     return False
-                batch, self._pending = pending, Batch()
+                batch = self._take_pending()
                 self._inflight = batch
             self._begun = True
             try:
@@ -333,8 +430,7 @@ class SqliteWriter:
         # Once per pass of the event loop: submitters that run in the same pass (many
         # at once) wait for the thread, which commits them together.
         self._inline_this_pass = True
-        token = self._token
-        token.backend_class.run_sync_soon(self._next_pass, (), token.native_token)
+        self._on_loop_soon(self._next_pass)
         if self._commits >= _CHECKPOINT_AFTER:
             self.wake()  # the thread checkpoints once it finds nothing to write
         contextvars.Context().run(self._finish, batch)  # as the thread's hand-back would
