@@ -9,6 +9,7 @@ of the tasks, and a worker that stopped meanwhile gives them back.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -296,3 +297,33 @@ async def test_a_delayed_task_submitted_to_an_idle_bus_runs_when_due(
         fake_clock.advance(31)
         with anyio.fail_after(WAIT):
             await handle.result()
+
+
+async def test_a_failing_claim_is_reported_once_backed_off_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A standing claim whose SQL fails tells the claim loop, which logs the outage
+    once, backs off, and says when claiming works again; the task then runs."""
+    from taskbus.stores import _sqlite_lease
+
+    failures = 6  # a group that fails is tried again call by call: 2 or 3 a claim
+    run = _sqlite_lease.Pick.run
+
+    def flaky(pick: _sqlite_lease.Pick, conn: Any) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return run(pick, conn)
+
+    monkeypatch.setattr(_sqlite_lease.Pick, "run", flaky)
+    bus = TaskBus(store=SqliteStore(tmp_path / "jobs.db"), workers=2, shutdown_grace=1.0)
+    bus.task("jobs:noop")(noop)
+    async with bus:
+        handle = await bus.submit("jobs:noop")
+        with anyio.fail_after(WAIT):
+            await handle.result()
+    assert failures == 0
+    outage = [r.getMessage() for r in caplog.records if r.name == "taskbus.leases"]
+    assert len([m for m in outage if "claiming tasks failed" in m]) == 1, outage
+    assert len([m for m in outage if "claiming tasks works again" in m]) == 1, outage
