@@ -125,6 +125,7 @@ class SqliteWriter:
         self._begun = False  # `write_now` began the transaction `_transaction` runs
         self._inline_this_pass = False
         self._wake_scheduled = False  # `_wake_soon` asked for a wake at the next pass
+        self._inlined = False  # `write_now` committed since the last `_wake_if_pending`
         #: Calls that run in the next transaction that inserts rows, by worker.
         self._standing: dict[str, tuple[int, Callable[[sqlite3.Connection], Any]]] = {}
         self._standing_now = False  # a standing call waits for the next transaction
@@ -198,8 +199,15 @@ class SqliteWriter:
     def _wake_if_pending(self) -> None:
         self._wake_scheduled = False
         pending = self._pending
-        if pending.rows or pending.calls or pending.events or self._standing_now:
-            self.wake()
+        if not (pending.rows or pending.calls or pending.events or self._standing_now):
+            return
+        if self._inlined:
+            # A submitter commits on the loop pass after pass: its next commit
+            # carries these (and if it stopped, the next pass wakes the thread).
+            self._inlined = False
+            self._wake_soon()
+            return
+        self.wake()
 
     def log(self, event: Event, *, soon: bool = False) -> None:
         """Queue an event that comes with no row (progress, a batch's); with `soon`,
@@ -429,7 +437,7 @@ class SqliteWriter:
             self._conn_lock.release()
         # Once per pass of the event loop: submitters that run in the same pass (many
         # at once) wait for the thread, which commits them together.
-        self._inline_this_pass = True
+        self._inline_this_pass = self._inlined = True
         self._on_loop_soon(self._next_pass)
         if self._commits >= _CHECKPOINT_AFTER:
             self.wake()  # the thread checkpoints once it finds nothing to write

@@ -237,9 +237,10 @@ async def test_a_sequential_submitter_costs_no_separate_claims(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, groups: list[Batch]
 ) -> None:
     """Each task is claimed in its submit's commit (no `acquire` round trip of its
-    own), and a worker's release waits a pass of the loop for the next submit's
-    commit: well under two commits per task where it was three. (More workers than
-    tasks: a worker is always idle, as in `benchmarks/durable.py`.)"""
+    own), and a worker's release waits for the next submit's commit while the
+    submitter commits pass after pass: about one commit per task where it was
+    three. (More workers than tasks: a worker is always idle, as in
+    `benchmarks/durable.py`.)"""
     monkeypatch.setattr("taskbus._leasing._IDLE_CHECK", 60.0)  # no claims of idleness
     store = SqliteStore(tmp_path / "jobs.db")
     acquired: list[int] = []
@@ -266,7 +267,9 @@ async def test_a_sequential_submitter_costs_no_separate_claims(
         stats = await bus.stats()
     assert stats.by_state == {TaskState.COMPLETED: tasks}
     assert sum(acquired) == 0, acquired
-    assert commits < 2 * tasks, commits
+    # Under load a few commits go to the thread (seen: 46 for 40 tasks with three
+    # CPU hogs); two or three per task would be a regression.
+    assert commits <= tasks + tasks // 4, commits
 
 
 async def test_a_delayed_task_submitted_to_an_idle_bus_runs_when_due(
