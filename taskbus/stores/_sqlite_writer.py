@@ -50,7 +50,7 @@ from .._events import Event
 from ._codec import Row, escape_text, unstorable_column
 from ._sqlite_batch import Batch, LoggingCall, number_events, report_calls, run_all, task_of
 from ._sqlite_events import EventLogWriter
-from ._sqlite_schema import UPSERT, store_error
+from ._sqlite_schema import UPSERT, connect, store_error
 
 __all__ = ["SqliteWriter", "is_transient"]
 
@@ -110,6 +110,7 @@ class SqliteWriter:
         self._retrying: set[str] = set()  # tasks whose transient failure was logged
         self._on_exit: Callable[[], None] | None = None
         self._commits = 0  # since the last checkpoint
+        self._checkpointer: sqlite3.Connection | None = None  # the thread's, for checkpoints
         self._exited = False
         #: Why the thread stopped serving, once it has (None while it serves).
         self.failure: StoreError | None = None
@@ -207,7 +208,12 @@ class SqliteWriter:
             self._inlined = False
             self._wake_soon()
             return
-        self.wake()
+        try:
+            committed = self.write_now()  # the thread is idle: spare it two switches
+        except Exception:  # noqa: BLE001 - a bug: the writer has ended and said why (`_died`)
+            return
+        if not committed:
+            self.wake()
 
     def log(self, event: Event, *, soon: bool = False) -> None:
         """Queue an event that comes with no row (progress, a batch's); with `soon`,
@@ -364,6 +370,8 @@ class SqliteWriter:
         except BaseException as exc:  # noqa: BLE001 - reported to every waiter, then the thread ends
             self._died(exc)
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             with self._lock:
                 self._exited = True
                 cleanup, self._on_exit = self._on_exit, None
@@ -378,8 +386,7 @@ class SqliteWriter:
                 retry_after = _RETRY_INTERVAL if self._pending.rows else None
                 idle = not self._wake.is_set()
             if idle and self._commits >= _CHECKPOINT_AFTER:
-                with self._conn_lock:
-                    self._checkpoint()
+                self._checkpoint()  # on a connection of its own: commits go on meanwhile
             self._wake.wait(retry_after)
             self._wake.clear()
             with self._conn_lock:
@@ -492,10 +499,14 @@ class SqliteWriter:
 
     def _checkpoint(self) -> None:
         """Copy the WAL back into the file while nothing waits (a commit would
-        otherwise do it, and its waiters with it); PASSIVE: never blocks readers."""
+        otherwise do it, and its waiters with it). PASSIVE, and on a connection of
+        its own: it blocks no reader, and a submit committed on the event loop
+        meanwhile (`write_now`) does not wait for it."""
         self._commits = 0
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if self._checkpointer is None:
+                self._checkpointer = connect(self._path, busy_timeout=0)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             logger.debug("SQLite store %r: checkpoint failed: %s", str(self._path), exc)
 

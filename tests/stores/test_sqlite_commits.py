@@ -23,12 +23,17 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from taskbus import TaskBus, TaskContext
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores._sqlite_batch import Batch
 from taskbus.stores._sqlite_writer import SqliteWriter
 from taskbus.stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
+
+
+async def noop(ctx: TaskContext) -> None:
+    return None
 
 
 def make_record() -> TaskRecord:
@@ -216,3 +221,64 @@ async def test_a_failure_to_begin_on_the_loop_leaves_the_write_to_the_thread(
         writer._conn = failing._conn
     finally:
         await store.close()
+
+
+async def test_a_submit_does_not_wait_for_the_threads_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written_on: list[tuple[int, int]]
+) -> None:
+    """The idle writer thread copies the WAL back on a connection of its own, so a
+    submit meanwhile commits on the loop at once (it waited ~5 ms: a p99 of
+    submit->result one task at a time)."""
+    checkpointing = threading.Event()
+    go_on = threading.Event()
+    checkpoint = SqliteWriter._checkpoint
+
+    def slow(writer: SqliteWriter) -> None:
+        checkpointing.set()
+        go_on.wait(10)
+        checkpoint(writer)
+
+    monkeypatch.setattr(SqliteWriter, "_checkpoint", slow)
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.flush()
+        writer = store._require_writer()
+        writer._commits = 10**6  # due for a checkpoint once idle
+        writer.wake()
+        assert await anyio.to_thread.run_sync(checkpointing.wait, 10)
+        written_on.clear()
+        record = make_record()
+        with anyio.fail_after(5):
+            await store.add(record)
+        assert not go_on.is_set(), "committed while the checkpoint still runs"
+        assert written_on == [(threading.get_ident(), 1)]
+        assert record.id in stored_ids(path)
+    finally:
+        go_on.set()
+        await store.close()
+
+
+async def test_a_lone_task_is_committed_on_the_loop_from_submit_to_outcome(
+    tmp_path: Path, written_on: list[tuple[int, int]]
+) -> None:
+    """On an idle bus, the submit (with its claim) and then the outcome are each
+    committed on the event loop's thread: no thread switch between submit and
+    result."""
+    store = SqliteStore(tmp_path / "jobs.db")
+    bus = TaskBus(store=store, workers=2, shutdown_grace=1.0)
+    bus.task("jobs:noop")(noop)
+    async with bus:
+        with anyio.fail_after(5):
+            await (await bus.submit("jobs:noop")).result()  # after the claims of the start
+        for _ in range(3):
+            written_on.clear()
+            handle = await bus.submit("jobs:noop")
+            with anyio.fail_after(5):
+                await handle.result()
+            threads = {thread for thread, _ in written_on}
+            assert threads == {threading.get_ident()}, written_on
+            # The submit with its claim, then the outcome (and perhaps the claim loop's
+            # once-a-second look, committed on the loop too).
+            assert 2 <= len(written_on) <= 3, written_on

@@ -246,7 +246,9 @@ async def test_diagnostic_text_and_huge_counters_of_a_running_task_are_stored(
 
 
 class StuckWriter:
-    """Makes the writer thread block in its next write until `release()`."""
+    """Makes the writer thread block in its next write until `release()`. Every
+    write goes to the thread (none is committed on the event loop, `write_now`),
+    as it does while the thread is busy."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.entered = threading.Event()
@@ -261,6 +263,7 @@ class StuckWriter:
             original(writer, batch)
 
         monkeypatch.setattr(SqliteWriter, "_write", write)
+        monkeypatch.setattr(SqliteWriter, "write_now", lambda writer, most=0: False)
 
     def release(self) -> None:
         self._release.set()
