@@ -31,6 +31,10 @@ Cases, each one JSON line:
 - ``submit-latency``: 1,000 submits one at a time (``await bus.submit``
   timed, 50 warm-up submits not counted) on ``workers=10``, p50 and p99,
   beside a raw one-row INSERT + COMMIT timed the same way.
+- ``submit-to-result``: 1,000 tasks one at a time, each submitted and its
+  result awaited before the next (a desktop app's use) on ``workers=10``, p50
+  and p99, beside raw SQLite committing a task's INSERT and then its
+  completed UPDATE (two commits, the least a durable submit and outcome take).
 
 Each round runs the references and then taskbus, each on a fresh file (and a
 fresh event loop); the best round counts for throughput (noise only slows a
@@ -155,6 +159,28 @@ def reference_batched(tasks: int, batch: int = BATCH) -> float:
     return tasks / elapsed
 
 
+def reference_round_trip_latency(samples: int, warmup: int = WARMUP) -> list[float]:
+    """Microseconds per task committed queued, then committed completed (2 commits)."""
+    latencies: list[float] = []
+    perf_counter = time.perf_counter
+    with fresh_file() as path:
+        schema_file(path)
+        conn = raw_connection(path)
+        gc.collect()
+        try:
+            for index, task_id in enumerate(task_ids(warmup + samples)):
+                start = perf_counter()
+                created = time.time()
+                conn.execute(INSERT_QUEUED, (task_id, TASK_TYPE, created, created))
+                conn.execute(_COMPLETED, (time.time(), task_id))
+                elapsed = perf_counter() - start
+                if index >= warmup:
+                    latencies.append(elapsed * 1e6)
+        finally:
+            conn.close()
+    return latencies
+
+
 def reference_insert_latency(samples: int, warmup: int = WARMUP) -> list[float]:
     """Microseconds per one-row INSERT + COMMIT, one at a time."""
     latencies: list[float] = []
@@ -233,6 +259,23 @@ async def taskbus_submit_latency(path: Path, samples: int, workers: int) -> list
     return latencies
 
 
+async def taskbus_result_latency(path: Path, samples: int, workers: int) -> list[float]:
+    bus, _ = make_bus(path, workers)
+    perf_counter = time.perf_counter
+    latencies: list[float] = []
+    gc.collect()
+    async with bus:
+        await anyio.sleep(0.01)
+        for index in range(WARMUP + samples):
+            start = perf_counter()
+            handle = await bus.submit(TASK_TYPE)
+            await handle.result()
+            elapsed = perf_counter() - start
+            if index >= WARMUP:
+                latencies.append(elapsed * 1e6)
+    return latencies
+
+
 # -- output --------------------------------------------------------------------------
 
 
@@ -280,7 +323,13 @@ def _throughput_line(
 
 
 def _latency_line(
-    samples: int, workers: int, taskbus: list[list[float]], reference: list[list[float]]
+    samples: int,
+    workers: int,
+    taskbus: list[list[float]],
+    reference: list[list[float]],
+    *,
+    case: str = "submit-latency",
+    reference_name: str = "one-row INSERT + COMMIT",
 ) -> dict[str, Any]:
     p50 = median([percentile(values, 50) for values in taskbus])
     p99 = median([percentile(values, 99) for values in taskbus])
@@ -288,7 +337,7 @@ def _latency_line(
     ref_p99 = median([percentile(values, 99) for values in reference])
     return {
         "bench": "durable",
-        "case": "submit-latency",
+        "case": case,
         "backend": "asyncio",
         "store": "sqlite (WAL, synchronous=NORMAL)",
         "tasks": samples,
@@ -296,7 +345,7 @@ def _latency_line(
         "rounds": len(taskbus),
         "p50_us": rounded(p50, 1),
         "p99_us": rounded(p99, 1),
-        "reference": "one-row INSERT + COMMIT",
+        "reference": reference_name,
         "reference_p50_us": rounded(ref_p50, 1),
         "reference_p99_us": rounded(ref_p99, 1),
         "ratio_p50": rounded(p50 / ref_p50, 2),
@@ -313,6 +362,8 @@ def measure(tasks: int, workers: int, submitters: int, samples: int, rounds: int
     batched: list[float] = []
     latencies: list[list[float]] = []
     reference_latencies: list[list[float]] = []
+    round_trips: list[list[float]] = []
+    reference_round_trips: list[list[float]] = []
     for _ in range(rounds):
         per_commit.append(reference_per_commit(tasks))
         per_task.append(reference_batched(tasks, batch=1))
@@ -324,6 +375,9 @@ def measure(tasks: int, workers: int, submitters: int, samples: int, rounds: int
         reference_latencies.append(reference_insert_latency(samples))
         with fresh_file() as path:
             latencies.append(asyncio.run(taskbus_submit_latency(path, samples, 10)))
+        reference_round_trips.append(reference_round_trip_latency(samples))
+        with fresh_file() as path:
+            round_trips.append(asyncio.run(taskbus_result_latency(path, samples, 10)))
     emit(
         _throughput_line(
             "end-to-end",
@@ -351,6 +405,16 @@ def measure(tasks: int, workers: int, submitters: int, samples: int, rounds: int
         )
     )
     emit(_latency_line(samples, 10, latencies, reference_latencies))
+    emit(
+        _latency_line(
+            samples,
+            10,
+            round_trips,
+            reference_round_trips,
+            case="submit-to-result",
+            reference_name="INSERT + COMMIT, then UPDATE completed + COMMIT",
+        )
+    )
 
 
 def profile(tasks: int, workers: int, submitters: int) -> None:
