@@ -33,6 +33,7 @@ from ._codec_read import record_from_row
 from ._sqlite_batch import Batch, report_calls
 from ._sqlite_events import OrderedDelivery, last_event_id
 from ._sqlite_schema import apply_pragmas, connect, migrate, store_error
+from ._sqlite_wake import WakeChannel
 from ._sqlite_writer import SqliteWriter
 
 __all__ = ["SELECT", "ClaimDelivery", "SqliteBase", "change_row"]
@@ -81,6 +82,7 @@ class SqliteBase:
         self.keep_events = keep_events
         self._delivery = OrderedDelivery()
         self._poll_wake: anyio.Event | None = None
+        self._wake_channel = WakeChannel(self.path)
         self._on_final: Callable[[str], None] | None = None
         self._writer: SqliteWriter | None = None
         self._reader: sqlite3.Connection | None = None
@@ -173,6 +175,7 @@ class SqliteBase:
         if self._reader is not None:
             await anyio.to_thread.run_sync(self._reader.close)
             self._reader = None
+        self._wake_channel.close()
 
     def _require_writer(self) -> SqliteWriter:
         writer = self._writer
@@ -184,6 +187,7 @@ class SqliteBase:
 
     def _committed(self, batch: Batch) -> None:
         if batch.events:
+            self._wake_channel.notify()  # the other processes on this file read it now
             delivery = self._delivery
             delivery.offer(batch.events)
             if delivery.gap_end is not None and self._poll_wake is not None:

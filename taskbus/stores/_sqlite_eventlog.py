@@ -81,14 +81,27 @@ class SqliteEventLog(SqliteBase):
 
         SQLite has no notifications: the log is read every 5 ms while events keep
         coming, backing off to every 100 ms when idle (one indexed read each), and at
-        once when a commit of this process leaves a gap.
+        once when a commit of this process leaves a gap, or when another process on
+        this machine says it committed (`_sqlite_wake`).
         """
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._wake_channel.listen, self._woken)
+            await self._poll()
+            tg.cancel_scope.cancel()
+
+    def _woken(self) -> None:
+        if self._poll_wake is not None:
+            self._poll_wake.set()
+
+    async def _poll(self) -> None:
         interval = _POLL_MIN
         failing = False
+        self._poll_wake = anyio.Event()
         while True:
-            self._poll_wake = wake = anyio.Event()
             with anyio.move_on_after(interval):
-                await wake.wait()
+                await self._poll_wake.wait()
+            # Before the read: a wake-up during it is for a commit it may miss.
+            self._poll_wake = anyio.Event()
             try:
                 found = await self._poll_once()
             except StoreError as exc:
