@@ -11,7 +11,8 @@ commit survives a process crash but not necessarily a power cut; pass
 
 Processes share a file: the store holds the queue and the claims (leases, see
 `_sqlite_claims`), and an events table that every process reads (see
-`_sqlite_eventlog`). The pieces: `_sqlite_base` (connections, waits, commits),
+`_sqlite_eventlog`), woken by the others' commits on this machine
+(`_sqlite_wake`). The pieces: `_sqlite_base` (connections, waits, commits),
 `_sqlite_writer` (the writer thread), `_sqlite_batch` (what one commit carries),
 `_sqlite_lease` (the SQL of claims), `_sqlite_events` (the SQL of the log),
 `_sqlite_schema` (migrations).
