@@ -50,12 +50,17 @@ class WakeChannel:
     theirs while `listen` runs."""
 
     def __init__(self, database: Path) -> None:
-        self._directory = _directory(database)
         self._own: Path | None = None
         self._sender: socket.socket | None = None
         self._peers: list[str] = []
         self._listed_at = -_REFRESH
         self._broken = not hasattr(socket, "AF_UNIX")
+        try:
+            self._directory = _directory(database)
+        except (OSError, RuntimeError) as exc:  # no temporary directory, a symlink loop
+            logger.debug("no wake-ups between processes (%s): polling only", exc)
+            self._directory = Path()
+            self._broken = True
 
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` for each wake-up another process sends, until cancelled
