@@ -201,6 +201,35 @@ async def test_a_client_cancels_a_task_another_process_runs(
         assert nodes.entries("end") == []
 
 
+async def test_a_cancel_asked_of_a_dead_worker_holds_when_its_task_is_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker died before it heard the request: the next worker reaps the task
+    as cancelled and never runs it again."""
+    async with cluster(tmp_path, monkeypatch) as nodes:
+        doomed = await nodes.worker()
+        client = nodes.client()
+        async with client:
+            handle = await client.submit("mp:gated")
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 1)
+            doomed.send_signal(signal.SIGKILL)
+            await doomed.wait()
+            answers: list[bool] = []
+
+            async def cancel() -> None:
+                answers.append(await client.cancel(handle.id, reason="not any more"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel)
+                await nodes.worker()  # reaps the dead pid's task at once: cancelled
+            assert answers == [True]
+            with pytest.raises(TaskCancelledError, match="not any more"):
+                await handle.result(timeout=10)
+            snapshot = await client.get(handle.id)
+        assert snapshot.state is TaskState.CANCELLED
+        assert len(nodes.entries("start")) == 1, "it never ran again"
+
+
 async def test_sigterm_hands_a_running_task_back_and_another_worker_finishes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

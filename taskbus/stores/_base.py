@@ -342,7 +342,8 @@ class TaskStore(EventBroker, Protocol):
         events_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> list[TaskRecord]:
         """Re-queue (attempts left) or fail the tasks whose lease expired, or that
-        `workers` (known dead) hold; return their new records."""
+        `workers` (known dead) hold, and cancel those whose cancel was requested
+        (`request_cancel`); return their new records."""
         ...
 
     async def cancel_queued(
@@ -361,7 +362,9 @@ class TaskStore(EventBroker, Protocol):
         ...
 
     def request_cancel(self, task_id: str, reason: str | None) -> None:
-        """Ask whichever worker runs the task to cancel it."""
+        """Ask whichever worker runs the task to cancel it (a `CancelRequested` in the
+        log), and note it on the running task, so that reaping cancels the task if
+        its worker dies before it stops."""
         ...
 
     async def next_due(self) -> float | None:

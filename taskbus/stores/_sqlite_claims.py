@@ -9,12 +9,13 @@ from __future__ import annotations
 import builtins
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
 from .._errors import StoreError
-from .._events import Event
+from .._events import CancelRequested, Event, build_trusted
 from .._record import TaskRecord
 from .._states import TaskState
 from . import _sqlite_lease as leases
@@ -212,6 +213,30 @@ class SqliteClaims(SqliteBase):
         record, corrupt = await self._in_writer(work, events=events)
         self._leased([] if record is None else [record], corrupt)
         return record
+
+    def request_cancel(self, task_id: str, reason: str | None) -> None:
+        """Ask whichever process runs the task to cancel it: a `CancelRequested` in the
+        log, committed with a note on the running task's row (its cancel reason), so
+        that if its worker dies before it stops, reaping cancels the task instead of
+        queueing it again. Not waited for."""
+        reason = leases.check_reason(reason)
+        event = build_trusted(
+            CancelRequested,
+            {
+                "task_id": task_id,
+                "task_type": "",
+                "owner": None,
+                "timestamp": time.time(),
+                "reason": reason,
+            },
+        )
+        work = partial(leases.mark_cancel_requested, task_id=task_id, reason=reason)
+        try:
+            self._require_writer().call(work, events=lambda _: [event], soon=True)
+        except StoreError as exc:
+            if "writer" not in self._reported:
+                self._reported.add("writer")
+                logger.error("%s; a cancel request is not logged", exc)
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
         """Write a running task's progress, and log `event` with it, if `worker_id`

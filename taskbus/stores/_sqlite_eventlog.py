@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import builtins
 import logging
-import time
 from collections.abc import Callable
 
 import anyio
 
 from .._errors import StoreError
-from .._events import CancelRequested, Event, build_trusted, event_order
+from .._events import Event, event_order
 from ._sqlite_base import SqliteBase
 from ._sqlite_events import last_event_id, read_events_after
 
@@ -60,21 +59,6 @@ class SqliteEventLog(SqliteBase):
         """The id of the newest event ever committed to the log, or None."""
         last = await self._read(last_event_id)
         return str(last) if last else None
-
-    def request_cancel(self, task_id: str, reason: str | None) -> None:
-        """Ask whichever process runs the task to cancel it (through the event log)."""
-        self.log_event(
-            build_trusted(
-                CancelRequested,
-                {
-                    "task_id": task_id,
-                    "task_type": "",
-                    "owner": None,
-                    "timestamp": time.time(),
-                    "reason": reason,
-                },
-            )
-        )
 
     async def follow(self) -> None:
         """Deliver the events other processes log, in id order, until cancelled.

@@ -40,6 +40,7 @@ __all__ = [
     "extend",
     "give_back",
     "lease_end",
+    "mark_cancel_requested",
     "next_due",
     "progress",
     "reap",
@@ -70,6 +71,10 @@ _REQUEUE = (
 _FAIL = (
     "UPDATE tasks SET state = 'failed', finished_at = ?, worker = NULL, lease_until = NULL, "
     "error = ? WHERE rowid = ?"
+)
+_CANCEL = (
+    "UPDATE tasks SET state = 'cancelled', finished_at = ?, worker = NULL, lease_until = NULL "
+    "WHERE rowid = ?"
 )
 _CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
 _INTERRUPTED_TYPE = "taskbus.TaskInterruptedError"  # as the public name presents itself
@@ -370,6 +375,13 @@ def reap(
             continue
         if record.worker in alive:
             continue
+        if record.cancel_reason is not None:  # asked to stop (`request_cancel`): it stays so
+            conn.execute(_CANCEL, (now, rowid))
+            record.state = TaskState.CANCELLED
+            record.finished_at = now
+            record.worker = record.lease_until = None
+            records.append(record)
+            continue
         retry = record.attempt < record.max_attempts and record.type not in fail_types
         record.error = expiry_error(record, retry=retry)
         error = record.error.model_dump_json()
@@ -410,6 +422,16 @@ def cancel_queued(
         (now, record.cancel_reason, rowid),
     )
     return record, []
+
+
+def mark_cancel_requested(conn: sqlite3.Connection, *, task_id: str, reason: str | None) -> bool:
+    """Note on a running task that it was asked to stop (its cancel reason), so that
+    reaping cancels it rather than queueing it again; True if it was running."""
+    text = escape_text(reason if reason is not None else "cancelled")
+    cursor = conn.execute(
+        "UPDATE tasks SET cancel_reason = ? WHERE id = ? AND state = 'running'", (text, task_id)
+    )
+    return bool(cursor.rowcount)
 
 
 # -- helpers --------------------------------------------------------------------------

@@ -73,7 +73,9 @@ class WakeChannel:
             _check_private(self._directory.parent)
             self._directory.mkdir(mode=0o700, exist_ok=True)
             _remove_dead(self._directory)
-            receiver = await anyio.create_unix_datagram_socket(local_path=path)
+            # Shielded: a cancel while it binds would leave the socket open, unowned.
+            with anyio.CancelScope(shield=True):
+                receiver = await anyio.create_unix_datagram_socket(local_path=path)
         except (OSError, NotImplementedError) as exc:
             logger.debug("no wake-ups between processes (%s): polling only", exc)
             self._broken = True

@@ -163,7 +163,14 @@ class ValueStore:
         await anyio.sleep_forever()
 
     def request_cancel(self, task_id: str, reason: str | None) -> None:
-        """Log a `CancelRequested`: the bus running the task hears it and cancels it."""
+        """Log a `CancelRequested`: the bus running the task hears it and cancels it;
+        a running task's row keeps the reason, so that reaping cancels it if its
+        worker dies first."""
+        row = self._rows.get(task_id)
+        if row is not None and _col(row, "state") == "running":
+            record = record_from_row(row)
+            record.cancel_reason = reason if reason is not None else "cancelled"
+            self._rows[task_id] = _storable(record)
         now = datetime.now(UTC)
         self.log_event(CancelRequested(task_id=task_id, task_type="", timestamp=now, reason=reason))
 
@@ -398,8 +405,8 @@ class ValueStore:
         """Settle the running tasks whose lease ended before `now`, that hold none, or
         whose worker is in `workers` (dead), unless it is in `alive`: queued again
         (progress cleared) while attempts remain and the type is not in `fail_types`,
-        else failed, with `expiry_error`. Logs ``events_for(record)`` with each;
-        returns the new records."""
+        else failed, with `expiry_error`; cancelled if its cancel was requested. Logs
+        ``events_for(record)`` with each; returns the new records."""
         moment = check_now(now)
         await self._step()
         reaped: builtins.list[TaskRecord] = []
@@ -410,12 +417,15 @@ class ValueStore:
                 continue
             record = record_from_row(row)
             retry = record.attempt < record.max_attempts and record.type not in fail_types
-            record.error = expiry_error(record, retry=retry)
-            if retry:
+            if record.cancel_reason is not None:  # its cancel was requested: it ends so
+                record.state, record.finished_at = TaskState.CANCELLED, moment
+            elif retry:
+                record.error = expiry_error(record, retry=retry)
                 record.state, record.queued_at, record.started_at = TaskState.QUEUED, moment, None
                 record.progress = record.current = record.total = record.eta = None
                 record.message = None
             else:
+                record.error = expiry_error(record, retry=retry)
                 record.state, record.finished_at = TaskState.FAILED, moment
             record.worker = record.lease_until = None
             self._rows[record.id] = row_from_record(record)

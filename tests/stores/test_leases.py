@@ -62,6 +62,8 @@ class LeasingStore(Store, Protocol):
         self, task_id: str, reason: str | None, *, now: float | None = None
     ) -> TaskRecord | None: ...
 
+    def request_cancel(self, task_id: str, reason: str | None) -> None: ...
+
 
 def _sqlite(tmp_path: Path) -> LeasingStore:
     return SqliteStore(tmp_path / "store.db")
@@ -415,6 +417,44 @@ async def test_reap_takes_the_tasks_of_dead_workers_whatever_their_lease(
 
     assert [(r.id, r.state) for r in reaped] == [(dead.id, TaskState.FAILED)]
     assert (await stored(store, alive)).state is TaskState.RUNNING
+
+
+async def test_a_task_whose_cancel_was_requested_is_cancelled_when_reaped(
+    store: LeasingStore,
+) -> None:
+    """Its worker died before it heard the request: the task must not run again."""
+    asked, other = await queue(store, priority=9), await queue(store, priority=1)
+    await store.acquire("dead", 2, LEASE, now=T0)
+    store.request_cancel(asked.id, "not wanted any more")
+
+    reaped = await store.reap_expired(now=T0 + 1, workers=["dead"])
+
+    states = {r.id: (r.state, r.cancel_reason) for r in reaped}
+    assert states == {
+        asked.id: (TaskState.CANCELLED, "not wanted any more"),
+        other.id: (TaskState.QUEUED, None),
+    }
+    got = await stored(store, asked)
+    assert (got.state, got.worker, got.finished_at, got.cancel_reason, got.attempt) == (
+        TaskState.CANCELLED,
+        None,
+        T0 + 1,
+        "not wanted any more",
+        1,
+    )
+
+
+async def test_a_cancel_request_marks_only_a_running_task(store: LeasingStore) -> None:
+    waiting = await queue(store)
+    store.request_cancel(waiting.id, "early")
+    store.request_cancel("no-such-task", "none")
+    (claimed,) = await store.acquire("w", 1, LEASE, now=T0)
+    assert (claimed.id, claimed.cancel_reason) == (waiting.id, None)
+    # A worker that finishes anyway (the request came too late) writes its outcome.
+    store.request_cancel(claimed.id, "late")
+    assert await store.release("w", completed(claimed, T0 + 1))
+    got = await stored(store, waiting)
+    assert (got.state, got.cancel_reason, got.result) == (TaskState.COMPLETED, None, 1)
 
 
 # -- cancel_queued -----------------------------------------------------------------
