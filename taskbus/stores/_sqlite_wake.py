@@ -63,29 +63,36 @@ class WakeChannel:
             self._broken = True
 
     async def listen(self, wake: Callable[[], None]) -> None:
-        """Call ``wake()`` for each wake-up another process sends, until cancelled
+        """Call ``wake()`` for the wake-ups other processes send, until cancelled
         (returns at once if this machine cannot receive them)."""
         if self._broken:
             return
         path = self._directory / f"{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
+        receiver: socket.socket | None = None
         try:
             self._directory.parent.mkdir(mode=0o700, exist_ok=True)
             _check_private(self._directory.parent)
             self._directory.mkdir(mode=0o700, exist_ok=True)
             _remove_dead(self._directory)
-            # Shielded: a cancel while it binds would leave the socket open, unowned.
-            with anyio.CancelScope(shield=True):
-                receiver = await anyio.create_unix_datagram_socket(local_path=path)
-        except (OSError, NotImplementedError) as exc:
+            receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            receiver.setblocking(False)
+            receiver.bind(str(path))
+        except OSError as exc:
+            if receiver is not None:
+                receiver.close()
             logger.debug("no wake-ups between processes (%s): polling only", exc)
             self._broken = True
             return
         self._own = path
         try:
-            async with receiver:
-                async for _ in receiver:
+            while True:
+                # `wait_readable`, not a socket stream: its receive can fail with
+                # InvalidStateError when cancelled as a datagram arrives (anyio 4.16).
+                await anyio.wait_readable(receiver)
+                if _drain(receiver):
                     wake()
         finally:
+            receiver.close()
             self._own = None
             _unlink(path)
             try:
@@ -139,6 +146,19 @@ class WakeChannel:
             except OSError:
                 self._peers = []
         return self._peers
+
+
+def _drain(receiver: socket.socket) -> bool:
+    """Read every wake-up waiting; whether there was any."""
+    woken = False
+    while True:
+        try:
+            receiver.recv(16)
+        except (BlockingIOError, InterruptedError):
+            return woken
+        except OSError:  # an error queued on the socket: it still says "read"
+            return True
+        woken = True
 
 
 def _check_private(directory: Path) -> None:

@@ -267,9 +267,10 @@ async def test_a_sequential_submitter_costs_no_separate_claims(
         stats = await bus.stats()
     assert stats.by_state == {TaskState.COMPLETED: tasks}
     assert sum(acquired) == 0, acquired
-    # Under load a few commits go to the thread (seen: 46 for 40 tasks with three
-    # CPU hogs); two or three per task would be a regression.
-    assert commits <= tasks + tasks // 4, commits
+    # Quiet: about one per task. Under load some go to the thread on their own (seen:
+    # 46 for 40 tasks with three CPU hogs on asyncio, 51 with two on trio); two or
+    # three per task would be the regression this guards against.
+    assert commits <= tasks * 3 // 2, commits
 
 
 async def test_a_delayed_task_submitted_to_an_idle_bus_runs_when_due(

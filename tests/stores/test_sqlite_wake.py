@@ -12,14 +12,13 @@ import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from taskbus._events import Event
 from taskbus._record import new_task_id
-from taskbus.stores import _sqlite_eventlog
+from taskbus.stores import _sqlite_eventlog, _sqlite_wake
 from taskbus.stores._sqlite_wake import WakeChannel
 from taskbus.stores.sqlite import SqliteStore
 
@@ -57,14 +56,13 @@ async def test_an_event_committed_by_one_process_wakes_the_others_follower(
     tmp_path: Path, slow_polls: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bound = anyio.Event()
-    create = anyio.create_unix_datagram_socket
+    drain = _sqlite_wake._remove_dead
 
-    async def watched(**kwargs: Any) -> Any:
-        receiver = await create(**kwargs)
+    def watched(directory: Path) -> None:  # the socket binds right after, with no await
+        drain(directory)
         bound.set()
-        return receiver
 
-    monkeypatch.setattr(anyio, "create_unix_datagram_socket", watched)
+    monkeypatch.setattr(_sqlite_wake, "_remove_dead", watched)
     path = tmp_path / "jobs.db"
     writer, follower = SqliteStore(path), SqliteStore(path)
     await writer.open()
@@ -130,10 +128,10 @@ async def test_a_directory_other_users_may_write_to_is_not_used(
 async def test_a_store_on_a_machine_without_wake_ups_still_polls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unavailable(*args: object, **kwargs: object) -> None:
-        raise NotImplementedError("no Unix datagram sockets here")
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise OSError("no Unix datagram sockets here")
 
-    monkeypatch.setattr(anyio, "create_unix_datagram_socket", unavailable)
+    monkeypatch.setattr(_sqlite_wake, "_remove_dead", unavailable)
     path = tmp_path / "jobs.db"
     writer, follower = SqliteStore(path), SqliteStore(path)
     await writer.open()
