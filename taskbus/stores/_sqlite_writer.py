@@ -13,7 +13,13 @@ on the event loop at once, saving the two thread switches that were most of its
 latency, at the cost of blocking the loop for one small commit. Only one such
 commit is made per pass of the loop, so submits that arrive together still go
 to the thread and share a commit; and it never waits for a lock another
-connection holds.
+connection holds. Writes nobody waits for (a release, a started event) wake the
+thread only at the next pass of the loop, and not while a submitter commits on
+the loop pass after pass: its next commit carries them; when the thread is idle
+they are committed on the loop too (a lone task: no thread switch at all).
+Claims may stand by (`stand_by`): they run in the next transaction that inserts
+tasks, so a task is stored and claimed in one commit. The thread checkpoints
+the WAL while idle, on a connection of its own.
 
 Failures stay with what caused them. A group that fails is written row by row,
 so one bad row fails only itself (its submitter gets a `StoreError` naming the
@@ -137,17 +143,11 @@ class SqliteWriter:
     # -- called on the event loop -----------------------------------------------
 
     def put(
-        self,
-        row: Row,
-        *,
-        insert: bool = False,
-        event: Event | None = None,
-        wake: bool | None = True,
+        self, row: Row, *, insert: bool = False, event: Event | None = None, wake: bool = True
     ) -> Batch:
         """Queue a row (replacing an older pending one for that task), and the event
         that says what changed, to commit together. With ``wake=False`` the thread is
-        not woken: the caller tries `write_now` first, then calls `wake`; with
-        ``wake=None``, at the next pass of the event loop (`_wake_soon`).
+        not woken: the caller tries `write_now` first, then calls `wake`.
 
         Raises the writer's `failure` if its thread has stopped.
         """
@@ -160,9 +160,7 @@ class SqliteWriter:
                 batch.inserts.add(row[0])
             if event is not None:
                 batch.events.append(event)
-        if wake is None:
-            self._wake_soon()
-        elif wake and not self._wake.is_set():
+        if wake and not self._wake.is_set():
             self._wake.set()
         return batch
 
@@ -171,12 +169,9 @@ class SqliteWriter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def wake_soon(self) -> None:
+    def _wake_soon(self) -> None:
         """Have the thread write what is pending at the next pass of the event loop,
         unless a commit on the loop (`write_now`) carries it first."""
-        self._wake_soon()
-
-    def _wake_soon(self) -> None:
         # Writes nobody waits for (a release, a started event) wait one pass of the
         # loop: a sequential submitter's next submit then commits them with its own
         # row on the loop, one commit where there would be two with thread switches.
@@ -217,7 +212,7 @@ class SqliteWriter:
 
     def log(self, event: Event, *, soon: bool = False) -> None:
         """Queue an event that comes with no row (progress, a batch's); with `soon`,
-        the thread wakes at the next pass of the event loop (`wake_soon`)."""
+        the thread wakes at the next pass of the event loop (`_wake_soon`)."""
         with self._lock:
             if self.failure is not None:
                 raise self.stopped_error()
@@ -240,7 +235,7 @@ class SqliteWriter:
         With `events`, ``events(result)`` are logged in that same transaction. With
         `done`, ``done(result)`` is called on the event loop once it is committed
         (``done(None)`` if it failed), after the batch's events are delivered. With
-        `soon`, the thread wakes at the next pass of the event loop (`wake_soon`).
+        `soon`, the thread wakes at the next pass of the event loop (`_wake_soon`).
         """
         with self._lock:
             if self.failure is not None:
