@@ -51,7 +51,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,10 @@ def reference_batched(tasks: int, batch: int = BATCH) -> float:
     return tasks / elapsed
 
 
-def reference_round_trip_latency(samples: int, warmup: int = WARMUP) -> list[float]:
-    """Microseconds per task committed queued, then committed completed (2 commits)."""
+def _raw_latency(
+    samples: int, warmup: int, one_task: Callable[[sqlite3.Connection, str], None]
+) -> list[float]:
+    """Microseconds per ``one_task(conn, task_id)``, one at a time, in autocommit."""
     latencies: list[float] = []
     perf_counter = time.perf_counter
     with fresh_file() as path:
@@ -170,36 +172,33 @@ def reference_round_trip_latency(samples: int, warmup: int = WARMUP) -> list[flo
         try:
             for index, task_id in enumerate(task_ids(warmup + samples)):
                 start = perf_counter()
-                created = time.time()
-                conn.execute(INSERT_QUEUED, (task_id, TASK_TYPE, created, created))
-                conn.execute(_COMPLETED, (time.time(), task_id))
+                one_task(conn, task_id)
                 elapsed = perf_counter() - start
                 if index >= warmup:
                     latencies.append(elapsed * 1e6)
         finally:
             conn.close()
     return latencies
+
+
+def _insert(conn: sqlite3.Connection, task_id: str) -> None:
+    created = time.time()
+    conn.execute(INSERT_QUEUED, (task_id, TASK_TYPE, created, created))  # autocommit
+
+
+def _insert_then_complete(conn: sqlite3.Connection, task_id: str) -> None:
+    _insert(conn, task_id)
+    conn.execute(_COMPLETED, (time.time(), task_id))  # a second commit
 
 
 def reference_insert_latency(samples: int, warmup: int = WARMUP) -> list[float]:
     """Microseconds per one-row INSERT + COMMIT, one at a time."""
-    latencies: list[float] = []
-    perf_counter = time.perf_counter
-    with fresh_file() as path:
-        schema_file(path)
-        conn = raw_connection(path)
-        gc.collect()
-        try:
-            for index, task_id in enumerate(task_ids(warmup + samples)):
-                created = time.time()
-                start = perf_counter()
-                conn.execute(INSERT_QUEUED, (task_id, TASK_TYPE, created, created))  # autocommit
-                elapsed = perf_counter() - start
-                if index >= warmup:
-                    latencies.append(elapsed * 1e6)
-        finally:
-            conn.close()
-    return latencies
+    return _raw_latency(samples, warmup, _insert)
+
+
+def reference_round_trip_latency(samples: int, warmup: int = WARMUP) -> list[float]:
+    """Microseconds per task committed queued, then committed completed (2 commits)."""
+    return _raw_latency(samples, warmup, _insert_then_complete)
 
 
 # -- taskbus -------------------------------------------------------------------------
@@ -242,7 +241,11 @@ async def taskbus_throughput(path: Path, tasks: int, workers: int, submitters: i
     return tasks / elapsed
 
 
-async def taskbus_submit_latency(path: Path, samples: int, workers: int) -> list[float]:
+async def taskbus_submit_latency(
+    path: Path, samples: int, workers: int, *, await_result: bool = False
+) -> list[float]:
+    """Microseconds per ``await bus.submit`` (and, with `await_result`, until its
+    result is back), one task at a time."""
     bus, store = make_bus(path, workers)
     perf_counter = time.perf_counter
     latencies: list[float] = []
@@ -251,28 +254,13 @@ async def taskbus_submit_latency(path: Path, samples: int, workers: int) -> list
         await anyio.sleep(0.01)
         for index in range(WARMUP + samples):
             start = perf_counter()
-            await bus.submit(TASK_TYPE)
+            handle = await bus.submit(TASK_TYPE)
+            if await_result:
+                await handle.result()
             elapsed = perf_counter() - start
             if index >= WARMUP:
                 latencies.append(elapsed * 1e6)
         await store.flush()
-    return latencies
-
-
-async def taskbus_result_latency(path: Path, samples: int, workers: int) -> list[float]:
-    bus, _ = make_bus(path, workers)
-    perf_counter = time.perf_counter
-    latencies: list[float] = []
-    gc.collect()
-    async with bus:
-        await anyio.sleep(0.01)
-        for index in range(WARMUP + samples):
-            start = perf_counter()
-            handle = await bus.submit(TASK_TYPE)
-            await handle.result()
-            elapsed = perf_counter() - start
-            if index >= WARMUP:
-                latencies.append(elapsed * 1e6)
     return latencies
 
 
@@ -377,7 +365,9 @@ def measure(tasks: int, workers: int, submitters: int, samples: int, rounds: int
             latencies.append(asyncio.run(taskbus_submit_latency(path, samples, 10)))
         reference_round_trips.append(reference_round_trip_latency(samples))
         with fresh_file() as path:
-            round_trips.append(asyncio.run(taskbus_result_latency(path, samples, 10)))
+            round_trips.append(
+                asyncio.run(taskbus_submit_latency(path, samples, 10, await_result=True))
+            )
     emit(
         _throughput_line(
             "end-to-end",
