@@ -237,11 +237,11 @@ class LeaseKeeper:
         that adds tasks, or (`at_once`) by the next commit."""
         store = self._claims_on_add
         assert store is not None
-        if self._standing and not store.withdraw_claim_on_add(self.worker_id):
+        self._withdraw_standing()
+        if self._standing:
             # A commit has taken the last one: claim again once it is delivered.
             self._wake_after_delivery = self._wake_after_delivery or at_once
             return
-        self._standing = False
         free = self._executor.idle_workers - len(self._queue)
         if self._stopping or free <= 0:
             return
@@ -268,6 +268,7 @@ class LeaseKeeper:
         self._standing_limited = bool(limits)
 
     def _withdraw_standing(self) -> None:
+        """Withdraw the standing claim unless a commit took it (`_standing` stays)."""
         if self._standing:
             assert self._claims_on_add is not None
             self._standing = not self._claims_on_add.withdraw_claim_on_add(self.worker_id)

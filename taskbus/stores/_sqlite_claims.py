@@ -47,13 +47,14 @@ class SqliteClaims(SqliteBase):
         """Claim for `worker_id` in the next transaction that inserts tasks, or in the
         next one (`at_once`), see `ClaimsOnAdd`: a submit to an idle worker then
         costs one commit."""
-        leases.Pick(worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now())
-        limits = dict(limits or {})
+        chosen = leases.Pick(
+            worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now()
+        )  # arguments checked here, at the call
 
         def pick(conn: sqlite3.Connection) -> leases.Picked:
-            chosen = leases.Pick(
-                worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now()
-            )
+            # The time is the transaction's, not the call's.
+            chosen.now = leases.check_now(now())
+            chosen.until = leases.lease_end(chosen.now, lease)
             return chosen.run(conn)
 
         writer = self._require_writer()

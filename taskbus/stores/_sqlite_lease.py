@@ -375,25 +375,22 @@ def reap(
             continue
         if record.worker in alive:
             continue
+        retry = record.attempt < record.max_attempts and record.type not in fail_types
         if record.cancel_reason is not None:  # asked to stop (`request_cancel`): it stays so
             conn.execute(_CANCEL, (now, rowid))
             record.state = TaskState.CANCELLED
             record.finished_at = now
-            record.worker = record.lease_until = None
-            records.append(record)
-            continue
-        retry = record.attempt < record.max_attempts and record.type not in fail_types
-        record.error = expiry_error(record, retry=retry)
-        error = record.error.model_dump_json()
-        if retry:
-            conn.execute(_REQUEUE, (now, error, rowid))
+        elif retry:
+            record.error = expiry_error(record, retry=True)
+            conn.execute(_REQUEUE, (now, record.error.model_dump_json(), rowid))
             record.state = TaskState.QUEUED
             record.queued_at = now
             record.started_at = None
             record.progress = record.current = record.total = record.eta = None
             record.message = None
         else:
-            conn.execute(_FAIL, (now, error, rowid))
+            record.error = expiry_error(record, retry=False)
+            conn.execute(_FAIL, (now, record.error.model_dump_json(), rowid))
             record.state = TaskState.FAILED
             record.finished_at = now
         record.worker = record.lease_until = None

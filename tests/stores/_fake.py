@@ -420,12 +420,12 @@ class ValueStore:
             if record.cancel_reason is not None:  # its cancel was requested: it ends so
                 record.state, record.finished_at = TaskState.CANCELLED, moment
             elif retry:
-                record.error = expiry_error(record, retry=retry)
+                record.error = expiry_error(record, retry=True)
                 record.state, record.queued_at, record.started_at = TaskState.QUEUED, moment, None
                 record.progress = record.current = record.total = record.eta = None
                 record.message = None
             else:
-                record.error = expiry_error(record, retry=retry)
+                record.error = expiry_error(record, retry=False)
                 record.state, record.finished_at = TaskState.FAILED, moment
             record.worker = record.lease_until = None
             self._rows[record.id] = row_from_record(record)

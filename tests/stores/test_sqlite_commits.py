@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -55,27 +55,32 @@ def written_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]
     yield seen
 
 
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open store on ``tmp_path / "jobs.db"``, its first writes committed."""
+    opened = SqliteStore(tmp_path / "jobs.db")
+    await opened.open()
+    try:
+        await opened.flush()
+        yield opened
+    finally:
+        await opened.close()
+
+
 def stored_ids(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as conn:
         return {row[0] for row in conn.execute("SELECT id FROM tasks")}
 
 
 async def test_a_lone_submit_is_committed_on_the_event_loop(
-    tmp_path: Path, written_on: list[tuple[int, int]]
+    store: SqliteStore, written_on: list[tuple[int, int]]
 ) -> None:
-    path = tmp_path / "jobs.db"
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await store.flush()
-        written_on.clear()
-        record = make_record()
-        await store.add(record)
-        # Durable when add returns: another connection reads it.
-        assert record.id in stored_ids(path)
-        assert written_on == [(threading.get_ident(), 1)]
-    finally:
-        await store.close()
+    written_on.clear()
+    record = make_record()
+    await store.add(record)
+    # Durable when add returns: another connection reads it.
+    assert record.id in stored_ids(store.path)
+    assert written_on == [(threading.get_ident(), 1)]
 
 
 async def test_submits_that_arrive_together_are_committed_together(
@@ -224,7 +229,7 @@ async def test_a_failure_to_begin_on_the_loop_leaves_the_write_to_the_thread(
 
 
 async def test_a_submit_does_not_wait_for_the_threads_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written_on: list[tuple[int, int]]
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, written_on: list[tuple[int, int]]
 ) -> None:
     """The idle writer thread copies the WAL back on a connection of its own, so a
     submit meanwhile commits on the loop at once (it waited ~5 ms: a p99 of
@@ -239,11 +244,7 @@ async def test_a_submit_does_not_wait_for_the_threads_checkpoint(
         checkpoint(writer)
 
     monkeypatch.setattr(SqliteWriter, "_checkpoint", slow)
-    path = tmp_path / "jobs.db"
-    store = SqliteStore(path)
-    await store.open()
     try:
-        await store.flush()
         writer = store._require_writer()
         writer._commits = 10**6  # due for a checkpoint once idle
         writer.wake()
@@ -254,10 +255,9 @@ async def test_a_submit_does_not_wait_for_the_threads_checkpoint(
             await store.add(record)
         assert not go_on.is_set(), "committed while the checkpoint still runs"
         assert written_on == [(threading.get_ident(), 1)]
-        assert record.id in stored_ids(path)
+        assert record.id in stored_ids(store.path)
     finally:
-        go_on.set()
-        await store.close()
+        go_on.set()  # before the store closes
 
 
 async def test_a_lone_task_is_committed_on_the_loop_from_submit_to_outcome(
