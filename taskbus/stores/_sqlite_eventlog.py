@@ -98,16 +98,20 @@ class SqliteEventLog(SqliteBase):
             interval = _POLL_MIN if found else min(interval * 2, _POLL_MAX)
 
     async def _poll_once(self) -> int:
+        """Read the log once; how many events it found that were news here."""
         delivery = self._delivery
         start = delivery.next_id - 1
         # Events committed before the one at the gap's end are all visible to a read
         # that starts now; a gap that opens during the read is the next read's.
         gap_end = delivery.gap_end
         events = await self._read(lambda conn: read_events_after(conn, start, _POLL_BATCH))
+        # Those this process delivered as it committed them, during the read, are
+        # not news: they must not keep the poll at its shortest interval.
+        fresh = sum(1 for event in events if int(event.id or 0) >= delivery.next_id)
         delivery.offer(events)
         if gap_end is not None and len(events) < _POLL_BATCH:
             delivery.skip_missing(gap_end)
-        return len(events)
+        return fresh
 
 
 def _event_number(event_id: str | None) -> int | None:

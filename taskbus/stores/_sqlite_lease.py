@@ -48,7 +48,25 @@ __all__ = [
     "running_workers",
 ]
 
-assert COLUMNS[-2:] == ("worker", "lease_until")  # `release` relies on it
+#: What a row may change once added: `release` writes only these (every index on
+#: a column it leaves alone, such as type, owner or created_at, is not touched).
+_SETTLED = (
+    "state",
+    "attempt",
+    "queued_at",
+    "not_before",
+    "started_at",
+    "finished_at",
+    "progress",
+    "current",
+    "total",
+    "message",
+    "eta",
+    "result",
+    "error",
+    "cancel_reason",
+)
+_SETTLED_AT = tuple(COLUMNS.index(name) for name in _SETTLED)
 
 _SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM tasks"
 # Without statistics the planner prefers (state, created_at) and sorts every queued
@@ -56,8 +74,8 @@ _SELECT = f"SELECT rowid, {', '.join(COLUMNS)} FROM tasks"
 _IN_ORDER = f"{_SELECT} INDEXED BY tasks_queue"
 _BY_LEASE = f"{_SELECT} INDEXED BY tasks_leases"
 _RELEASE = (
-    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in COLUMNS[1:])} "
-    "WHERE id = ? AND state = 'running' AND worker = ?"
+    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in _SETTLED)}, worker = NULL, "
+    "lease_until = NULL WHERE id = ? AND state = 'running' AND worker = ?"
 )
 _CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = ?, "
@@ -297,8 +315,9 @@ class Pick:
 
 
 def release(conn: sqlite3.Connection, *, worker: str, row: Row) -> bool:
-    """Write `row`, its lease dropped, if `worker` still holds the task's lease."""
-    values = (*row[1:-2], None, None, row[0], worker)
+    """Write `row`, its lease dropped, if `worker` still holds the task's lease
+    (what a task cannot change once added, its type or input say, is left as stored)."""
+    values = (*(row[index] for index in _SETTLED_AT), row[0], worker)
     return bool(conn.execute(_RELEASE, values).rowcount == 1)
 
 

@@ -50,6 +50,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from anyio import RunFinishedError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from .._errors import StoreError, UnstorableValue
 from .._events import Event
@@ -104,6 +105,9 @@ class SqliteWriter:
         keep_events: int = 100_000,
         busy_timeout: float = 5.0,
     ) -> None:
+        # The connection never waits for another's lock by itself: `_begin` waits on
+        # the thread, and `write_now` on the event loop does not wait at all.
+        conn.execute("PRAGMA busy_timeout = 0")
         self._conn = conn
         self._event_log = EventLogWriter(keep_events)
         self._path = path
@@ -136,7 +140,7 @@ class SqliteWriter:
         #: Calls that run in the next transaction that inserts rows, by worker.
         self._standing: dict[str, tuple[int, Callable[[sqlite3.Connection], Any]]] = {}
         self._standing_now = False  # a standing call waits for the next transaction
-        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_timeout = busy_timeout
         self._thread = threading.Thread(target=self._run, name="taskbus-sqlite-writer", daemon=True)
         self._thread.start()
 
@@ -462,21 +466,34 @@ class SqliteWriter:
     def _begin_at_once(self) -> bool:
         """BEGIN IMMEDIATE without waiting for another connection's lock; False
         (nothing begun) if it cannot: the thread then writes, and reports what fails."""
-        conn = self._conn
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
-            if conn.in_transaction:
+            if self._conn.in_transaction:
                 try:
-                    conn.execute("ROLLBACK")
+                    self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     logger.debug("rollback of an inline BEGIN failed", exc_info=True)
             return False
         return True
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE on the thread, waiting up to the busy timeout while another
+        connection holds the file's write lock (as SQLite's own busy handler would)."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if _code(exc) != sqlite3.SQLITE_BUSY:
+                raise
+        for attempt in Retrying(
+            retry=retry_if_exception(lambda exc: _code(exc) == sqlite3.SQLITE_BUSY),
+            stop=stop_after_delay(self._busy_timeout),
+            wait=wait_exponential(multiplier=0.001, max=0.05),
+            reraise=True,
+        ):
+            with attempt:
+                self._conn.execute("BEGIN IMMEDIATE")
 
     def _hand_back(self, batch: Batch) -> None:
         """Queue a written batch for the event loop, without waiting for it: the
@@ -703,7 +720,7 @@ class SqliteWriter:
         if self._begun:  # by `write_now`, for this first transaction only
             self._begun = False
         else:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin()
         try:
             result = work(conn)
             conn.execute("COMMIT")

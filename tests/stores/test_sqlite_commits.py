@@ -187,15 +187,15 @@ async def test_owner_listing_uses_the_partial_owner_index_and_events_have_no_tas
         await store.close()
 
 
-class _FailingPragma:
-    """The writer's connection, but the inline path's first pragma fails."""
+class _FailingBegin:
+    """The writer's connection, but its first BEGIN (the inline path's) fails."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.failed = 0
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "PRAGMA busy_timeout = 0" and not self.failed:
+        if sql == "BEGIN IMMEDIATE" and not self.failed:
             self.failed += 1
             raise sqlite3.OperationalError("disk I/O error")
         return self._conn.execute(sql, *args)
@@ -214,7 +214,7 @@ async def test_a_failure_to_begin_on_the_loop_leaves_the_write_to_the_thread(
         await store.flush()
         writer = store._writer
         assert writer is not None
-        failing = _FailingPragma(writer._conn)
+        failing = _FailingBegin(writer._conn)
         writer._conn = failing  # type: ignore[assignment]
         written_on.clear()
         record = make_record()
