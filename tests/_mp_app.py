@@ -1,6 +1,8 @@
 """The app the multi-process tests run in `taskbus worker` processes.
 
-Its store is the SQLite file named by ``TASKBUS_TEST_DB``. Handlers write what
+Its store is the SQLite file named by ``TASKBUS_TEST_DB``, or, when
+``TASKBUS_TEST_REDIS_PREFIX`` is set, the Redis store with that key prefix on
+``TASKBUS_REDIS_URL`` (the gate file is still named after ``TASKBUS_TEST_DB``). Handlers write what
 they do to ``TASKBUS_TEST_LOG`` (one line each: ``start|end|ran <id> <pid>
 <time>``), so a test can tell which process ran what, and how many at once.
 """
@@ -13,6 +15,7 @@ import time
 import anyio
 
 from taskbus import RetryPolicy, TaskBus, TaskContext
+from taskbus.stores import Store
 
 GATE_SUFFIX = ".open"  # a "gated" task waits until <db>.open exists
 
@@ -23,9 +26,19 @@ def _log(kind: str, task_id: str) -> None:
         log.write(line)
 
 
+def _store() -> Store | str:
+    prefix = os.environ.get("TASKBUS_TEST_REDIS_PREFIX")
+    if prefix is None:
+        return f"sqlite:///{os.environ['TASKBUS_TEST_DB']}"
+    from taskbus.stores.redis import RedisStore
+
+    url = os.environ.get("TASKBUS_REDIS_URL", "redis://127.0.0.1:6379/15")
+    return RedisStore(url, prefix=prefix)
+
+
 def make() -> TaskBus:
     db = os.environ["TASKBUS_TEST_DB"]
-    bus = TaskBus(store=f"sqlite:///{db}", workers=4, shutdown_grace=0.5)
+    bus = TaskBus(store=_store(), workers=4, shutdown_grace=0.5)
 
     @bus.task("mp:echo")
     async def echo(ctx: TaskContext, text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _redis import redis_store
 from pydantic import BaseModel
 from stores._fake import ValueStore
 
@@ -35,6 +36,7 @@ from taskbus import (
     TaskRetrying,
     TaskStarted,
     TaskState,
+    event_order,
 )
 from taskbus.abc import ClaimsOnAdd, TaskStore
 from taskbus.stores import Store
@@ -58,11 +60,16 @@ def _fake(tmp_path: Path) -> Store | str:
     return ValueStore()
 
 
+def _redis(tmp_path: Path) -> Store | str:
+    return redis_store(tmp_path)
+
+
 #: Every store the scenarios run over, by the id their tests carry.
 STORES: dict[str, Callable[[Path], Store | str]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "fake": _fake,
+    "redis": _redis,
 }
 
 
@@ -115,15 +122,15 @@ def register_build(bus: TaskBus) -> Any:
     return build
 
 
-def order(event: Event) -> int:
+def order(event: Event) -> tuple[int, int]:
     assert event.id is not None
-    return int(event.id)
+    return event_order(event.id)
 
 
 async def test_the_fake_runs_the_bus_in_leased_mode_as_sqlite_does(tmp_path: Path) -> None:
     assert isinstance(ValueStore(), TaskStore)
     shares = {kind: TaskBus(store=build(tmp_path)).shares_store for kind, build in STORES.items()}
-    assert shares == {"memory": False, "sqlite": True, "fake": True}
+    assert shares == {"memory": False, "sqlite": True, "fake": True, "redis": True}
 
 
 # -- results --------------------------------------------------------------------------

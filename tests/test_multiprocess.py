@@ -1,5 +1,6 @@
-"""Many processes on one SQLite file: `taskbus worker` processes run the tasks a
-client process (``workers=0``) submits, and every promise holds across them.
+"""Many processes on one store (a SQLite file, or Redis): `taskbus worker`
+processes run the tasks a client process (``workers=0``) submits, and every
+promise holds across them.
 
 Each test starts real worker processes (`tests/_mp_app.py`), so they run on
 asyncio only: what they check is between processes, not inside an event loop.
@@ -11,21 +12,23 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from _redis import prefix_for
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from taskbus import TaskBus, TaskCancelledError, TaskEvent, TaskState
+from taskbus import TaskBus, TaskCancelledError, TaskEvent, TaskState, event_order
 from taskbus._leasing import is_dead
 
 pytestmark = pytest.mark.anyio
 
 TESTS = Path(__file__).parent
+ClusterFactory = Callable[[], AbstractAsyncContextManager["Cluster"]]
 
 
 @pytest.fixture
@@ -33,11 +36,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 class Cluster:
-    """Worker processes on one SQLite file, and what their handlers logged."""
+    """Worker processes on one store, and what their handlers logged."""
 
     def __init__(
-        self, tmp_path: Path, stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+        self,
+        tmp_path: Path,
+        stack: AsyncExitStack,
+        monkeypatch: pytest.MonkeyPatch,
+        store_kind: str,
     ) -> None:
         self._monkeypatch = monkeypatch
         self.db = tmp_path / "shared.db"
@@ -49,6 +61,8 @@ class Cluster:
             "TASKBUS_TEST_DB": str(self.db),
             "TASKBUS_TEST_LOG": str(self.log),
         }
+        if store_kind == "redis":
+            self.env["TASKBUS_TEST_REDIS_PREFIX"] = prefix_for(tmp_path)
 
     async def worker(self, *extra: str) -> Process:
         """Start ``taskbus worker`` on the test app; return once it runs."""
@@ -82,8 +96,9 @@ class Cluster:
         """The same app, with no workers: it submits, reads and listens only."""
         import _mp_app
 
-        self._monkeypatch.setenv("TASKBUS_TEST_DB", str(self.db))
-        self._monkeypatch.setenv("TASKBUS_TEST_LOG", str(self.log))
+        for name in ("TASKBUS_TEST_DB", "TASKBUS_TEST_LOG", "TASKBUS_TEST_REDIS_PREFIX"):
+            if name in self.env:
+                self._monkeypatch.setenv(name, self.env[name])
         bus = _mp_app.make()
         bus.executor.resize(0)
         return bus
@@ -112,16 +127,24 @@ async def _stop(process: Process) -> None:
         await process.wait()
 
 
-@asynccontextmanager
-async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        yield Cluster(tmp_path, stack, monkeypatch)
+@pytest.fixture
+def cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_kind: str
+) -> Callable[[], AbstractAsyncContextManager[Cluster]]:
+    """``async with cluster() as nodes``: worker processes on a store of each kind."""
+
+    @asynccontextmanager
+    async def start() -> AsyncIterator[Cluster]:
+        async with AsyncExitStack() as stack:
+            yield Cluster(tmp_path, stack, monkeypatch, store_kind)
+
+    return start
 
 
 async def test_workers_run_what_a_client_submits_once_each_and_it_hears_every_event_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         first, second = await nodes.worker(), await nodes.worker()
         client = nodes.client()
         heard: list[Any] = []
@@ -139,14 +162,14 @@ async def test_workers_run_what_a_client_submits_once_each_and_it_hears_every_ev
         for handle in handles:  # each task's events, in order, each once
             names = [e.name for e in heard if isinstance(e, TaskEvent) and e.task_id == handle.id]
             assert names == ["task-queued", "task-started", "task-progress", "task-completed"]
-        ids = [int(e.id) for e in heard]
+        ids = [event_order(e.id or "") for e in heard]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
 async def test_a_sigkilled_workers_task_finishes_in_the_other_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         doomed = await nodes.worker()
         client = nodes.client()
         async with client:
@@ -166,9 +189,9 @@ async def test_a_sigkilled_workers_task_finishes_in_the_other_worker(
 
 
 async def test_the_per_type_limit_holds_across_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         # Three processes that run one task each: without a limit counted across
         # them, three tasks of the type would run at once.
         for _ in range(3):
@@ -186,9 +209,9 @@ async def test_the_per_type_limit_holds_across_processes(
 
 
 async def test_a_client_cancels_a_task_another_process_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         await nodes.worker()
         client = nodes.client()
         async with client:
@@ -202,11 +225,11 @@ async def test_a_client_cancels_a_task_another_process_runs(
 
 
 async def test_a_cancel_asked_of_a_dead_worker_holds_when_its_task_is_reaped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
     """The worker died before it heard the request: the next worker reaps the task
     as cancelled and never runs it again."""
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         doomed = await nodes.worker()
         client = nodes.client()
         async with client:
@@ -231,9 +254,9 @@ async def test_a_cancel_asked_of_a_dead_worker_holds_when_its_task_is_reaped(
 
 
 async def test_sigterm_hands_a_running_task_back_and_another_worker_finishes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ClusterFactory,
 ) -> None:
-    async with cluster(tmp_path, monkeypatch) as nodes:
+    async with cluster() as nodes:
         leaving = await nodes.worker("--grace", "0.2")
         client = nodes.client()
         async with client:

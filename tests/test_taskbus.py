@@ -319,10 +319,10 @@ async def test_the_cause_of_a_failure_is_in_its_message(make_bus: MakeBus) -> No
         ({"shutdown_grace": -1}, "shutdown_grace"),
         ({"progress_interval": -0.1}, "progress interval"),
         ({"aging": 0}, "aging"),
-        ({"store": "redis://localhost/0"}, "unsupported store"),
+        ({"store": "postgres://localhost/0"}, "unsupported store"),
         ({"store": 42}, "store must be"),
     ],
-    ids=["zero-workers", "text-workers", "grace", "interval", "aging", "redis", "store-type"],
+    ids=["zero-workers", "text-workers", "grace", "interval", "aging", "postgres", "store-type"],
 )
 def test_bad_configuration_raises_at_construction(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):

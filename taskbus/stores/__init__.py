@@ -1,6 +1,6 @@
 """Where tasks are kept: the `Store` protocol and its implementations.
 
-`memory` (default) and `sqlite` are built in; `redis` is planned (see the README).
+`memory` (default) and `sqlite` are built in; `redis` needs the ``redis`` extra.
 """
 
 from ._base import LiveRecordStore, Store, StoreStats, TaskQuery
@@ -21,9 +21,17 @@ def open_store(spec: Store | str | None) -> Store:
             from .sqlite import SqliteStore
 
             return SqliteStore.from_url(spec)
+        if scheme in ("redis", "rediss", "unix"):
+            try:
+                from .redis import RedisStore
+            except ImportError as exc:
+                raise ValueError(
+                    f"store {spec!r} needs the Redis client: pip install 'taskbus[redis]' ({exc})"
+                ) from None
+            return RedisStore.from_url(spec)
         raise ValueError(
-            f"unsupported store {spec!r}: this version ships 'memory://' and "
-            "'sqlite:///path.db' (a Redis store is planned)"
+            f"unsupported store {spec!r}: this version ships 'memory://', "
+            "'sqlite:///path.db' and 'redis://host:6379/0'"
         )
     if isinstance(spec, Store):
         return spec

@@ -38,10 +38,21 @@ def _fake(tmp_path: Path) -> Store:
     return ValueStore()
 
 
+def _redis(tmp_path: Path) -> Store:
+    from _redis import redis_store
+
+    return redis_store(tmp_path)
+
+
 #: Every store, by the id its tests carry (the fake: value semantics, as Redis).
-STORES: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "fake": _fake}
+STORES: dict[str, StoreBuilder] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "fake": _fake,
+    "redis": _redis,
+}
 #: The stores whose records survive a close and reopen.
-DURABLE: dict[str, StoreBuilder] = {"sqlite": _sqlite}
+DURABLE: dict[str, StoreBuilder] = {"sqlite": _sqlite, "redis": _redis}
 
 
 class StoreOpener:

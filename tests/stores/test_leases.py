@@ -73,8 +73,18 @@ def _fake(tmp_path: Path) -> LeasingStore:
     return ValueStore()
 
 
+def _redis(tmp_path: Path) -> LeasingStore:
+    from _redis import redis_store
+
+    return redis_store(tmp_path)
+
+
 #: The stores that hold claims themselves, by the id their tests carry.
-LEASING: dict[str, Callable[[Path], LeasingStore]] = {"sqlite": _sqlite, "fake": _fake}
+LEASING: dict[str, Callable[[Path], LeasingStore]] = {
+    "sqlite": _sqlite,
+    "fake": _fake,
+    "redis": _redis,
+}
 
 
 @pytest.fixture(params=list(LEASING), ids=list(LEASING))

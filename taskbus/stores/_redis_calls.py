@@ -1,0 +1,133 @@
+"""The Redis store's script calls, sent in order, many per round trip.
+
+Every change a store makes is a script call queued here. Calls go out in the
+order they were queued, in one pipeline per round trip (calls queued while a
+round trip is under way share the next one: a group commit), so a change that
+nobody waits for (progress, a cancel request) is never overtaken by a later
+one. A caller who awaits its call sends the pending ones itself; the others are
+sent by `serve` (which the store runs inside `follow`), or by the next awaited
+call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from .._errors import StoreError
+
+__all__ = ["Call", "ScriptCalls"]
+
+logger = logging.getLogger("taskbus.stores.redis")
+
+
+class Call:
+    """One script call; `done` is set once it has an outcome (`result` or `error`)."""
+
+    __slots__ = ("args", "done", "error", "result", "script", "then")
+
+    def __init__(self, script: str, args: list[str], then: Callable[[Call], None] | None) -> None:
+        self.script = script
+        self.args = args
+        self.then = then
+        self.result: Any = None
+        self.error: StoreError | None = None
+        self.done = anyio.Event()
+
+
+class ScriptCalls:
+    """Queues script calls and sends them in order (see the module docstring)."""
+
+    def __init__(self, client: Redis, scripts: Mapping[str, str], where: str) -> None:
+        self._client = client
+        self._sources = dict(scripts)
+        self._shas: dict[str, str] = {}
+        self._where = where
+        self._pending: list[Call] = []
+        self._lock = anyio.Lock()
+        self._wanted = anyio.Event()
+
+    async def load(self) -> None:
+        """Load the scripts into the server (again after it forgot them)."""
+        for name, source in self._sources.items():
+            self._shas[name] = await self._client.script_load(source)
+
+    def queue(
+        self, script: str, args: list[str], then: Callable[[Call], None] | None = None
+    ) -> Call:
+        """Queue a call; `then(call)` runs once it has an outcome."""
+        call = Call(script, args, then)
+        self._pending.append(call)
+        self._wanted.set()
+        return call
+
+    async def run(self, script: str, args: list[str]) -> Any:
+        """Queue a call and wait for its result; raises `StoreError` if it failed."""
+        call = self.queue(script, args)
+        await self.wait(call)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    async def wait(self, call: Call) -> None:
+        """Send what is pending until `call` has its outcome. Shielded: a cancelled
+        caller still leaves its call (and those before it) sent."""
+        with anyio.CancelScope(shield=True):
+            while not call.done.is_set():
+                await self.send_pending()
+
+    async def send_pending(self) -> None:
+        """Send every pending call in one round trip (after the one under way)."""
+        async with self._lock:
+            calls, self._pending = self._pending, []
+            if calls:
+                await self._send(calls)
+
+    async def serve(self) -> None:
+        """Send the calls nobody waits for, as they come, until cancelled."""
+        while True:
+            await self._wanted.wait()
+            self._wanted = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self.send_pending()
+
+    async def _send(self, calls: list[Call]) -> None:
+        try:
+            results = await self._pipeline(calls)
+            if any(isinstance(result, NoScriptError) for result in results):
+                await self.load()  # the server restarted or was flushed: none of these ran
+                again = [
+                    c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)
+                ]
+                for call, result in zip(again, await self._pipeline(again), strict=True):
+                    results[calls.index(call)] = result
+        except (RedisError, OSError) as exc:
+            error = StoreError(f"{self._where}: cannot write: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            results = [error] * len(calls)
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, StoreError):
+                    call.error = result
+                else:
+                    call.error = StoreError(f"{self._where}: a script failed: {result}")
+                    call.error.__cause__ = result
+            else:
+                call.result = result
+            call.done.set()
+            if call.then is not None:
+                try:
+                    call.then(call)
+                except Exception:
+                    logger.exception("%s: after a write", self._where)
+
+    async def _pipeline(self, calls: list[Call]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._shas[call.script], 0, *call.args)
+        return list(await pipe.execute(raise_on_error=False))

@@ -1,0 +1,126 @@
+"""What only the Redis store does: open by URL, refuse trio and bad arguments
+clearly, share one server between buses, and recover from scripts the server
+forgot. Everything else it promises is in the contract suites it joins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+import redis.asyncio
+from _redis import URL, prefix_for, redis_store
+
+from taskbus import StoreError, TaskBus, TaskContext, TaskState
+from taskbus.stores import open_store
+from taskbus.stores.redis import RedisStore
+
+from .test_contract import make_record
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_a_redis_url_opens_a_redis_store() -> None:
+    store = open_store("redis://127.0.0.1:6379/3")
+    assert isinstance(store, RedisStore) and store.url == "redis://127.0.0.1:6379/3"
+    assert TaskBus(store="redis://127.0.0.1:6379/3").shares_store
+
+
+def test_its_repr_never_shows_a_password() -> None:
+    store = RedisStore("redis://alice:s3cret@db.example:6379/0")
+    assert "s3cret" not in repr(store) and "alice:***@db.example" in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "localhost:6379"}, "looks like 'redis://"),
+        ({"prefix": ""}, "prefix must be non-empty"),
+        ({"keep_events": 0}, "keep_events must be a positive integer"),
+        ({"keep_events": True}, "keep_events must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused_at_construction(kwargs: dict[str, object], message: str) -> None:
+    arguments: dict[str, object] = {"url": URL, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RedisStore(**arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_open_says_the_store_needs_asyncio(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"runs on asyncio.*not on trio"):
+        await redis_store(tmp_path).open()
+
+
+async def test_a_server_that_does_not_answer_is_a_clear_error_at_open() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError, match=r"cannot open: ConnectionError"):
+        await store.open()
+    with pytest.raises(StoreError, match="is not open"):
+        await store.get("anything")
+
+
+async def test_a_store_reloads_scripts_the_server_forgot(tmp_path: Path) -> None:
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        client = redis.asyncio.Redis.from_url(URL)
+        await client.script_flush()  # as a restarted server without them would
+        await client.aclose()
+        record = make_record()
+        await store.add(record)
+        assert (await store.get(record.id)) is not None
+    finally:
+        await store.close()
+
+
+async def test_two_buses_on_one_server_share_the_work_and_each_task_runs_once(
+    tmp_path: Path,
+) -> None:
+    ran: list[str] = []
+
+    def build(workers: int) -> TaskBus:
+        bus = TaskBus(store=RedisStore(URL, prefix=prefix_for(tmp_path)), workers=workers)
+
+        @bus.task("jobs:count")
+        async def count(ctx: TaskContext) -> str:
+            ran.append(ctx.task_id)
+            await anyio.lowlevel.checkpoint()
+            return ctx.task_id
+
+        return bus
+
+    client = build(0)
+    heard: list[str] = []
+    client.on("task-completed", lambda event: heard.append(event.task_id))
+    async with build(2), build(2), client:
+        handles = [await client.submit("jobs:count") for _ in range(40)]
+        results = [await handle.result(timeout=10) for handle in handles]
+        with anyio.fail_after(10):
+            while len(heard) < len(handles):  # noqa: ASYNC110 - events come from the others
+                await anyio.sleep(0.01)
+        states = [(await client.get(handle.id)).state for handle in handles]
+    assert results == [handle.id for handle in handles]
+    assert states == [TaskState.COMPLETED] * 40
+    assert sorted(ran) == sorted(heard) == sorted(handle.id for handle in handles)
+
+
+async def test_stores_with_other_prefixes_never_see_each_others_tasks(tmp_path: Path) -> None:
+    first = RedisStore(URL, prefix=prefix_for(tmp_path / "a"))
+    second = RedisStore(URL, prefix=prefix_for(tmp_path / "b"))
+    await first.open()
+    await second.open()
+    try:
+        record = make_record()
+        await first.add(record)
+        assert await second.get(record.id) is None
+        assert (await second.stats()).total == 0
+        assert await second.acquire("w", 10, 5.0) == []
+    finally:
+        await first.close()
+        await second.close()
