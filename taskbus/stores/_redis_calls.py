@@ -7,6 +7,11 @@ nobody waits for (progress, a cancel request) is never overtaken by a later
 one. A caller who awaits its call sends the pending ones itself; the others are
 sent by `serve` (which the store runs inside `follow`), or by the next awaited
 call.
+
+A round trip that fails on the way (connection lost, server restarting) is sent
+again with back-off for up to `retry_for` seconds; the scripts make that safe
+(a row write sent twice is written once, see `WRITE`). Past that, each call of
+the round trip fails with `StoreError`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from .._errors import StoreError
 
@@ -43,8 +57,12 @@ class Call:
 class ScriptCalls:
     """Queues script calls and sends them in order (see the module docstring)."""
 
-    def __init__(self, client: Redis, scripts: Mapping[str, str], where: str) -> None:
+    def __init__(
+        self, client: Redis, scripts: Mapping[str, str], where: str, *, retry_for: float = 10.0
+    ) -> None:
         self._client = client
+        self._retry_for = retry_for
+        self._outage = False
         self._sources = dict(scripts)
         self._shas: dict[str, str] = {}
         self._where = where
@@ -98,14 +116,7 @@ class ScriptCalls:
 
     async def _send(self, calls: list[Call]) -> None:
         try:
-            results = await self._pipeline(calls)
-            if any(isinstance(result, NoScriptError) for result in results):
-                await self.load()  # the server restarted or was flushed: none of these ran
-                again = [
-                    c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)
-                ]
-                for call, result in zip(again, await self._pipeline(again), strict=True):
-                    results[calls.index(call)] = result
+            results = await self._send_retrying(calls)
         except (RedisError, OSError) as exc:
             error = StoreError(f"{self._where}: cannot write: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
@@ -125,6 +136,40 @@ class ScriptCalls:
                     call.then(call)
                 except Exception:
                     logger.exception("%s: after a write", self._where)
+
+    async def _send_retrying(self, calls: list[Call]) -> list[Any]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError, OSError)),
+            stop=stop_after_delay(self._retry_for),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            before_sleep=self._lost,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                results = await self._send_once(calls)
+        if self._outage:
+            self._outage = False
+            logger.warning("%s: writing works again", self._where)
+        return results
+
+    def _lost(self, state: RetryCallState) -> None:
+        if not self._outage:
+            self._outage = True
+            failure = state.outcome.exception() if state.outcome is not None else None
+            logger.error("%s: cannot reach the server (%s); trying again", self._where, failure)
+
+    async def _send_once(self, calls: list[Call]) -> list[Any]:
+        results = await self._pipeline(calls)
+        if any(isinstance(result, NoScriptError) for result in results):
+            await self.load()  # the server restarted or was flushed: none of these ran
+            again = [c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)]
+            for call, result in zip(again, await self._pipeline(again), strict=True):
+                results[calls.index(call)] = result
+        for result in results:  # a connection lost mid-reply: the whole trip again
+            if isinstance(result, RedisConnectionError | RedisTimeoutError):
+                raise result
+        return results
 
     async def _pipeline(self, calls: list[Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)

@@ -108,11 +108,14 @@ end
 """
 
 #: Writes, each on a condition. ARGV: prefix, keep, items; each item is
-#: id, expected state, expected worker, expected lease ('*': any, '': none),
+#: id, expected state, expected worker, expected lease ('*': any, '': none; a
+#: state of '' means the task must not exist),
 #: mode ('row': the fields are the whole row; 'patch': set and delete these),
-#: n, n field/value pairs to set, m, m fields to delete, e, e event name/body
-#: pairs. An empty id logs the events only. Returns, per item, 0 (its condition
-#: failed: nothing written or logged) or the list of its event ids.
+#: a write token ('' for none), n, n field/value pairs to set, m, m fields to
+#: delete, e, e event name/body pairs. An empty id logs the events only. Returns,
+#: per item, 0 (its condition failed: nothing written or logged) or the list of
+#: its event ids. A row write keeps its token (``_w``): the same item sent again
+#: (its reply was lost) finds it and succeeds without writing or logging again.
 WRITE = (
     _LIBRARY
     + r"""
@@ -125,9 +128,9 @@ end
 local results = {}
 local i = 3
 while i <= #ARGV do
-  local id, want_state, want_worker, want_lease, mode = ARGV[i], ARGV[i + 1], ARGV[i + 2],
-      ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
+  local id, want_state, want_worker, want_lease, mode, token = ARGV[i], ARGV[i + 1],
+      ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
   local nset = tonumber(ARGV[i]); local set_at = i + 1; i = set_at + 2 * nset
   local ndel = tonumber(ARGV[i]); local del_at = i + 1; i = del_at + ndel
   local nev = tonumber(ARGV[i]); local ev_at = i + 1; i = ev_at + 2 * nev
@@ -139,7 +142,7 @@ while i <= #ARGV do
     local state = old and old.state or false
     local worker = old and old.worker or false
     local lease = old and redis.call('HGET', tkey, 'lease_until') or false
-    if want_state ~= '*' and state ~= want_state then ok = false end
+    if not holds(state, want_state) then ok = false end
     if ok and not holds(worker, want_worker) then ok = false end
     if ok and not holds(lease, want_lease) then ok = false end
     if ok then
@@ -147,6 +150,7 @@ while i <= #ARGV do
       if old then unindex(id, old) end
       if mode == 'row' then redis.call('DEL', tkey) end
       local fields = {'_seq', seq}
+      if token ~= '' then fields[#fields + 1] = '_w'; fields[#fields + 1] = token end
       for k = set_at, set_at + 2 * nset - 1 do fields[#fields + 1] = ARGV[k] end
       redis.call('HSET', tkey, unpack(fields))
       if ndel > 0 then
@@ -155,7 +159,9 @@ while i <= #ARGV do
       index(id, read_index(id))
     end
   end
-  if ok then
+  if not ok and token ~= '' and old and redis.call('HGET', P .. 't:' .. id, '_w') == token then
+    results[#results + 1] = {}  -- written by this very item, sent before
+  elseif ok then
     local ids = {}
     for k = ev_at, ev_at + 2 * nev - 1, 2 do ids[#ids + 1] = log(ARGV[k], ARGV[k + 1]) end
     results[#results + 1] = ids

@@ -17,7 +17,10 @@ raises `StoreError`. One Redis server or primary: not Redis Cluster.
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
+import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -78,8 +81,9 @@ def _item(
     """One item of the `WRITE` script: a whole row, or the columns in `set_` (None:
     deleted), on the conditions given."""
     to_delete: list[str] = []
+    token = ""
     if row is not None:
-        mode, to_set = "row", fields(row)
+        mode, to_set, token = "row", fields(row), _token()
     else:
         mode, to_set = "patch", []
         for name, value in (set_ or {}).items():
@@ -93,12 +97,22 @@ def _item(
         worker,
         lease,
         mode,
+        token,
         str(len(to_set) // 2),
         *to_set,
         str(len(to_delete)),
         *to_delete,
         *_flat(events),
     ]
+
+
+_TOKEN_BASE = secrets.token_hex(6)
+_token_numbers = itertools.count()
+
+
+def _token() -> str:
+    """A write token, unique per row write across processes (see `WRITE`)."""
+    return f"{_TOKEN_BASE}.{os.getpid()}.{next(_token_numbers)}"
 
 
 def _storable(record: TaskRecord) -> Row:
@@ -252,7 +266,8 @@ class RedisStore:
         `StoreError` if Redis cannot be reached.
         """
         row = row_from_record(record)
-        await self._write(_item(record.id, row=row, events=[event]))
+        # Only if absent: a write sent again after a lost reply cannot add it twice.
+        await self._write(_item(record.id, state=_NONE, row=row, events=[event]))
 
     async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
         await self._write(_item(record.id, row=_storable(record), events=[event]))

@@ -4,16 +4,22 @@ forgot. Everything else it promises is in the contract suites it joins."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import anyio
 import pytest
 import redis.asyncio
+import redis.exceptions
 from _redis import URL, prefix_for, redis_store
+from anyio.abc import Process
 
 from taskbus import StoreError, TaskBus, TaskContext, TaskState
+from taskbus._events import TaskQueued, build_trusted
 from taskbus.stores import open_store
-from taskbus.stores.redis import RedisStore
+from taskbus.stores._codec import row_from_record
+from taskbus.stores.redis import RedisStore, _item
 
 from .test_contract import make_record
 
@@ -124,3 +130,117 @@ async def test_stores_with_other_prefixes_never_see_each_others_tasks(tmp_path: 
     finally:
         await first.close()
         await second.close()
+
+
+class PrivateServer:
+    """A redis-server of the test's own (AOF on every write), to kill and restart."""
+
+    def __init__(self, place: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.place = place
+        self.process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.process = await anyio.open_process(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.place),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.asyncio.Redis.from_url(self.url)
+        try:
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await client.ping()
+                        return
+                    except redis.exceptions.ConnectionError:
+                        await anyio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            with anyio.fail_after(10):
+                await self.process.wait()
+            self.process = None
+
+
+async def test_a_redis_restart_mid_run_loses_no_acknowledged_task(tmp_path: Path) -> None:
+    server = PrivateServer(tmp_path)
+    await server.start()
+    try:
+        bus = TaskBus(store=RedisStore(server.url), workers=4)
+
+        @bus.task("jobs:double")
+        async def double(ctx: TaskContext, n: int) -> int:
+            return 2 * n
+
+        async with bus:
+            before = [await bus.submit("jobs:double", n) for n in range(30)]
+            assert [await h.result(timeout=10) for h in before] == [2 * n for n in range(30)]
+            await server.kill()
+            answered: list[int] = []
+
+            async def submit_meanwhile() -> None:
+                handle = await bus.submit("jobs:double", 100)  # waits for the server
+                answered.append(await handle.result(timeout=20))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(submit_meanwhile)
+                await anyio.sleep(0.3)
+                await server.start()  # the same files: every acknowledged task is there
+            after = [await bus.submit("jobs:double", n) for n in range(30)]
+            assert [await h.result(timeout=20) for h in after] == [2 * n for n in range(30)]
+            assert answered == [200]
+            stats = await bus.stats()
+        assert stats.by_state == {TaskState.COMPLETED: 61}
+    finally:
+        await server.kill()
+
+
+async def test_a_row_write_sent_twice_is_written_and_logged_once(tmp_path: Path) -> None:
+    """What makes resending a round trip whose reply was lost safe."""
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        record = make_record()
+        queued = build_trusted(
+            TaskQueued,
+            {
+                "task_id": record.id,
+                "task_type": record.type,
+                "owner": None,
+                "timestamp": record.created_at,
+                "priority": record.priority,
+                "estimated_duration": None,
+                "metadata": {},
+            },
+        )
+        item = _item(record.id, state="", row=row_from_record(record), events=[queued])
+        first = await store._write(item)
+        again = await store._write(item)
+        assert len(first[0]) == 1 and again == [[]]
+        assert [event.name for event in await store.events_after(None)] == ["task-queued"]
+        assert (await store.stats()).total == 1
+    finally:
+        await store.close()
