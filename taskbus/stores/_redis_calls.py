@@ -22,8 +22,9 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
     AsyncRetrying,
@@ -38,6 +39,9 @@ from .._errors import StoreError
 __all__ = ["Call", "ScriptCalls"]
 
 logger = logging.getLogger("taskbus.stores.redis")
+
+#: Failures on the way to the server or back: the round trip is sent again.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class Call:
@@ -61,6 +65,7 @@ class ScriptCalls:
         self, client: Redis, scripts: Mapping[str, str], where: str, *, retry_for: float = 10.0
     ) -> None:
         self._client = client
+        self._connection: AbstractConnection | None = None
         self._retry_for = retry_for
         self._outage = False
         self._sources = dict(scripts)
@@ -138,8 +143,12 @@ class ScriptCalls:
                     logger.exception("%s: after a write", self._where)
 
     async def _send_retrying(self, calls: list[Call]) -> list[Any]:
+        try:
+            return await self._send_once(calls)  # the common case: no retry machinery
+        except _TRANSIENT as exc:
+            self._lost_once(exc)
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError, OSError)),
+            retry=retry_if_exception_type(_TRANSIENT),
             stop=stop_after_delay(self._retry_for),
             wait=wait_exponential(multiplier=0.05, max=2.0),
             before_sleep=self._lost,
@@ -154,9 +163,11 @@ class ScriptCalls:
         return results
 
     def _lost(self, state: RetryCallState) -> None:
+        self._lost_once(state.outcome.exception() if state.outcome is not None else None)
+
+    def _lost_once(self, failure: BaseException | None) -> None:
         if not self._outage:
             self._outage = True
-            failure = state.outcome.exception() if state.outcome is not None else None
             logger.error("%s: cannot reach the server (%s); trying again", self._where, failure)
 
     async def _send_once(self, calls: list[Call]) -> list[Any]:
@@ -172,7 +183,30 @@ class ScriptCalls:
         return results
 
     async def _pipeline(self, calls: list[Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(self._shas[call.script], 0, *call.args)
-        return list(await pipe.execute(raise_on_error=False))
+        """Send `calls` on the writer's own connection in one write and read their
+        replies in order (an error reply is returned in its place)."""
+        connection = self._connection
+        if connection is None:
+            pool = self._client.connection_pool
+            connection = self._connection = await pool.get_connection()
+        commands: list[tuple[str | int, ...]] = [
+            ("EVALSHA", self._shas[call.script], 0, *call.args) for call in calls
+        ]
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            results: list[Any] = []
+            for _ in calls:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as error:
+                    results.append(error)
+        except BaseException:
+            await connection.disconnect()  # replies may be pending: never reuse it
+            raise
+        return results
+
+    async def close(self) -> None:
+        """Give the writer's connection back to its pool."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._client.connection_pool.release(connection)

@@ -107,15 +107,15 @@ local function log(name, body)
 end
 """
 
-#: Writes, each on a condition. ARGV: prefix, keep, items; each item is
-#: id, expected state, expected worker, expected lease ('*': any, '': none; a
-#: state of '' means the task must not exist),
-#: mode ('row': the fields are the whole row; 'patch': set and delete these),
-#: a write token ('' for none), n, n field/value pairs to set, m, m fields to
-#: delete, e, e event name/body pairs. An empty id logs the events only. Returns,
-#: per item, 0 (its condition failed: nothing written or logged) or the list of
-#: its event ids. A row write keeps its token (``_w``): the same item sent again
-#: (its reply was lost) finds it and succeeds without writing or logging again.
+#: Writes, each on a condition. ARGV: prefix, keep, then one item each, a JSON
+#: array: [id, expected state, expected worker, expected lease ('*': any, '':
+#: none; a state of '' means the task must not exist), mode ('row': the fields
+#: are the whole row; 'patch': set and delete these), write token ('' for none),
+#: [field, value, ...] to set, [field, ...] to delete, [event name, body, ...]].
+#: Every value is text. An empty id logs the events only. Returns, per item, 0
+#: (its condition failed: nothing written or logged) or the list of its event
+#: ids. A row write keeps its token (``_w``): the same item sent again (its reply
+#: was lost) finds it and succeeds without writing or logging again.
 WRITE = (
     _LIBRARY
     + r"""
@@ -126,36 +126,27 @@ local function holds(have, want)
 end
 
 local results = {}
-local i = 3
-while i <= #ARGV do
-  local id, want_state, want_worker, want_lease, mode, token = ARGV[i], ARGV[i + 1],
-      ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
-  local nset = tonumber(ARGV[i]); local set_at = i + 1; i = set_at + 2 * nset
-  local ndel = tonumber(ARGV[i]); local del_at = i + 1; i = del_at + ndel
-  local nev = tonumber(ARGV[i]); local ev_at = i + 1; i = ev_at + 2 * nev
+for i = 3, #ARGV do
+  local item = cjson.decode(ARGV[i])
+  local id, want_state, want_worker, want_lease, mode, token = item[1], item[2], item[3],
+      item[4], item[5], item[6]
+  local to_set, to_delete, events = item[7], item[8], item[9]
   local ok = true
   local old = nil
   if id ~= '' then
     local tkey = P .. 't:' .. id
     old = read_index(id)
-    local state = old and old.state or false
-    local worker = old and old.worker or false
-    local lease = old and redis.call('HGET', tkey, 'lease_until') or false
-    if not holds(state, want_state) then ok = false end
-    if ok and not holds(worker, want_worker) then ok = false end
-    if ok and not holds(lease, want_lease) then ok = false end
+    ok = holds(old and old.state, want_state) and holds(old and old.worker, want_worker)
+        and holds(old and old.lease_until, want_lease)
     if ok then
       local seq = old and old._seq or redis.call('INCR', P .. 'seq')
       if old then unindex(id, old) end
       if mode == 'row' then redis.call('DEL', tkey) end
       local fields = {'_seq', seq}
       if token ~= '' then fields[#fields + 1] = '_w'; fields[#fields + 1] = token end
-      for k = set_at, set_at + 2 * nset - 1 do fields[#fields + 1] = ARGV[k] end
+      for k = 1, #to_set do fields[#fields + 1] = to_set[k] end
       redis.call('HSET', tkey, unpack(fields))
-      if ndel > 0 then
-        redis.call('HDEL', tkey, unpack(ARGV, del_at, del_at + ndel - 1))
-      end
+      if #to_delete > 0 then redis.call('HDEL', tkey, unpack(to_delete)) end
       index(id, read_index(id))
     end
   end
@@ -163,7 +154,7 @@ while i <= #ARGV do
     results[#results + 1] = {}  -- written by this very item, sent before
   elseif ok then
     local ids = {}
-    for k = ev_at, ev_at + 2 * nev - 1, 2 do ids[#ids + 1] = log(ARGV[k], ARGV[k + 1]) end
+    for k = 1, #events, 2 do ids[#ids + 1] = log(events[k], events[k + 1]) end
     results[#results + 1] = ids
   else
     results[#results + 1] = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -60,11 +61,12 @@ _BLOCK_MS = 1000
 _RETRY_PAUSE = 0.5
 
 
-def _flat(events: Iterable[Event | None]) -> list[str]:
-    logged = [event for event in events if event is not None]
-    out = [str(len(logged))]
-    for event in logged:
-        out += (event.name, event_text(event))
+def _logged(events: Iterable[Event | None]) -> list[str]:
+    """``[name, body, ...]`` of the events to log (None: nothing)."""
+    out: list[str] = []
+    for event in events:
+        if event is not None:
+            out += (event.name, event_text(event))
     return out
 
 
@@ -77,9 +79,9 @@ def _item(
     row: Row | None = None,
     set_: Mapping[str, Any] | None = None,
     events: Iterable[Event | None] = (),
-) -> list[str]:
-    """One item of the `WRITE` script: a whole row, or the columns in `set_` (None:
-    deleted), on the conditions given."""
+) -> str:
+    """One item of the `WRITE` script, as JSON: a whole row, or the columns in `set_`
+    (None: deleted), on the conditions given."""
     to_delete: list[str] = []
     token = ""
     if row is not None:
@@ -91,19 +93,8 @@ def _item(
                 to_delete.append(name)
             else:
                 to_set += (name, text(value))
-    return [
-        task_id,
-        state,
-        worker,
-        lease,
-        mode,
-        token,
-        str(len(to_set) // 2),
-        *to_set,
-        str(len(to_delete)),
-        *to_delete,
-        *_flat(events),
-    ]
+    item = [task_id, state, worker, lease, mode, token, to_set, to_delete, _logged(events)]
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
 _TOKEN_BASE = secrets.token_hex(6)
@@ -209,6 +200,7 @@ class RedisStore:
                 await calls.send_pending()
             except StoreError as exc:
                 logger.error("%s; closing anyway", exc)
+            await calls.close()
         for each in (client, reader):
             if each is not None:
                 await each.aclose()
@@ -233,14 +225,14 @@ class RedisStore:
 
     # -- writes ---------------------------------------------------------------------
 
-    async def _write(self, *items: list[str]) -> list[Any]:
+    async def _write(self, *items: str) -> list[Any]:
         _, calls = self._require()
-        results: list[Any] = await calls.run("write", self._args(*(a for i in items for a in i)))
+        results: list[Any] = await calls.run("write", self._args(*items))
         self._note_logged(results)
         return results
 
     def _write_soon(
-        self, *items: list[str], then: Callable[[list[Any] | None], None] | None = None
+        self, *items: str, then: Callable[[list[Any] | None], None] | None = None
     ) -> None:
         _, calls = self._require()
 
@@ -252,7 +244,7 @@ class RedisStore:
             if then is not None:
                 then(None if call.error is not None else call.result)
 
-        calls.queue("write", self._args(*(a for i in items for a in i)), done)
+        calls.queue("write", self._args(*items), done)
 
     def _note_logged(self, results: list[Any]) -> None:
         for ids in results:
@@ -463,9 +455,7 @@ class RedisStore:
             item, then=lambda results: done(None if results is None else results[0] != 0)
         )
 
-    def _release_item(
-        self, worker_id: str, record: TaskRecord, event: Event | None
-    ) -> builtins.list[str]:
+    def _release_item(self, worker_id: str, record: TaskRecord, event: Event | None) -> str:
         worker = check_worker(worker_id)
         if record.state is TaskState.RUNNING:
             raise ValueError(f"release takes a final or re-queued record, not {record!r}")
@@ -507,7 +497,7 @@ class RedisStore:
         ids = await calls.run("expired", self._args(text(moment), *sorted(dead)))
         stored_rows = await self._hashes(ids)
         reaped: builtins.list[TaskRecord] = []
-        items: builtins.list[builtins.list[str]] = []
+        items: builtins.list[str] = []
         for stored in stored_rows:
             if not stored or stored.get("state") != "running":
                 continue
