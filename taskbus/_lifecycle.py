@@ -175,12 +175,14 @@ class Lifecycle:
     async def queued(self, record: TaskRecord, definition: _Estimated) -> None:
         if self.log is not None:
             await self.log.add(record, event=_queued_event(record, definition))
+            _log_queued(record)
             return
         await self.store.add(record)
         self.announce_queued(record, definition)
 
     def announce_queued(self, record: TaskRecord, definition: _Estimated) -> None:
         """Publish task-queued (the record is already stored)."""
+        _log_queued(record)
         if self.events.wants("task-queued"):
             self.events.publish(_queued_event(record, definition))
 
@@ -204,6 +206,14 @@ class Lifecycle:
         record.started_at = self._now()
         record.run_clock = self._monotonic()
         record.not_before = None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "started %s %s attempt=%d worker=%s",
+                record.id,
+                record.type,
+                record.attempt,
+                record.worker or "-",
+            )
         if publish and self.events.wants("task-started"):
             self.events.publish(_started_event(record))
 
@@ -522,6 +532,17 @@ def new_worker_id() -> str:
 
 def _always(name: str) -> bool:
     return True
+
+
+def _log_queued(record: TaskRecord) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "queued %s %s priority=%d owner=%s",
+            record.id,
+            record.type,
+            record.priority,
+            record.owner,
+        )
 
 
 def _queued_event(record: TaskRecord, definition: _Estimated) -> TaskQueued:

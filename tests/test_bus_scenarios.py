@@ -8,6 +8,7 @@ on events and bounded waits; two scenarios need a durable store (SQLite only).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -628,3 +629,17 @@ async def test_a_failed_read_of_the_next_due_time_is_tried_again(
         with anyio.fail_after(WAIT):
             assert await handle.result() == Report(rows=6)
     assert failures == ["failed"]
+
+
+async def test_each_transition_logs_one_line_naming_the_task(
+    new_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = new_bus()
+    register_build(bus)
+    caplog.set_level(logging.DEBUG, logger="taskbus")
+    async with bus:
+        handle = await bus.submit("sc:build", {"n": 2})
+        await handle.result(timeout=WAIT)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if handle.id in r.getMessage()]
+    kinds = [(level, message.split()[0]) for level, message in lines]
+    assert kinds == [("DEBUG", "queued"), ("DEBUG", "started"), ("INFO", "completed")], lines
