@@ -10,7 +10,7 @@ import anyio
 
 from ._batch import BatchTracker, TaskBatch
 from ._clock import Clock
-from ._errors import BusNotRunning
+from ._errors import BusNotRunning, StoreError
 from ._executor import TaskExecutor
 from ._leasing import LeaseKeeper
 from ._lifecycle import Lifecycle
@@ -19,6 +19,7 @@ from ._record import TaskRecord, new_task_id
 from ._submission import prepare_batch
 from ._validation import check_delay, check_metadata, check_priority, check_text
 from .stores import LiveRecordStore, Store
+from .stores._base import KeyInUse
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
@@ -138,7 +139,13 @@ class Intake:
             )
             if existing is not None:
                 return existing
-            await self.enqueue(record, definition)
+            try:
+                await self.enqueue(record, definition)
+            except KeyInUse as taken:  # another process submitted it meanwhile
+                holder = await self._store.get(taken.task_id)
+                if holder is None:
+                    raise StoreError(f"{taken}, which is gone; submit again") from None
+                return holder
             return record
         finally:
             del self._keys_in_flight[scope]

@@ -17,6 +17,7 @@ __all__ = [
     "CorruptRecord",
     "EventBroker",
     "FinalStateWatcher",
+    "KeyInUse",
     "KeyScope",
     "LiveRecordStore",
     "Store",
@@ -44,6 +45,19 @@ class CorruptRecord(StoreError):
         self.record = record
         details = "; ".join(f"{name}: {problem}" for name, problem in columns.items())
         super().__init__(f"stored task {task_id!r} is corrupt ({details})")
+
+
+class KeyInUse(StoreError):
+    """Raised by a store's `add` when a queued or running task already holds the
+    record's idempotency key scope (owner, type, key), so that two processes that
+    submit with one key at once make one task. Nothing is stored; `task_id` is the
+    task that holds the key. Optional: a store that does not check leaves it to
+    the runtime's `find_by_key`, which is atomic within one process only.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"idempotency key in use by task {task_id!r}")
 
 
 #: What an idempotency key is unique within: (owner, task type, key).

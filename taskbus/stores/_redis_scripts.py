@@ -111,10 +111,11 @@ end
 #: array: [id, expected state, expected worker, expected lease ('*': any, '':
 #: none; a state of '' means the task must not exist), mode ('row': the fields
 #: are the whole row; 'patch': set and delete these), write token ('' for none),
-#: [field, value, ...] to set, [field, ...] to delete, [event name, body, ...]].
-#: Every value is text. An empty id logs the events only. Returns, per item, 0
+#: [field, value, ...] to set, [field, ...] to delete, [event name, body, ...],
+#: the key of an idempotency scope that no queued or running task may hold ('':
+#: none)]. Every value is text. An empty id logs the events only. Returns, per item, 0
 #: (its condition failed: nothing written or logged) or the list of its event
-#: ids. A row write keeps its token (``_w``): the same item sent again (its reply
+#: ids, or ``{'taken', id}`` when the task `id` holds the scope. A row write keeps its token (``_w``): the same item sent again (its reply
 #: was lost) finds it and succeeds without writing or logging again.
 WRITE = (
     _LIBRARY
@@ -130,10 +131,19 @@ for i = 3, #ARGV do
   local item = cjson.decode(ARGV[i])
   local id, want_state, want_worker, want_lease, mode, token = item[1], item[2], item[3],
       item[4], item[5], item[6]
-  local to_set, to_delete, events = item[7], item[8], item[9]
+  local to_set, to_delete, events, scope = item[7], item[8], item[9], item[10]
   local ok = true
   local old = nil
-  if id ~= '' then
+  local holder = nil
+  if scope ~= '' then
+    for _, other in ipairs(redis.call('SMEMBERS', scope)) do
+      local state = redis.call('HGET', P .. 't:' .. other, 'state')
+      if other ~= id and (state == 'queued' or state == 'running') then holder = other end
+    end
+  end
+  if holder then
+    ok = false
+  elseif id ~= '' then
     local tkey = P .. 't:' .. id
     old = read_index(id)
     ok = holds(old and old.state, want_state) and holds(old and old.worker, want_worker)
@@ -150,7 +160,9 @@ for i = 3, #ARGV do
       index(id, read_index(id))
     end
   end
-  if not ok and token ~= '' and old and redis.call('HGET', P .. 't:' .. id, '_w') == token then
+  if holder then
+    results[#results + 1] = {'taken', holder}
+  elseif not ok and token ~= '' and old and redis.call('HGET', P .. 't:' .. id, '_w') == token then
     results[#results + 1] = {}  -- written by this very item, sent before
   elseif ok then
     local ids = {}

@@ -39,7 +39,7 @@ from .._events import CancelRequested, Event, event_order
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._states import TaskState
-from ._base import StoreStats, TaskQuery
+from ._base import KeyInUse, StoreStats, TaskQuery
 from ._codec import COLUMNS, Row, escape_text, row_from_record, unstorable_row
 from ._event_codec import event_from_text, event_text
 from ._redis_calls import Call, ScriptCalls
@@ -79,6 +79,7 @@ def _item(
     row: Row | None = None,
     set_: Mapping[str, Any] | None = None,
     events: Iterable[Event | None] = (),
+    scope: str = "",
 ) -> str:
     """One item of the `WRITE` script, as JSON: a whole row, or the columns in `set_`
     (None: deleted), on the conditions given."""
@@ -93,7 +94,7 @@ def _item(
                 to_delete.append(name)
             else:
                 to_set += (name, text(value))
-    item = [task_id, state, worker, lease, mode, token, to_set, to_delete, _logged(events)]
+    item = [task_id, state, worker, lease, mode, token, to_set, to_delete, _logged(events), scope]
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -223,6 +224,9 @@ class RedisStore:
     def _key(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def _scope(self, owner: str | None, task_type: str, key: str) -> str:
+        return scope_key(self.prefix, owner, task_type, key)
+
     # -- writes ---------------------------------------------------------------------
 
     async def _write(self, *items: str) -> list[Any]:
@@ -248,18 +252,24 @@ class RedisStore:
 
     def _note_logged(self, results: list[Any]) -> None:
         for ids in results:
-            if ids and ids != 0:
+            if ids and ids != 0 and ids[0] != "taken":
                 self._logged_up_to = max(self._logged_up_to, event_order(ids[-1]))
 
     async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
         """Store a new task, and `event` with it, before returning.
 
         Raises `UnstorableValue` (nothing stored) for a value the store cannot hold,
-        `StoreError` if Redis cannot be reached.
+        `KeyInUse` if a queued or running task holds the record's idempotency key
+        (in any process), `StoreError` if Redis cannot be reached.
         """
         row = row_from_record(record)
+        scope = "" if record.key is None else self._scope(record.owner, record.type, record.key)
         # Only if absent: a write sent again after a lost reply cannot add it twice.
-        await self._write(_item(record.id, state=_NONE, row=row, events=[event]))
+        (result,) = await self._write(
+            _item(record.id, state=_NONE, row=row, events=[event], scope=scope)
+        )
+        if result and result[0] == "taken":
+            raise KeyInUse(result[1])
 
     async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
         await self._write(_item(record.id, row=_storable(record), events=[event]))
@@ -302,7 +312,7 @@ class RedisStore:
         task_type: str,
         completed_since: float | None = None,
     ) -> TaskRecord | None:
-        scope = scope_key(self.prefix, owner, task_type, key)
+        scope = self._scope(owner, task_type, key)
         ids = sorted(await self._read(lambda client: client.smembers(scope)))
         records = [
             r

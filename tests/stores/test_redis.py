@@ -17,6 +17,7 @@ from anyio.abc import Process
 
 from taskbus import StoreError, TaskBus, TaskContext, TaskState
 from taskbus._events import TaskQueued, build_trusted
+from taskbus.abc import KeyInUse
 from taskbus.stores import open_store
 from taskbus.stores._codec import row_from_record
 from taskbus.stores.redis import RedisStore, _item
@@ -244,3 +245,61 @@ async def test_a_row_write_sent_twice_is_written_and_logged_once(tmp_path: Path)
         assert (await store.stats()).total == 1
     finally:
         await store.close()
+
+
+async def test_an_add_whose_key_a_live_task_holds_is_refused_with_that_task(
+    tmp_path: Path,
+) -> None:
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        first = make_record(key="k", owner="alice")
+        await store.add(first)
+        with pytest.raises(KeyInUse) as taken:
+            await store.add(make_record(key="k", owner="alice"))
+        assert taken.value.task_id == first.id
+        await store.add(make_record(key="k", owner="bob"))  # another owner's scope
+        (claimed,) = await store.acquire("w", 1, 30.0)
+        claimed.move(TaskState.COMPLETED)
+        claimed.finished_at = claimed.started_at
+        assert await store.release("w", claimed)
+        await store.add(make_record(key="k", owner="alice"))  # the holder ended
+    finally:
+        await store.close()
+
+
+async def test_two_buses_submitting_one_key_at_once_make_one_task(tmp_path: Path) -> None:
+    gate = anyio.Event()
+
+    def build() -> TaskBus:
+        bus = TaskBus(store=RedisStore(URL, prefix=prefix_for(tmp_path)), workers=1)
+
+        @bus.task("jobs:clone")
+        async def clone(ctx: TaskContext, repo: str) -> str:
+            await gate.wait()
+            return repo
+
+        return bus
+
+    first, second = build(), build()
+    stores = [bus.store for bus in (first, second)]
+    for store in stores:  # as if each looked before the other added: only the add decides
+        store.find_by_key = _nothing  # type: ignore[method-assign]
+    async with first, second:
+        handles: list[str] = []
+
+        async def submit(bus: TaskBus) -> None:
+            handles.append((await bus.submit("jobs:clone", "r", key="clone-r")).id)
+
+        for _ in range(5):  # each round, both at once
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(submit, first)
+                tg.start_soon(submit, second)
+        gate.set()
+        assert len(set(handles)) == 1
+        assert await first.result(handles[0], timeout=10) == "r"
+        assert sum((await first.stats()).by_state.values()) == 1
+
+
+async def _nothing(*args: object, **kwargs: object) -> None:
+    return None
