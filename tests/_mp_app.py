@@ -46,6 +46,10 @@ def make() -> TaskBus:
         await ctx.progress(50, text)
         return text
 
+    @bus.task("mp:count")
+    async def count(ctx: TaskContext) -> None:
+        _log("ran", ctx.task_id)
+
     @bus.task("mp:limited", concurrency=2)
     async def limited(ctx: TaskContext) -> None:
         _log("start", ctx.task_id)

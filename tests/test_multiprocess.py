@@ -61,6 +61,7 @@ class Cluster:
             "TASKBUS_TEST_DB": str(self.db),
             "TASKBUS_TEST_LOG": str(self.log),
         }
+        self._stderr = stack.enter_context((tmp_path / "workers.err").open("ab"))
         if store_kind == "redis":
             self.env["TASKBUS_TEST_REDIS_PREFIX"] = prefix_for(tmp_path)
 
@@ -78,6 +79,7 @@ class Cluster:
             ],
             cwd=TESTS,
             env=self.env,
+            stderr=self._stderr,  # its logs: a pipe nobody reads would fill and block it
         )
         self._stack.push_async_callback(_stop, process)
         assert process.stdout is not None
@@ -282,3 +284,34 @@ def test_only_a_worker_on_this_host_whose_process_is_gone_is_known_dead() -> Non
     assert not is_dead(f"{host}:{os.getppid()}:abc")  # alive
     assert not is_dead(f"elsewhere:{2**22 + 12345}:abc")  # another machine: its lease decides
     assert not is_dead("not-a-worker-id")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("store_kind", ["redis"])  # SQLite's run this size: the benchmark's
+async def test_four_workers_run_ten_thousand_tasks_each_exactly_once(
+    cluster: ClusterFactory,
+) -> None:
+    tasks = 10_000
+    async with cluster() as nodes:
+        workers = [await nodes.worker("--workers", "20") for _ in range(4)]
+        client = nodes.client()
+        finals: list[str] = []
+        client.on("task-completed", lambda event: finals.append(event.task_id))
+        async with client:
+            submitted: list[str] = []
+
+            async def submit(count: int) -> None:
+                for _ in range(count):
+                    handle = await client.submit("mp:count")
+                    submitted.append(handle.id)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(submit, tasks // 50)
+            await nodes.wait_for(lambda: len(finals) >= tasks, timeout=150)
+            stats = await client.stats()
+        assert stats.by_state == {TaskState.COMPLETED: tasks}
+        ran = [task_id for _, task_id, _, _ in nodes.entries("ran")]
+        assert len(ran) == tasks and set(ran) == set(submitted)  # each ran once
+        assert sorted(finals) == sorted(submitted)  # each final event heard once
+        assert {pid for _, _, pid, _ in nodes.entries("ran")} <= {w.pid for w in workers}
