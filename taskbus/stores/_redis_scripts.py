@@ -178,7 +178,8 @@ return results
 
 #: Claim ready tasks. ARGV: prefix, keep, worker, limit, lease end, now, aging
 #: ('' for none), highest priority, lowest priority, t, t types ('' first: all
-#: types), l, l type/limit pairs. Returns each claimed task's hash, flattened.
+#: types), l, l type/limit pairs. Returns each claimed task's hash, flattened,
+#: then the earliest not-before time of the tasks not yet due ('' for none).
 ACQUIRE = (
     _LIBRARY
     + r"""
@@ -257,6 +258,8 @@ for _, c in ipairs(found) do
     claimed[#claimed + 1] = redis.call('HGETALL', tkey)
   end
 end
+local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+claimed[#claimed + 1] = first[2] or ''
 return claimed
 """
 )

@@ -20,6 +20,7 @@ import builtins
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -59,6 +60,7 @@ _AT = {name: index for index, name in enumerate(COLUMNS)}
 _READ_BATCH = 1000
 _BLOCK_MS = 1000
 _RETRY_PAUSE = 0.5
+_DUE_HINT_FOR = 1.0  # seconds an acquire's view of the next due time is used
 
 
 def _logged(events: Iterable[Event | None]) -> list[str]:
@@ -152,6 +154,7 @@ class RedisStore:
         self._following = False
         self._logged_up_to = (0, 0)  # the newest event this store logged
         self._delivered = anyio.Event()
+        self._due_hint: tuple[float | None, float] = (None, -math.inf)
 
     def __repr__(self) -> str:
         return f"RedisStore({_redacted(self.url)!r}, prefix={self.prefix!r})"
@@ -229,6 +232,12 @@ class RedisStore:
 
     # -- writes ---------------------------------------------------------------------
 
+    def _queued_later(self, record: TaskRecord) -> None:
+        """A task this store writes queued with a not-before time: the next due time
+        may be sooner than the last `acquire` saw."""
+        if record.not_before is not None and record.state is TaskState.QUEUED:
+            self._due_hint = (None, -math.inf)
+
     async def _write(self, *items: str) -> list[Any]:
         _, calls = self._require()
         results: list[Any] = await calls.run("write", self._args(*items))
@@ -263,6 +272,7 @@ class RedisStore:
         (in any process), `StoreError` if Redis cannot be reached.
         """
         row = row_from_record(record)
+        self._queued_later(record)
         scope = "" if record.key is None else self._scope(record.owner, record.type, record.key)
         # Only if absent: a write sent again after a lost reply cannot add it twice.
         (result,) = await self._write(
@@ -275,6 +285,7 @@ class RedisStore:
         await self._write(_item(record.id, row=_storable(record), events=[event]))
 
     async def update(self, record: TaskRecord, *, event: Event | None = None) -> None:
+        self._queued_later(record)
         await self._write(_item(record.id, row=_storable(record), events=[event]))
 
     async def finish(self, record: TaskRecord, *, event: Event | None = None) -> None:
@@ -394,7 +405,12 @@ class RedisStore:
         return records
 
     async def next_due(self) -> float | None:
-        """The earliest not-before time among queued tasks not yet due."""
+        """The earliest not-before time among queued tasks not yet due: as the last
+        `acquire` of this store saw it, if that was a moment ago (a task added since
+        wakes the claims, whose `acquire` sees it), else read."""
+        due, when = self._due_hint
+        if time.monotonic() - when < _DUE_HINT_FOR:
+            return due
         first = await self._read(
             lambda client: client.zrange(self._key("delayed"), 0, 0, withscores=True)
         )
@@ -441,6 +457,8 @@ class RedisStore:
                 *(a for t, n in bounds for a in (t, str(n))),
             ),
         )
+        *claimed, due = claimed
+        self._due_hint = (float(due) if due else None, time.monotonic())
         return [decode(_hash(flat), pick.now) for flat in claimed]
 
     async def release(
@@ -469,6 +487,7 @@ class RedisStore:
         worker = check_worker(worker_id)
         if record.state is TaskState.RUNNING:
             raise ValueError(f"release takes a final or re-queued record, not {record!r}")
+        self._queued_later(record)
         row = _storable(record)
         row = (*row[:-2], None, None)  # worker, lease_until: dropped
         return _item(record.id, state="running", worker=worker, row=row, events=[event])

@@ -303,3 +303,19 @@ async def test_two_buses_submitting_one_key_at_once_make_one_task(tmp_path: Path
 
 async def _nothing(*args: object, **kwargs: object) -> None:
     return None
+
+
+async def test_next_due_after_an_acquire_sees_a_delayed_task_this_store_adds(
+    tmp_path: Path,
+) -> None:
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        assert await store.acquire("w", 1, 30.0) == []
+        assert await store.next_due() is None  # as that acquire saw it
+        later = make_record()
+        later.not_before = later.created_at + 60
+        await store.add(later)
+        assert await store.next_due() == later.not_before
+    finally:
+        await store.close()
