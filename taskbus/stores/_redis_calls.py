@@ -62,9 +62,18 @@ class ScriptCalls:
     """Queues script calls and sends them in order (see the module docstring)."""
 
     def __init__(
-        self, client: Redis, scripts: Mapping[str, str], where: str, *, retry_for: float = 10.0
+        self,
+        client: Redis,
+        scripts: Mapping[str, str],
+        where: str,
+        *,
+        merged: Mapping[str, int] | None = None,
+        retry_for: float = 10.0,
     ) -> None:
+        """`merged`: the scripts whose calls may go out as one, by how many leading
+        arguments they share (the rest are items, each with one result)."""
         self._client = client
+        self._merged = dict(merged or {})
         self._connection: AbstractConnection | None = None
         self._retry_for = retry_for
         self._outage = False
@@ -184,26 +193,54 @@ class ScriptCalls:
 
     async def _pipeline(self, calls: list[Call]) -> list[Any]:
         """Send `calls` on the writer's own connection in one write and read their
-        replies in order (an error reply is returned in its place)."""
+        replies in order (an error reply is returned in its place). Consecutive calls
+        of a script that takes many items (`merged`) go out as one call."""
         connection = self._connection
         if connection is None:
             pool = self._client.connection_pool
             connection = self._connection = await pool.get_connection()
-        commands: list[tuple[str | int, ...]] = [
-            ("EVALSHA", self._shas[call.script], 0, *call.args) for call in calls
-        ]
+        groups: list[list[Call]] = []
+        for call in calls:
+            if groups and call.script in self._merged and groups[-1][0].script == call.script:
+                groups[-1].append(call)
+            else:
+                groups.append([call])
+        commands = [self._command(group) for group in groups]
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
             results: list[Any] = []
-            for _ in calls:
+            for group in groups:
                 try:
-                    results.append(await connection.read_response())
+                    reply = await connection.read_response()
                 except ResponseError as error:
-                    results.append(error)
+                    results += [error] * len(group)
+                    continue
+                results += self._split(group, reply)
         except BaseException:
             await connection.disconnect()  # replies may be pending: never reuse it
             raise
         return results
+
+    def _command(self, group: list[Call]) -> tuple[str | int, ...]:
+        first = group[0]
+        if len(group) == 1:
+            return ("EVALSHA", self._shas[first.script], 0, *first.args)
+        head = self._merged[first.script]
+        items = [arg for call in group for arg in call.args[head:]]
+        return ("EVALSHA", self._shas[first.script], 0, *first.args[:head], *items)
+
+    def _split(self, group: list[Call], reply: Any) -> list[Any]:
+        """Each call's share of a merged call's reply (one result per item)."""
+        if len(group) == 1:
+            return [reply]
+        head = self._merged[group[0].script]
+        shares: list[Any] = []
+        at = 0
+        for call in group:
+            count = len(call.args) - head
+            shares.append(reply[at : at + count])
+            at += count
+        return shares
 
     async def close(self) -> None:
         """Give the writer's connection back to its pool."""

@@ -184,6 +184,7 @@ class RedisStore:
             client,
             {"write": WRITE, "acquire": ACQUIRE, "expired": EXPIRED, "delete": DELETE},
             repr(self),
+            merged={"write": 2},  # prefix and keep, then one item per result
         )
         try:
             await client.ping()

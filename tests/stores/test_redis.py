@@ -319,3 +319,26 @@ async def test_next_due_after_an_acquire_sees_a_delayed_task_this_store_adds(
         assert await store.next_due() == later.not_before
     finally:
         await store.close()
+
+
+async def test_writes_sent_in_one_round_trip_each_get_their_own_outcome(tmp_path: Path) -> None:
+    """Consecutive writes go out as one script call; each caller still gets its own."""
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        records = [make_record() for _ in range(3)]
+        outcomes: list[object] = []
+        store._write_soon(
+            _item(records[0].id, state="", row=row_from_record(records[0])),
+            _item(records[1].id, state="", row=row_from_record(records[1])),
+            then=outcomes.append,
+        )
+        store._write_soon(
+            _item(records[0].id, state="running", row=row_from_record(records[0])),
+            then=outcomes.append,
+        )
+        last = await store._write(_item(records[2].id, state="", row=row_from_record(records[2])))
+        assert outcomes == [[[], []], [0]] and last == [[]]
+        assert (await store.stats()).total == 3
+    finally:
+        await store.close()
