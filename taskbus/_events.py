@@ -154,6 +154,10 @@ class TaskStarted(TaskEvent):
 
     name: Literal["task-started"] = "task-started"
     attempt: int = Field(ge=1, description="1 for the first attempt.")
+    worker: str | None = Field(
+        default=None,
+        description="The worker running it (host:pid:token) on a store processes share.",
+    )
 
 
 class TaskProgress(TaskEvent):

@@ -586,6 +586,7 @@ def _started_event(record: TaskRecord) -> TaskStarted:
             "owner": record.owner,
             "timestamp": record.started_at,
             "attempt": record.attempt,
+            "worker": record.worker,
         },
     )
 

@@ -201,4 +201,5 @@ class TaskRecord:
             started_at=_dt(self.started_at),
             finished_at=_dt(self.finished_at),
             not_before=_dt(self.not_before),
+            worker=self.worker if self.state is TaskState.RUNNING else None,
         )

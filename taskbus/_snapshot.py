@@ -56,6 +56,11 @@ class TaskSnapshot(BaseModel):
     started_at: datetime | None = Field(default=None, description="Start of the last attempt.")
     finished_at: datetime | None = None
     not_before: datetime | None = Field(default=None, description="Earliest next start.")
+    worker: str | None = Field(
+        default=None,
+        description="While it runs on a store processes share: the worker running it "
+        "(host:pid:token).",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -643,3 +643,20 @@ async def test_each_transition_logs_one_line_naming_the_task(
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if handle.id in r.getMessage()]
     kinds = [(level, message.split()[0]) for level, message in lines]
     assert kinds == [("DEBUG", "queued"), ("DEBUG", "started"), ("INFO", "completed")], lines
+
+
+async def test_a_running_task_names_its_worker_on_a_shared_store(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    started: list[Event] = []
+    bus.on("task-started", started.append)
+    async with bus:
+        handle = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        running = await bus.get(handle.id)
+        gate.open.set()
+        done = await handle.wait(timeout=WAIT)
+    expected = bus.worker_id if bus.shares_store else None
+    assert running.worker == expected
+    assert [getattr(event, "worker", "?") for event in started] == [expected]
+    assert done.worker is None  # it no longer runs

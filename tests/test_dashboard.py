@@ -71,8 +71,8 @@ class WaitInput(BaseModel):
     seconds: float = 30.0
 
 
-def make_bus() -> TaskBus:
-    bus = TaskBus(workers=4, shutdown_grace=1.0, progress_interval=0.02)
+def make_bus(store: str | None = None) -> TaskBus:
+    bus = TaskBus(store=store, workers=4, shutdown_grace=1.0, progress_interval=0.02)
 
     @bus.task("ui:steps", description="Count to `steps`, reporting progress")
     async def steps(ctx: TaskContext, params: StepsInput) -> int:
@@ -242,4 +242,23 @@ def test_dashboard_at_the_root_follows_tasks_submitted_elsewhere(browser: Browse
         expect(page.locator("#stats")).to_have_text("1 completed")
         # Only the first load listed the tasks: everything after came from the stream.
         assert list_requests == [f"{url}/tasks?limit=200"]
+        page.close()
+
+
+def test_dashboard_shows_which_worker_runs_a_task_on_a_shared_store(
+    browser: Browser, tmp_path: Path
+) -> None:
+    bus = make_bus(f"sqlite:///{tmp_path / 'shared.db'}")
+    with serve(create_app(bus, manage_bus=True)) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/")
+        expect(page.locator("#connection")).to_have_text("live", timeout=WAIT_MS)
+        answer = httpx.post(f"{url}/tasks", json={"type": "ui:wait", "input": {"seconds": 30}})
+        assert answer.status_code == 202, answer.text
+        row = page.locator(f'tr[data-task-id="{answer.json()["id"]}"]')
+        expect(row.locator(".state")).to_have_text("running", timeout=WAIT_MS)
+        expect(row.locator(".worker")).to_have_text(f"on {bus.worker_id}")
+        row.locator(".cancel").click()
+        expect(row.locator(".state")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(row.locator(".worker")).to_have_text("")
         page.close()

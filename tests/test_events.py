@@ -20,7 +20,7 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 BASE = {"task_id": "abc", "task_type": "t:x", "owner": "alice", "timestamp": NOW}
 SAMPLES = [
     (TaskQueued, {"priority": 5, "estimated_duration": 2.0, "metadata": {"k": 1}}),
-    (TaskStarted, {"attempt": 1}),
+    (TaskStarted, {"attempt": 1, "worker": "host:42:abc"}),
     (
         TaskProgress,
         {
