@@ -18,6 +18,7 @@ from .._errors import StoreError
 from .._events import CancelRequested, Event, build_trusted
 from .._record import TaskRecord
 from .._states import TaskState
+from . import _leases as checks
 from . import _sqlite_lease as leases
 from ._base import CorruptRecord
 from ._sqlite_base import ClaimDelivery, SqliteBase, change_row
@@ -53,8 +54,8 @@ class SqliteClaims(SqliteBase):
 
         def pick(conn: sqlite3.Connection) -> leases.Picked:
             # The time is the transaction's, not the call's.
-            chosen.now = leases.check_now(now())
-            chosen.until = leases.lease_end(chosen.now, lease)
+            chosen.now = checks.check_now(now())
+            chosen.until = checks.lease_end(chosen.now, lease)
             return chosen.run(conn)
 
         writer = self._require_writer()
@@ -161,9 +162,9 @@ class SqliteClaims(SqliteBase):
     ) -> set[str]:
         """Renew until ``now + lease`` the leases `worker_id` holds on `ids`; returns
         the ids it holds no lease on (lost)."""
-        worker = leases.check_worker(worker_id)
-        wanted = leases.check_ids(ids)
-        until = leases.lease_end(leases.check_now(now), lease)
+        worker = checks.check_worker(worker_id)
+        wanted = checks.check_ids(ids)
+        until = checks.lease_end(checks.check_now(now), lease)
         if not wanted:
             return set()
         work = partial(leases.extend, worker=worker, ids=wanted, until=until)
@@ -180,11 +181,11 @@ class SqliteClaims(SqliteBase):
     ) -> builtins.list[TaskRecord]:
         """Tasks whose lease ended before `now`, or held by `workers` (known dead),
         queued again while attempts remain (never those of `fail_types`), else failed
-        (see `_sqlite_lease.expiry_error`): their new records. ``events_for(record)``
+        (see `_leases.expiry_error`): their new records. ``events_for(record)``
         is logged with each change."""
         work = partial(
             leases.reap,
-            now=leases.check_now(now),
+            now=checks.check_now(now),
             workers=workers,
             fail_types=fail_types,
             alive=alive,
@@ -201,9 +202,9 @@ class SqliteClaims(SqliteBase):
     ) -> TaskRecord | None:
         """Cancel the task if it is queued, in one step (logging ``event_for(record)``
         with it): its new record, else None."""
-        reason = leases.check_reason(reason)
+        reason = checks.check_reason(reason)
         work = partial(
-            leases.cancel_queued, task_id=task_id, reason=reason, now=leases.check_now(now)
+            leases.cancel_queued, task_id=task_id, reason=reason, now=checks.check_now(now)
         )
 
         def events(result: tuple[TaskRecord | None, Any]) -> builtins.list[Event]:
@@ -220,7 +221,7 @@ class SqliteClaims(SqliteBase):
         log, committed with a note on the running task's row (its cancel reason), so
         that if its worker dies before it stops, reaping cancels the task instead of
         queueing it again. Not waited for."""
-        reason = leases.check_reason(reason)
+        reason = checks.check_reason(reason)
         event = build_trusted(
             CancelRequested,
             {
@@ -272,7 +273,7 @@ def _release_step(
     worker_id: str, record: TaskRecord, event: Event | None
 ) -> tuple[Callable[[sqlite3.Connection], bool], Callable[[bool], builtins.list[Event]]]:
     """The writer's step for a release, and the events it logs when it takes."""
-    worker = leases.check_worker(worker_id)
+    worker = checks.check_worker(worker_id)
     if record.state is TaskState.RUNNING:
         raise ValueError(f"release takes a final or re-queued record, not {record!r}")
     row = change_row(record)

@@ -14,32 +14,25 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import time
-from collections.abc import Collection, Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from collections.abc import Collection, Iterable
+from typing import Any
 
-from .._errors import ErrorType
 from .._record import TaskRecord
-from .._snapshot import ErrorInfo
 from .._states import TaskState
 from ._base import CorruptRecord
-from ._codec import COLUMNS, Row, escape_text, is_unicode, salvage_row
+from ._codec import COLUMNS, Row, escape_text, salvage_row
 from ._codec_read import record_from_row
+from ._leases import (
+    ClaimArgs,
+    expiry_error,
+)
 from ._sqlite_schema import UPSERT
 
 __all__ = [
     "Pick",
     "cancel_queued",
-    "check_ids",
-    "check_lease",
-    "check_now",
-    "check_reason",
-    "check_worker",
-    "expiry_error",
     "extend",
     "give_back",
-    "lease_end",
     "mark_cancel_requested",
     "next_due",
     "progress",
@@ -95,96 +88,14 @@ _CANCEL = (
     "WHERE rowid = ?"
 )
 _CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
-_INTERRUPTED_TYPE = "taskbus.TaskInterruptedError"  # as the public name presents itself
 
 Picked = tuple[list[TaskRecord], list[CorruptRecord]]
-
-
-# -- argument checks ------------------------------------------------------------------
-
-
-def _finite(value: object) -> TypeGuard[float]:
-    """Whether `value` is a finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_worker(worker_id: object) -> str:
-    if not isinstance(worker_id, str) or not worker_id or not is_unicode(worker_id):
-        raise ValueError(f"worker_id must be non-empty text, not {worker_id!r}")
-    return worker_id
-
-
-def check_lease(lease: object) -> float:
-    if not (_finite(lease) and lease > 0):
-        raise ValueError(f"lease must be a positive, finite number of seconds, not {lease!r}")
-    return float(lease)
-
-
-def check_now(now: object) -> float:
-    """`now` as epoch seconds (None: the current time)."""
-    if now is None:
-        return time.time()
-    if not _finite(now):
-        raise ValueError(f"now must be a finite time in epoch seconds, not {now!r}")
-    return float(now)
-
-
-def check_ids(ids: Collection[str]) -> list[str]:
-    if isinstance(ids, str):
-        raise TypeError(f"ids must be a collection of task ids, not one string: {ids!r}")
-    return list(dict.fromkeys(ids))
-
-
-def check_reason(reason: object) -> str | None:
-    if reason is not None and not isinstance(reason, str):
-        raise ValueError(f"a cancel reason is text or None, not {reason!r}")
-    return reason
-
-
-def lease_end(now: float, lease: object) -> float:
-    """``now + lease``, the lease checked."""
-    until = now + check_lease(lease)
-    if not math.isfinite(until):
-        raise ValueError(f"lease {lease!r} from {now!r} does not end at a finite time")
-    return until
-
-
-def expiry_error(record: TaskRecord, *, retry: bool) -> ErrorInfo:
-    """Why a leased task stopped: its worker did not renew the lease in time."""
-    expired = "an unknown time"
-    if record.lease_until is not None:
-        try:
-            stamp = datetime.fromtimestamp(record.lease_until, UTC)
-            expired = stamp.isoformat(timespec="milliseconds")
-        except (OverflowError, ValueError, OSError):  # beyond the years datetime knows
-            expired = f"{record.lease_until:.3f} (epoch seconds)"
-    holder = (
-        "its process stopped (it held no lease)"
-        if record.worker is None
-        else f"worker {escape_text(record.worker)!r} stopped renewing its lease "
-        f"(expired at {expired})"
-    )
-    message = (
-        f"interrupted: {holder} during attempt {record.attempt} of {record.max_attempts}; "
-        + ("queued again" if retry else "it does not run again")
-    )
-    return ErrorInfo(
-        message=message,
-        # Out of attempts, it cannot run again: fatal, as recovery does for a task
-        # interrupted on its last attempt.
-        error_type=ErrorType.RETRYABLE if retry else ErrorType.FATAL,
-        exception_type=_INTERRUPTED_TYPE,
-        suggested_action=None
-        if retry
-        else "Find out why the worker stopped (killed, crashed, or its event loop blocked "
-        "for longer than the lease), then submit the task again.",
-    )
 
 
 # -- acquire --------------------------------------------------------------------------
 
 
-class Pick:
+class Pick(ClaimArgs):
     """The arguments of one `acquire`, checked; `run` picks and claims in one go.
 
     Order: priority (10 first), then queued_at, then insertion; with `aging`, by
@@ -192,37 +103,7 @@ class Pick:
     every running row of that type) is skipped, not waited for.
     """
 
-    __slots__ = ("aging", "limit", "limits", "now", "types", "until", "worker")
-
-    def __init__(
-        self,
-        worker_id: str,
-        limit: int,
-        lease: float,
-        *,
-        limits: Mapping[str, int] | None,
-        types: Collection[str] | None,
-        aging: float | None,
-        now: float | None,
-    ) -> None:
-        self.worker = check_worker(worker_id)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise ValueError(f"limit must be an integer >= 0, not {limit!r}")
-        self.limit = limit
-        self.limits = dict(limits or {})
-        for task_type, most in self.limits.items():
-            if not isinstance(most, int) or isinstance(most, bool) or most < 0:
-                raise ValueError(
-                    f"the limit of {task_type!r} must be an integer >= 0, not {most!r}"
-                )
-        if isinstance(types, str):
-            raise TypeError(f"types must be a collection of task types, not one string: {types!r}")
-        self.types = None if types is None else frozenset(types)
-        if aging is not None and not (_finite(aging) and aging > 0):
-            raise ValueError(f"aging must be a positive number of seconds, not {aging!r}")
-        self.aging = aging
-        self.now = check_now(now)
-        self.until = lease_end(self.now, lease)
+    __slots__ = ()
 
     def candidates(self, blocked: set[str]) -> frozenset[str] | None:
         """The types that may still be picked (None: any type not blocked)."""

@@ -43,11 +43,18 @@ from .._states import TaskState
 from ._base import KeyInUse, StoreStats, TaskQuery
 from ._codec import COLUMNS, Row, escape_text, row_from_record, unstorable_row
 from ._event_codec import event_from_text, event_text
+from ._leases import (
+    ClaimArgs,
+    check_ids,
+    check_now,
+    check_reason,
+    check_worker,
+    lease_end,
+    settle_expired,
+)
 from ._redis_calls import Call, ScriptCalls
 from ._redis_rows import decode, fields, scope_key, text
 from ._redis_scripts import ACQUIRE, DELETE, EXPIRED, WRITE
-from ._sqlite_lease import Pick, check_ids, check_now, check_reason, check_worker, expiry_error
-from ._sqlite_lease import lease_end as _lease_end
 
 __all__ = ["RedisStore"]
 
@@ -436,7 +443,7 @@ class RedisStore:
         now: float | None = None,
     ) -> builtins.list[TaskRecord]:
         """Claim up to `limit` ready queued tasks (see `TaskStore.acquire`), in one step."""
-        pick = Pick(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
+        pick = ClaimArgs(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
         if pick.types is not None and not pick.types:
             return []
         _, calls = self._require()
@@ -499,7 +506,7 @@ class RedisStore:
         """Move to ``now + lease`` the leases `worker_id` holds on `ids`; return the
         ids it holds none on."""
         worker, wanted = check_worker(worker_id), check_ids(ids)
-        until = _lease_end(check_now(now), lease)
+        until = lease_end(check_now(now), lease)
         if not wanted:
             return set()
         items = [
@@ -536,7 +543,7 @@ class RedisStore:
             expired = lease_until is None or lease_until < moment or worker in dead
             if not expired or worker in living:
                 continue
-            _settle_expired(record, moment, retry_allowed=record.type not in failing)
+            settle_expired(record, moment, retry_allowed=record.type not in failing)
             items.append(
                 _item(
                     record.id,
@@ -722,22 +729,6 @@ def _progress(record: TaskRecord) -> dict[str, Any]:
     """The progress columns of `record`, as stored (None: cleared)."""
     row = _storable(record)
     return {name: row[_AT[name]] for name in _PROGRESS}
-
-
-def _settle_expired(record: TaskRecord, moment: float, *, retry_allowed: bool) -> None:
-    """What reaping makes of a task whose worker stopped (as every store does)."""
-    retry = record.attempt < record.max_attempts and retry_allowed
-    if record.cancel_reason is not None:  # its cancel was requested: it ends so
-        record.state, record.finished_at = TaskState.CANCELLED, moment
-    elif retry:
-        record.error = expiry_error(record, retry=True)
-        record.state, record.queued_at, record.started_at = TaskState.QUEUED, moment, None
-        record.progress = record.current = record.total = record.eta = None
-        record.message = None
-    else:
-        record.error = expiry_error(record, retry=False)
-        record.state, record.finished_at = TaskState.FAILED, moment
-    record.worker = record.lease_until = None
 
 
 def _redacted(url: str) -> str:

@@ -36,8 +36,8 @@ from taskbus.stores import StoreStats, TaskQuery
 from taskbus.stores._codec import COLUMNS, Row, row_from_record, unstorable_row
 from taskbus.stores._codec_read import record_from_row
 from taskbus.stores._event_codec import event_from_text, event_text
-from taskbus.stores._sqlite_lease import (
-    Pick,
+from taskbus.stores._leases import (
+    ClaimArgs,
     check_ids,
     check_now,
     check_reason,
@@ -303,7 +303,7 @@ class ValueStore:
         * aging``); a type with `limits` of it running (any worker) is skipped, not
         waited for. Each becomes running, attempt counted, leased to `worker_id`
         until ``now + lease``. Logs nothing: task-started comes as the handler starts."""
-        pick = Pick(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
+        pick = ClaimArgs(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
         await self._step()
         running = Counter(
             _col(row, "type") for row in self._rows.values() if _col(row, "state") == "running"
