@@ -21,7 +21,7 @@ from ._executor import TaskExecutor
 from ._handle import TaskHandle
 from ._held import HeldTasks
 from ._intake import Intake
-from ._leasing import LeaseKeeper
+from ._leasing import DEFAULT_LEASE, LeaseKeeper
 from ._lifecycle import Lifecycle
 from ._query import task_query
 from ._queue import TaskQueue
@@ -124,6 +124,7 @@ class TaskBus:
                 clock=self.clock,
                 timers=self.timers,
                 aging=aging,
+                lease=_store_lease(self.lifecycle.leases),
             )
             self.executor.on_idle = self._leases.capacity_freed
             self.lifecycle.on_work = self._leases.work_queued
@@ -453,3 +454,10 @@ class TaskBus:
         finally:
             self.shutdown_report = self._run.report
         return None
+
+
+def _store_lease(store: object) -> float:
+    """The lease a store asks its claims to have (its ``lease`` attribute), else the
+    default: 30 s, renewed every third of it."""
+    lease = getattr(store, "lease", None)
+    return DEFAULT_LEASE if lease is None else float(lease)

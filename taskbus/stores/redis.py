@@ -134,7 +134,8 @@ class RedisStore:
     `url` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,
     ``unix:///path``); `prefix` starts every key this store uses, so several
     stores share a database; `keep_events` bounds the event stream (approximate
-    trimming, as Redis's ``MAXLEN ~``).
+    trimming, as Redis's ``MAXLEN ~``); `lease` is how long a worker's claim lasts
+    unless renewed (every third of it), so how soon a dead worker's tasks run again.
     """
 
     def __init__(
@@ -143,6 +144,7 @@ class RedisStore:
         *,
         prefix: str = "taskbus:",
         keep_events: int = 100_000,
+        lease: float = 30.0,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"a Redis store URL looks like 'redis://host:6379/0', not {url!r}")
@@ -150,6 +152,11 @@ class RedisStore:
             raise ValueError(f"prefix must be non-empty text, not {prefix!r}")
         if isinstance(keep_events, bool) or not isinstance(keep_events, int) or keep_events < 1:
             raise ValueError(f"keep_events must be a positive integer, not {keep_events!r}")
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not 1 <= lease < 1e9:
+            raise ValueError(f"lease must be a number of seconds from 1, not {lease!r}")
+        #: Seconds a worker's claim lasts unless renewed (every third of it): a task
+        #: whose worker died runs again after at most this long.
+        self.lease = float(lease)
         self.url = url
         self.prefix = prefix
         self.keep_events = keep_events

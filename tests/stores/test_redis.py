@@ -18,7 +18,7 @@ from anyio.abc import Process
 from taskbus import StoreError, TaskBus, TaskContext, TaskState
 from taskbus._events import TaskQueued, build_trusted
 from taskbus.abc import KeyInUse
-from taskbus.stores import open_store
+from taskbus.stores import TaskQuery, open_store
 from taskbus.stores._codec import row_from_record
 from taskbus.stores.redis import RedisStore, _item
 
@@ -50,6 +50,9 @@ def test_its_repr_never_shows_a_password() -> None:
         ({"prefix": ""}, "prefix must be non-empty"),
         ({"keep_events": 0}, "keep_events must be a positive integer"),
         ({"keep_events": True}, "keep_events must be a positive integer"),
+        ({"lease": 0.5}, "lease must be a number of seconds from 1"),
+        ({"lease": float("nan")}, "lease must be a number of seconds from 1"),
+        ({"lease": "30"}, "lease must be a number of seconds from 1"),
     ],
 )
 def test_bad_arguments_are_refused_at_construction(kwargs: dict[str, object], message: str) -> None:
@@ -342,3 +345,25 @@ async def test_writes_sent_in_one_round_trip_each_get_their_own_outcome(tmp_path
         assert (await store.stats()).total == 3
     finally:
         await store.close()
+
+
+async def test_the_lease_a_store_asks_for_is_the_one_its_bus_claims_with(
+    tmp_path: Path,
+) -> None:
+    bus = TaskBus(store=RedisStore(URL, prefix=prefix_for(tmp_path), lease=5), workers=1)
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    @bus.task("jobs:hold")
+    async def hold(ctx: TaskContext) -> None:
+        started.set()
+        await gate.wait()
+
+    async with bus:
+        await bus.submit("jobs:hold")
+        with anyio.fail_after(10):
+            await started.wait()
+        (running,) = await bus.store.list(TaskQuery(state=TaskState.RUNNING))
+        gate.set()
+    assert running.lease_until is not None and running.started_at is not None
+    assert running.lease_until - running.started_at == pytest.approx(5, abs=0.5)
