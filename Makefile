@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/durable.py
 	$(BIN)/python benchmarks/multiprocess.py
 	$(BIN)/python benchmarks/http_api.py
+	$(BIN)/python benchmarks/redis.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -50,6 +50,7 @@ EXPECTED: dict[str, set[str]] = {
     "durable": {"backend", "store", "workers", "meets_target"},
     "http_api": set(),
     "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
+    "redis": {"system", "version", "store", "redis_py"},
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -105,6 +106,27 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
         "ratio_p50",
         "ratio_p99",
     },
+    ("redis", "end-to-end"): {
+        "backend",
+        "processes",
+        "workers_per_process",
+        "submitters",
+        "tasks_per_s",
+        "submit_loop_per_s",
+        "exactly_once",
+        "done",
+        "tasks_run_once",
+        "tasks_run_more_than_once",
+        "tasks_never_run",
+    },
+    ("redis", "submit-to-start"): {"processes", "warmup", "p50_us", "p99_us"},
+    ("redis", "memory-per-queued-task"): {
+        "used_memory_before",
+        "used_memory_after",
+        "bytes_per_task",
+        "queued",
+    },
+    ("redis", "event-latency"): {"processes", "heard", "p50_us", "p99_us"},
     ("durable", "submit-latency"): {
         "p50_us",
         "p99_us",
@@ -114,10 +136,42 @@ EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
         "ratio_p99",
     },
 }
+#: Keys of taskbus's line of a case that also carries its peers' figures and the targets.
+EXPECTED_BY_SYSTEM: dict[tuple[str, str, str], set[str]] = {
+    ("redis", "end-to-end", "taskbus"): {
+        "completed_in_store",
+        "finals_heard_once",
+        "finals_not_heard",
+        "dramatiq_tasks_per_s",
+        "arq_tasks_per_s",
+        "saq_tasks_per_s",
+        "ratio_to_dramatiq",
+        "ratio_to_arq",
+        "ratio_to_saq",
+        "target_tasks_per_s",
+        "target_ratio_to_dramatiq",
+        "meets_target_ratio_to_dramatiq",
+    },
+    ("redis", "submit-to-start", "taskbus"): {
+        "dramatiq_p50_us",
+        "arq_p50_us",
+        "saq_p50_us",
+        "target_p50_us",
+    },
+    ("redis", "memory-per-queued-task", "taskbus"): {
+        "event_log_bytes_per_task",
+        "dramatiq_bytes_per_task",
+        "arq_bytes_per_task",
+        "saq_bytes_per_task",
+        "target_bytes_per_task",
+    },
+}
 #: Keys that say the run was correct (not a figure): they must be true.
 MUST_HOLD: dict[tuple[str, str], str] = {
     # Every task completed once in the store and ran once over the worker processes.
     ("multiprocess", "exactly-once"): "exactly_once",
+    # Every task ran once, and was done once, for taskbus and for each peer.
+    ("redis", "end-to-end"): "exactly_once",
 }
 CASES = {
     "throughput": {"no-subscriber", "sync-listener", "async-subscriber", "peer-aiojobs"},
@@ -126,7 +180,11 @@ CASES = {
     "durable": {"end-to-end", "end-to-end-sequential", "submit-latency"},
     "http_api": {"submit", "sse-fan-out"},
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
+    "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
 }
+#: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
+#: worker processes for each of four systems (about 12 s on an idle 2-core machine).
+QUICK_TIMEOUT = {"redis": 60}
 
 
 def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
@@ -134,7 +192,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         [sys.executable, str(BENCHMARKS / f"{script}.py"), "--quick", *extra],
         capture_output=True,
         text=True,
-        timeout=25,
+        timeout=QUICK_TIMEOUT.get(script, 25),
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -146,8 +204,9 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(70)  # above every run_quick timeout
 @pytest.mark.parametrize(
-    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess"]
+    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess", "redis"]
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
@@ -156,7 +215,9 @@ def test_quick_run_prints_json_lines(script: str) -> None:
     for line in lines:
         assert line["bench"] == script
         assert {"bench", "case", "tasks", "meets_target"} <= line.keys()
+        assert "error" not in line, line
         expected = EXPECTED[script] | EXPECTED_BY_CASE.get((script, line["case"]), set())
+        expected |= EXPECTED_BY_SYSTEM.get((script, line["case"], line.get("system", "")), set())
         missing = expected - line.keys()
         assert not missing, f"{line['case']}: missing {sorted(missing)}"
         must_hold = MUST_HOLD.get((script, line["case"]))

@@ -197,7 +197,7 @@ class ScriptCalls:
         of a script that takes many items (`merged`) go out as one call."""
         connection = self._connection
         if connection is None:
-            pool = self._client.connection_pool
+            pool: Any = self._client.connection_pool  # typed in some redis-py versions only
             connection = self._connection = await pool.get_connection()
         groups: list[list[Call]] = []
         for call in calls:
