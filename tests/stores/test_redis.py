@@ -20,7 +20,8 @@ from taskbus._events import TaskQueued, build_trusted
 from taskbus.abc import KeyInUse
 from taskbus.stores import TaskQuery, open_store
 from taskbus.stores._codec import row_from_record
-from taskbus.stores.redis import RedisStore, _item
+from taskbus.stores._redis_items import item
+from taskbus.stores.redis import RedisStore
 
 from .test_contract import make_record
 
@@ -240,9 +241,9 @@ async def test_a_row_write_sent_twice_is_written_and_logged_once(tmp_path: Path)
                 "metadata": {},
             },
         )
-        item = _item(record.id, state="", row=row_from_record(record), events=[queued])
-        first = await store._write(item)
-        again = await store._write(item)
+        written = item(record.id, state="", row=row_from_record(record), events=[queued])
+        first = await store._write(written)
+        again = await store._write(written)
         assert len(first[0]) == 1 and again == [[]]
         assert [event.name for event in await store.events_after(None)] == ["task-queued"]
         assert (await store.stats()).total == 1
@@ -332,15 +333,15 @@ async def test_writes_sent_in_one_round_trip_each_get_their_own_outcome(tmp_path
         records = [make_record() for _ in range(3)]
         outcomes: list[object] = []
         store._write_soon(
-            _item(records[0].id, state="", row=row_from_record(records[0])),
-            _item(records[1].id, state="", row=row_from_record(records[1])),
+            item(records[0].id, state="", row=row_from_record(records[0])),
+            item(records[1].id, state="", row=row_from_record(records[1])),
             then=outcomes.append,
         )
         store._write_soon(
-            _item(records[0].id, state="running", row=row_from_record(records[0])),
+            item(records[0].id, state="running", row=row_from_record(records[0])),
             then=outcomes.append,
         )
-        last = await store._write(_item(records[2].id, state="", row=row_from_record(records[2])))
+        last = await store._write(item(records[2].id, state="", row=row_from_record(records[2])))
         assert outcomes == [[[], []], [0]] and last == [[]]
         assert (await store.stats()).total == 3
     finally:
