@@ -23,7 +23,7 @@ from ._leases import (
     settle_expired,
 )
 from ._redis_eventlog import RedisEventLog
-from ._redis_items import NONE, hash_of, item, progress_fields, storable
+from ._redis_items import NONE, hash_of, item, progress_fields, storable, token
 from ._redis_rows import decode, fields, text
 
 __all__ = ["RedisClaims"]
@@ -85,6 +85,7 @@ class RedisClaims(RedisEventLog):
                 *wanted,
                 str(len(bounds)),
                 *(a for t, n in bounds for a in (t, str(n))),
+                token(),
             ),
         )
         *claimed, due = claimed

@@ -17,7 +17,7 @@ from ._codec import COLUMNS, Row, row_from_record, unstorable_row
 from ._event_codec import event_text
 from ._redis_rows import fields, text
 
-__all__ = ["ANY", "NONE", "hash_of", "item", "progress_fields", "storable"]
+__all__ = ["ANY", "NONE", "hash_of", "item", "progress_fields", "storable", "token"]
 
 #: A condition of a write item: whatever is stored; nothing stored.
 ANY = "*"
@@ -49,9 +49,9 @@ def item(
     """One item of the `WRITE` script, as JSON: a whole row, or the columns in `set_`
     (None: deleted), on the conditions given."""
     to_delete: list[str] = []
-    token = ""
+    written_by = ""
     if row is not None:
-        mode, to_set, token = "row", fields(row), _token()
+        mode, to_set, written_by = "row", fields(row), token()
     else:
         mode, to_set = "patch", []
         for name, value in (set_ or {}).items():
@@ -59,7 +59,8 @@ def item(
                 to_delete.append(name)
             else:
                 to_set += (name, text(value))
-    item = [task_id, state, worker, lease, mode, token, to_set, to_delete, _logged(events), scope]
+    item = [task_id, state, worker, lease, mode, written_by, to_set, to_delete]
+    item += [_logged(events), scope]
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -67,8 +68,8 @@ _TOKEN_BASE = secrets.token_hex(6)
 _token_numbers = itertools.count()
 
 
-def _token() -> str:
-    """A write token, unique per row write across processes (see `WRITE`)."""
+def token() -> str:
+    """A call token, unique across processes (see `WRITE` and `ACQUIRE`)."""
     return f"{_TOKEN_BASE}.{os.getpid()}.{next(_token_numbers)}"
 
 

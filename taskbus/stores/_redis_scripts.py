@@ -178,8 +178,10 @@ return results
 
 #: Claim ready tasks. ARGV: prefix, keep, worker, limit, lease end, now, aging
 #: ('' for none), highest priority, lowest priority, t, t types ('' first: all
-#: types), l, l type/limit pairs. Returns each claimed task's hash, flattened,
-#: then the earliest not-before time of the tasks not yet due ('' for none).
+#: types), l, l type/limit pairs, a call token. Returns each claimed task's hash,
+#: flattened, then the earliest not-before time of the tasks not yet due ('' for
+#: none). The same call sent again (its reply was lost) claims nothing more: it
+#: answers the tasks the first one claimed that this worker still holds.
 ACQUIRE = (
     _LIBRARY
     + r"""
@@ -197,6 +199,26 @@ i = i + nt
 local nl = tonumber(ARGV[i]); i = i + 1
 local limits = {}
 for k = i, i + 2 * nl - 1, 2 do limits[ARGV[k]] = tonumber(ARGV[k + 1]) end
+local answered = P .. 'a:' .. ARGV[#ARGV]
+
+local function next_due()
+  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+  return first[2] or ''
+end
+
+local before = redis.call('GET', answered)
+if before then
+  local again = {}
+  for _, id in ipairs(cjson.decode(before)) do
+    local tkey = P .. 't:' .. id
+    local held = redis.call('HMGET', tkey, 'state', 'worker')
+    if held[1] == 'running' and held[2] == worker then
+      again[#again + 1] = redis.call('HGETALL', tkey)
+    end
+  end
+  again[#again + 1] = next_due()
+  return again
+end
 
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now)
 for _, id in ipairs(due) do
@@ -242,7 +264,7 @@ else
   end)
 end
 
-local claimed = {}
+local claimed, ids = {}, {}
 for _, c in ipairs(found) do
   if #claimed == limit then break end
   if room[c.t] > 0 then
@@ -256,10 +278,11 @@ for _, c in ipairs(found) do
     redis.call('HDEL', tkey, 'not_before')
     index(id, read_index(id))
     claimed[#claimed + 1] = redis.call('HGETALL', tkey)
+    ids[#ids + 1] = id
   end
 end
-local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
-claimed[#claimed + 1] = first[2] or ''
+if #ids > 0 then redis.call('SET', answered, cjson.encode(ids), 'EX', 60) end
+claimed[#claimed + 1] = next_due()
 return claimed
 """
 )

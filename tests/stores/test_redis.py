@@ -18,7 +18,7 @@ from anyio.abc import Process
 from taskbus import StoreError, TaskBus, TaskContext, TaskState
 from taskbus._events import TaskQueued, build_trusted
 from taskbus.abc import KeyInUse
-from taskbus.stores import TaskQuery, open_store
+from taskbus.stores import TaskQuery, _redis_claims, open_store
 from taskbus.stores._codec import row_from_record
 from taskbus.stores._redis_items import item
 from taskbus.stores.redis import RedisStore
@@ -368,3 +368,22 @@ async def test_the_lease_a_store_asks_for_is_the_one_its_bus_claims_with(
         gate.set()
     assert running.lease_until is not None and running.started_at is not None
     assert running.lease_until - running.started_at == pytest.approx(5, abs=0.5)
+
+
+async def test_an_acquire_sent_again_answers_what_it_claimed_and_claims_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes resending an acquire whose reply was lost safe."""
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        first, second = make_record(), make_record()
+        await store.add(first)
+        await store.add(second)
+        monkeypatch.setattr(_redis_claims, "token", lambda: "one-call")
+        (claimed,) = await store.acquire("w", 1, 30.0)
+        (again,) = await store.acquire("w", 1, 30.0)  # the same call, sent again
+        assert claimed.id == again.id == first.id and again.attempt == 1
+        assert (await store.get(second.id)).state is TaskState.QUEUED  # type: ignore[union-attr]
+    finally:
+        await store.close()
