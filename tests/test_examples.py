@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _redis import URL as REDIS_URL
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -113,6 +114,13 @@ EXPECTED: dict[str, list[str]] = {
         "bob cancels alice's job: 404 not_found",
         "no token: 401 unauthorized",
     ],
+    "redis_workers.py": [
+        "workers ready: 2",
+        "same key, same task: True",
+        "photo-6.jpg: photo-6.jpg resized by pid",
+        "every task ran once: True",
+        "completed 7 of 7",
+    ],
     "clone_daemon.py": [
         "submitted repo:clone: 202 queued",
         "connection 1: 6 events, dropped on purpose after id",
@@ -130,9 +138,19 @@ ARGS: dict[str, list[str]] = {
     "qt_window.py": ["--auto"],
     "mcp_command_runner.py": ["--demo"],
     "jobs_api.py": ["--demo"],
+    "redis_workers.py": [
+        "workers ready: 2",
+        "same key, same task: True",
+        "photo-6.jpg: photo-6.jpg resized by pid",
+        "every task ran once: True",
+        "completed 7 of 7",
+    ],
     "clone_daemon.py": ["--demo"],
 }
-ENV: dict[str, dict[str, str]] = {"qt_window.py": {"QT_QPA_PLATFORM": "offscreen"}}
+ENV: dict[str, dict[str, str]] = {
+    "qt_window.py": {"QT_QPA_PLATFORM": "offscreen"},
+    "redis_workers.py": {"TASKBUS_REDIS_URL": REDIS_URL},
+}
 #: What Qt's offscreen platform prints on stderr whenever a window's layout changes.
 QT_OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints()"
 
