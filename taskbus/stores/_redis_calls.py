@@ -217,7 +217,8 @@ class ScriptCalls:
                     continue
                 results += self._split(group, reply)
         except BaseException:
-            await connection.disconnect()  # replies may be pending: never reuse it
+            with anyio.CancelScope(shield=True):  # replies may be pending: never reuse it
+                await connection.disconnect()
             raise
         return results
 

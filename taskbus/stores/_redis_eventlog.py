@@ -83,6 +83,12 @@ class RedisEventLog(RedisBase):
                 await self._read_log()
         finally:
             self._following = False
+            reader = self._reader
+            if reader is not None:
+                # A read cancelled mid-flight leaves its socket closing: close it now,
+                # before the event loop may end.
+                with anyio.CancelScope(shield=True):
+                    await reader.connection_pool.disconnect()
 
     async def _read_log(self) -> None:
         failing = False
