@@ -90,6 +90,16 @@ async def follow(client: httpx.AsyncClient, task_id: str, headers: dict[str, str
                 return
 
 
+async def until_final(client: httpx.AsyncClient, task_id: str, headers: dict[str, str]) -> None:
+    """Wait (up to 10 s) until the job has ended, from its final event on /events."""
+    params = {"task_id": task_id}
+    with anyio.fail_after(10):
+        async with client.stream("GET", "/events", params=params, headers=headers) as response:
+            async for _, name, _ in sse_events(response):
+                if name in ("task-completed", "task-failed", "task-cancelled"):
+                    return
+
+
 async def show_jobs(client: httpx.AsyncClient, user: str, headers: dict[str, str]) -> None:
     page = (await client.get("/tasks", headers=headers)).json()
     jobs = [f"{s['input']['question']!r} {s['state']}" for s in page["items"]]
@@ -115,6 +125,7 @@ async def demo(base_url: str) -> None:
         )
         print(f"bob: POST /tasks -> {bobs.status_code} {bobs.json()['state']}")
         await follow(client, job["id"], ALICE)
+        await until_final(client, bobs.json()["id"], BOB)  # both answered before the lists
         await show_jobs(client, "alice", ALICE)
         await show_jobs(client, "bob", BOB)
         peek = await client.get(f"/tasks/{bobs.json()['id']}", headers=ALICE)
