@@ -85,7 +85,7 @@ class RedisBase:
             client,
             {"write": WRITE, "acquire": ACQUIRE, "expired": EXPIRED, "delete": DELETE},
             repr(self),
-            merged={"write": 2},  # prefix and keep, then one item per result
+            merged={"write": len(self._args())},  # the shared head, then one item per result
         )
         try:
             await client.ping()
@@ -171,7 +171,7 @@ class RedisBase:
 
     def _note_logged(self, results: list[Any]) -> None:
         for ids in results:
-            if ids and ids != 0 and ids[0] != "taken":
+            if ids and ids[0] != "taken":  # 0: not written; [] or "taken": nothing logged
                 self._logged_up_to = max(self._logged_up_to, event_order(ids[-1]))
 
     async def get(self, task_id: str) -> TaskRecord | None:

@@ -153,9 +153,12 @@ class ScriptCalls:
 
     async def _send_retrying(self, calls: list[Call]) -> list[Any]:
         try:
-            return await self._send_once(calls)  # the common case: no retry machinery
+            results = await self._send_once(calls)  # the common case: no retry machinery
         except _TRANSIENT as exc:
             self._lost_once(exc)
+        else:
+            self._reached()
+            return results
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_TRANSIENT),
             stop=stop_after_delay(self._retry_for),
@@ -166,10 +169,13 @@ class ScriptCalls:
         async for attempt in retrying:
             with attempt:
                 results = await self._send_once(calls)
+        self._reached()
+        return results
+
+    def _reached(self) -> None:
         if self._outage:
             self._outage = False
             logger.warning("%s: writing works again", self._where)
-        return results
 
     def _lost(self, state: RetryCallState) -> None:
         self._lost_once(state.outcome.exception() if state.outcome is not None else None)
@@ -181,11 +187,12 @@ class ScriptCalls:
 
     async def _send_once(self, calls: list[Call]) -> list[Any]:
         results = await self._pipeline(calls)
-        if any(isinstance(result, NoScriptError) for result in results):
+        missing = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
             await self.load()  # the server restarted or was flushed: none of these ran
-            again = [c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)]
-            for call, result in zip(again, await self._pipeline(again), strict=True):
-                results[calls.index(call)] = result
+            again = await self._pipeline([calls[at] for at in missing])
+            for at, result in zip(missing, again, strict=True):
+                results[at] = result
         for result in results:  # a connection lost mid-reply: the whole trip again
             if isinstance(result, RedisConnectionError | RedisTimeoutError):
                 raise result

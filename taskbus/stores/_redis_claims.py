@@ -97,8 +97,7 @@ class RedisClaims(RedisEventLog):
     ) -> bool:
         """Write a final or re-queued record, lease dropped, and log `event`, if
         `worker_id` holds the task's lease; else write and log nothing: False."""
-        item = self._release_item(worker_id, record, event)
-        (result,) = await self._write(item)
+        (result,) = await self._write(self._release_item(worker_id, record, event))
         return bool(result != 0)
 
     def release_soon(
@@ -109,9 +108,9 @@ class RedisClaims(RedisEventLog):
         event: Event | None = None,
         done: Callable[[bool | None], None],
     ) -> None:
-        item = self._release_item(worker_id, record, event)
         self._write_soon(
-            item, then=lambda results: done(None if results is None else results[0] != 0)
+            self._release_item(worker_id, record, event),
+            then=lambda results: done(None if results is None else results[0] != 0),
         )
 
     def _release_item(self, worker_id: str, record: TaskRecord, event: Event | None) -> str:

@@ -57,11 +57,8 @@ class RedisEventLog(RedisBase):
         return _events(entries)
 
     async def last_event_id(self) -> str | None:
-        client, _ = self._require()
-        try:
-            return await self._last_id(client)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"{self!r}: cannot read: {type(exc).__name__}: {exc}") from None
+        last: str | None = await self._read(self._last_id)
+        return last
 
     async def flush(self) -> None:
         """Wait until every write made so far is on the server and, while `follow`

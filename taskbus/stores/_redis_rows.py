@@ -72,6 +72,6 @@ def decode(stored: Mapping[str, str], now: float) -> TaskRecord:
 
 def scope_key(prefix: str, owner: str | None, task_type: str, key: str) -> str:
     """The key of an idempotency scope's id set (as the scripts' ``scope_key``)."""
-    size = len  # byte lengths, as Lua counts them
-    owned = "-" if owner is None else f"o{size(owner.encode())}:{owner}"
-    return f"{prefix}k:{owned}|{size(task_type.encode())}:{task_type}|{key}"
+    # Lengths in bytes, as Lua counts them.
+    owned = "-" if owner is None else f"o{len(owner.encode())}:{owner}"
+    return f"{prefix}k:{owned}|{len(task_type.encode())}:{task_type}|{key}"

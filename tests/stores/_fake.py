@@ -42,8 +42,8 @@ from taskbus.stores._leases import (
     check_now,
     check_reason,
     check_worker,
-    expiry_error,
     lease_end,
+    settle_expired,
 )
 
 __all__ = ["ValueStore"]
@@ -416,18 +416,7 @@ class ValueStore:
             if _col(row, "state") != "running" or not expired or worker in alive:
                 continue
             record = record_from_row(row)
-            retry = record.attempt < record.max_attempts and record.type not in fail_types
-            if record.cancel_reason is not None:  # its cancel was requested: it ends so
-                record.state, record.finished_at = TaskState.CANCELLED, moment
-            elif retry:
-                record.error = expiry_error(record, retry=True)
-                record.state, record.queued_at, record.started_at = TaskState.QUEUED, moment, None
-                record.progress = record.current = record.total = record.eta = None
-                record.message = None
-            else:
-                record.error = expiry_error(record, retry=False)
-                record.state, record.finished_at = TaskState.FAILED, moment
-            record.worker = record.lease_until = None
+            settle_expired(record, moment, retry_allowed=record.type not in fail_types)
             self._rows[record.id] = row_from_record(record)
             reaped.append(record)
         self._logs(events_for(record) for record in reaped if events_for is not None)
