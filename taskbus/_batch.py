@@ -1,16 +1,17 @@
 """Batches: many tasks submitted together, followed and cancelled as one.
 
-A batch lives in the memory of the bus that submitted it (its tasks carry
-``metadata["batch_id"]`` in any store). While it runs, the tracker holds the
-runtime's records of its *unfinished* tasks only (the queue and the workers hold
-those anyway); a task's final event folds it into per-state counters and drops
-its record. batch-progress events are debounced like task progress, and
-batch-finished is published once, when the last task is final. Then the batch
-is released: only its final `BatchSummary` is kept, for as long as retention
-keeps finished tasks (``RetentionPolicy.max_age``) and for the last
-`BatchTracker.keep_finished` batches at most; after that `bus.batch(id)` raises
-`BatchNotFound`.
-"""
+A batch is its tasks: each carries ``metadata["batch_id"]``, which every store
+indexes (`TaskQuery.batch_id`), so any process reads a batch back from a shared
+store. The bus that submitted it also follows it in memory, for its events:
+while it runs, the tracker holds the runtime's records of its *unfinished* tasks
+only (the queue and the workers hold those anyway); a task's final event folds
+it into per-state counters and drops its record. batch-progress events are
+debounced like task progress, and batch-finished is published once, when the
+last task is final. Then the batch is released: its final `BatchSummary` is
+kept for as long as retention keeps finished tasks (``RetentionPolicy.max_age``)
+and for the last `BatchTracker.keep_finished` batches at most; after that
+`bus.batch(id)` reads it back from the store, and raises `BatchNotFound` once
+retention has purged its tasks."""
 
 from __future__ import annotations
 
@@ -31,27 +32,34 @@ from ._progress import ProgressDebouncer
 from ._record import TaskRecord, new_task_id
 from ._states import TaskState
 from ._timers import Timers
+from .stores._base import Store, TaskQuery
 
-__all__ = ["BatchHost", "BatchNotFound", "BatchSummary", "BatchTracker", "TaskBatch"]
+__all__ = [
+    "BatchHost",
+    "BatchNotFound",
+    "BatchSummary",
+    "BatchTracker",
+    "TaskBatch",
+    "stored_summary",
+    "summarize",
+]
 
 #: The most a batch reports while any of its tasks is not final (a running task
 #: at 100 % has not finished; 100 is kept for "every task is final").
 UNFINISHED_CEILING = 99.0
+#: Records read per query when a batch is read back from the store.
+_PAGE = 10_000
 
 
 class BatchNotFound(TaskbusError, LookupError):
-    """Raised when no batch of this bus has the given id.
-
-    Either the id was never a batch of this bus, or the batch finished and was
-    released (see `TaskBus.batch`); its tasks keep ``metadata["batch_id"]``.
-    """
+    """Raised when no batch has the given id: the store holds none of its tasks
+    (the id was never a batch's, or retention purged its tasks)."""
 
     def __init__(self, batch_id: object) -> None:
         self.batch_id = batch_id
         super().__init__(
-            f"no batch with id {batch_id!r}: unknown to this bus, or finished and released "
-            "(a finished batch is kept as long as retention keeps its tasks; its tasks "
-            "carry metadata['batch_id'])"
+            f"no batch with id {batch_id!r}: the store holds none of its tasks "
+            "(never a batch's id, or retention purged them)"
         )
 
 
@@ -118,6 +126,7 @@ class TaskBatch:
 class BatchHost(Protocol):
     """What a tracker follows batches through (a `TaskBus`)."""
 
+    store: Store
     clock: Clock
     timers: Timers
     events: EventBus
@@ -155,44 +164,70 @@ class _Running:
         else:
             self.cancelled += 1
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(TaskState, 0)
-        for record in self.live.values():
-            counts[record.state] += 1
-        return {
-            "total": len(self.batch.task_ids),
-            "completed": self.completed + counts[TaskState.COMPLETED],
-            "failed": self.failed + counts[TaskState.FAILED],
-            "cancelled": self.cancelled + counts[TaskState.CANCELLED],
-            "running": counts[TaskState.RUNNING],
-            "queued": counts[TaskState.QUEUED],
-        }
-
     def summary(self) -> BatchSummary:
-        counts = self.counts()
-        total = counts["total"]
-        done = counts["completed"] + counts["failed"] + counts["cancelled"]
-        running = [r for r in self.live.values() if r.state is TaskState.RUNNING]
-        points = 100.0 * done + sum(
-            r.progress or 0.0 for r in self.live.values() if not r.state.is_final
-        )
-        progress = points / total if total else 100.0
-        if done < total:
-            progress = min(progress, UNFINISHED_CEILING)
-        return BatchSummary(
-            id=self.id,
-            **counts,
-            progress=progress,
-            message=next((r.message for r in running if r.message), None),
-            eta=self._eta(counts["queued"], running),
-            task_ids=self.batch.task_ids,
+        return summarize(
+            self.id,
+            self.batch.task_ids,
+            self.live.values(),
+            (self.completed, self.failed, self.cancelled),
+            self.durations,
         )
 
-    def _eta(self, queued: int, running: list[TaskRecord]) -> float | None:
-        if not self.durations:
-            return None
-        left_running = sum(1.0 - min(r.progress or 0.0, 100.0) / 100.0 for r in running)
-        return statistics.fmean(self.durations) * (queued + left_running) / max(1, len(running))
+
+def summarize(
+    batch_id: str,
+    task_ids: list[str],
+    live: Iterable[TaskRecord],
+    folded: tuple[int, int, int],
+    durations: list[float],
+) -> BatchSummary:
+    """The summary of a batch whose `live` records are counted as they stand, after
+    `folded` tasks (completed, failed, cancelled) whose run times were `durations`."""
+    live = list(live)
+    by_state = dict.fromkeys(TaskState, 0)
+    for record in live:
+        by_state[record.state] += 1
+    completed, failed, cancelled = folded
+    counts = {
+        "total": len(task_ids),
+        "completed": completed + by_state[TaskState.COMPLETED],
+        "failed": failed + by_state[TaskState.FAILED],
+        "cancelled": cancelled + by_state[TaskState.CANCELLED],
+        "running": by_state[TaskState.RUNNING],
+        "queued": by_state[TaskState.QUEUED],
+    }
+    total = counts["total"]
+    done = counts["completed"] + counts["failed"] + counts["cancelled"]
+    running = [r for r in live if r.state is TaskState.RUNNING]
+    points = 100.0 * done + sum(r.progress or 0.0 for r in live if not r.state.is_final)
+    progress = points / total if total else 100.0
+    if done < total:
+        progress = min(progress, UNFINISHED_CEILING)
+    return BatchSummary(
+        id=batch_id,
+        **counts,
+        progress=progress,
+        message=next((r.message for r in running if r.message), None),
+        eta=_eta(durations, counts["queued"], running),
+        task_ids=task_ids,
+    )
+
+
+def stored_summary(batch_id: str, records: list[TaskRecord]) -> BatchSummary:
+    """The summary of a batch read back from the store: all its `records`."""
+    durations = [
+        r.finished_at - r.started_at
+        for r in records
+        if r.state is TaskState.COMPLETED and r.finished_at is not None and r.started_at
+    ]
+    return summarize(batch_id, [r.id for r in records], records, (0, 0, 0), durations)
+
+
+def _eta(durations: list[float], queued: int, running: list[TaskRecord]) -> float | None:
+    if not durations:
+        return None
+    left_running = sum(1.0 - min(r.progress or 0.0, 100.0) / 100.0 for r in running)
+    return statistics.fmean(durations) * (queued + left_running) / max(1, len(running))
 
 
 class BatchTracker:
@@ -270,6 +305,36 @@ class BatchTracker:
         if running is not None:
             return running.summary()
         return self._finished_summary(batch_id)
+
+    async def find(self, batch_id: str) -> BatchSummary:
+        """Where a batch stands: followed here, or read back from the store (a batch
+        another process submitted, or one this bus released)."""
+        try:
+            return self.summary(batch_id)
+        except BatchNotFound:
+            return stored_summary(batch_id, await self.stored(batch_id))
+
+    async def find_unfinished(self, batch_id: str) -> list[TaskRecord]:
+        """`unfinished`, or the store's records of the batch's tasks not final yet."""
+        try:
+            return self.unfinished(batch_id)
+        except BatchNotFound:
+            return [r for r in await self.stored(batch_id) if not r.state.is_final]
+
+    async def stored(self, batch_id: str) -> list[TaskRecord]:
+        """Every task of the batch as the store holds it, oldest first; `BatchNotFound`
+        if it holds none."""
+        records: list[TaskRecord] = []
+        if isinstance(batch_id, str):
+            while True:
+                query = TaskQuery(batch_id=batch_id, limit=_PAGE, offset=len(records))
+                page = await self.bus.store.list(query)
+                records += page
+                if len(page) < _PAGE:
+                    break
+        if not records:
+            raise BatchNotFound(batch_id)
+        return records
 
     def _finished_summary(self, batch_id: object) -> BatchSummary:
         self._expire()

@@ -365,16 +365,18 @@ class TaskBus:
     async def batch(self, batch_id: str) -> BatchSummary:
         """Where a batch stands; raises `BatchNotFound`.
 
-        A finished batch is released: its summary stays readable while retention
-        keeps finished tasks (``RetentionPolicy.max_age``), for the last 1,000
-        finished batches at most; then `BatchNotFound` (its tasks keep
-        ``metadata["batch_id"]``). The `TaskBatch` handle keeps its own final summary.
+        A batch this bus submitted is followed in memory; any other (submitted by
+        another process on a shared store, or released here once finished) is read
+        back from the store, where its tasks carry ``metadata["batch_id"]``, for as
+        long as retention keeps them. `BatchNotFound` when the store holds none of
+        its tasks. The `TaskBatch` handle keeps its own final summary.
         """
-        return self._batches.summary(batch_id)
+        return await self._batches.find(batch_id)
 
     async def cancel_batch(self, batch_id: str, *, reason: str | None = None) -> int:
-        """Cancel every task of the batch that has not finished; return how many."""
-        unfinished = self._batches.unfinished(batch_id)
+        """Cancel every task of the batch that has not finished, in whichever process
+        runs it; return how many. `BatchNotFound` as `batch`."""
+        unfinished = await self._batches.find_unfinished(batch_id)
         cancelled = 0
         # Queued ones first, so none of them starts while a running one winds down.
         for wanted in (TaskState.QUEUED, TaskState.RUNNING):

@@ -143,7 +143,7 @@ async def test_finished_batches_hold_no_task_records_and_are_released_with_reten
         alive = [o for o in gc.get_objects() if isinstance(o, TaskRecord) and o.id in ids]
         assert alive == [], "no task record outlives its purge"
         fake_clock.advance(61)
-        with pytest.raises(BatchNotFound, match="finished and released"):
+        with pytest.raises(BatchNotFound, match="none of its tasks"):
             await bus.batch(batches[0].id)
         with pytest.raises(BatchNotFound):
             await bus.cancel_batch(batches[0].id)
@@ -151,7 +151,9 @@ async def test_finished_batches_hold_no_task_records_and_are_released_with_reten
     assert handle_summary.completed == 3
 
 
-async def test_only_the_last_finished_batches_are_kept(make_bus: MakeBus) -> None:
+async def test_only_the_last_finished_batches_are_kept_then_read_from_the_store(
+    make_bus: MakeBus,
+) -> None:
     bus = make_bus()
     register(bus)
     bus._batches.keep_finished = 2
@@ -159,9 +161,13 @@ async def test_only_the_last_finished_batches_are_kept(make_bus: MakeBus) -> Non
         batches = [await bus.submit_batch([("b:square", n)]) for n in range(3)]
         for batch in batches:
             await batch.wait(timeout=5)
+        assert len(bus._batches._finished) == 2
+        released = await bus.batch(batches[0].id)  # read back from the store
+        assert released == await batches[0].wait()
+        assert [(await bus.batch(b.id)).completed for b in batches[1:]] == [1, 1]
+        await bus.store.purge(keep=0)
         with pytest.raises(BatchNotFound):
             await bus.batch(batches[0].id)
-        assert [(await bus.batch(b.id)).completed for b in batches[1:]] == [1, 1]
 
 
 async def test_a_batch_on_a_shared_store_counts_what_workers_report(

@@ -23,6 +23,7 @@ from stores._fake import ValueStore
 
 import taskbus._leasing
 from taskbus import (
+    BatchNotFound,
     Event,
     FatalError,
     RetryableError,
@@ -478,6 +479,47 @@ async def test_a_batch_runs_every_item_and_sums_them_up(new_bus: MakeBus) -> Non
     assert results == [10, 20]
     assert again == summary
     assert tagged == [batch.id] * 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_batch_is_read_and_cancelled_from_a_bus_that_did_not_submit_it(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """A batch is its tasks in the store: a bus sharing the store (another process,
+    as far as the store can tell) reads its summary and cancels what is unfinished."""
+    gate = anyio.Event()
+
+    def register(bus: TaskBus) -> None:
+        @bus.task("sc:part", retry=RetryPolicy.never())
+        async def part(ctx: TaskContext, params: Params) -> int:
+            if params.n >= 100:
+                await gate.wait()
+            return params.n
+
+    submitter = TaskBus(store=STORES[kind](tmp_path), workers=0)
+    worker = TaskBus(store=STORES[kind](tmp_path), workers=1, shutdown_grace=1.0)
+    observer = TaskBus(store=STORES[kind](tmp_path), workers=0)
+    register(submitter)
+    register(worker)
+    async with worker, submitter, observer:
+        recorder = EventRecorder(observer)
+        batch = await submitter.submit_batch([("sc:part", {"n": n}) for n in (1, 100, 101)])
+        first, blocked, waiting = batch.task_ids
+        await recorder.wait_for(TaskStarted, task_id=blocked, timeout=WAIT)
+        summary = await observer.batch(batch.id)
+        assert summary.task_ids == batch.task_ids
+        counts = (summary.total, summary.completed, summary.running, summary.queued)
+        assert counts == (3, 1, 1, 1)
+        assert await observer.cancel_batch(batch.id, reason="enough") == 2
+        final = await batch.wait(timeout=WAIT)
+        read_back = await observer.batch(batch.id)
+        states = [(await observer.get(task_id)).state for task_id in (first, blocked, waiting)]
+        with pytest.raises(BatchNotFound):
+            await observer.batch("no-such-batch")
+    assert (final.completed, final.cancelled) == (1, 2)
+    assert (read_back.completed, read_back.cancelled, read_back.progress) == (1, 2, 100.0)
+    assert read_back.task_ids == final.task_ids
+    assert states == [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.CANCELLED]
 
 
 # -- durable stores: restarts ---------------------------------------------------------

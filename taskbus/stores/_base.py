@@ -24,6 +24,7 @@ __all__ = [
     "StoreStats",
     "TaskQuery",
     "TaskStore",
+    "batch_of",
     "key_scope",
 ]
 
@@ -78,6 +79,9 @@ class TaskQuery(BaseModel):
     state: TaskState | None = None
     owner: str | None = None
     type_prefix: str | None = None
+    batch_id: str | None = Field(
+        default=None, description='Tasks of one batch (``metadata["batch_id"]``).'
+    )
     created_after: float | None = Field(
         default=None, allow_inf_nan=False, description="Epoch seconds, inclusive."
     )
@@ -93,9 +97,16 @@ class TaskQuery(BaseModel):
             (self.state is None or record.state is self.state)
             and (self.owner is None or record.owner == self.owner)
             and (self.type_prefix is None or record.type.startswith(self.type_prefix))
+            and (self.batch_id is None or batch_of(record) == self.batch_id)
             and (self.created_after is None or record.created_at >= self.created_after)
             and (self.created_before is None or record.created_at < self.created_before)
         )
+
+
+def batch_of(record: TaskRecord) -> str | None:
+    """The id of the batch `record` belongs to, if any."""
+    batch_id = (record.metadata or {}).get("batch_id")
+    return batch_id if isinstance(batch_id, str) else None
 
 
 class StoreStats(BaseModel):

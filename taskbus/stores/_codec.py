@@ -16,6 +16,8 @@ Writing never lets a value reach SQLite that it cannot take. Field by field:
 - **integers**: priority, attempt and max_attempts outside SQLite's 64 bits are
   refused; progress counters (current, total) that large are stored as REAL,
   approximately.
+- **batch_id**: ``metadata["batch_id"]`` when it is text, a copy that indexes a
+  batch's tasks (never read back: the metadata holds the truth).
 - **floats**: created_at and queued_at must be finite; a non-finite optional
   time (lease_until among them), progress or eta is stored as NULL.
 
@@ -40,7 +42,7 @@ from .._record import TaskRecord
 from .._snapshot import ErrorInfo
 from .._states import TaskState
 from .._validation import is_unicode
-from ._base import CorruptRecord
+from ._base import CorruptRecord, batch_of
 
 __all__ = [
     "COLUMNS",
@@ -83,6 +85,7 @@ COLUMNS: tuple[str, ...] = (
     "cancel_reason",
     "worker",
     "lease_until",
+    "batch_id",
 )
 
 Row = tuple[Any, ...]
@@ -231,6 +234,7 @@ def _encode(record: TaskRecord, encoder: _Encoder) -> Row:
         _text(record.cancel_reason),
         encoder.identity("worker", record.worker),
         _finite(record.lease_until),
+        _text(batch_of(record)),
     )
 
 
@@ -269,6 +273,7 @@ def row_from_record(record: TaskRecord) -> Row:
             record.cancel_reason,
             record.worker,
             record.lease_until,
+            batch_of(record),
         )
     except _JSON_ERRORS:
         return _encode(record, _Encoder(record, strict=True))
@@ -282,8 +287,8 @@ def _odd(row: Row) -> bool:
     integer beyond 64 bits, a float that is not finite)."""
     (id_, type_, _, priority, owner, key, _, _, attempt, max_attempts, created_at, queued_at,
      not_before, started_at, finished_at, progress, current, total, message, eta, _, _,
-     reason, worker, lease_until) = row  # fmt: skip
-    for text in (id_, type_, owner, key, message, reason, worker):
+     reason, worker, lease_until, batch_id) = row  # fmt: skip
+    for text in (id_, type_, owner, key, message, reason, worker, batch_id):
         if text.__class__ is str and not text.isascii():
             return True
     for number in (priority, attempt, max_attempts, current, total):

@@ -136,7 +136,7 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     (then `_decode` reads it column by column)."""
     (task_id, task_type, state, priority, owner, key, input_, metadata, attempt,
      max_attempts, created_at, queued_at, not_before, started_at, finished_at, progress,
-     current, total, message, eta, result, error, reason, worker, lease_until) = row  # fmt: skip
+     current, total, message, eta, result, error, reason, worker, lease_until, _) = row  # fmt: skip
     task_state = _STATES.get(state)
     if (
         task_state is None

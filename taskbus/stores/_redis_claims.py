@@ -23,7 +23,7 @@ from ._leases import (
     settle_expired,
 )
 from ._redis_eventlog import RedisEventLog
-from ._redis_items import NONE, hash_of, item, progress_fields, storable, token
+from ._redis_items import NONE, hash_of, item, progress_fields, storable, token, without_lease
 from ._redis_rows import decode, fields, text
 
 __all__ = ["RedisClaims"]
@@ -118,8 +118,7 @@ class RedisClaims(RedisEventLog):
         if record.state is TaskState.RUNNING:
             raise ValueError(f"release takes a final or re-queued record, not {record!r}")
         self._queued_later(record)
-        row = storable(record)
-        row = (*row[:-2], None, None)  # worker, lease_until: dropped
+        row = without_lease(storable(record))
         return item(record.id, state="running", worker=worker, row=row, events=[event])
 
     async def extend_leases(

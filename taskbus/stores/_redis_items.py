@@ -17,7 +17,16 @@ from ._codec import COLUMNS, Row, row_from_record, unstorable_row
 from ._event_codec import event_text
 from ._redis_rows import fields, text
 
-__all__ = ["ANY", "NONE", "hash_of", "item", "progress_fields", "storable", "token"]
+__all__ = [
+    "ANY",
+    "NONE",
+    "hash_of",
+    "item",
+    "progress_fields",
+    "storable",
+    "token",
+    "without_lease",
+]
 
 #: A condition of a write item: whatever is stored; nothing stored.
 ANY = "*"
@@ -79,6 +88,13 @@ def storable(record: TaskRecord) -> Row:
         return row_from_record(record)
     except UnstorableValue as exc:
         return unstorable_row(record, exc, time.time())
+
+
+def without_lease(row: Row) -> Row:
+    """`row` with its worker and lease end dropped."""
+    values = list(row)
+    values[_AT["worker"]] = values[_AT["lease_until"]] = None
+    return tuple(values)
 
 
 def hash_of(flat: list[str]) -> dict[str, str]:

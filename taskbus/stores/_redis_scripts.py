@@ -15,6 +15,7 @@ Keys (``P`` is the store's prefix, ``"taskbus:"`` by default):
 - ``P leases``: running tasks by lease end; ``P nolease``: running tasks with
   none; ``P w:<worker>``: the running tasks a worker holds;
 - ``P k:<scope>``: the ids submitted with one idempotency key scope;
+- ``P b:<batch>``: the tasks of one batch by insertion (``_seq``);
 - ``P events``: the event log, a stream (``MAXLEN ~ keep``); the entry id is the
   event id, fields ``n`` (name) and ``b`` (JSON body).
 
@@ -29,7 +30,7 @@ __all__ = ["ACQUIRE", "DELETE", "EXPIRED", "WRITE"]
 _LIBRARY = r"""
 local P = ARGV[1]
 local IDX = {'state', 'type', 'priority', 'queued_at', 'not_before', 'lease_until',
-             'created_at', 'finished_at', 'owner', 'key', '_seq', 'worker'}
+             'created_at', 'finished_at', 'owner', 'key', '_seq', 'worker', 'batch_id'}
 local FINAL = {completed = true, failed = true, cancelled = true}
 
 local function scope_key(owner, ttype, key)
@@ -75,6 +76,7 @@ local function unindex(id, r)
     if r.worker then redis.call('SREM', P .. 'w:' .. r.worker, id) end
   end
   if FINAL[r.state] then redis.call('ZREM', P .. 'fin', id) end
+  if r.batch_id then redis.call('ZREM', P .. 'b:' .. r.batch_id, id) end
 end
 
 local function index(id, r)
@@ -100,6 +102,7 @@ local function index(id, r)
     redis.call('ZADD', P .. 'fin', r.finished_at, id)
   end
   if r.key then redis.call('SADD', scope_key(r.owner, r.type, r.key), id) end
+  if r.batch_id then redis.call('ZADD', P .. 'b:' .. r.batch_id, r._seq, id) end
 end
 
 local function log(name, body)

@@ -130,8 +130,22 @@ def _v5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    # A batch's tasks, found from any process (``TaskQuery.batch_id``): the batch id
+    # copied out of the metadata, indexed only where there is one.
+    _run_script(
+        conn,
+        """
+        ALTER TABLE tasks ADD COLUMN batch_id TEXT;
+        UPDATE tasks SET batch_id = json_extract(metadata, '$.batch_id')
+            WHERE json_valid(metadata) AND json_type(metadata, '$.batch_id') = 'text';
+        CREATE INDEX tasks_batch ON tasks (batch_id, created_at) WHERE batch_id IS NOT NULL;
+        """,
+    )
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

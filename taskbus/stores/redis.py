@@ -115,10 +115,13 @@ class RedisStore(RedisClaims):
         return max(done, key=lambda r: r.finished_at or 0.0) if done else None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
-        source = self._key(f"s:{query.state.value}" if query.state is not None else "all")
-        low = "-inf" if query.created_after is None else text(query.created_after)
-        high = "+inf" if query.created_before is None else f"({text(query.created_before)}"
-        if query.owner is None and query.type_prefix is None:
+        if query.batch_id is not None:  # by insertion: every other filter in Python
+            source, low, high = self._key(f"b:{query.batch_id}"), "-inf", "+inf"
+        else:
+            source = self._key(f"s:{query.state.value}" if query.state is not None else "all")
+            low = "-inf" if query.created_after is None else text(query.created_after)
+            high = "+inf" if query.created_before is None else f"({text(query.created_before)}"
+        if query.batch_id is None and query.owner is None and query.type_prefix is None:
             ids = await self._read(
                 lambda client: client.zrangebyscore(
                     source, low, high, start=query.offset, num=query.limit

@@ -261,6 +261,9 @@ def _where(query: TaskQuery) -> tuple[str, tuple[Any, ...]]:
         else:
             clauses.append("substr(type, 1, ?) = ?")
             params.extend((len(prefix), prefix))
+    if query.batch_id is not None:
+        clauses.append("batch_id = ?")
+        params.append(query.batch_id)
     if query.created_after is not None:
         clauses.append("created_at >= ?")
         params.append(query.created_after)

@@ -333,6 +333,27 @@ async def test_list_filters_by_type_prefix(make_store: StoreFactory) -> None:
     assert await types_for("") == types
 
 
+async def test_list_filters_by_batch(make_store: StoreFactory) -> None:
+    store = await make_store()
+    first = [make_record(metadata={"batch_id": "b-1", "n": i}) for i in range(3)]
+    second = make_record(metadata={"batch_id": "b-2"}, owner="alice")
+    odd = [make_record(metadata={"batch_id": 7}), make_record(metadata={"other": "b-1"})]
+    loose = make_record()
+    for record in [*first, second, *odd, loose]:
+        await store.add(record)
+    await claim(store, first[1])
+    await finish(store, first[2])
+
+    assert await ids(store, batch_id="b-1") == [r.id for r in first]
+    assert await ids(store, batch_id="b-1", state=TaskState.RUNNING) == [first[1].id]
+    assert await ids(store, batch_id="b-1", limit=1, offset=1) == [first[1].id]
+    assert await ids(store, batch_id="b-2", owner="alice") == [second.id]
+    assert await ids(store, batch_id="b-2", owner="bob") == []
+    assert await ids(store, batch_id="b-3") == []
+    assert await store.purge(keep=0) == 1
+    assert await ids(store, batch_id="b-1") == [first[0].id, first[1].id]
+
+
 async def test_list_filters_by_creation_time(make_store: StoreFactory) -> None:
     store = await make_store()
     records = [make_record(created_at=T0 + i * 10) for i in range(5)]

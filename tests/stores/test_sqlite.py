@@ -39,6 +39,7 @@ from taskbus import (
     TaskState,
 )
 from taskbus._record import TaskRecord, new_task_id
+from taskbus.stores import TaskQuery
 from taskbus.stores._sqlite_schema import SCHEMA_VERSION
 from taskbus.stores.sqlite import SqliteStore
 from taskbus.testing import EventRecorder, FakeClock
@@ -818,3 +819,38 @@ async def test_a_version_1_file_migrates_and_scopes_its_keys(
         ("nightly", "reports:build", "alice", 0.0),
     )
     assert any("tasks_key_scope" in str(step) for step in plan), plan
+
+
+async def test_a_version_5_file_migrates_and_finds_its_batches(db_path: Path) -> None:
+    from taskbus.stores._codec import COLUMNS, row_from_record
+    from taskbus.stores._sqlite_schema import APPLICATION_ID, MIGRATIONS
+
+    def old(metadata: dict[str, object] | None) -> TaskRecord:
+        return TaskRecord(new_task_id(), "reports:build", None, 5, 1.7e9, 1, None, metadata)
+
+    members = [old({"batch_id": "b-1", "n": n}) for n in range(2)]
+    others = [old({"batch_id": 7}), old(None), old({"x": "b-1"})]
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        for migrate in MIGRATIONS[:5]:  # the schema a version 5 taskbus wrote
+            migrate(conn)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 5")
+        v5 = COLUMNS[: COLUMNS.index("lease_until") + 1]
+        for record in [*members, *others]:
+            conn.execute(
+                f"INSERT INTO tasks ({', '.join(v5)}) VALUES ({', '.join('?' * len(v5))})",
+                row_from_record(record)[: len(v5)],
+            )
+        conn.execute("UPDATE tasks SET metadata = '{bad' WHERE id = ?", (others[1].id,))
+        conn.execute("COMMIT")
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        found = await store.list(TaskQuery(batch_id="b-1"))
+    finally:
+        await store.close()
+    assert [r.id for r in found] == [r.id for r in members]
+    plan = raw_rows(db_path, "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE batch_id = ?", ("b-1",))
+    assert any("tasks_batch" in str(step) for step in plan), plan
