@@ -74,6 +74,7 @@ from ._threaded import ThreadedTaskBus as ThreadedTaskBus
 from ._validation import MAX_DELAY as MAX_DELAY
 from ._validation import MAX_TEXT as MAX_TEXT
 from .stores._base import CorruptRecord as CorruptRecord
+from .stores._base import StoreOutage as StoreOutage
 
 __version__ = "0.1.0.dev0"
 
@@ -112,6 +113,7 @@ __all__ = [
     "RetryableError",
     "ShutdownReport",
     "StoreError",
+    "StoreOutage",
     "SubscriptionOverflow",
     "SystemClock",
     "TaskBatch",

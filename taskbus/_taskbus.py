@@ -27,7 +27,7 @@ from ._query import task_query
 from ._queue import TaskQueue
 from ._registry import TaskDefinition, TaskRegistry, _Decorator
 from ._replay import EventReplay
-from ._reports import BusStats, ShutdownReport
+from ._reports import BusStats, ShutdownReport, StatsReader
 from ._retention import RetentionPolicy
 from ._retire import TypeChanges
 from ._running import BusRun
@@ -99,6 +99,7 @@ class TaskBus:
             held=self._held,
         )
         self.shutdown_report: ShutdownReport | None = None
+        self._stats = StatsReader(self.store)
         self._batches = BatchTracker(
             self,
             interval=progress_interval,
@@ -425,14 +426,17 @@ class TaskBus:
         return [record.snapshot() for record in await self.store.list(query)]
 
     async def stats(self) -> BusStats:
-        """Counts by state and by type."""
-        counts = await self.store.stats()
+        """Counts by state and by type. While the store cannot be reached (Redis down),
+        `BusStats.store_outage` says since when and why, and the counts are the last
+        ones read."""
+        counts, outage = await self._stats.read()
         return BusStats(
             by_state=counts.by_state,
             by_type=counts.by_type,
             workers=self.executor.workers,
             running=len(self.executor.running_ids),
             listener_errors=self.events.listener_errors,
+            store_outage=outage,
         )
 
     # -- lifecycle ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from taskbus import (
     UnknownTaskType,
     UserActionableError,
 )
-from taskbus.stores import MemoryStore
+from taskbus.stores import MemoryStore, StoreStats
 from taskbus.testing import EventRecorder
 
 pytestmark = pytest.mark.anyio
@@ -243,6 +243,56 @@ async def test_list_and_stats(make_bus: MakeBus) -> None:
     assert stats.by_state == {TaskState.COMPLETED: 2, TaskState.FAILED: 1}
     assert stats.by_type["other:fail"] == {TaskState.FAILED: 1}
     assert stats.running == 0 and stats.workers == 2
+
+
+class FlakyStatsStore(MemoryStore):
+    """A memory store whose counts cannot be read while `down` is set."""
+
+    down = False
+
+    async def stats(self) -> StoreStats:
+        if self.down:
+            raise StoreError("the counts are out of reach")
+        return await super().stats()
+
+
+async def test_stats_during_a_store_outage_answer_the_last_counts_and_the_outage(
+    make_bus: MakeBus,
+) -> None:
+    store = FlakyStatsStore()
+    bus = make_bus(store=store)
+    register_build(bus)
+    async with bus:
+        await (await bus.submit("reports:build", {"year": 1})).wait(timeout=5)
+        before = await bus.stats()
+        store.down = True
+        first = await bus.stats()
+        await (await bus.submit("reports:build", {"year": 2})).wait(timeout=5)
+        second = await bus.stats()
+        store.down = False
+        after = await bus.stats()
+    assert before.store_outage is None
+    assert first.by_state == second.by_state == {TaskState.COMPLETED: 1}, "the last read"
+    assert first.store_outage is not None and second.store_outage is not None
+    assert first.store_outage.error == "stats: the counts are out of reach"
+    assert second.store_outage.since == first.store_outage.since, "one outage, not two"
+    assert (after.by_state, after.store_outage) == ({TaskState.COMPLETED: 2}, None)
+
+
+def test_an_outage_lasts_while_any_path_fails() -> None:
+    from taskbus.stores._outage import OutageWatch
+
+    watch = OutageWatch()
+    assert watch.current is None
+    watch.lost("write", ConnectionError("refused"))
+    since = watch.current.since if watch.current else None
+    watch.lost("read", TimeoutError("slow"))
+    assert watch.current is not None
+    assert (watch.current.since, watch.current.error) == (since, "read: TimeoutError: slow")
+    watch.reached("read")
+    assert watch.current is not None and watch.current.error == "write: ConnectionError: refused"
+    watch.reached("write")
+    assert watch.current is None
 
 
 async def test_subscribe_to_one_task_ends_after_its_final_event(make_bus: MakeBus) -> None:

@@ -255,7 +255,8 @@ class _Api:
         owner = await self.owner(request)
         if self.auth is None:
             stats = await self.bus.stats()
-            return JsonAnswer(stats.model_dump(mode="json", include={"by_state", "by_type"}))
+            shown = {"by_state", "by_type", "store_outage"}
+            return JsonAnswer(stats.model_dump(mode="json", include=shown))
         by_state: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
         offset, page = 0, 10_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +21,9 @@ __all__ = [
     "KeyInUse",
     "KeyScope",
     "LiveRecordStore",
+    "ReportsOutage",
     "Store",
+    "StoreOutage",
     "StoreStats",
     "TaskQuery",
     "TaskStore",
@@ -120,6 +123,26 @@ class StoreStats(BaseModel):
     @property
     def total(self) -> int:
         return sum(self.by_state.values())
+
+
+class StoreOutage(BaseModel):
+    """The store cannot be reached (a server down, a connection cut): since when, and
+    the last error. Writes are retried meanwhile; reads raise `StoreError`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    since: datetime = Field(description="When the store was first found unreachable.")
+    error: str = Field(description="The last error, e.g. 'write: ConnectionError: ...'.")
+
+
+@runtime_checkable
+class ReportsOutage(Protocol):
+    """A store that knows when its server cannot be reached (optional)."""
+
+    @property
+    def outage(self) -> StoreOutage | None:
+        """The current outage; None while the store is reached."""
+        ...
 
 
 @runtime_checkable

@@ -18,6 +18,8 @@ from .._errors import StoreError
 from .._events import Event, event_order
 from .._record import TaskRecord
 from .._states import TaskState
+from ._base import StoreOutage
+from ._outage import OutageWatch
 from ._redis_calls import Call, ScriptCalls
 from ._redis_rows import decode, scope_key
 from ._redis_scripts import ACQUIRE, DELETE, EXPIRED, WRITE
@@ -61,6 +63,7 @@ class RedisBase:
         self._logged_up_to = (0, 0)  # the newest event this store logged
         self._delivered = anyio.Event()
         self._due_hint: tuple[float | None, float] = (None, -math.inf)
+        self._watch = OutageWatch()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_redacted(self.url)!r}, prefix={self.prefix!r})"
@@ -86,6 +89,7 @@ class RedisBase:
             {"write": WRITE, "acquire": ACQUIRE, "expired": EXPIRED, "delete": DELETE},
             repr(self),
             merged={"write": len(self._args())},  # the shared head, then one item per result
+            watch=self._watch,
         )
         try:
             await client.ping()
@@ -111,6 +115,12 @@ class RedisBase:
             if each is not None:
                 await each.aclose()
 
+    @property
+    def outage(self) -> StoreOutage | None:
+        """Set while the server cannot be reached: writes are being retried, or the
+        last read or event-log read failed (see `TaskBus.stats`)."""
+        return self._watch.current
+
     def _require(self) -> tuple[Redis, ScriptCalls]:
         if self._client is None or self._calls is None:
             raise StoreError(f"{self!r} is not open")
@@ -122,9 +132,12 @@ class RedisBase:
     async def _read(self, what: Callable[[Redis], Any]) -> Any:
         client, _ = self._require()
         try:
-            return await what(client)
+            answer = await what(client)
         except (RedisError, OSError) as exc:
+            self._watch.lost("read", exc)
             raise StoreError(f"{self!r}: cannot read: {type(exc).__name__}: {exc}") from None
+        self._watch.reached("read")
+        return answer
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}{name}"

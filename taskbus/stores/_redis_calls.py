@@ -35,6 +35,7 @@ from tenacity import (
 )
 
 from .._errors import StoreError
+from ._outage import OutageWatch
 
 __all__ = ["Call", "ScriptCalls"]
 
@@ -69,6 +70,7 @@ class ScriptCalls:
         *,
         merged: Mapping[str, int] | None = None,
         retry_for: float = 10.0,
+        watch: OutageWatch | None = None,
     ) -> None:
         """`merged`: the scripts whose calls may go out as one, by how many leading
         arguments they share (the rest are items, each with one result)."""
@@ -77,6 +79,7 @@ class ScriptCalls:
         self._connection: AbstractConnection | None = None
         self._retry_for = retry_for
         self._outage = False
+        self._watch = watch if watch is not None else OutageWatch()
         self._sources = dict(scripts)
         self._shas: dict[str, str] = {}
         self._where = where
@@ -175,12 +178,14 @@ class ScriptCalls:
     def _reached(self) -> None:
         if self._outage:
             self._outage = False
+            self._watch.reached("write")
             logger.warning("%s: writing works again", self._where)
 
     def _lost(self, state: RetryCallState) -> None:
         self._lost_once(state.outcome.exception() if state.outcome is not None else None)
 
     def _lost_once(self, failure: BaseException | None) -> None:
+        self._watch.lost("write", failure)
         if not self._outage:
             self._outage = True
             logger.error("%s: cannot reach the server (%s); trying again", self._where, failure)

@@ -98,12 +98,14 @@ class RedisEventLog(RedisBase):
                     {self._key("events"): self._last_read}, count=_READ_BATCH, block=_BLOCK_MS
                 )
             except (RedisError, OSError) as exc:
+                self._watch.lost("event log", exc)
                 if not failing:
                     logger.error("%r: reading the event log failed: %s", self, exc)
                 failing = True
                 await anyio.sleep(_RETRY_PAUSE)
                 continue
             if failing:
+                self._watch.reached("event log")
                 logger.warning("%r: reading the event log works again", self)
                 failing = False
             for _stream, entries in answer or []:

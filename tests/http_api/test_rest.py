@@ -129,7 +129,8 @@ async def test_types_stats_and_health(make_bus: Callable[..., TaskBus]) -> None:
             task = (await client.post("/tasks", json={"type": "noop"})).json()
             await wait_state(client, task["url"], "completed")
             stats = (await client.get("/stats")).json()
-            assert set(stats) == {"by_state", "by_type"}
+            assert set(stats) == {"by_state", "by_type", "store_outage"}
+            assert stats["store_outage"] is None
             assert stats["by_state"]["completed"] == 1
             assert stats["by_type"]["noop"] == {"completed": 1}
 

@@ -203,7 +203,9 @@ async def test_a_redis_restart_mid_run_loses_no_acknowledged_task(tmp_path: Path
         async with bus:
             before = [await bus.submit("jobs:double", n) for n in range(30)]
             assert [await h.result(timeout=10) for h in before] == [2 * n for n in range(30)]
+            assert (await bus.stats()).store_outage is None
             await server.kill()
+            during = await bus.stats()  # no exception: the last counts, and the outage
             answered: list[int] = []
 
             async def submit_meanwhile() -> None:
@@ -219,6 +221,10 @@ async def test_a_redis_restart_mid_run_loses_no_acknowledged_task(tmp_path: Path
             assert answered == [200]
             stats = await bus.stats()
         assert stats.by_state == {TaskState.COMPLETED: 61}
+        assert stats.store_outage is None, "reads, writes and the event log work again"
+        assert during.by_state == {TaskState.COMPLETED: 30}
+        assert during.store_outage is not None
+        assert during.store_outage.error.startswith(("read: ConnectionError", "event log:"))
     finally:
         await server.kill()
 
