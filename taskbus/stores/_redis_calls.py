@@ -16,6 +16,7 @@ the round trip fails with `StoreError`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,7 +47,7 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class Call:
-    """One script call; `done` is set once it has an outcome (`result` or `error`)."""
+    """One script call; `done` once it has an outcome (`result` or `error`)."""
 
     __slots__ = ("args", "done", "error", "result", "script", "then")
 
@@ -56,7 +57,7 @@ class Call:
         self.then = then
         self.result: Any = None
         self.error: StoreError | None = None
-        self.done = anyio.Event()
+        self.done = False
 
 
 class ScriptCalls:
@@ -84,7 +85,7 @@ class ScriptCalls:
         self._shas: dict[str, str] = {}
         self._where = where
         self._pending: list[Call] = []
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()  # asyncio only, as redis-py's client: the cheaper lock
         self._wanted = anyio.Event()
 
     async def load(self) -> None:
@@ -113,7 +114,7 @@ class ScriptCalls:
         """Send what is pending until `call` has its outcome. Shielded: a cancelled
         caller still leaves its call (and those before it) sent."""
         with anyio.CancelScope(shield=True):
-            while not call.done.is_set():
+            while not call.done:
                 await self.send_pending()
 
     async def send_pending(self) -> None:
@@ -147,7 +148,7 @@ class ScriptCalls:
                     call.error.__cause__ = result
             else:
                 call.result = result
-            call.done.set()
+            call.done = True
             if call.then is not None:
                 try:
                     call.then(call)

@@ -59,8 +59,8 @@ local function count(field, by)
   if n <= 0 then redis.call('HDEL', P .. 'n', field) end
 end
 
+-- Every index but 'all', which only DELETE leaves (a task keeps its creation time).
 local function unindex(id, r)
-  redis.call('ZREM', P .. 'all', id)
   redis.call('ZREM', P .. 's:' .. r.state, id)
   count(r.state .. ':' .. r.type, -1)
   if r.state == 'queued' then
@@ -319,6 +319,7 @@ for k = 3, #ARGV do
   local r = read_index(id)
   if r and FINAL[r.state] then
     unindex(id, r)
+    redis.call('ZREM', P .. 'all', id)
     if r.key then redis.call('SREM', scope_key(r.owner, r.type, r.key), id) end
     redis.call('DEL', P .. 't:' .. id)
     n = n + 1
