@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CHECKSUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(CHECKSUM)
+# The demo needs the CLI extra only (about 54 MB), not the test toolchain.
+DEMO_STAMP := $(VENV)/.demo-$(CHECKSUM)
 
 .PHONY: demo test system-deps lint typecheck pytest fuzz bench clean
 
@@ -15,7 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[cli]'
+	rm -f $(VENV)/.demo-*
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/taskbus demo
 
 test: $(STAMP) system-deps lint typecheck pytest

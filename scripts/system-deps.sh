@@ -9,7 +9,9 @@ set -euo pipefail
 packages=()
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 # PySide6 wheels bring Qt itself but load these system libraries.
-for lib in libEGL.so.1 libxkbcommon.so.0 libfontconfig.so.1 libGL.so.1 libdbus-1.so.3; do
+# The xcb ones are what Qt's xcb platform plugin needs on a real or virtual (Xvfb) screen.
+for lib in libEGL.so.1 libxkbcommon.so.0 libfontconfig.so.1 libGL.so.1 libdbus-1.so.3 \
+  libxcb-cursor.so.0 libxcb-icccm.so.4 libxcb-keysyms.so.1; do
   if ! ldconfig -p 2>/dev/null | grep -q "$lib"; then
     case "$lib" in
       libEGL.so.1) packages+=(libegl1) ;;
@@ -17,6 +19,9 @@ for lib in libEGL.so.1 libxkbcommon.so.0 libfontconfig.so.1 libGL.so.1 libdbus-1
       libfontconfig.so.1) packages+=(libfontconfig1) ;;
       libGL.so.1) packages+=(libgl1) ;;
       libdbus-1.so.3) packages+=(libdbus-1-3) ;;
+      libxcb-cursor.so.0) packages+=(libxcb-cursor0) ;;
+      libxcb-icccm.so.4) packages+=(libxcb-icccm4) ;;
+      libxcb-keysyms.so.1) packages+=(libxcb-keysyms1) ;;
     esac
   fi
 done

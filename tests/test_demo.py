@@ -87,3 +87,36 @@ def test_a_final_failure_is_never_called_retryable() -> None:
     line = buffer.getvalue().splitlines()[-1]
     assert "failed: timed out after 1s (after 1 attempt)" in line
     assert "retryable" not in line
+
+
+def test_the_demo_runs_on_the_cli_extra_alone() -> None:
+    """`make demo` installs ``.[cli]`` only: the demo must import nothing from the
+    other extras or the test toolchain."""
+    import subprocess
+    import sys
+    import textwrap
+
+    others = ["starlette", "uvicorn", "sse_starlette", "httpx", "redis", "mcp", "PySide6"]
+    others += ["trio", "pytest", "hypothesis", "playwright"]
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        class Refuse:
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in {others!r}:
+                    raise ImportError(f"the demo imported {{name}}")
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        from taskbus.integrations.cli import main
+
+        sys.argv = ["taskbus", "demo", "--no-live"]
+        main()
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    assert "every task ended as expected" in ran.stdout

@@ -232,3 +232,20 @@ def test_a_missing_pyside6_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "PySide6.QtCore", None)
     with pytest.raises(ImportError, match=r"pip install 'taskbus\[qt\]'"):
         importlib.import_module("taskbus.integrations.qt")
+
+
+def test_the_xcb_platform_plugin_finds_every_system_library_it_loads() -> None:
+    """On a real or virtual (Xvfb) screen Qt loads its xcb plugin, whose system
+    libraries (libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1...) `make test` installs."""
+    import subprocess
+    from pathlib import Path
+
+    import PySide6
+
+    qt = Path(PySide6.__file__).parent / "Qt"
+    for library in (qt / "plugins/platforms/libqxcb.so", qt / "lib/libQt6XcbQpa.so.6"):
+        linked = subprocess.run(
+            ["ldd", str(library)], capture_output=True, text=True, check=True
+        ).stdout
+        missing = [line.strip() for line in linked.splitlines() if "not found" in line]
+        assert missing == [], f"{library.name} needs {missing}"
