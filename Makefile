@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(CHECKSUM)
 # The demo needs the CLI extra only (about 54 MB), not the test toolchain.
 DEMO_STAMP := $(VENV)/.demo-$(CHECKSUM)
 
-.PHONY: demo test system-deps lint typecheck pytest fuzz bench clean
+.PHONY: demo test system-deps lint typecheck pytest fuzz bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +55,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/redis.py
 
+# The documentation site, into site/ (strict: a broken link or a stale API name fails).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist site *.egg-info
