@@ -19,11 +19,11 @@ DOCS = ROOT / "docs"
 
 
 def python_blocks() -> list[tuple[str, str]]:
-    blocks = []
-    for page in sorted(DOCS.rglob("*.md")):
-        for code in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL):
-            blocks.append((str(page.relative_to(ROOT)), code))
-    return blocks
+    return [
+        (str(page.relative_to(ROOT)), code)
+        for page in sorted(DOCS.rglob("*.md"))
+        for code in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    ]
 
 
 def test_the_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Path) -> None:
@@ -47,13 +47,13 @@ def test_the_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Path) -
 def test_every_python_example_compiles_and_imports_names_that_exist(page: str, code: str) -> None:
     tree = ast.parse(code, filename=page)  # a syntax error fails here
     imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
-    exec(compile(ast.Module(body=imports, type_ignores=[]), page, "exec"), {})
+    exec(compile(ast.Module(body=imports, type_ignores=[]), page, "exec"), {})  # noqa: S102 - our docs' code
 
 
 def test_the_testing_guides_example_passes_on_asyncio_and_trio() -> None:
     (code,) = [code for page, code in python_blocks() if page.endswith("testing.md")]
     namespace: dict[str, object] = {}
-    exec(compile(code, "docs/guides/testing.md", "exec"), namespace)
+    exec(compile(code, "docs/guides/testing.md", "exec"), namespace)  # noqa: S102 - our docs' code
     tests = [value for name, value in namespace.items() if name.startswith("test_")]
     assert tests
     for test in tests:
