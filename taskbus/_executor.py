@@ -78,7 +78,11 @@ class _Worker:
 
 
 class TaskExecutor:
-    """Runs queued tasks on `workers` worker tasks until told to stop."""
+    """Runs queued tasks on `workers` worker tasks until told to stop.
+
+    Sync handlers run on at most `thread_limit` threads at once, counting threads
+    that outlive a cancelled attempt; process handlers on anyio's process limiter.
+    """
 
     def __init__(
         self,
@@ -89,10 +93,13 @@ class TaskExecutor:
         timers: Timers,
         clock: Clock,
         workers: int,
+        thread_limit: int = 8,
         held: HeldTasks | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be at least 0, not {workers}")
+        if type(thread_limit) is not int or thread_limit < 1:
+            raise ValueError(f"thread_limit must be an int >= 1, not {thread_limit!r}")
         self.workers = workers
         self._queue = queue
         self._registry = registry
@@ -105,7 +112,10 @@ class TaskExecutor:
         self._stopping = False
         self._active = 0
         self._all_stopped = anyio.Event()
-        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
+        #: Held from a sync handler's start until its thread really returns.
+        self._thread_limiter = anyio.CapacityLimiter(thread_limit)
+        #: anyio's own limiter for the calls: ours above already bounds them.
+        self._thread_calls = anyio.CapacityLimiter(math.inf)
         self._watchdog: TimerHandle | None = None
         self._due_timer: TimerHandle | None = None
         #: Called when a worker becomes idle (a shared store's claims follow it).
@@ -129,7 +139,11 @@ class TaskExecutor:
         if self._active:
             raise RuntimeError("cannot change the number of workers while they run")
         self.workers = workers
-        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
+
+    @property
+    def thread_limit(self) -> int:
+        """Sync handlers running on threads at once, at most."""
+        return int(self._thread_limiter.total_tokens)
 
     def prepare(self) -> None:
         """Reset for a (re)start; call before `run` is scheduled."""
@@ -400,10 +414,13 @@ class TaskExecutor:
     ) -> Any:
         args = _arguments(definition, ctx, record)
         if definition.run_in == "thread":
+            run = self._track_thread(ctx)
+            await self._thread_limiter.acquire_on_behalf_of(run)
+            run.holds_thread = True
             return await anyio.to_thread.run_sync(
-                partial(_call_in_thread, definition, ctx, args, self._track_thread(ctx)),
+                partial(_call_in_thread, definition, ctx, args, run),
                 abandon_on_cancel=True,
-                limiter=self._thread_limiter,
+                limiter=self._thread_calls,
             )
         return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
 
@@ -455,6 +472,10 @@ class TaskExecutor:
     def _release(self, worker: _Worker, record: TaskRecord, *, running: bool = True) -> None:
         if running:
             self._running.pop(record.id, None)
+        thread = worker.thread
+        if thread is not None and thread.holds_thread:
+            thread.holds_thread = False
+            self._thread_limiter.release_on_behalf_of(thread)
         worker.thread = None
         worker.job = None
         worker.ctx = None

@@ -39,13 +39,27 @@ from .stores import Store, open_store
 if TYPE_CHECKING:
     from ._threaded import ThreadedTaskBus
 
-__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
+__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_thread_limit", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
 
 
+#: Tasks running at once when `workers` is not given: async handlers are cheap.
+DEFAULT_WORKERS = 100
+
+
 def default_workers() -> int:
-    """Workers when none are asked for: CPUs + 4, between 4 and 32 (like a thread pool)."""
+    """Tasks running at once when `workers` is not given: 100.
+
+    A worker costs a few kilobytes while it waits; sync and process handlers
+    are bounded by their own limits (`default_thread_limit`, the CPU count).
+    """
+    return DEFAULT_WORKERS
+
+
+def default_thread_limit() -> int:
+    """Sync handlers on threads at once when `thread_limit` is not given: CPUs + 4,
+    between 4 and 32 (the formula of ``concurrent.futures.ThreadPoolExecutor``)."""
     return max(4, min(32, (os.cpu_count() or 1) + 4))
 
 
@@ -61,6 +75,7 @@ class TaskBus:
         *,
         store: Store | str | None = None,
         workers: int | None = None,
+        thread_limit: int | None = None,
         registry: TaskRegistry | None = None,
         clock: Clock | None = None,
         progress_interval: float = 0.1,
@@ -75,6 +90,10 @@ class TaskBus:
             not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
         ):
             raise ValueError(f"workers must be an int >= 0, not {workers!r}")
+        if thread_limit is not None and (
+            not isinstance(thread_limit, int) or isinstance(thread_limit, bool) or thread_limit < 1
+        ):
+            raise ValueError(f"thread_limit must be an int >= 1, not {thread_limit!r}")
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
         self.store = open_store(store)
@@ -96,6 +115,7 @@ class TaskBus:
             timers=self.timers,
             clock=self.clock,
             workers=workers if workers is not None else default_workers(),
+            thread_limit=thread_limit if thread_limit is not None else default_thread_limit(),
             held=self._held,
         )
         self.shutdown_report: ShutdownReport | None = None
