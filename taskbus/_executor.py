@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._held import HeldTasks
 from ._lifecycle import Lifecycle, error_info
+from ._process_run import run_in_process
 from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._retry import classify, next_delay
@@ -299,7 +300,7 @@ class TaskExecutor:
             lifecycle.mark_started(record)
         else:
             await lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in != "loop")
+        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread")
         if definition.timeout is not None:
             self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
@@ -422,6 +423,8 @@ class TaskExecutor:
                 abandon_on_cancel=True,
                 limiter=self._thread_calls,
             )
+        if definition.takes_context:
+            return await run_in_process(definition.handler, ctx, args[1:])
         return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
 
     def _track_thread(self, ctx: TaskContext) -> ThreadRun:
