@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -48,12 +49,13 @@ class ProcessContext:
     `TaskCancellation`. A handler that does not stop within the grace is killed.
     """
 
-    __slots__ = ("_buffer", "_cancel_reason", "_socket", "_ticket")
+    __slots__ = ("_buffer", "_cancel_reason", "_lock", "_socket", "_ticket")
 
     def __init__(self, ticket: ProcessTicket) -> None:
         self._ticket = ticket
         self._cancel_reason: str | None = None
         self._buffer = b""
+        self._lock = threading.Lock()  # the handler's own threads may report too
         self._socket = socket.create_connection((ticket.host, ticket.port), _HELLO_TIMEOUT)
         try:
             self._socket.sendall(json.dumps({"token": ticket.token}).encode() + b"\n")
@@ -114,23 +116,25 @@ class ProcessContext:
         if self._cancel_reason is not None:
             return  # the attempt is over; nothing it reports is published
         line = json.dumps([percent, message, current, total]).encode() + b"\n"
-        try:
-            self._socket.setblocking(True)
-            self._socket.sendall(line)
-            self._socket.setblocking(False)
-        except OSError:
-            self._lost()
+        with self._lock:
+            try:
+                self._socket.setblocking(True)
+                self._socket.sendall(line)
+                self._socket.setblocking(False)
+            except OSError:
+                self._lost()
 
     def _poll(self) -> None:
         if self._cancel_reason is not None:
             return
-        try:
-            readable, _, _ = select.select([self._socket], [], [], 0)
-            if readable:
-                self._receive()
-        except OSError:
-            self._lost()
-        self._take_lines()
+        with self._lock:
+            try:
+                readable, _, _ = select.select([self._socket], [], [], 0)
+                if readable:
+                    self._receive()
+            except OSError:
+                self._lost()
+            self._take_lines()
 
     def _receive(self) -> None:
         data = self._socket.recv(4096)
