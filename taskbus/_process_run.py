@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -53,6 +54,18 @@ async def run_in_process(
     return await _ProcessRun(ctx, grace).run(handler, args)
 
 
+async def _listen() -> anyio.abc.SocketListener:
+    """A listener on a free port of 127.0.0.1 (no name lookup, unlike anyio's helper)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        return await anyio.abc.SocketListener.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 class _Outcome:
     __slots__ = ("error", "value")
 
@@ -75,12 +88,11 @@ class _ProcessRun:
         self._over = False
 
     async def run(self, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        listener = await _listen()
         async with listener:
             ticket = self._ticket(listener.extra(anyio.abc.SocketAttribute.local_port))
-            accepting = cast(anyio.abc.SocketListener, listener.listeners[0])
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._serve, accepting)
+                tg.start_soon(self._serve, listener)
                 tg.start_soon(self._watch)
                 # The call is shielded: a cancel reaches the handler as a message
                 # first, and the process is killed only once the grace is over.
