@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -47,11 +48,17 @@ from .stores._codec import check_storable
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
 
-__all__ = ["TaskExecutor"]
+__all__ = ["TaskExecutor", "default_thread_limit"]
 
 logger = logging.getLogger("taskbus.executor")
 
 _YIELD_SLICE = 0.002
+
+
+def default_thread_limit() -> int:
+    """Sync handlers on threads at once when `thread_limit` is not given: CPUs + 4,
+    between 4 and 32 (the formula of ``concurrent.futures.ThreadPoolExecutor``)."""
+    return max(4, min(32, (os.cpu_count() or 1) + 4))
 
 
 class _Interrupt:
@@ -94,11 +101,13 @@ class TaskExecutor:
         timers: Timers,
         clock: Clock,
         workers: int,
-        thread_limit: int = 8,
+        thread_limit: int | None = None,
         held: HeldTasks | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be at least 0, not {workers}")
+        if thread_limit is None:
+            thread_limit = default_thread_limit()
         if type(thread_limit) is not int or thread_limit < 1:
             raise ValueError(f"thread_limit must be an int >= 1, not {thread_limit!r}")
         self.workers = workers

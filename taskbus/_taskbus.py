@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,7 +16,7 @@ from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
 from ._events import Event
-from ._executor import TaskExecutor
+from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
 from ._held import HeldTasks
 from ._intake import Intake
@@ -55,12 +54,6 @@ def default_workers() -> int:
     are bounded by their own limits (`default_thread_limit`, the CPU count).
     """
     return DEFAULT_WORKERS
-
-
-def default_thread_limit() -> int:
-    """Sync handlers on threads at once when `thread_limit` is not given: CPUs + 4,
-    between 4 and 32 (the formula of ``concurrent.futures.ThreadPoolExecutor``)."""
-    return max(4, min(32, (os.cpu_count() or 1) + 4))
 
 
 class TaskBus:
@@ -115,7 +108,7 @@ class TaskBus:
             timers=self.timers,
             clock=self.clock,
             workers=workers if workers is not None else default_workers(),
-            thread_limit=thread_limit if thread_limit is not None else default_thread_limit(),
+            thread_limit=thread_limit,
             held=self._held,
         )
         self.shutdown_report: ShutdownReport | None = None
