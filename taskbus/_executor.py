@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from ._errors import (
 )
 from ._held import HeldTasks
 from ._lifecycle import Lifecycle, error_info
+from ._process_run import run_in_process
 from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._retry import classify, next_delay
@@ -46,11 +48,17 @@ from .stores._codec import check_storable
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
 
-__all__ = ["TaskExecutor"]
+__all__ = ["TaskExecutor", "default_thread_limit"]
 
 logger = logging.getLogger("taskbus.executor")
 
 _YIELD_SLICE = 0.002
+
+
+def default_thread_limit() -> int:
+    """Sync handlers on threads at once when `thread_limit` is not given: CPUs + 4,
+    between 4 and 32 (the formula of ``concurrent.futures.ThreadPoolExecutor``)."""
+    return max(4, min(32, (os.cpu_count() or 1) + 4))
 
 
 class _Interrupt:
@@ -78,7 +86,11 @@ class _Worker:
 
 
 class TaskExecutor:
-    """Runs queued tasks on `workers` worker tasks until told to stop."""
+    """Runs queued tasks on `workers` worker tasks until told to stop.
+
+    Sync handlers run on at most `thread_limit` threads at once, counting threads
+    that outlive a cancelled attempt; process handlers on anyio's process limiter.
+    """
 
     def __init__(
         self,
@@ -89,10 +101,15 @@ class TaskExecutor:
         timers: Timers,
         clock: Clock,
         workers: int,
+        thread_limit: int | None = None,
         held: HeldTasks | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be at least 0, not {workers}")
+        if thread_limit is None:
+            thread_limit = default_thread_limit()
+        if type(thread_limit) is not int or thread_limit < 1:
+            raise ValueError(f"thread_limit must be an int >= 1, not {thread_limit!r}")
         self.workers = workers
         self._queue = queue
         self._registry = registry
@@ -105,7 +122,10 @@ class TaskExecutor:
         self._stopping = False
         self._active = 0
         self._all_stopped = anyio.Event()
-        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
+        #: Held from a sync handler's start until its thread really returns.
+        self._thread_limiter = anyio.CapacityLimiter(thread_limit)
+        #: anyio's own limiter for the calls: ours above already bounds them.
+        self._thread_calls = anyio.CapacityLimiter(math.inf)
         self._watchdog: TimerHandle | None = None
         self._due_timer: TimerHandle | None = None
         #: Called when a worker becomes idle (a shared store's claims follow it).
@@ -129,7 +149,11 @@ class TaskExecutor:
         if self._active:
             raise RuntimeError("cannot change the number of workers while they run")
         self.workers = workers
-        self._thread_limiter = anyio.CapacityLimiter(max(workers, 1))
+
+    @property
+    def thread_limit(self) -> int:
+        """Sync handlers running on threads at once, at most."""
+        return int(self._thread_limiter.total_tokens)
 
     def prepare(self) -> None:
         """Reset for a (re)start; call before `run` is scheduled."""
@@ -285,7 +309,7 @@ class TaskExecutor:
             lifecycle.mark_started(record)
         else:
             await lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in != "loop")
+        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread")
         if definition.timeout is not None:
             self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
@@ -400,11 +424,16 @@ class TaskExecutor:
     ) -> Any:
         args = _arguments(definition, ctx, record)
         if definition.run_in == "thread":
+            run = self._track_thread(ctx)
+            await self._thread_limiter.acquire_on_behalf_of(run)
+            run.holds_thread = True
             return await anyio.to_thread.run_sync(
-                partial(_call_in_thread, definition, ctx, args, self._track_thread(ctx)),
+                partial(_call_in_thread, definition, ctx, args, run),
                 abandon_on_cancel=True,
-                limiter=self._thread_limiter,
+                limiter=self._thread_calls,
             )
+        if definition.takes_context:
+            return await run_in_process(definition.handler, ctx, args[1:])
         return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
 
     def _track_thread(self, ctx: TaskContext) -> ThreadRun:
@@ -455,6 +484,10 @@ class TaskExecutor:
     def _release(self, worker: _Worker, record: TaskRecord, *, running: bool = True) -> None:
         if running:
             self._running.pop(record.id, None)
+        thread = worker.thread
+        if thread is not None and thread.holds_thread:
+            thread.holds_thread = False
+            self._thread_limiter.release_on_behalf_of(thread)
         worker.thread = None
         worker.job = None
         worker.ctx = None

@@ -18,6 +18,7 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from ._context import TaskContext
     from ._handle import TaskHandle
+    from ._process_context import ProcessContext
 
 __all__ = [
     "RegistryScope",
@@ -111,6 +112,7 @@ class TaskDefinition(Generic[InT, OutT]):
         self.is_async = inspect.iscoroutinefunction(handler)
         self.run_in: RunIn = options.run_in or ("loop" if self.is_async else "thread")
         self.takes_context, input_type, output_type = _inspect_handler(name, handler)
+        self._context_type = _context_annotation(handler) if self.takes_context else None
         self.takes_input = input_type is not _NO_INPUT
         self.context_only = self.takes_context and not self.takes_input
         self.on_loop_with_context_only = self.context_only and self.run_in == "loop"
@@ -144,10 +146,18 @@ class TaskDefinition(Generic[InT, OutT]):
             raise InvalidTaskDefinition(
                 f"{self.name}: run_in={self.run_in!r} needs a plain def handler"
             )
-        if self.run_in == "process" and self.takes_context:
+        from ._context import TaskContext
+        from ._process_context import ProcessContext
+
+        if self.run_in == "process" and self._context_type is TaskContext:
             raise InvalidTaskDefinition(
-                f"{self.name}: a process handler runs in another interpreter and takes only "
-                "its input, not a TaskContext"
+                f"{self.name}: a process handler gets a ProcessContext, not a TaskContext: "
+                "annotate its first parameter as ProcessContext"
+            )
+        if self.run_in != "process" and self._context_type is ProcessContext:
+            raise InvalidTaskDefinition(
+                f"{self.name}: a ProcessContext is for run_in='process' handlers; "
+                "this one gets a TaskContext"
             )
 
     def __repr__(self) -> str:
@@ -259,6 +269,7 @@ def _shareable_fields_set(input_type: Any) -> set[str] | None:
 def _inspect_handler(name: str, handler: Callable[..., Any]) -> tuple[bool, Any, Any]:
     """(takes a context?, input type or _NO_INPUT, output type) from the signature."""
     from ._context import TaskContext
+    from ._process_context import ProcessContext
 
     if not callable(handler):
         raise InvalidTaskDefinition(f"{name}: handler {handler!r} is not callable")
@@ -275,7 +286,8 @@ def _inspect_handler(name: str, handler: Callable[..., Any]) -> tuple[bool, Any,
                 f"{name}: handler parameters must be positional, got {param.name!r}"
             )
     takes_context = bool(params) and (
-        hints.get(params[0].name) is TaskContext or params[0].name in _CONTEXT_NAMES
+        hints.get(params[0].name) in (TaskContext, ProcessContext)
+        or params[0].name in _CONTEXT_NAMES
     )
     rest = params[1:] if takes_context else params
     if len(rest) > 1:
@@ -285,6 +297,12 @@ def _inspect_handler(name: str, handler: Callable[..., Any]) -> tuple[bool, Any,
         )
     input_type = hints.get(rest[0].name, Any) if rest else _NO_INPUT
     return takes_context, input_type, hints.get("return", Any)
+
+
+def _context_annotation(handler: Callable[..., Any]) -> Any:
+    """The annotation of the handler's first parameter (None without one)."""
+    params = list(inspect.signature(handler).parameters.values())
+    return typing.get_type_hints(handler).get(params[0].name) if params else None
 
 
 class TaskRegistry:
@@ -390,6 +408,12 @@ class _Decorator:
     ) -> TaskDefinition[InT, OutT]: ...
     @overload
     def __call__(self, handler: Callable[[TaskContext], OutT]) -> TaskDefinition[None, OutT]: ...
+    @overload
+    def __call__(
+        self, handler: Callable[[ProcessContext, InT], OutT]
+    ) -> TaskDefinition[InT, OutT]: ...
+    @overload
+    def __call__(self, handler: Callable[[ProcessContext], OutT]) -> TaskDefinition[None, OutT]: ...
     @overload
     def __call__(self, handler: Callable[[InT], OutT]) -> TaskDefinition[InT, OutT]: ...
     @overload

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,7 +16,7 @@ from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
 from ._events import Event
-from ._executor import TaskExecutor
+from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
 from ._held import HeldTasks
 from ._intake import Intake
@@ -39,14 +38,22 @@ from .stores import Store, open_store
 if TYPE_CHECKING:
     from ._threaded import ThreadedTaskBus
 
-__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_workers"]
+__all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_thread_limit", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
 
 
+#: Tasks running at once when `workers` is not given: async handlers are cheap.
+DEFAULT_WORKERS = 100
+
+
 def default_workers() -> int:
-    """Workers when none are asked for: CPUs + 4, between 4 and 32 (like a thread pool)."""
-    return max(4, min(32, (os.cpu_count() or 1) + 4))
+    """Tasks running at once when `workers` is not given: 100.
+
+    A worker costs a few kilobytes while it waits; sync and process handlers
+    are bounded by their own limits (`default_thread_limit`, the CPU count).
+    """
+    return DEFAULT_WORKERS
 
 
 class TaskBus:
@@ -61,6 +68,7 @@ class TaskBus:
         *,
         store: Store | str | None = None,
         workers: int | None = None,
+        thread_limit: int | None = None,
         registry: TaskRegistry | None = None,
         clock: Clock | None = None,
         progress_interval: float = 0.1,
@@ -75,6 +83,10 @@ class TaskBus:
             not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
         ):
             raise ValueError(f"workers must be an int >= 0, not {workers!r}")
+        if thread_limit is not None and (
+            not isinstance(thread_limit, int) or isinstance(thread_limit, bool) or thread_limit < 1
+        ):
+            raise ValueError(f"thread_limit must be an int >= 1, not {thread_limit!r}")
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, not {shutdown_grace}")
         self.store = open_store(store)
@@ -96,6 +108,7 @@ class TaskBus:
             timers=self.timers,
             clock=self.clock,
             workers=workers if workers is not None else default_workers(),
+            thread_limit=thread_limit,
             held=self._held,
         )
         self.shutdown_report: ShutdownReport | None = None

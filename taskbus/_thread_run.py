@@ -20,13 +20,23 @@ class ThreadRun:
     real executions.
     """
 
-    __slots__ = ("_abandoned", "_finished", "_lock", "_started", "_token", "returned")
+    __slots__ = (
+        "_abandoned",
+        "_finished",
+        "_lock",
+        "_started",
+        "_token",
+        "holds_thread",
+        "returned",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._started = self._finished = self._abandoned = False
         self._token = anyio.lowlevel.current_token()
         self.returned = anyio.Event()
+        #: Whether it holds a token of the executor's thread limiter (until it returns).
+        self.holds_thread = False
 
     def begin(self) -> bool:
         """Called by the thread before the handler; False: the attempt is already over."""

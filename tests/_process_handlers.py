@@ -3,6 +3,9 @@
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+from taskbus import ProcessContext
 
 
 def write_pid_and_sleep(path: str) -> None:
@@ -12,3 +15,55 @@ def write_pid_and_sleep(path: str) -> None:
 
 def square(value: int) -> int:
     return value * value
+
+
+def count_with_progress(ctx: ProcessContext, steps: int) -> int:
+    for step in range(1, steps + 1):
+        ctx.progress(current=step, total=steps, message=f"step {step}")
+    return steps
+
+
+def report_then_wait(ctx: ProcessContext, path: str) -> str:
+    ctx.progress(50, "half way")
+    _wait_for(Path(path))
+    return "done"
+
+
+def spin_until_cancelled(ctx: ProcessContext, path: str) -> str:
+    """Polls for cancellation; writes "cleaned up" to `path` as it stops."""
+    try:
+        ctx.progress(0, "spinning")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ctx.raise_if_cancelled()
+            time.sleep(0.005)
+        return "never cancelled"
+    finally:
+        Path(path).write_text("cleaned up")
+
+
+def deaf_to_cancel(ctx: ProcessContext, path: str) -> None:
+    """Never checks for cancellation: writes its pid to `path` and sleeps."""
+    Path(path).write_text(str(os.getpid()))
+    ctx.progress(0, "sleeping")
+    time.sleep(60)
+
+
+def describe(ctx: ProcessContext) -> dict[str, Any]:
+    return {
+        "task_id": ctx.task_id,
+        "task_type": ctx.task_type,
+        "attempt": ctx.attempt,
+        "owner": ctx.owner,
+        "metadata": ctx.metadata,
+        "cancelled": ctx.cancelled,
+        "pid": os.getpid(),
+    }
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)

@@ -7,12 +7,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 from rich.console import Console
 
-from taskbus import ErrorType, InvalidTaskInput, TaskBus, TaskFailed, TaskQueued
+from taskbus import (
+    ErrorType,
+    InvalidTaskInput,
+    TaskBus,
+    TaskCancelledError,
+    TaskFailed,
+    TaskProgress,
+    TaskQueued,
+)
 from taskbus.integrations.demo import PlainView, failure_note
 from taskbus.integrations.demo_tasks import register_demo_tasks
+from taskbus.testing import EventRecorder, FakeClock
 
 
 def demo_bus() -> TaskBus:
@@ -120,3 +130,29 @@ def test_the_demo_runs_on_the_cli_extra_alone() -> None:
     )
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     assert "every task ended as expected" in ran.stdout
+
+
+@pytest.mark.anyio
+async def test_crunch_reports_progress_from_its_process() -> None:
+    bus = TaskBus(shutdown_grace=1.0, clock=FakeClock())  # no trailing edges: deterministic
+    register_demo_tasks(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        handle = await bus.submit("demo:crunch", {"limit": 20_000})
+        assert await handle.result(timeout=30) == 2262  # primes below 20,000
+    progress = recorder.of(TaskProgress, handle.id)
+    assert [event.current for event in progress] == [5_000, 15_000]
+    assert progress[-1].message == "1754 primes below 15,000"
+
+
+@pytest.mark.anyio
+async def test_crunch_stops_when_cancelled() -> None:
+    bus = TaskBus(shutdown_grace=1.0)
+    register_demo_tasks(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        handle = await bus.submit("demo:crunch", {"limit": 10_000_000})
+        await recorder.wait_for(TaskProgress, task_id=handle.id, timeout=30)
+        await handle.cancel("user pressed stop")
+        with anyio.fail_after(10), pytest.raises(TaskCancelledError):
+            await handle.result()

@@ -72,6 +72,14 @@ EXPECTED: dict[str, list[str]] = {
         "  batch finished: 5 ok, 1 failed",
         "summary: total=6 completed=5 failed=1",
     ],
+    "process_progress.py": [
+        "sum of squares below 2,000,000: 2,666,664,666,667,000,000",
+        "first report 0%, last report 100%",
+        "reports in order: True",
+        "cancel running: True",
+        "result() raised TaskCancelledError: user pressed stop",
+        "cancelled task: cancelled",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

@@ -76,7 +76,7 @@ def test_bad_definitions_raise_at_registration() -> None:
         registry.register("c", sync, run_in="loop")
     with pytest.raises(InvalidTaskDefinition, match="plain def"):
         registry.register("d", asynchronous, run_in="thread")
-    with pytest.raises(InvalidTaskDefinition, match="not a TaskContext"):
+    with pytest.raises(InvalidTaskDefinition, match="gets a ProcessContext, not a TaskContext"):
         registry.register("e", proc_with_ctx, run_in="process")
     with pytest.raises(InvalidTaskDefinition, match="timeout"):
         registry.register("f", asynchronous, timeout=-1)

@@ -6,7 +6,8 @@
 - ``demo:flaky``: fails with `RetryableError` on its first attempts, then succeeds;
 - ``demo:slow-timeout``: overruns its 1 s timeout and is never retried;
 - ``demo:long-job``: reports progress in a loop until it is cancelled (or done);
-- ``demo:crunch``: CPU-bound, in a worker process (its handler takes only its input).
+- ``demo:crunch``: CPU-bound, in a worker process, reporting progress and checking
+  for cancellation through its `ProcessContext`.
 
 The handlers sleep for small amounts only, so a whole demo takes seconds.
 Their input models refuse unknown keys (a misspelt option is an error, not a
@@ -19,7 +20,7 @@ from __future__ import annotations
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskbus import RetryableError, RetryPolicy, TaskBus, TaskContext
+from taskbus import ProcessContext, RetryableError, RetryPolicy, TaskBus, TaskContext
 
 __all__ = [
     "CloneParams",
@@ -132,10 +133,17 @@ async def long_job(ctx: TaskContext, params: LongJobParams) -> int:
     return params.steps
 
 
-def crunch(params: CrunchParams) -> int:
+#: Numbers tested between two progress reports (and cancellation checks) of crunch.
+_CRUNCH_CHUNK = 5_000
+
+
+def crunch(ctx: ProcessContext, params: CrunchParams) -> int:
     """Count the primes below `limit` by trial division (CPU-bound, in a process)."""
     count = 0
     for n in range(2, params.limit):
+        if n % _CRUNCH_CHUNK == 0:
+            ctx.raise_if_cancelled()
+            ctx.progress(current=n, total=params.limit, message=f"{count} primes below {n:,}")
         divisor = 2
         while divisor * divisor <= n:
             if n % divisor == 0:
@@ -183,6 +191,6 @@ def register_demo_tasks(bus: TaskBus) -> None:
         run_in="process",
         timeout=10.0,
         retry=RetryPolicy.never(),
-        description="Count primes in a worker process (CPU-bound)",
+        description="Count primes in a worker process (CPU-bound), with progress",
         estimated_duration=0.5,
     )

@@ -8,7 +8,7 @@ from typing import assert_type
 
 from pydantic import BaseModel
 
-from taskbus import TaskBus, TaskContext, TaskDefinition, TaskHandle
+from taskbus import ProcessContext, TaskBus, TaskContext, TaskDefinition, TaskHandle
 
 bus = TaskBus()
 
@@ -38,7 +38,15 @@ async def ping(ctx: TaskContext) -> str:
     return "pong"
 
 
+@bus.task("reports:crunch", run_in="process")
+def crunch(ctx: ProcessContext, rows: int) -> float:
+    ctx.progress(current=1, total=rows)
+    ctx.raise_if_cancelled()
+    return rows / 2
+
+
 async def typed_end_to_end() -> None:
+    assert_type(crunch, TaskDefinition[int, float])
     assert_type(build, TaskDefinition[ReportParams, ReportResult])
     assert_type(count, TaskDefinition[int, int])
     assert_type(ping, TaskDefinition[None, str])
