@@ -46,7 +46,9 @@ def test_the_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Path) -
 @pytest.mark.parametrize(("page", "code"), python_blocks(), ids=lambda value: value[:40])
 def test_every_python_example_compiles_and_imports_names_that_exist(page: str, code: str) -> None:
     tree = ast.parse(code, filename=page)  # a syntax error fails here
-    imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    imports: list[ast.stmt] = [
+        node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
     exec(compile(ast.Module(body=imports, type_ignores=[]), page, "exec"), {})  # noqa: S102 - our docs' code
 
 
