@@ -177,3 +177,17 @@ async def test_a_mounted_app_names_its_mount_as_server(make_bus: Callable[..., T
     doc = await document(outer, path="/jobs/openapi.json")
     assert doc["servers"] == [{"url": "/jobs"}]
     assert "servers" not in await document(create_app(bus))
+
+
+async def test_stats_answer_one_documented_shape_with_and_without_auth(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+    async with bus:
+        for app, token in ((create_app(bus), None), (create_app(bus, tokens=TOKENS), "bob-token")):
+            async with asgi_client(app, token) as client:
+                assert (await client.post("/tasks", json={"type": "noop"})).status_code == 202
+                stats = (await client.get("/stats")).json()
+            assert set(stats) == {"by_state", "by_type", "store_outage"}
+            assert stats["store_outage"] is None
