@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from ._http_models import ErrorAnswer, ErrorDetail
 
 __all__ = ["EXCEPTION_HANDLERS", "ApiError", "JsonAnswer", "error_response", "pydantic_details"]
 
@@ -51,9 +54,19 @@ def echo(value: object) -> str:
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An answer in the error shape (`ErrorAnswer`); a 401 says to use a bearer token."""
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    detail = ErrorDetail.model_construct(code=code, message=message, details=details)
+    body = ErrorAnswer.model_construct(error=detail).model_dump()
     try:
         return JsonAnswer(body, status_code=status, headers=headers)
     except ValueError:  # details with a NaN or a cycle: the message alone still helps
@@ -78,7 +91,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), None)
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # starlette lists a route's methods in set order
+        headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+    return error_response(exc.status_code, code, str(exc.detail), None, headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

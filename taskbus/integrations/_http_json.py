@@ -4,7 +4,8 @@ A result is whatever a handler returned: an object pydantic does not know is
 written as its repr (as `model_dump_json(fallback=repr)` does), and a value
 pydantic cannot write at all (bytes that are not UTF-8, a string with a lone
 surrogate, a cycle, nesting past pydantic's depth limit) makes that one field
-its bounded repr. Encoding never raises, so one odd result cannot break an
+its bounded repr (in a list of models, such as a page of snapshots, each model
+is written on its own, the same way). Encoding never raises, so one odd result cannot break an
 answer or end an event stream.
 """
 
@@ -48,6 +49,9 @@ def _field_by_field(model: BaseModel) -> bytes:
     parts: list[bytes] = []
     for name in (*cls.model_fields, *cls.model_computed_fields):
         value: Any = getattr(model, name)
+        if isinstance(value, list) and all(isinstance(item, BaseModel) for item in value):
+            parts.append(b'"%s":[%s]' % (name.encode("ascii"), b",".join(map(model_json, value))))
+            continue
         try:
             encoded = to_json(value, fallback=safe_repr, inf_nan_mode="null")
         except (ValueError, RecursionError) as exc:

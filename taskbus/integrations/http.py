@@ -4,9 +4,13 @@
 once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks`` (paged),
 ``GET /stats``, ``GET /types``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
-ends after that task's final event) and ``GET /`` (the dashboard page). Every
-non-2xx answer is ``{"error": {"code": str, "message": str, "details": any}}``;
-what a client sends is checked in `_http_input` and answers 4xx, never 5xx.
+ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
+document, built from the models in `_http_models` and the registered types by
+`_openapi`) and ``GET /`` (the dashboard page). Every non-2xx answer is
+``{"error": {"code": str, "message": str, "details": any}}``; what a client
+sends is checked in `_http_input` and answers 4xx, never 5xx. A method a path
+does not serve is a 405 with ``Allow``; ``/healthz`` is a 503 while the bus is
+not running. CORS is off unless ``cors_origins=`` names the origins to allow.
 
 ``manage_bus=True`` runs ``async with bus:`` in the app's lifespan (what
 ``taskbus serve`` does); by default the bus is yours to run, so the app can be
@@ -24,8 +28,7 @@ began). With neither, the API is single-user and shows everything.
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ from .. import (
     event_order,
 )
 from ._http_auth import AuthHook, allow_query_token, bearer_tokens, resolve_owner
+from ._http_cors import cors_middleware
 from ._http_errors import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -77,6 +81,8 @@ from ._http_input import (
     valid_task_id,
 )
 from ._http_json import model_json
+from ._http_models import CancelAnswer, Health, StatsAnswer, SubmitAnswer, TaskPage, TypeInfo
+from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
 __all__ = [
@@ -101,6 +107,18 @@ NOT_FOUND_FLOOR = 0.002
 #: Timers may fire up to this late (epoll counts whole milliseconds, rounded up).
 TIMER_SLACK = 0.0015
 MAX_REASON = 500
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **handlers: Endpoint) -> Route:
+    """One route for every method a path serves, so a 405 lists them all in ``Allow``."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
 
 
 def _json(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -139,12 +157,18 @@ class _Api:
     """The route handlers, over one bus, auth hook and event history."""
 
     def __init__(
-        self, bus: TaskBus, auth: AuthHook | None, max_body: int, history: EventHistory
+        self,
+        bus: TaskBus,
+        auth: AuthHook | None,
+        max_body: int,
+        history: EventHistory,
+        dashboard: bool,
     ) -> None:
         self.bus = bus
         self.auth = auth
         self.max_body = max_body
         self.history = history
+        self.with_dashboard = dashboard
 
     async def owner(self, request: Request) -> str | None:
         """The caller's owner (None when the API is single-user); 401 if unknown."""
@@ -199,11 +223,8 @@ class _Api:
         except BusNotRunning as exc:
             raise ApiError(503, "bus_not_running", str(exc)) from None
         url = f"/tasks/{handle.id}"
-        return JsonAnswer(
-            {"id": handle.id, "type": handle.type, "state": "queued", "url": url},
-            status_code=202,
-            headers={"Location": url},
-        )
+        answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
+        return _json(model_json(answer), 202, {"Location": url})
 
     async def get_task(self, request: Request) -> Response:
         owner = await self.owner(request)
@@ -222,7 +243,8 @@ class _Api:
             raise _not_found(task_id) from None
         except InvalidSubmission as exc:
             raise ApiError(422, "invalid_submission", str(exc)) from None
-        return JsonAnswer({"id": task_id, "cancelled": cancelled, "state": snapshot.state.value})
+        answer = CancelAnswer(id=task_id, cancelled=cancelled, state=snapshot.state)
+        return _json(model_json(answer))
 
     async def list_tasks(self, request: Request) -> Response:
         caller = await self.owner(request)
@@ -238,7 +260,7 @@ class _Api:
         type_prefix = _text_param(request, "type")
         if self.auth is not None:
             if owner is not None and owner != caller:
-                return JsonAnswer({"items": [], "next_cursor": None})
+                return _json(model_json(TaskPage(items=[], next_cursor=None)))
             owner = caller
         try:
             found = await self.bus.list(
@@ -247,16 +269,19 @@ class _Api:
         except InvalidSubmission as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         more = len(found) > limit
-        items = b",".join([model_json(snapshot) for snapshot in found[:limit]])
-        next_cursor = json.dumps(encode_cursor(offset + limit) if more else None).encode()
-        return _json(b'{"items":[%s],"next_cursor":%s}' % (items, next_cursor))
+        next_cursor = encode_cursor(offset + limit) if more else None
+        return _json(
+            model_json(TaskPage.model_construct(items=found[:limit], next_cursor=next_cursor))
+        )
 
     async def stats(self, request: Request) -> Response:
         owner = await self.owner(request)
         if self.auth is None:
             stats = await self.bus.stats()
-            shown = {"by_state", "by_type", "store_outage"}
-            return JsonAnswer(stats.model_dump(mode="json", include=shown))
+            answer = StatsAnswer(
+                by_state=stats.by_state, by_type=stats.by_type, store_outage=stats.store_outage
+            )
+            return JsonAnswer(answer.model_dump(mode="json"))
         by_state: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
         offset, page = 0, 10_000
@@ -270,26 +295,43 @@ class _Api:
             if len(found) < page:
                 break
             offset += page
-        return JsonAnswer({"by_state": by_state, "by_type": by_type})
+        answer = StatsAnswer.model_validate({"by_state": by_state, "by_type": by_type})
+        return JsonAnswer(answer.model_dump(mode="json"))
 
     async def types(self, request: Request) -> Response:
         await self.owner(request)
         return JsonAnswer(
             [
-                {
-                    "name": definition.name,
-                    "description": definition.description,
-                    "input_schema": definition.input_schema(),
-                    "timeout": definition.timeout,
-                    "priority": definition.priority,
-                    "concurrency": definition.concurrency,
-                }
+                TypeInfo(
+                    name=definition.name,
+                    description=definition.description,
+                    input_schema=definition.input_schema(),
+                    timeout=definition.timeout,
+                    priority=definition.priority,
+                    concurrency=definition.concurrency,
+                ).model_dump(mode="json")
                 for definition in self.bus.registry.definitions()
             ]
         )
 
     async def healthz(self, request: Request) -> Response:
-        return JsonAnswer({"status": "ok", "bus_running": self.bus.running})
+        if not self.bus.running:
+            raise ApiError(
+                503, "bus_not_running", "the bus is not running (not started, or shutting down)"
+            )
+        return JsonAnswer(Health().model_dump(mode="json"))
+
+    async def openapi(self, request: Request) -> Response:
+        await self.owner(request)  # it lists the task types, as /types does
+        document = openapi_document(
+            self.bus.registry.definitions(),
+            auth=self.auth is not None,
+            dashboard=self.with_dashboard,
+        )
+        root = request.scope.get("root_path")
+        if root:  # mounted: the paths are relative to the mount
+            document["servers"] = [{"url": root}]
+        return JsonAnswer(document)
 
     async def events(self, request: Request) -> Response:
         allow_query_token(request)
@@ -383,11 +425,14 @@ def create_app(
     event_history_bytes: int = DEFAULT_HISTORY_BYTES,
     manage_bus: bool = False,
     dashboard: bool = True,
+    cors_origins: Sequence[str] | None = None,
 ) -> Starlette:
     """The HTTP API (and dashboard) over `bus`, as a Starlette app (see the module doc).
 
     The event history keeps the last `event_history` events, and no more than
-    `event_history_bytes` of them once encoded.
+    `event_history_bytes` of them once encoded. `cors_origins` (e.g.
+    ``["https://app.example"]``) lets pages from exactly those origins call the
+    API from a browser; without it, no CORS header is sent.
     """
     if auth is not None and tokens is not None:
         raise ValueError("give auth or tokens, not both")
@@ -395,6 +440,7 @@ def create_app(
         auth = bearer_tokens(tokens)
     if max_body < 1:
         raise ValueError(f"max_body must be positive, not {max_body}")
+    middleware = cors_middleware(cors_origins) if cors_origins is not None else None
     history = EventHistory(
         event_history,
         max_bytes=event_history_bytes,
@@ -402,19 +448,18 @@ def create_app(
         client_bytes=max(event_history_bytes, DEFAULT_HISTORY_BYTES),
     )
     bus.on("*", history)
-    api = _Api(bus, auth, max_body, history)
+    api = _Api(bus, auth, max_body, history, dashboard)
     routes: list[Route | Mount] = [
-        Route("/tasks", api.submit, methods=["POST"]),
-        Route("/tasks", api.list_tasks, methods=["GET"]),
-        Route("/tasks/{task_id}", api.get_task, methods=["GET"]),
-        Route("/tasks/{task_id}", api.cancel_task, methods=["DELETE"]),
-        Route("/stats", api.stats, methods=["GET"]),
-        Route("/types", api.types, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/events", api.events, methods=["GET"]),
+        _route("/tasks", POST=api.submit, GET=api.list_tasks),
+        _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
+        _route("/stats", GET=api.stats),
+        _route("/types", GET=api.types),
+        _route("/healthz", GET=api.healthz),
+        _route("/events", GET=api.events),
+        _route("/openapi.json", GET=api.openapi),
     ]
     if dashboard:
-        routes.append(Route("/", api.dashboard, methods=["GET"]))
+        routes.append(_route("/", GET=api.dashboard))
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False)))
 
     @asynccontextmanager
@@ -425,7 +470,12 @@ def create_app(
         else:
             yield
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=middleware,
+    )
 
 
 @asynccontextmanager

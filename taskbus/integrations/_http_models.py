@@ -1,0 +1,98 @@
+"""The HTTP API's answers as pydantic models: the routes build their JSON from
+these, and `_openapi` documents them, so the document and the wire cannot drift.
+
+The request body (`SubmitBody`) lives with the parsing in `_http_input`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import StoreOutage, TaskSnapshot, TaskState
+
+__all__ = [
+    "CancelAnswer",
+    "ErrorAnswer",
+    "ErrorDetail",
+    "Health",
+    "StatsAnswer",
+    "SubmitAnswer",
+    "TaskPage",
+    "TypeInfo",
+]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
+
+
+class ErrorDetail(_Answer):
+    """What went wrong."""
+
+    code: str = Field(description="A stable, machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="For people.")
+    details: Any = Field(description="More about it (pydantic's errors for a 422), or null.")
+
+
+class ErrorAnswer(_Answer):
+    """The body of every non-2xx answer."""
+
+    error: ErrorDetail
+
+
+class SubmitAnswer(_Answer):
+    """``POST /tasks``: the task was accepted (its id is also in ``Location``)."""
+
+    id: str
+    type: str
+    state: Literal["queued"] = "queued"
+    url: str = Field(description="The task's url, relative to the app's mount.")
+
+
+class CancelAnswer(_Answer):
+    """``DELETE /tasks/{id}``: whether this call cancelled it, and its state now."""
+
+    id: str
+    cancelled: bool = Field(description="False when it had finished already.")
+    state: TaskState
+
+
+class TaskPage(_Answer):
+    """``GET /tasks``: one page of snapshots, newest first."""
+
+    items: list[TaskSnapshot]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class StatsAnswer(_Answer):
+    """``GET /stats``: counts by state and by type (the caller's own tasks with auth)."""
+
+    by_state: dict[TaskState, int]
+    by_type: dict[str, dict[TaskState, int]]
+    store_outage: StoreOutage | None = Field(
+        default=None,
+        description="Set while the store cannot be reached (the counts are then the last "
+        "ones read); always null with auth.",
+    )
+
+
+class TypeInfo(_Answer):
+    """``GET /types``: one registered task type."""
+
+    name: str
+    description: str | None
+    input_schema: dict[str, Any] = Field(description="JSON schema of the type's input.")
+    timeout: float | None
+    priority: int
+    concurrency: int | None
+
+
+class Health(_Answer):
+    """``GET /healthz`` while the bus runs (503 and the error shape while it does not)."""
+
+    status: Literal["ok"] = "ok"
+    bus_running: Literal[True] = True
