@@ -53,6 +53,7 @@ from ._events import TaskStarted as TaskStarted
 from ._events import event_order as event_order
 from ._executor import TaskExecutor as TaskExecutor
 from ._handle import TaskHandle as TaskHandle
+from ._json_log import JsonFormatter as JsonFormatter
 from ._queue import MAX_PRIORITY as MAX_PRIORITY
 from ._queue import MIN_PRIORITY as MIN_PRIORITY
 from ._queue import TaskQueue as TaskQueue
@@ -106,6 +107,7 @@ __all__ = [
     "InvalidTaskDefinition",
     "InvalidTaskInput",
     "InvalidTransition",
+    "JsonFormatter",
     "Queued",
     "RegistryScope",
     "RetentionPolicy",
