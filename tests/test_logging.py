@@ -22,12 +22,11 @@ from taskbus.integrations._cli_logging import LogFormat, LogLevel, configure_log
 pytestmark = pytest.mark.anyio
 
 WAIT = 5.0
-STORES = {"memory": lambda path: "memory://", "sqlite": lambda path: f"sqlite:///{path}/t.db"}
 
 
-@pytest.fixture(params=list(STORES))
+@pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return str(STORES[request.param](tmp_path))
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 't.db'}"
 
 
 def of_task(records: list[logging.LogRecord], task_id: str) -> list[logging.LogRecord]:
