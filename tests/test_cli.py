@@ -9,6 +9,7 @@ client commands, and terminate it in a ``finally``.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from rich.console import Console
@@ -49,6 +51,7 @@ from taskbus.integrations.cli import TaskBar, app
 from taskbus.integrations.cli import _report_final as report_final
 from taskbus.integrations.cli import _report_snapshot as report_snapshot
 from taskbus.integrations.cli import _watch_task as watch_task
+from taskbus.integrations.demo_tasks import register_demo_tasks
 
 TOKEN = "s3cret-token"
 runner = CliRunner()
@@ -294,6 +297,12 @@ async def markup(ctx, text: str) -> None:
 def shared_client():
     import os
     return TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=0)
+
+def shared_worker():
+    import os
+    worker = TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=1)
+    register_demo_tasks(worker)
+    return worker
 """
 
 
@@ -687,3 +696,37 @@ def test_serve_announces_once_listening_logs_json_and_stops_cleanly_on_ctrl_c(
     assert completed["logger"] == "taskbus.lifecycle"
     assert completed["task_type"] == "demo:flaky"
     assert completed["duration"] >= 0
+
+
+def test_worker_logs_each_transition_it_makes_once_as_json(
+    app_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKBUS_CLI_DB", str(tmp_path / "jobs.db"))
+    module = importlib.import_module(app_module)
+
+    async def submit_one() -> str:
+        async with module.shared_client() as client:
+            register_demo_tasks(client)
+            return str((await client.submit("demo:flaky", {"failures": 0})).id)
+
+    task_id = anyio.run(submit_one)
+    command = [sys.executable, "-m", "taskbus.integrations.cli", "worker"]
+    command += ["--app", f"{app_module}:shared_worker", "--log-format", "json"]
+    command += ["--log-level", "debug"]
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
+    try:
+        wait_for_text(err, rf'"message": "completed {task_id}', process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    logs = [json.loads(line) for line in err.read_text().splitlines()]
+    mine = [line for line in logs if task_id in line["message"]]
+    assert [line["message"].split()[0] for line in mine] == ["started", "completed"], mine
+    assert {(line["task_id"], line["task_type"]) for line in mine} == {(task_id, "demo:flaky")}
+    assert "Traceback" not in out.read_text() + err.read_text()
