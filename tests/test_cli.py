@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -375,6 +376,21 @@ def test_serve_cannot_open_its_store_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"taskbus: SQLite store '{db}': cannot open")
     assert "not writable" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_on_a_store_file_another_process_locks_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE held (x)")
+        holder.execute("BEGIN EXCLUSIVE")  # as another process mid-write would
+        result = runner.invoke(app, ["serve", "--db", str(db), "--port", str(free_port())])
+    finally:
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"taskbus: SQLite store '{db}': cannot ")
+    assert "database is locked (another connection holds a lock on it)" in result.output
     assert "Traceback" not in result.output
 
 
