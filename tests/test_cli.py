@@ -704,6 +704,7 @@ def test_serve_announces_once_listening_logs_json_and_stops_cleanly_on_ctrl_c(
     for noise in ("Traceback", "ASGI", "CancelledError", "KeyboardInterrupt"):
         assert noise not in output, output
     assert out.read_text().count("serving on") == 1
+    assert "taskbus serve: SIGINT: stopping (running tasks get 10s" in out.read_text()
     assert out.read_text().rstrip().endswith("taskbus serve stopped")
     logs = [json.loads(line) for line in err.read_text().splitlines()]
     [completed] = [

@@ -12,8 +12,10 @@ started; one that could not (the port is taken) has logged why on
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -25,11 +27,16 @@ __all__ = ["run_server"]
 
 class _AnnouncingServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, bus: TaskBus, announce: Callable[[str], None]
+        self,
+        config: uvicorn.Config,
+        bus: TaskBus,
+        announce: Callable[[str], None],
+        say: Callable[[str], None],
     ) -> None:
         super().__init__(config)
         self._bus = bus
         self._announce = announce
+        self._say = say
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # uvicorn holds Ctrl-C and SIGTERM while it serves and raises them again as
@@ -37,6 +44,18 @@ class _AnnouncingServer(uvicorn.Server):
         with self.capture_signals():
             async with self._bus:
                 await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first and self.started:
+            self._announce_stop(signal.Signals(sig).name)
+
+    def _announce_stop(self, name: str) -> None:
+        self._say(
+            f"taskbus serve: {name}: stopping (running tasks get "
+            f"{self._bus.shutdown_grace:g}s, then go back to the queue)"
+        )
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -57,10 +76,14 @@ def run_server(
     port: int,
     log_level: str,
     announce: Callable[[str], None],
+    say: Callable[[str], None],
 ) -> bool:
-    """Run `bus` and serve `app` until Ctrl-C or SIGTERM; whether it started."""
+    """Run `bus` and serve `app` until Ctrl-C or SIGTERM; whether it started.
+
+    `announce` gets the URL once the server listens, `say` a line when it stops.
+    """
     config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)
-    server = _AnnouncingServer(config, bus, announce)
+    server = _AnnouncingServer(config, bus, announce, say)
     try:
         server.run()
     except KeyboardInterrupt:

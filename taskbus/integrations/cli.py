@@ -292,7 +292,13 @@ def serve(
     with configure_logging(log_level, log_format, ("taskbus", "uvicorn")):
         try:
             started = run_server(
-                web, bus, host=host, port=port, log_level=uvicorn_level, announce=announce
+                web,
+                bus,
+                host=host,
+                port=port,
+                log_level=uvicorn_level,
+                announce=announce,
+                say=partial(console.print, markup=False, highlight=False),
             )
         except TaskbusError as exc:  # the bus could not open its store, say
             raise _fail(str(exc)) from None
