@@ -39,6 +39,7 @@ from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
+from ._transition_log import log_final, log_handed_back, log_queued, log_retrying, log_started
 from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class _Estimated(Protocol):
     def estimated_duration(self) -> float | None: ...
 
 
-logger = logging.getLogger("taskbus.lifecycle")
+logger = logging.getLogger("taskbus.lifecycle")  # the transition lines: `_transition_log`
 
 _TRACEBACK_LIMIT = 8192
 _PROGRESS = "task-progress"
@@ -174,15 +175,16 @@ class Lifecycle:
 
     async def queued(self, record: TaskRecord, definition: _Estimated) -> None:
         if self.log is not None:
+            # Logged first: a worker may claim and start it before the add returns.
+            log_queued(record)
             await self.log.add(record, event=_queued_event(record, definition))
-            _log_queued(record)
             return
         await self.store.add(record)
         self.announce_queued(record, definition)
 
     def announce_queued(self, record: TaskRecord, definition: _Estimated) -> None:
         """Publish task-queued (the record is already stored)."""
-        _log_queued(record)
+        log_queued(record)
         if self.events.wants("task-queued"):
             self.events.publish(_queued_event(record, definition))
 
@@ -206,14 +208,7 @@ class Lifecycle:
         record.started_at = self._now()
         record.run_clock = self._monotonic()
         record.not_before = None
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "started %s %s attempt=%d worker=%s",
-                record.id,
-                record.type,
-                record.attempt,
-                record.worker or "-",
-            )
+        log_started(record)
         if publish and self.events.wants("task-started"):
             self.events.publish(_started_event(record))
 
@@ -277,14 +272,7 @@ class Lifecycle:
             await self.store.update(record)
             if event is not None:
                 self.events.publish(event)
-        logger.info(
-            "retrying %s %s after attempt %d in %.3fs: %s",
-            record.id,
-            record.type,
-            record.attempt,
-            delay,
-            info.message,
-        )
+        log_retrying(record, delay, info)
 
     def _requeue(self, record: TaskRecord) -> float:
         """Move a running record back to queued, its progress cleared; return now."""
@@ -305,12 +293,7 @@ class Lifecycle:
             await self._release(record, None)
         else:
             await self.store.update(record)
-        logger.info(
-            "handed back %s %s to the queue (%s): it runs again on the next start",
-            record.id,
-            record.type,
-            reason,
-        )
+        log_handed_back(record, reason)
 
     async def hand_back_unstarted(self, record: TaskRecord) -> None:
         """Release a task claimed from a shared store that never started here."""
@@ -470,16 +453,7 @@ class Lifecycle:
     def _announce_final(self, record: TaskRecord) -> None:
         """Wake the task's waiters, log its end, publish its final event."""
         self._wake(record.id)
-        if logger.isEnabledFor(logging.INFO):
-            finished = record.finished_at or 0.0
-            logger.info(
-                "%s %s %s attempt=%d elapsed=%.3fs",
-                record.state.value,
-                record.id,
-                record.type,
-                record.attempt,
-                finished - (record.started_at or finished),
-            )
+        log_final(record)
         if self.log is None and self.events.wants(_FINAL_NAMES[record.state]):
             self.events.publish(final_event(record))
 
@@ -532,17 +506,6 @@ def new_worker_id() -> str:
 
 def _always(name: str) -> bool:
     return True
-
-
-def _log_queued(record: TaskRecord) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug(
-            "queued %s %s priority=%d owner=%s",
-            record.id,
-            record.type,
-            record.priority,
-            record.owner,
-        )
 
 
 def _queued_event(record: TaskRecord, definition: _Estimated) -> TaskQueued:

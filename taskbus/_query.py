@@ -23,6 +23,7 @@ def task_query(
     created_before: datetime | float | None,
     limit: int,
     offset: int,
+    newest_first: bool = False,
 ) -> TaskQuery:
     """A store query for these filters (`created_*`: datetime or epoch); raises
     `InvalidSubmission` for a bad one."""
@@ -39,6 +40,7 @@ def task_query(
             created_before=to_epoch(created_before),
             limit=limit,
             offset=offset,
+            newest_first=newest_first,
         )
     except ValidationError as exc:
         raise InvalidSubmission(f"invalid list query: {exc}") from None

@@ -425,8 +425,10 @@ class TaskBus:
         created_before: datetime | float | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> builtins.list[TaskSnapshot]:
-        """Snapshots of matching tasks, oldest first (`created_*`: datetime or epoch)."""
+        """Snapshots of matching tasks, oldest first, or newest first (`created_*`:
+        datetime or epoch)."""
         query = task_query(
             state=state,
             owner=owner,
@@ -435,6 +437,7 @@ class TaskBus:
             created_before=created_before,
             limit=limit,
             offset=offset,
+            newest_first=newest_first,
         )
         return [record.snapshot() for record in await self.store.list(query)]
 

@@ -135,6 +135,7 @@ class AsyncTaskBus(Protocol):
         created_before: datetime | float | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> builtins.list[TaskSnapshot]: ...
     async def stats(self) -> BusStats: ...
 
@@ -556,8 +557,9 @@ class ThreadedTaskBus:
         created_before: datetime | float | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> builtins.list[TaskSnapshot]:
-        """Snapshots of matching tasks, oldest first (see `TaskBus.list`)."""
+        """Snapshots of matching tasks, oldest (or newest) first (see `TaskBus.list`)."""
         query = partial(
             self._bus.list,
             state=state,
@@ -567,6 +569,7 @@ class ThreadedTaskBus:
             created_before=created_before,
             limit=limit,
             offset=offset,
+            newest_first=newest_first,
         )
         return self._call(query, "list")
 

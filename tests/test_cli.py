@@ -9,11 +9,14 @@ client commands, and terminate it in a ``finally``.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from rich.console import Console
@@ -43,10 +47,12 @@ from taskbus.integrations._cli_client import (
     SseMessage,
     SseParser,
 )
+from taskbus.integrations._cli_views import schema_summary, snapshot_table
 from taskbus.integrations.cli import TaskBar, app
 from taskbus.integrations.cli import _report_final as report_final
 from taskbus.integrations.cli import _report_snapshot as report_snapshot
 from taskbus.integrations.cli import _watch_task as watch_task
+from taskbus.integrations.demo_tasks import register_demo_tasks
 
 TOKEN = "s3cret-token"
 runner = CliRunner()
@@ -283,9 +289,21 @@ def make_bus():
 
 not_a_bus = 42
 
+@bus.task("cli:markup")
+async def markup(ctx, text: str) -> None:
+    from taskbus import FatalError
+
+    raise FatalError(text)
+
 def shared_client():
     import os
     return TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=0)
+
+def shared_worker():
+    import os
+    worker = TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=1)
+    register_demo_tasks(worker)
+    return worker
 """
 
 
@@ -319,6 +337,117 @@ def test_submit_in_process_rejects_what_is_not_a_bus(app_module: str) -> None:
     result = runner.invoke(app, ["submit", "demo:flaky", "--app", f"{app_module}:not_a_bus"])
     assert result.exit_code == 2
     assert "not a TaskBus" in result.output
+
+
+def test_user_text_is_never_read_as_markup_or_emoji(app_module: str) -> None:
+    text = "[bold]boom[/bold] on the :bus: [red]"
+    args = ["submit", "cli:markup", "--json", json.dumps(text), "--app", f"{app_module}:bus"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert text in result.output
+    assert "\N{BUS}" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("attr", "message"),
+    [
+        ("nosuchmod_xyz:bus", "cannot load --app nosuchmod_xyz:bus: No module named"),
+        ("{module}:no_such_attr", "has no attribute 'no_such_attr'"),
+        ("{module}:not_a_bus", "is a int, not a TaskBus"),
+    ],
+    ids=["no-module", "no-attribute", "not-a-bus"],
+)
+@pytest.mark.parametrize("command", ["serve", "worker", "submit"])
+def test_a_bad_app_is_one_line_exit_2(
+    app_module: str, command: str, attr: str, message: str
+) -> None:
+    args = [command, "--app", attr.format(module=app_module)]
+    result = runner.invoke(app, [*args, "demo:flaky"] if command == "submit" else args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert result.output.strip().count("\n") == 0, result.output
+    assert "Traceback" not in result.output
+    assert "\N{BUS}" not in result.output
+
+
+def test_serve_cannot_open_its_store_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "missing-dir" / "tasks.db"
+    result = runner.invoke(app, ["serve", "--db", str(db), "--port", str(free_port())])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"taskbus: SQLite store '{db}': cannot open")
+    assert "not writable" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_on_a_store_file_another_process_locks_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE held (x)")
+        holder.execute("BEGIN EXCLUSIVE")  # as another process mid-write would
+        result = runner.invoke(app, ["serve", "--db", str(db), "--port", str(free_port())])
+    finally:
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"taskbus: SQLite store '{db}': cannot ")
+    assert "database is locked (another connection holds a lock on it)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_log_options_are_checked() -> None:
+    result = runner.invoke(app, ["serve", "--log-format", "xml"])
+    assert result.exit_code == 2
+    assert "--log-format" in result.output
+    result = runner.invoke(app, ["worker", "--app", "x:y", "--log-level", "chatty"])
+    assert result.exit_code == 2
+    assert "--log-level" in result.output
+
+
+def test_show_prints_a_snapshot_with_user_text_as_is() -> None:
+    snap = {
+        "id": "a" * 32,
+        "type": "t:x",
+        "state": "failed",
+        "priority": 5,
+        "owner": None,
+        "input": {"q": "[bold]x[/bold] :bus:"},
+        "progress": 40.0,
+        "message": "page [i]3[/i]",
+        "attempts": 2,
+        "max_attempts": 3,
+        "created_at": "2026-01-02T03:04:05.000006Z",
+        "started_at": "2026-01-02T03:04:06Z",
+        "finished_at": "2026-01-02T03:04:07Z",
+        "worker": None,
+        "error": {
+            "message": "no [red]luck[/red]",
+            "error_type": "fatal",
+            "exception_type": "taskbus.FatalError",
+            "suggested_action": "retry :bus:",
+        },
+    }
+    console = Console(record=True, width=200)
+    console.print(snapshot_table(snap))
+    text = console.export_text()
+    for expected in (
+        '{"q": "[bold]x[/bold] :bus:"}',
+        "40% page [i]3[/i]",
+        "no [red]luck[/red] (fatal, FatalError)",
+        "retry :bus:",
+        "2/3",
+        "failed",
+    ):
+        assert expected in text
+
+
+def test_types_summarise_input_schemas() -> None:
+    schema = {
+        "properties": {"repo": {"type": "string"}, "n": {"anyOf": [{"type": "integer"}, {}]}},
+        "required": ["repo"],
+    }
+    assert schema_summary(schema) == "repo: string, n?: integer | any"
+    assert schema_summary({"type": "integer"}) == "integer"
+    assert schema_summary(None) == "any"
 
 
 def test_submit_in_process_unknown_type_is_an_error(app_module: str) -> None:
@@ -425,6 +554,52 @@ def test_list_and_stats_show_tables(server: str) -> None:
     assert "all" in out
 
 
+def test_list_is_newest_first_and_all_pages_through(server: str) -> None:
+    ids = []
+    for n in range(3):
+        code, out = cli(
+            server, "submit", "demo:flaky", "--json", '{"failures": 0}', "--key", f"l{n}"
+        )
+        assert code == 0, out
+        ids.append(out.strip())
+    code, out = cli(server, "list", "--type", "demo:flaky", "--limit", "1")
+    assert code == 0, out
+    assert ids[2] in out and ids[1] not in out
+    assert "more: taskbus list --cursor" in out
+    code, out = cli(server, "list", "--type", "demo:flaky", "--all")
+    assert code == 0, out
+    assert out.index(ids[2]) < out.index(ids[1]) < out.index(ids[0])
+    assert "more:" not in out
+
+
+def test_show_prints_one_task(server: str) -> None:
+    payload = json.dumps({"repo": "s/how", "objects": 2, "step_delay": 0})
+    code, out = cli(server, "submit", "demo:clone-repo", "--json", payload, "--watch")
+    assert code == 0, out
+    task_id = out.split()[0]
+    code, out = cli(server, "show", task_id)
+    assert code == 0, out
+    for expected in (task_id, "demo:clone-repo", "completed", "1/", '"repo": "s/how"', "result"):
+        assert expected in out, out
+    code, out = cli(server, "show", task_id, "--json")
+    assert code == 0, out
+    assert json.loads(out)["input"]["repo"] == "s/how"
+    code, out = cli(server, "show", "0" * 32)
+    assert code == 1
+    assert out.startswith("taskbus: ")
+
+
+def test_types_lists_names_descriptions_and_inputs(server: str) -> None:
+    code, out = cli(server, "types")
+    assert code == 0, out
+    assert "demo:clone-repo" in out
+    assert "repo: string" in out
+    code, out = cli(server, "types", "--json")
+    assert code == 0, out
+    found = {item["name"]: item for item in json.loads(out)}
+    assert "repo" in found["demo:clone-repo"]["input_schema"]["properties"]
+
+
 def test_errors_from_the_api_are_clear(server: str) -> None:
     code, out = cli(server, "stats", token="wrong-token")
     assert code == 1
@@ -487,3 +662,88 @@ def test_worker_app_must_be_a_bus(app_module: str) -> None:
     result = runner.invoke(app, ["worker", "--app", f"{app_module}:not_a_bus"])
     assert result.exit_code == 2
     assert "not a TaskBus" in result.output
+
+
+def wait_for_text(path: Path, pattern: str, process: subprocess.Popen[bytes]) -> re.Match[str]:
+    """The first match of `pattern` in the file at `path`, within 10 s."""
+    deadline = time.monotonic() + 10
+    while (found := re.search(pattern, path.read_text())) is None:
+        if process.poll() is not None:
+            pytest.fail(f"the process exited early:\n{path.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {pattern!r} within 10 s:\n{path.read_text()}")
+        time.sleep(0.05)
+    return found
+
+
+def test_serve_announces_once_listening_logs_json_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "taskbus.integrations.cli", "serve", "--port", "0"]
+    command += ["--db", str(tmp_path / "tasks.db"), "--log-format", "json"]
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+    try:
+        url = wait_for_text(out, r"serving on (http://127\.0\.0\.1:\d+)", process)[1]
+        # Said once it listens: the first request, with no retry, is answered.
+        with ApiClient(url) as client:
+            assert client.health()["status"] == "ok"
+            task_id = client.submit("demo:flaky", {"failures": 0})["id"]
+            events = httpx.stream("GET", f"{url}/events", timeout=httpx.Timeout(5, read=None))
+            with events as stream:  # open at the Ctrl-C
+                assert stream.status_code == 200
+                wait_for_text(err, rf'"message": "completed {task_id}', process)
+                process.send_signal(signal.SIGINT)
+                assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    output = out.read_text() + err.read_text()
+    for noise in ("Traceback", "ASGI", "CancelledError", "KeyboardInterrupt"):
+        assert noise not in output, output
+    assert out.read_text().count("serving on") == 1
+    assert "taskbus serve: SIGINT: stopping (running tasks get 10s" in out.read_text()
+    assert out.read_text().rstrip().endswith("taskbus serve stopped")
+    logs = [json.loads(line) for line in err.read_text().splitlines()]
+    [completed] = [
+        line for line in logs if line.get("task_id") == task_id and line["level"] == "INFO"
+    ]
+    assert completed["logger"] == "taskbus.lifecycle"
+    assert completed["task_type"] == "demo:flaky"
+    assert completed["duration"] >= 0
+
+
+def test_worker_logs_each_transition_it_makes_once_as_json(
+    app_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKBUS_CLI_DB", str(tmp_path / "jobs.db"))
+    module = importlib.import_module(app_module)
+
+    async def submit_one() -> str:
+        async with module.shared_client() as client:
+            register_demo_tasks(client)
+            return str((await client.submit("demo:flaky", {"failures": 0})).id)
+
+    task_id = anyio.run(submit_one)
+    command = [sys.executable, "-m", "taskbus.integrations.cli", "worker"]
+    command += ["--app", f"{app_module}:shared_worker", "--log-format", "json"]
+    command += ["--log-level", "debug"]
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
+    try:
+        wait_for_text(err, rf'"message": "completed {task_id}', process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    logs = [json.loads(line) for line in err.read_text().splitlines()]
+    mine = [line for line in logs if task_id in line["message"]]
+    assert [line["message"].split()[0] for line in mine] == ["started", "completed"], mine
+    assert {(line["task_id"], line["task_type"]) for line in mine} == {(task_id, "demo:flaky")}
+    assert "Traceback" not in out.read_text() + err.read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -624,3 +625,39 @@ async def test_the_command_runner_kills_its_commands_when_its_client_goes_away(
             process.kill()
         with anyio.CancelScope(shield=True):
             await process.aclose()
+
+
+ROOT_LOGGER_CHECK = """
+import logging
+from taskbus import TaskBus
+from taskbus.integrations.mcp import create_mcp_server
+
+root = logging.getLogger()
+create_mcp_server(TaskBus())
+print(len(root.handlers), logging.getLevelName(root.level))
+"""
+
+
+def test_the_mcp_server_leaves_the_root_logger_as_it_was() -> None:
+    # A fresh interpreter, as a program that configured no logging: without the
+    # guard, the SDK's basicConfig would add a handler and set the level to INFO.
+    done = subprocess.run(
+        [sys.executable, "-c", ROOT_LOGGER_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["0", "WARNING"], done.stderr
+
+
+def test_the_mcp_server_keeps_the_root_handlers_a_program_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    mine = logging.NullHandler()
+    monkeypatch.setattr(root, "handlers", [mine])
+    monkeypatch.setattr(root, "level", logging.ERROR)
+    create_mcp_server(TaskBus())
+    assert root.handlers == [mine]
+    assert root.level == logging.ERROR

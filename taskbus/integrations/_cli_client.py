@@ -13,6 +13,7 @@ Needs httpx (the ``http`` extra).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -194,14 +195,25 @@ class ApiClient:
         task_type: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> dict[str, Any]:
-        query = {"state": state, "type": task_type, "limit": limit, "cursor": cursor}
+        query = {
+            "state": state,
+            "type": task_type,
+            "limit": limit,
+            "cursor": cursor,
+            "order": "newest" if newest_first else None,
+        }
         params = {name: value for name, value in query.items() if value is not None}
         result: dict[str, Any] = self._call("GET", "/tasks", params=params)
         return result
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/stats")
+        return result
+
+    def types(self) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/types")
         return result
 
     def events(

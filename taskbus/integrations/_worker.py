@@ -5,22 +5,20 @@ process on that store (``taskbus serve``, an app with ``workers=0``) submits,
 lists and streams events. SIGTERM or SIGINT stop it gracefully: it claims
 nothing more, lets running tasks finish within the grace, then hands the rest
 back to the store's queue (their attempt not counted) for another worker, or
-for the next start. It logs one line per task transition on ``taskbus.*``.
+for the next start. The bus logs one line per task transition it makes, on
+``taskbus.lifecycle``.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Callable
 
 import anyio
 
-from taskbus import TaskBus, TaskEvent, TaskProgress
+from taskbus import TaskBus
 
 __all__ = ["WorkerError", "run_worker"]
-
-logger = logging.getLogger("taskbus.worker")
 
 
 class WorkerError(Exception):
@@ -47,7 +45,6 @@ def check_worker_bus(bus: TaskBus, workers: int | None, grace: float | None) -> 
 
 async def run_worker(bus: TaskBus, *, announce: Callable[[str], None]) -> None:
     """Run `bus` until SIGTERM or SIGINT, then stop it gracefully."""
-    bus.on("*", _log_transition)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with bus:
             announce(
@@ -66,9 +63,3 @@ async def run_worker(bus: TaskBus, *, announce: Callable[[str], None]) -> None:
             f"taskbus worker stopped: {report.finished_in_grace} finished in the grace, "
             f"{len(report.handed_back)} handed back to the queue"
         )
-
-
-def _log_transition(event: object) -> None:
-    if not isinstance(event, TaskEvent) or isinstance(event, TaskProgress):
-        return
-    logger.info("%s %s %s", event.name, event.task_id, event.task_type)

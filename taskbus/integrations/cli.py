@@ -6,13 +6,18 @@ progress bars driven only by bus events, then a table of final states (see
 1 otherwise.
 
 ``taskbus serve`` runs the HTTP API (`taskbus.integrations.http`, the ``http``
-extra) under uvicorn, on the demo task types or on a bus of your own
-(``--app module:attr``). The client commands ``submit``, ``watch``, ``list``,
+extra) under uvicorn (`taskbus.integrations._serve`), on the demo task types or
+on a bus of your own (``--app module:attr``); it says where it serves once it
+listens, and stops cleanly at Ctrl-C. ``serve`` and ``worker`` take
+``--log-level`` and ``--log-format text|json`` for the ``taskbus.*`` loggers
+(`taskbus.integrations._cli_logging`; never the root logger). The client
+commands ``submit``, ``watch``, ``list`` (newest first), ``show``, ``types``,
 ``cancel`` and ``stats`` talk to such a server (``--url``, ``TASKBUS_URL``;
 ``--token``, ``TASKBUS_TOKEN``) through `taskbus.integrations._cli_client`;
 ``submit --app module:attr`` runs that bus in-process instead. Exit codes: 0
 done (a watched task completed), 1 an error or a failed task, 2 a usage error,
-3 a watched task was cancelled.
+3 a watched task was cancelled. Errors are one line on stderr, and text that
+comes from users is printed as it is: never read as rich markup or emoji codes.
 
 It is longer than the house's ~500 lines because it is the whole command
 surface (typer declarations are long); the HTTP and SSE side lives in
@@ -30,7 +35,6 @@ import importlib
 import importlib.util
 import ipaddress
 import json
-import logging
 import os
 import sys
 import time
@@ -46,6 +50,7 @@ try:
     from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
+    from rich.text import Text
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise SystemExit(
         f"taskbus: the command line needs the 'cli' extra ({exc.name} is not installed); "
@@ -71,6 +76,7 @@ from taskbus import (
     TaskState,
     __version__,
 )
+from taskbus.integrations._cli_logging import LogFormat, LogLevel, configure_logging
 from taskbus.integrations.demo import (
     DEMO_DEADLINE,
     DEMO_PLAN,
@@ -136,9 +142,7 @@ def demo(
     """Run example tasks with live progress bars, then print their final states."""
     if backend is Backend.TRIO and importlib.util.find_spec("trio") is None:
         raise SystemExit("taskbus: --backend trio needs trio: pip install trio")
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 132  # logs and pipes: wider than rich's default of 80
+    console = _console()
     console.print(
         f"[bold]taskbus demo[/bold]: {len(DEMO_PLAN)} tasks on {workers} workers "
         f"({backend.value}); progress comes from bus events only"
@@ -183,14 +187,18 @@ _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
 def _console() -> Console:
-    console = Console()
+    """A console that never turns user text into emoji (``:bus:``); markup in user
+    text is escaped where it is printed."""
+    console = Console(emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 132
     return console
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]taskbus:[/bold red] {escape(message)}")
+    """Print one red line to stderr, `message` as plain text; the exit to raise."""
+    line = Text.assemble(("taskbus:", "bold red"), " ", message)
+    Console(stderr=True, soft_wrap=True).print(line)
     return typer.Exit(code=code)
 
 
@@ -233,6 +241,14 @@ def _parse_tokens(pairs: list[str]) -> dict[str, str]:
     return tokens
 
 
+LOG_LEVEL_OPTION = typer.Option(
+    "--log-level", case_sensitive=False, help="Level of the taskbus.* logs (to stderr)."
+)
+LOG_FORMAT_OPTION = typer.Option(
+    "--log-format", case_sensitive=False, help="One text line, or one JSON object, per log."
+)
+
+
 @app.command()
 def serve(
     app_spec: Annotated[str | None, typer.Option("--app", help=APP_HELP)] = None,
@@ -244,6 +260,8 @@ def serve(
     db: Annotated[str, typer.Option(help="SQLite file of the demo bus (without --app).")] = (
         "taskbus.db"
     ),
+    log_level: Annotated[LogLevel, LOG_LEVEL_OPTION] = LogLevel.INFO,
+    log_format: Annotated[LogFormat, LOG_FORMAT_OPTION] = LogFormat.TEXT,
 ) -> None:
     """Serve the HTTP API and the dashboard (the demo task types unless --app)."""
     tokens = _parse_tokens(token or [])
@@ -254,8 +272,7 @@ def serve(
             2,
         )
     try:
-        import uvicorn
-
+        from taskbus.integrations._serve import run_server
         from taskbus.integrations.http import create_app
     except ModuleNotFoundError as exc:
         raise _fail(f"serve needs the 'http' extra: pip install 'taskbus[http]' ({exc})") from None
@@ -264,10 +281,30 @@ def serve(
     else:
         bus = TaskBus(store=f"sqlite:///{db}")
         register_demo_tasks(bus)
-    web = create_app(bus, tokens=tokens or None, manage_bus=True)
-    shown = f"[{host}]" if ":" in host else host
-    _console().print(f"taskbus serving on [bold]http://{shown}:{port}[/bold] (Ctrl-C to stop)")
-    uvicorn.run(web, host=host, port=port, log_level="warning")
+    web = create_app(bus, tokens=tokens or None)
+    console = _console()
+
+    def announce(url: str) -> None:
+        console.print(f"taskbus serving on [bold]{escape(url)}[/bold] (Ctrl-C to stop)")
+
+    # uvicorn's own lines (start-up, bind errors) at WARNING, its access log at DEBUG.
+    uvicorn_level = "info" if log_level is LogLevel.DEBUG else "warning"
+    with configure_logging(log_level, log_format, ("taskbus", "uvicorn")):
+        try:
+            started = run_server(
+                web,
+                bus,
+                host=host,
+                port=port,
+                log_level=uvicorn_level,
+                announce=announce,
+                say=partial(console.print, markup=False, highlight=False),
+            )
+        except TaskbusError as exc:  # the bus could not open its store, say
+            raise _fail(str(exc)) from None
+    if not started:
+        raise _fail("the server did not start (see the error above)")
+    console.print("taskbus serve stopped")
 
 
 @app.command()
@@ -280,7 +317,8 @@ def worker(
         float | None,
         typer.Option(min=0, help="Seconds running tasks get at a stop (default: the app's)."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Level of the taskbus.* logs.")] = "INFO",
+    log_level: Annotated[LogLevel, LOG_LEVEL_OPTION] = LogLevel.INFO,
+    log_format: Annotated[LogFormat, LOG_FORMAT_OPTION] = LogFormat.TEXT,
 ) -> None:
     """Run tasks from the app's shared store (SQLite) until SIGTERM or Ctrl-C."""
     from taskbus.integrations._worker import WorkerError, check_worker_bus, run_worker
@@ -290,16 +328,12 @@ def worker(
         check_worker_bus(bus, workers, grace)
     except WorkerError as exc:
         raise _fail(str(exc), 2) from None
-    level = logging.getLevelName(log_level.upper())
-    if not isinstance(level, int):
-        raise _fail(f"--log-level takes DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    taskbus_logger = logging.getLogger("taskbus")
-    taskbus_logger.addHandler(handler)
-    taskbus_logger.setLevel(level)
     console = _console()
-    anyio.run(partial(run_worker, bus, announce=lambda line: console.print(escape(line))))
+    with configure_logging(log_level, log_format):
+        try:
+            anyio.run(partial(run_worker, bus, announce=partial(console.print, markup=False)))
+        except TaskbusError as exc:  # the bus could not open its store, say
+            raise _fail(str(exc)) from None
 
 
 def _client(url: str, token: str | None) -> ApiClient:
@@ -357,7 +391,7 @@ class TaskBar:
         self.progress = progress
         self.final: TaskEvent | None = None
         self._row = progress.add_task(
-            escape(f"{task_type} {task_id[:8]}"), total=100, state="queued", message=""
+            f"{task_type} {task_id[:8]}", total=100, state="queued", message=""
         )
 
     def apply(self, event: TaskEvent) -> None:
@@ -563,40 +597,94 @@ def watch(
     _run_client(action)
 
 
-def _percent(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.0f}%"
+#: Rows a page of ``taskbus list --all`` asks the server for.
+LIST_PAGE = 500
 
 
 @app.command("list")
 def list_tasks(
     state: Annotated[str | None, typer.Option(help="Only tasks in this state.")] = None,
     task_type: Annotated[str | None, typer.Option("--type", help="Type prefix.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Rows to show.")] = 20,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Every matching task (pages through them).")
+    ] = False,
     cursor: Annotated[str | None, typer.Option(help="Next page, as printed.")] = None,
     url: Annotated[str, URL_OPTION] = DEFAULT_URL,
     token: Annotated[str | None, TOKEN_OPTION] = None,
 ) -> None:
-    """A table of tasks: id, type, state, progress, attempts, created."""
+    """A table of tasks, newest first: id, type, state, progress, attempts, created."""
+    from taskbus.integrations._cli_views import tasks_table
+
+    console = _console()
+
+    def action() -> None:
+        items: list[dict[str, Any]] = []
+        with _client(url, token) as client:
+            page_cursor = cursor
+            while True:
+                page = client.list(
+                    state=state,
+                    task_type=task_type,
+                    limit=LIST_PAGE if show_all else limit,
+                    cursor=page_cursor,
+                    newest_first=True,
+                )
+                items += page["items"]
+                page_cursor = page.get("next_cursor")
+                if not show_all or not page_cursor:
+                    break
+        console.print(tasks_table(items, f"taskbus tasks at {url}, newest first"))
+        if page_cursor:
+            more = f"more: taskbus list --cursor {page_cursor} (or --all)"
+            console.print(more, markup=False, highlight=False)
+
+    _run_client(action)
+
+
+@app.command()
+def show(
+    task_id: Annotated[str, typer.Argument(help="The task to show.")],
+    json_output: Annotated[bool, typer.Option("--json", help="The snapshot as JSON.")] = False,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """One task: state, times, attempts, worker, input, and its result or error."""
+    from taskbus.integrations._cli_views import snapshot_table
+
     console = _console()
 
     def action() -> None:
         with _client(url, token) as client:
-            page = client.list(state=state, task_type=task_type, limit=limit, cursor=cursor)
-        table = Table(title=f"taskbus tasks at {url}", title_justify="left")
-        for name in ("id", "type", "state", "progress", "attempts", "created"):
-            table.add_column(name, no_wrap=True)
-        for snap in page["items"]:
-            table.add_row(
-                snap["id"],
-                escape(snap["type"]),
-                snap["state"],
-                _percent(snap.get("progress")),
-                f"{snap.get('attempts', 0)}/{snap.get('max_attempts', 1)}",
-                str(snap.get("created_at", ""))[:19].replace("T", " "),
-            )
-        console.print(table)
-        if page.get("next_cursor"):
-            console.print(f"more: taskbus list --cursor {page['next_cursor']}", highlight=False)
+            snap = client.get(task_id)
+        if json_output:
+            console.print_json(data=snap)
+        else:
+            console.print(snapshot_table(snap))
+
+    _run_client(action)
+
+
+@app.command()
+def types(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Names, descriptions and full input schemas.")
+    ] = False,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """The task types the server runs: names, descriptions, input schemas."""
+    from taskbus.integrations._cli_views import types_table
+
+    console = _console()
+
+    def action() -> None:
+        with _client(url, token) as client:
+            found = client.types()
+        if json_output:
+            console.print_json(data=found)
+        else:
+            console.print(types_table(found, f"taskbus task types at {url}"))
 
     _run_client(action)
 
@@ -615,9 +703,9 @@ def cancel(
         with _client(url, token) as client:
             answer = client.cancel(task_id, reason)
         if answer.get("cancelled"):
-            console.print(f"cancelled {task_id}", highlight=False)
+            console.print(f"cancelled {task_id}", markup=False, highlight=False)
             return 0
-        console.print(f"[yellow]not cancelled: {task_id} is {answer.get('state')}[/yellow]")
+        console.print(f"[yellow]not cancelled: {escape(task_id)} is {answer.get('state')}[/yellow]")
         return 1
 
     _run_client(action)

@@ -205,7 +205,7 @@ class LiveView:
         label = self._labels.learn(event)
         if isinstance(event, TaskQueued):
             self._rows[event.task_id] = self.progress.add_task(
-                escape(label),
+                label,
                 total=100,
                 start=False,
                 state=_styled(TaskState.QUEUED, f"queued p{event.priority}"),
@@ -408,7 +408,7 @@ def count_states(outcome: DemoOutcome) -> str:
 def progress_bars(console: Console) -> Progress:
     """The rich progress display `LiveView` draws on."""
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # task types are user text
         BarColumn(bar_width=24),
         TaskProgressColumn(),
         TextColumn("{task.fields[state]}", table_column=Column(width=14, no_wrap=True)),

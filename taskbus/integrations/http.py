@@ -99,6 +99,8 @@ DASHBOARD = STATIC_DIR / "dashboard.html"
 #: Seconds between SSE keep-alive comments, and the most a send may take.
 PING_INTERVAL = 15.0
 SEND_TIMEOUT = 30.0
+#: Seconds an event stream gets to end by itself when the server stops.
+SHUTDOWN_GRACE = 1.0
 #: Each SSE client may fall this many events behind (at least the history).
 MIN_CLIENT_BUFFER = 1000
 #: With owners, a 404 for a task id is answered no sooner than this many seconds
@@ -258,13 +260,21 @@ class _Api:
         offset = decode_cursor(cursor) if cursor else 0
         owner = _text_param(request, "owner")
         type_prefix = _text_param(request, "type")
+        order = params.get("order") or "oldest"
+        if order not in ("oldest", "newest"):
+            raise ApiError(400, "bad_request", f"order takes oldest or newest, not {echo(order)}")
         if self.auth is not None:
             if owner is not None and owner != caller:
                 return _json(model_json(TaskPage(items=[], next_cursor=None)))
             owner = caller
         try:
             found = await self.bus.list(
-                state=state, owner=owner, type_prefix=type_prefix, limit=limit + 1, offset=offset
+                state=state,
+                owner=owner,
+                type_prefix=type_prefix,
+                limit=limit + 1,
+                offset=offset,
+                newest_first=order == "newest",
             )
         except InvalidSubmission as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
@@ -387,11 +397,22 @@ class _Api:
             stream.final_already_sent = True
 
     def _respond(self, stream: EventStream) -> Response:
+        shutdown = anyio.Event()  # sse-starlette sets it when the server stops
+
+        async def end_at_shutdown() -> None:
+            # Ending the stream lets the response complete: no "ASGI callable
+            # returned without completing response" at Ctrl-C.
+            await shutdown.wait()
+            stream.close()
+
         return EventSourceResponse(
             stream.frames(),
             ping=PING_INTERVAL,
             send_timeout=SEND_TIMEOUT,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            shutdown_event=shutdown,
+            shutdown_grace_period=SHUTDOWN_GRACE,
+            data_sender_callable=end_at_shutdown,
         )
 
     def _filter(self, task_id: str | None, type_prefix: str | None, owner: str | None) -> Any:

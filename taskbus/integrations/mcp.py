@@ -46,7 +46,8 @@ from __future__ import annotations
 import logging
 import secrets
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -509,9 +510,31 @@ def create_mcp_server(
     """An MCP server exposing `bus`'s tasks as tools (see the module docstring).
 
     Run `bus` yourself (``async with bus:``) around serving it, for example
-    ``await server.run_stdio_async()``.
+    ``await server.run_stdio_async()``. The root logger is left as it was (the
+    SDK's server calls ``logging.basicConfig`` as it is built).
     """
     tools = TaskbusMCP(
         bus, types=types, owner=owner, max_wait=max_wait, cancel_on_close=cancel_on_close
     )
-    return tools.install(MCPServer(name, instructions=instructions))
+    with _root_logger_kept():
+        server: MCPServer[Any] = MCPServer(name, instructions=instructions)
+    return tools.install(server)
+
+
+@contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """Undo what the block does to the root logger's handlers and level: a library
+    leaves logging to the program."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)

@@ -93,6 +93,9 @@ class TaskQuery(BaseModel):
     )
     limit: int = Field(default=100, ge=1, le=10_000)
     offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    newest_first: bool = Field(
+        default=False, description="Order by creation, newest first (else oldest first)."
+    )
 
     def matches(self, record: TaskRecord) -> bool:
         """Whether `record` passes every filter (for stores that filter in Python)."""

@@ -102,6 +102,8 @@ class MemoryStore:
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
         matches = sorted((r for r in self._records.values() if query.matches(r)), key=_created)
+        if query.newest_first:
+            matches.reverse()
         return matches[query.offset : query.offset + query.limit]
 
     async def stats(self) -> StoreStats:

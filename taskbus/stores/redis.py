@@ -123,16 +123,16 @@ class RedisStore(RedisClaims):
             high = "+inf" if query.created_before is None else f"({text(query.created_before)}"
         if query.batch_id is None and query.owner is None and query.type_prefix is None:
             ids = await self._read(
-                lambda client: client.zrangebyscore(
-                    source, low, high, start=query.offset, num=query.limit
-                )
+                partial(_window, source, low, high, query.offset, query.limit, query.newest_first)
             )
             return await self._records(ids)
         matches: builtins.list[TaskRecord] = []
         wanted = query.offset + query.limit
         start = 0
         while len(matches) < wanted:
-            ids = await self._read(partial(_window, source, low, high, start))
+            ids = await self._read(
+                partial(_window, source, low, high, start, _READ_BATCH, query.newest_first)
+            )
             if not ids:
                 break
             start += len(ids)
@@ -179,8 +179,12 @@ class RedisStore(RedisClaims):
         return records
 
 
-async def _window(source: str, low: str, high: str, start: int, client: Redis) -> Any:
-    return await client.zrangebyscore(source, low, high, start=start, num=_READ_BATCH)
+async def _window(
+    source: str, low: str, high: str, start: int, count: int, newest_first: bool, client: Redis
+) -> Any:
+    if newest_first:
+        return await client.zrevrangebyscore(source, high, low, start=start, num=count)
+    return await client.zrangebyscore(source, low, high, start=start, num=count)
 
 
 async def _everything(key: str, client: Redis) -> Any:

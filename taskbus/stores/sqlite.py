@@ -168,10 +168,12 @@ class SqliteStore(SqliteClaims, SqliteEventLog):
         return found if found.state is TaskState.COMPLETED else None
 
     async def list(self, query: TaskQuery) -> builtins.list[TaskRecord]:
-        """Matching tasks, oldest first; a corrupt row is listed as its task failed."""
+        """Matching tasks, oldest (or newest) first; a corrupt row is listed as its task
+        failed."""
         await self.flush()
         where, params = _where(query)
-        sql = f"{SELECT}{where} ORDER BY created_at, rowid LIMIT ? OFFSET ?"
+        order = "created_at DESC, rowid DESC" if query.newest_first else "created_at, rowid"
+        sql = f"{SELECT}{where} ORDER BY {order} LIMIT ? OFFSET ?"
         rows = await self._read(
             lambda conn: conn.execute(sql, (*params, query.limit, query.offset)).fetchall()
         )

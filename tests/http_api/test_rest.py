@@ -105,6 +105,23 @@ async def test_list_pages_with_cursor(make_bus: Callable[..., TaskBus]) -> None:
         assert (await client.get("/tasks", params={"state": "queued"})).json()["items"] == []
 
 
+async def test_list_newest_first_with_order(make_bus: Callable[..., TaskBus]) -> None:
+    bus = make_bus()
+    register(bus)
+    async with bus, serve(create_app(bus)) as url, client_for(url) as client:
+        ids = [(await client.post("/tasks", json={"type": "noop"})).json()["id"] for _ in range(5)]
+        params = {"type": "noop", "limit": "2", "order": "newest"}
+        first = (await client.get("/tasks", params=params)).json()
+        assert [item["id"] for item in first["items"]] == ids[:-3:-1]
+        rest = (
+            await client.get("/tasks", params={**params, "cursor": first["next_cursor"]})
+        ).json()
+        assert [item["id"] for item in rest["items"]] == ids[-3:-5:-1]
+        oldest = (await client.get("/tasks", params={"type": "noop", "order": "oldest"})).json()
+        assert [item["id"] for item in oldest["items"]] == ids
+        assert_error(await client.get("/tasks", params={"order": "random"}), 400, "bad_request")
+
+
 async def test_types_stats_and_health(make_bus: Callable[..., TaskBus]) -> None:
     bus = make_bus()
     register(bus)

@@ -235,6 +235,8 @@ class ValueStore:
         await self._step()
         records = [record_from_row(row) for row in self._rows.values()]
         matches = sorted((r for r in records if query.matches(r)), key=lambda r: r.created_at)
+        if query.newest_first:
+            matches.reverse()
         return matches[query.offset : query.offset + query.limit]
 
     async def stats(self) -> StoreStats:

@@ -290,6 +290,20 @@ async def test_list_is_oldest_first_with_limit_and_offset(make_store: StoreFacto
     assert await ids(store, offset=10) == []
 
 
+async def test_list_newest_first_pages_from_the_newest(make_store: StoreFactory) -> None:
+    store = await make_store()
+    records = [make_record(created_at=T0 + i) for i in range(6)]
+    records.append(make_record(created_at=T0 + 6, owner="alice"))
+    for record in records:
+        await store.add(record)
+    newest = [record.id for record in reversed(records)]
+
+    assert await ids(store, newest_first=True) == newest
+    assert await ids(store, limit=3, newest_first=True) == newest[:3]
+    assert await ids(store, limit=3, offset=3, newest_first=True) == newest[3:6]
+    assert await ids(store, owner="alice", newest_first=True) == [records[-1].id]
+
+
 async def test_list_filters_by_state_and_owner(make_store: StoreFactory) -> None:
     store = await make_store()
     a_queued = make_record(owner="alice")
