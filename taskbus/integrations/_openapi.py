@@ -202,7 +202,7 @@ def _paths(
                 requestBody={"required": True, "content": {"application/json": {"schema": submit}}},
             ),
             "get": _operation(
-                "A page of tasks, newest first",
+                "A page of tasks, oldest first unless order=newest",
                 {"200": _json(ref["page"], "One page.")},
                 ["400", *guard],
                 ref,
@@ -211,6 +211,11 @@ def _paths(
                     _query("type", "Only types that start with this.", _NAME),
                     _query("owner", "Only this owner's (with auth: yours only).", _NAME),
                     _query("cursor", "`next_cursor` of the previous page."),
+                    _query(
+                        "order",
+                        "oldest (the default) or newest first.",
+                        {"type": "string", "enum": ["oldest", "newest"]},
+                    ),
                     _query(
                         "limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500}
                     ),
