@@ -1,7 +1,8 @@
 """Who is asking: the HTTP API's auth hook and the default bearer-token table.
 
-An `AuthHook` maps a request to its owner (a string) or to None (401). It may
-be sync or async. `bearer_tokens` builds the default one from a token table;
+An `AuthHook` maps a request to its owner (a string), to an `Identity` (an
+owner, and whether they administer every owner's tasks), or to None (401). It
+may be sync or async. `bearer_tokens` builds the default one from a token table;
 the token comes from ``Authorization: Bearer <token>`` or, only where the route
 allows it (`allow_query_token`: ``GET /events``, for a browser's EventSource,
 which cannot send headers), from ``?access_token=<token>``. Tokens in URLs end
@@ -14,11 +15,33 @@ import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-__all__ = ["QUERY_TOKEN_ALLOWED", "AuthHook", "allow_query_token", "bearer_tokens", "resolve_owner"]
+__all__ = [
+    "QUERY_TOKEN_ALLOWED",
+    "AuthHook",
+    "Identity",
+    "allow_query_token",
+    "bearer_tokens",
+    "resolve_identity",
+]
 
-AuthHook = Callable[[Request], str | Awaitable[str | None] | None]
+
+class Identity(BaseModel):
+    """Who a request comes from: an owner, and whether they are an administrator.
+
+    An administrator lists, reads, cancels and streams every owner's tasks (and
+    still submits as `owner`); everyone else sees only their own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str = Field(description="The owner the caller submits as.")
+    admin: bool = Field(default=False, description="Sees every owner's tasks.")
+
+
+AuthHook = Callable[[Request], str | Identity | Awaitable[str | Identity | None] | None]
 
 #: The request scope key that says ``?access_token=`` counts on this route.
 QUERY_TOKEN_ALLOWED = "taskbus.query_token_allowed"
@@ -29,23 +52,32 @@ def allow_query_token(request: Request) -> None:
     request.scope[QUERY_TOKEN_ALLOWED] = True
 
 
-def bearer_tokens(tokens: Mapping[str, str]) -> AuthHook:
-    """An auth hook over a ``{token: owner}`` table (compared in constant time)."""
-    table = [(token.encode(), owner) for token, owner in tokens.items()]
+def bearer_tokens(tokens: Mapping[str, str | Identity]) -> AuthHook:
+    """An auth hook over a ``{token: owner}`` table (compared in constant time); a
+    value may be an `Identity`, e.g. ``Identity(owner="ops", admin=True)``."""
+    table = [(token.encode(), _identity(owner)) for token, owner in tokens.items()]
     if not table:
         raise ValueError("tokens must name at least one token")
 
-    def owner_of(request: Request) -> str | None:
+    def identity_of(request: Request) -> Identity | None:
         given = _token(request)
         if given is None:
             return None
-        found: str | None = None
-        for token, owner in table:  # every entry, so timing says nothing
+        found: Identity | None = None
+        for token, identity in table:  # every entry, so timing says nothing
             if hmac.compare_digest(token, given):
-                found = owner
+                found = identity
         return found
 
-    return owner_of
+    return identity_of
+
+
+def _identity(answer: object) -> Identity:
+    if isinstance(answer, Identity):
+        return answer
+    if isinstance(answer, str):
+        return Identity(owner=answer)
+    raise TypeError(f"an owner is a str or an Identity, not {answer!r}")
 
 
 def _token(request: Request) -> bytes | None:
@@ -61,11 +93,16 @@ def _token(request: Request) -> bytes | None:
     return query.encode() if query else None
 
 
-async def resolve_owner(hook: AuthHook, request: Request) -> str | None:
-    """Run the hook (sync or async) and check that it answered a string or None."""
-    owner = hook(request)
-    if inspect.isawaitable(owner):
-        owner = await owner
-    if owner is not None and not isinstance(owner, str):
-        raise TypeError(f"the auth hook must return a str or None, not {owner!r}")
-    return owner
+async def resolve_identity(hook: AuthHook, request: Request) -> Identity | None:
+    """Run the hook (sync or async); an owner it answers as text becomes an `Identity`."""
+    answer = hook(request)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    if answer is None:
+        return None
+    try:
+        return _identity(answer)
+    except TypeError:
+        raise TypeError(
+            f"the auth hook must return a str, an Identity or None, not {answer!r}"
+        ) from None

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import StoreOutage, TaskSnapshot, TaskState
 
 __all__ = [
+    "CallerAnswer",
     "CancelAnswer",
     "ErrorAnswer",
     "ErrorDetail",
@@ -62,14 +63,15 @@ class CancelAnswer(_Answer):
 
 
 class TaskPage(_Answer):
-    """``GET /tasks``: one page of snapshots, newest first."""
+    """``GET /tasks``: one page of snapshots, oldest first unless ``order=newest``."""
 
     items: list[TaskSnapshot]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
 class StatsAnswer(_Answer):
-    """``GET /stats``: counts by state and by type (the caller's own tasks with auth)."""
+    """``GET /stats``: counts by state and by type (with auth, the caller's own tasks,
+    or every task for an administrator)."""
 
     by_state: dict[TaskState, int]
     by_type: dict[str, dict[TaskState, int]]
@@ -89,6 +91,13 @@ class TypeInfo(_Answer):
     timeout: float | None
     priority: int
     concurrency: int | None
+
+
+class CallerAnswer(_Answer):
+    """``GET /me``: who the caller is (the dashboard shows owners to an administrator)."""
+
+    owner: str | None = Field(description="The caller's owner; null when the API is single-user.")
+    admin: bool = Field(description="Sees every owner's tasks (true when single-user).")
 
 
 class Health(_Answer):

@@ -33,6 +33,7 @@ from .. import (
 )
 from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, SubmitBody
 from ._http_models import (
+    CallerAnswer,
     CancelAnswer,
     ErrorAnswer,
     Health,
@@ -71,6 +72,7 @@ def openapi_document(
         ("stats", "serialization", StatsAnswer),
         ("types", "serialization", list[TypeInfo]),
         ("health", "serialization", Health),
+        ("me", "serialization", CallerAnswer),
         ("error", "serialization", ErrorAnswer),
         ("events", "serialization", AnyTaskEvent | BatchProgress | BatchFinished),
     ]
@@ -246,6 +248,14 @@ def _paths(
         "/types": {
             "get": _operation(
                 "The registered task types", {"200": _json(ref["types"], "Types.")}, guard, ref
+            )
+        },
+        "/me": {
+            "get": _operation(
+                "Who the caller is: their owner, and whether they see every owner's tasks",
+                {"200": _json(ref["me"], "The caller.")},
+                guard,
+                ref,
             )
         },
         "/healthz": {

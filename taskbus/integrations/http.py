@@ -2,7 +2,7 @@
 
 ``create_app(bus)`` returns a Starlette app: ``POST /tasks`` (202 and the id at
 once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks`` (paged),
-``GET /stats``, ``GET /types``, ``GET /healthz``, ``GET /events`` (server-sent
+``GET /stats``, ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
 ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
 document, built from the models in `_http_models` and the registered types by
@@ -17,12 +17,14 @@ not running. CORS is off unless ``cors_origins=`` names the origins to allow.
 mounted in your own app: ``Mount("/jobs", app=create_app(bus))``. Urls in
 answers (``url``, ``Location``) are relative to the mount.
 
-With `auth` (a hook mapping a request to its owner, or None for 401) or
-`tokens` (``{"token": "owner"}``, bearer tokens; ``?access_token=`` only on
-``GET /events``), an owner sees, cancels and streams only their own tasks:
-another owner's task id gets the same 404 as an unknown one, after the same
-time (every 404 for an id waits until `NOT_FOUND_FLOOR` after its lookup
-began). With neither, the API is single-user and shows everything.
+With `auth` (a hook mapping a request to its owner or an `Identity`, or None
+for 401) or `tokens` (``{"token": "owner"}``, an `Identity` as a value too;
+bearer tokens; ``?access_token=`` only on ``GET /events``), an owner sees,
+cancels and streams only their own tasks: another owner's task id gets the same
+404 as an unknown one, after the same time (every 404 for an id waits until
+`NOT_FOUND_FLOOR` after its lookup began). An administrator
+(``Identity(owner=..., admin=True)``) lists, reads, cancels and streams every
+owner's tasks. With neither, the API is single-user and shows everything.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from .. import (
     UnknownTaskType,
     event_order,
 )
-from ._http_auth import AuthHook, allow_query_token, bearer_tokens, resolve_owner
+from ._http_auth import AuthHook, Identity, allow_query_token, bearer_tokens, resolve_identity
 from ._http_cors import cors_middleware
 from ._http_errors import (
     EXCEPTION_HANDLERS,
@@ -81,7 +83,15 @@ from ._http_input import (
     valid_task_id,
 )
 from ._http_json import model_json
-from ._http_models import CancelAnswer, Health, StatsAnswer, SubmitAnswer, TaskPage, TypeInfo
+from ._http_models import (
+    CallerAnswer,
+    CancelAnswer,
+    Health,
+    StatsAnswer,
+    SubmitAnswer,
+    TaskPage,
+    TypeInfo,
+)
 from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
@@ -89,6 +99,7 @@ __all__ = [
     "DEFAULT_HISTORY_BYTES",
     "ApiError",
     "AuthHook",
+    "Identity",
     "create_app",
     "error_response",
     "serving",
@@ -172,16 +183,21 @@ class _Api:
         self.history = history
         self.with_dashboard = dashboard
 
-    async def owner(self, request: Request) -> str | None:
-        """The caller's owner (None when the API is single-user); 401 if unknown."""
+    async def caller(self, request: Request) -> Identity | None:
+        """Who is asking (None when the API is single-user); 401 if unknown."""
         if self.auth is None:
             return None
-        owner = await resolve_owner(self.auth, request)
-        if owner is None:
+        identity = await resolve_identity(self.auth, request)
+        if identity is None:
             raise ApiError(401, "unauthorized", "missing or unknown bearer token")
-        return owner
+        return identity
 
-    async def visible(self, task_id: str, owner: str | None) -> TaskSnapshot:
+    @staticmethod
+    def sees_all(caller: Identity | None) -> bool:
+        """Single-user, or an administrator: every owner's tasks."""
+        return caller is None or caller.admin
+
+    async def visible(self, task_id: str, caller: Identity | None) -> TaskSnapshot:
         """The caller's task; 404 for an unknown id and for another owner's, alike."""
         deadline = anyio.current_time() + NOT_FOUND_FLOOR
         snapshot: TaskSnapshot | None = None
@@ -190,11 +206,11 @@ class _Api:
                 snapshot = await self.bus.get(task_id)
             except TaskNotFound:
                 snapshot = None
-        if self.auth is None:
+        if caller is None or caller.admin:
             if snapshot is None:
                 raise _not_found(task_id)
             return snapshot
-        mine = snapshot is not None and _same_owner(snapshot.owner, owner)
+        mine = snapshot is not None and _same_owner(snapshot.owner, caller.owner)
         if snapshot is None or not mine:
             await _wait_until(deadline)
             raise _not_found(task_id)
@@ -203,7 +219,8 @@ class _Api:
     # -- routes --------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
-        owner = await self.owner(request)
+        caller = await self.caller(request)
+        owner = None if caller is None else caller.owner
         body = await read_submission(request, self.max_body)
         try:
             handle = await self.bus.submit(
@@ -229,14 +246,14 @@ class _Api:
         return _json(model_json(answer), 202, {"Location": url})
 
     async def get_task(self, request: Request) -> Response:
-        owner = await self.owner(request)
-        snapshot = await self.visible(request.path_params["task_id"], owner)
+        caller = await self.caller(request)
+        snapshot = await self.visible(request.path_params["task_id"], caller)
         return _json(model_json(snapshot))
 
     async def cancel_task(self, request: Request) -> Response:
-        owner = await self.owner(request)
+        caller = await self.caller(request)
         task_id = request.path_params["task_id"]
-        await self.visible(task_id, owner)
+        await self.visible(task_id, caller)
         reason = request.query_params.get("reason") or "cancelled over HTTP"
         try:
             cancelled = await self.bus.cancel(task_id, reason=reason[:MAX_REASON])
@@ -249,7 +266,7 @@ class _Api:
         return _json(model_json(answer))
 
     async def list_tasks(self, request: Request) -> Response:
-        caller = await self.owner(request)
+        caller = await self.caller(request)
         params = request.query_params
         state = params.get("state") or None
         if state is not None and state not in TaskState._value2member_map_:
@@ -263,10 +280,10 @@ class _Api:
         order = params.get("order") or "oldest"
         if order not in ("oldest", "newest"):
             raise ApiError(400, "bad_request", f"order takes oldest or newest, not {echo(order)}")
-        if self.auth is not None:
-            if owner is not None and owner != caller:
+        if caller is not None and not caller.admin:
+            if owner is not None and owner != caller.owner:
                 return _json(model_json(TaskPage(items=[], next_cursor=None)))
-            owner = caller
+            owner = caller.owner
         try:
             found = await self.bus.list(
                 state=state,
@@ -285,8 +302,8 @@ class _Api:
         )
 
     async def stats(self, request: Request) -> Response:
-        owner = await self.owner(request)
-        if self.auth is None:
+        caller = await self.caller(request)
+        if caller is None or caller.admin:
             stats = await self.bus.stats()
             answer = StatsAnswer(
                 by_state=stats.by_state, by_type=stats.by_type, store_outage=stats.store_outage
@@ -296,7 +313,7 @@ class _Api:
         by_type: dict[str, dict[str, int]] = {}
         offset, page = 0, 10_000
         while True:
-            found = await self.bus.list(owner=owner, limit=page, offset=offset)
+            found = await self.bus.list(owner=caller.owner, limit=page, offset=offset)
             for snapshot in found:
                 state = snapshot.state.value
                 by_state[state] = by_state.get(state, 0) + 1
@@ -309,7 +326,7 @@ class _Api:
         return JsonAnswer(answer.model_dump(mode="json"))
 
     async def types(self, request: Request) -> Response:
-        await self.owner(request)
+        await self.caller(request)
         return JsonAnswer(
             [
                 TypeInfo(
@@ -324,6 +341,14 @@ class _Api:
             ]
         )
 
+    async def me(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        if caller is None:
+            answer = CallerAnswer(owner=None, admin=True)
+        else:
+            answer = CallerAnswer(owner=caller.owner, admin=caller.admin)
+        return JsonAnswer(answer.model_dump(mode="json"))
+
     async def healthz(self, request: Request) -> Response:
         if not self.bus.running:
             raise ApiError(
@@ -332,7 +357,7 @@ class _Api:
         return JsonAnswer(Health().model_dump(mode="json"))
 
     async def openapi(self, request: Request) -> Response:
-        await self.owner(request)  # it lists the task types, as /types does
+        await self.caller(request)  # it lists the task types, as /types does
         document = openapi_document(
             self.bus.registry.definitions(),
             auth=self.auth is not None,
@@ -345,11 +370,11 @@ class _Api:
 
     async def events(self, request: Request) -> Response:
         allow_query_token(request)
-        owner = await self.owner(request)
+        caller = await self.caller(request)
         task_id = request.query_params.get("task_id") or None
         type_prefix = _text_param(request, "type")
         after = last_event_id(request)
-        accept = self._filter(task_id, type_prefix, owner)
+        accept = self._filter(task_id, type_prefix, caller)
         older = await self._older(after)
         if task_id is None:
             return self._respond(self.history.open(accept, after=after, replay=None, older=older))
@@ -360,7 +385,7 @@ class _Api:
             accept, after=after, replay=accept, until_final=True, older=older
         )
         try:
-            snapshot = await self.visible(task_id, owner)
+            snapshot = await self.visible(task_id, caller)
             if snapshot.is_final and older is not None and not stream.finished:
                 await self._resume_final(stream, task_id, after)
         except BaseException:
@@ -415,9 +440,10 @@ class _Api:
             data_sender_callable=end_at_shutdown,
         )
 
-    def _filter(self, task_id: str | None, type_prefix: str | None, owner: str | None) -> Any:
-        with_auth = self.auth is not None
-        batches = not with_auth and task_id is None and type_prefix is None
+    def _filter(self, task_id: str | None, type_prefix: str | None, caller: Identity | None) -> Any:
+        owner = None if self.sees_all(caller) or caller is None else caller.owner
+        everything = self.sees_all(caller)
+        batches = everything and task_id is None and type_prefix is None
 
         def accept(event: Event) -> bool:
             if not isinstance(event, TaskEvent):
@@ -425,7 +451,7 @@ class _Api:
             return (
                 (task_id is None or event.task_id == task_id)
                 and (type_prefix is None or event.task_type.startswith(type_prefix))
-                and (not with_auth or event.owner == owner)
+                and (everything or event.owner == owner)
             )
 
         return accept
@@ -440,7 +466,7 @@ def create_app(
     bus: TaskBus,
     *,
     auth: AuthHook | None = None,
-    tokens: Mapping[str, str] | None = None,
+    tokens: Mapping[str, str | Identity] | None = None,
     max_body: int = 1_048_576,
     event_history: int = 10_000,
     event_history_bytes: int = DEFAULT_HISTORY_BYTES,
@@ -475,6 +501,7 @@ def create_app(
         _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
         _route("/stats", GET=api.stats),
         _route("/types", GET=api.types),
+        _route("/me", GET=api.me),
         _route("/healthz", GET=api.healthz),
         _route("/events", GET=api.events),
         _route("/openapi.json", GET=api.openapi),

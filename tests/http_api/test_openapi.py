@@ -57,6 +57,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/tasks/{task_id}",
         "/stats",
         "/types",
+        "/me",
         "/healthz",
         "/events",
         "/openapi.json",
