@@ -31,7 +31,7 @@ from mcp_types import CallToolRequestParams, CallToolResult, RequestParams, Text
 from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError
 
 from taskbus import TaskbusError, TaskSnapshot, TaskState
 
@@ -65,7 +65,7 @@ class TaskTools(Protocol):
         ...
 
     def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
-        """The plain ``submit_task`` answer (JSON) for a task as it is now."""
+        """The ``submit_task`` answer (JSON) for a task, with its result once completed."""
         ...
 
     def failure_text(self, snapshot: TaskSnapshot) -> str:
@@ -209,10 +209,7 @@ class TasksExtension(Extension):
             ).model_dump(by_alias=True, mode="json", exclude_none=True)
         elif snapshot.state is TaskState.COMPLETED:
             try:
-                answer = {
-                    **self.source.answer(snapshot),
-                    "result": to_jsonable_python(snapshot.result),
-                }
+                answer = self.source.answer(snapshot)
             except PydanticSerializationError as exc:
                 task.update(
                     status="failed",

@@ -70,6 +70,7 @@ from taskbus import (
 from taskbus.integrations._mcp_tasks import TasksExtension
 
 __all__ = [
+    "LOCAL_OWNER",
     "CancelAnswer",
     "OwnerHook",
     "TaskErrorInfo",
@@ -134,6 +135,11 @@ class TaskStatusAnswer(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: Any = Field(
+        default=None,
+        description="What the task returned, as JSON: only in the final result of an MCP "
+        "task (tasks extension); otherwise null, ask task_result.",
+    )
 
     @classmethod
     def of(cls, snapshot: TaskSnapshot) -> TaskStatusAnswer:
@@ -431,8 +437,14 @@ class TaskbusMCP:
         return await self.bus.cancel(task_id, reason=reason)
 
     def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
-        """The plain ``submit_task`` answer for a task as it is now, as JSON."""
-        return TaskStatusAnswer.of(snapshot).model_dump(mode="json")
+        """The ``submit_task`` answer for a task as it is now, with its result, as JSON.
+
+        Raises `PydanticSerializationError` for a result that is not JSON.
+        """
+        answer = TaskStatusAnswer.of(snapshot).model_dump(mode="json")
+        if snapshot.state is TaskState.COMPLETED:
+            answer["result"] = to_jsonable_python(snapshot.result)
+        return answer
 
     def failure_text(self, snapshot: TaskSnapshot) -> str:
         """What a failed task's tool result says."""
