@@ -267,4 +267,4 @@ def _last_updated(snapshot: TaskSnapshot) -> datetime:
 
 
 def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, indent=2, ensure_ascii=False)
