@@ -228,7 +228,7 @@ def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
     """Whether this request's client declared the extension (per request, at 2026-07-28)."""
     capabilities = ctx.session.client_capabilities
     extensions = capabilities.extensions if capabilities is not None else None
-    return bool(extensions) and EXTENSION_ID in (extensions or {})
+    return extensions is not None and EXTENSION_ID in extensions
 
 
 def _status(snapshot: TaskSnapshot) -> tuple[str, str | None]:
@@ -245,12 +245,10 @@ def _status(snapshot: TaskSnapshot) -> tuple[str, str | None]:
         if snapshot.error is not None:
             return "working", f"queued to run again after: {snapshot.error.message}"
         return "working", "queued"
-    parts = ["running"]
-    if snapshot.progress is not None:
-        parts.append(f"{snapshot.progress:g}%")
+    details = [] if snapshot.progress is None else [f"{snapshot.progress:g}%"]
     if snapshot.message:
-        parts.append(snapshot.message)
-    return "working", " ".join(parts[:1]) + (": " + ", ".join(parts[1:]) if parts[1:] else "")
+        details.append(snapshot.message)
+    return "working", "running: " + ", ".join(details) if details else "running"
 
 
 def _last_updated(snapshot: TaskSnapshot) -> datetime:
