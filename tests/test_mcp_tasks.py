@@ -459,6 +459,8 @@ SUBMIT = ["--method", "tools/call", "--tool-name", "submit_task", "--tool-args-j
           json.dumps({"type": "math:double", "input": {"n": 21}})]  # fmt: skip
 
 
+# The first one installs the Inspector (about 20 s from the npm registry).
+@pytest.mark.timeout(300)
 def test_the_inspector_cli_lists_and_calls_the_plain_tools(inspector: Path) -> None:
     listed = run_inspector(inspector, "--method", "tools/list")
     called = run_inspector(inspector, "--protocol-era", "legacy", *SUBMIT)
@@ -467,6 +469,7 @@ def test_the_inspector_cli_lists_and_calls_the_plain_tools(inspector: Path) -> N
     assert called["structuredContent"]["result"] is None  # the plain answer: a status
 
 
+@pytest.mark.timeout(300)
 def test_the_inspector_cli_follows_a_task_handle_to_the_result(inspector: Path) -> None:
     # At 2026-07-28 the Inspector declares the tasks extension and polls tasks/get.
     called = run_inspector(inspector, "--protocol-era", "modern", *SUBMIT)
