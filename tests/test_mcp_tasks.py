@@ -21,15 +21,22 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
-from mcp.client.extension import advertise
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim, advertise
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolRequest, CallToolRequestParams, Request, RequestParams
+from mcp_types import (
+    CallToolRequest,
+    CallToolRequestParams,
+    CallToolResult,
+    Request,
+    RequestParams,
+    Result,
+)
 from pydantic import BaseModel, ConfigDict
 
 from taskbus import TaskBus, TaskContext, TaskState, UserActionableError
@@ -159,6 +166,52 @@ async def test_a_declaring_2026_client_gets_a_task_handle_at_once(make_bus: Make
     assert done["result"]["structuredContent"]["result"] == "released"
     assert done["result"]["structuredContent"]["state"] == "completed"
     assert json.loads(done["result"]["content"][0]["text"])["result"] == "released"
+
+
+class TaskHandle(Result):
+    """The extension's CreateTaskResult, as a client extension claims it."""
+
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    poll_interval_ms: int | None = None
+
+
+class TasksClient(ClientExtension):
+    """A minimal client side of the extension: ``call_tool`` polls a handle to its result."""
+
+    identifier = EXTENSION
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=TaskHandle, resolve=self.resolve)]
+
+    async def resolve(self, handle: TaskHandle, ctx: ClaimContext) -> CallToolResult:
+        request: Request[Any, Any] = Request(
+            method="tasks/get", params=TaskIdParams(task_id=handle.task_id)
+        )
+        with anyio.fail_after(10):
+            while True:
+                task = (await ctx.session.send_request(request, Raw)).model_dump(by_alias=True)
+                if task["status"] == "completed":
+                    return CallToolResult.model_validate(task["result"])
+                assert task["status"] == "working", task
+                await anyio.sleep(task["pollIntervalMs"] / 1000)
+
+
+async def test_the_sdks_client_extension_api_resolves_a_task_handle(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register(bus, Gate())
+    async with bus:
+        client = Client(InMemoryTransport(create_mcp_server(bus)), extensions=[TasksClient()])
+        async with client:
+            await client.list_tools()  # so the client can check the result against its schema
+            result = await client.call_tool(
+                "submit_task", {"type": "math:double", "input": {"n": 4}}
+            )
+    assert result.is_error is False
+    assert result.structured_content is not None
+    assert result.structured_content["result"] == {"value": 8}
+    assert result.structured_content["state"] == "completed"
 
 
 @pytest.mark.parametrize("era", ERAS)
