@@ -33,7 +33,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from taskbus import TaskbusError, TaskSnapshot, TaskState
+from taskbus import TaskNotFound, TaskSnapshot, TaskState
 
 __all__ = ["EXTENSION_ID", "TaskTools", "TasksExtension"]
 
@@ -154,7 +154,7 @@ class TasksExtension(Extension):
         await self._owned(ctx, params.task_id)
         try:
             await self.source.cancel(params.task_id, "cancelled by MCP client (tasks/cancel)")
-        except TaskbusError as exc:
+        except TaskNotFound as exc:  # purged in between
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
         return {}
 
