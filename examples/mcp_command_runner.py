@@ -17,9 +17,10 @@ a command behind. The tools come from
 
 With ``--demo`` it talks to itself through the MCP SDK's in-memory client
 instead: it lists the task types, runs an ``echo`` and a ``printf`` loop
-(printing the progress forwarded while it waits), shows that a second session
-cannot see the first one's task, starts ``sleep 30`` and cancels it, prints each
-status and the session's task list, and exits 0 in about a second.
+(printing the progress forwarded while it waits), starts ``sleep 30``, shows
+that a second connection reads it back (tasks belong to their owner, here the
+one local owner, not to a connection), cancels it, prints each status and the
+task list, and exits 0 in about a second.
 
 Run: ``.venv/bin/python examples/mcp_command_runner.py --demo``
 (without ``--demo`` it serves MCP on stdin/stdout).
@@ -316,7 +317,7 @@ async def demo() -> None:
         print(f"sleep 30 after 0.3 s: done={answer['done']}, state={answer['state']}")
         async with Client(server, mode="legacy") as other:
             seen = await call(other, "task_status", task_id=sleeper["task_id"])
-            print(f"a second session asks for it: {seen}")
+            print(f"a second connection reads it back: state={seen['state']}")
         started = time.monotonic()
         cancelled = await call(client, "cancel_task", task_id=sleeper["task_id"], reason="demo")
         took = time.monotonic() - started
@@ -324,7 +325,7 @@ async def demo() -> None:
         print(f"SIGTERM was enough, no SIGKILL after the grace: {took < GRACE}")
 
         listed = await call(client, "list_tasks")
-        print("this session's tasks:", ", ".join(task["state"] for task in listed["tasks"]))
+        print("your tasks:", ", ".join(task["state"] for task in listed["tasks"]))
 
 
 def main() -> None:

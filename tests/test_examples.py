@@ -105,10 +105,18 @@ EXPECTED: dict[str, list[str]] = {
         "  progress: step 3",
         "printf: exit 0, 3 lines: ['step 1', 'step 2', 'step 3']",
         "sleep 30 after 0.3 s: done=False, state=running",
-        "a second session asks for it: Error executing tool task_status: no task with id",
+        "a second connection reads it back: state=running",
         "cancel: cancelled=True, state=cancelled",
         "SIGTERM was enough, no SIGKILL after the grace: True",
-        "this session's tasks: completed, completed, cancelled",
+        "your tasks: completed, completed, cancelled",
+    ],
+    "mcp_http_owners.py": [
+        "alice: task working, polling tasks/get",
+        "  working: running: 75%, page 3 of 3",
+        "alice, reconnected: completed: report 2025: 3 pages",
+        "bob asks for alice's task: no task with id '<id>'",
+        "bob asks for no one's task: no task with id '<id>'",
+        "no token: this request has no owner for tasks (not authenticated?)",
     ],
     "jobs_api.py": [
         "alice: POST /tasks -> 202 queued, at once: True",
@@ -145,6 +153,7 @@ EXPECTED: dict[str, list[str]] = {
 ARGS: dict[str, list[str]] = {
     "qt_window.py": ["--auto"],
     "mcp_command_runner.py": ["--demo"],
+    "mcp_http_owners.py": ["--demo"],
     "jobs_api.py": ["--demo"],
     "redis_workers.py": [
         "workers ready: 2",

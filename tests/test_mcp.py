@@ -1,11 +1,11 @@
 """The MCP surface (`taskbus.integrations.mcp`) through the MCP SDK's own client.
 
 Each test opens a bus and connects the SDK's in-process `Client` to the server
-with ``mode="legacy"``: the initialize handshake over in-memory streams, which
-gives every client a session of its own, as stdio and stateful HTTP do. Some
-also run at 2026-07-28 over an in-memory stream (one stream per client, as
-stdio). The SDK's default in-process mode sends stateless 2026-07-28 requests
-with no stream and no session (refused without an ``owner=`` hook).
+with ``mode="legacy"`` (the initialize handshake over in-memory streams), and
+some also at 2026-07-28 over an in-memory stream, as stdio would. In-process
+clients are local, so without an ``owner=`` hook they share the local owner;
+tests that need two owners name them with a hook. The MCP tasks extension and
+the stdio, HTTP and Inspector runs are in tests/test_mcp_tasks.py.
 Every test runs on asyncio and trio. The command runner's tests read the pids
 its shell writes to a file and check that they are dead after a cancel or a
 timeout (gone, or zombies left for a non-reaping init to collect).
@@ -31,7 +31,12 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp.client._memory import InMemoryTransport
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import Implementation
 from pydantic import BaseModel
+from starlette.requests import Request
 
 from taskbus import (
     RetryableError,
@@ -44,7 +49,7 @@ from taskbus import (
     TaskState,
     UserActionableError,
 )
-from taskbus.integrations.mcp import TaskbusMCP, create_mcp_server
+from taskbus.integrations.mcp import LOCAL_OWNER, TaskbusMCP, create_mcp_server
 from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -175,7 +180,7 @@ async def test_submit_status_result_round_trip(make_bus: MakeBus, era: str) -> N
     assert snapshot.result == Doubled(value=42)  # the bus keeps the typed result
     assert [task["task_id"] for task in listed["tasks"]] == [submitted["task_id"]]
     assert next_page == {"tasks": []}
-    assert snapshot.owner is not None and snapshot.owner.startswith("mcp-session:")
+    assert snapshot.owner == LOCAL_OWNER  # stdio-like and in-process clients are local
 
 
 async def test_result_of_a_running_task_says_not_done(make_bus: MakeBus) -> None:
@@ -279,14 +284,27 @@ async def test_failed_and_cancelled_results_are_errors(make_bus: MakeBus) -> Non
     assert f"task {slow} (math:slow) was cancelled: user pressed stop" in cancelled
 
 
+def by_client_name(ctx: Context[Any, Any]) -> str | None:
+    """An owner hook for tests: the client's self-declared name (never do this for real)."""
+    params = ctx.request_context.session.client_params
+    return None if params is None else params.client_info.name
+
+
+def named(server: Any, era: str, name: str) -> Client:
+    info = Implementation(name=name, version="1")
+    if era == "2026-07-28":
+        return Client(InMemoryTransport(server), client_info=info)
+    return Client(server, mode="legacy", client_info=info)
+
+
 @pytest.mark.parametrize("era", ERAS)
-async def test_sessions_cannot_see_each_others_tasks(make_bus: MakeBus, era: str) -> None:
+async def test_owners_cannot_see_each_others_tasks(make_bus: MakeBus, era: str) -> None:
     bus = make_bus()
     gate = Gate()
     register(bus, gate)
-    server = create_mcp_server(bus)
+    server = create_mcp_server(bus, owner=by_client_name)
     unknown_id = "0" * 32
-    async with bus, connect(server, era) as alice, connect(server, era) as bob:
+    async with bus, named(server, era, "alice") as alice, named(server, era, "bob") as bob:
         task_id = (await call(alice, "submit_task", type="math:slow"))["task_id"]
         await gate.running()
         answers = {}
@@ -305,33 +323,38 @@ async def test_sessions_cannot_see_each_others_tasks(make_bus: MakeBus, era: str
     assert [task["task_id"] for task in alice_list["tasks"]] == [task_id]
     assert still["state"] == "running"  # bob's cancel did nothing
     assert done["result"] == "released"
+    assert (await bus.get(task_id)).owner == "alice"
 
 
-async def test_a_closed_session_cancels_its_unfinished_tasks(make_bus: MakeBus) -> None:
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_task_outlives_its_connection_and_is_read_back(make_bus: MakeBus, era: str) -> None:
     bus = make_bus()
     gate = Gate()
     register(bus, gate)
+    server = create_mcp_server(bus)
     async with bus:
-        async with Client(create_mcp_server(bus), mode="legacy") as client:
-            running = (await call(client, "submit_task", type="math:slow"))["task_id"]
+        async with connect(server, era) as first:
+            task_id = (await call(first, "submit_task", type="math:slow"))["task_id"]
             await gate.running()
-        async with Client(create_mcp_server(bus, cancel_on_close=False), mode="legacy") as client:
-            kept = (await call(client, "submit_task", type="math:slow"))["task_id"]
-            await gate.running()
-        closed = await bus.get(running)
-        still = await bus.get(kept)
-        await bus.cancel(kept)
-    assert (closed.state, closed.cancel_reason) == (TaskState.CANCELLED, "MCP session closed")
-    assert still.state is TaskState.RUNNING
+        gate.release.set()  # the first connection is gone, its task is not
+        async with connect(server, era) as second:
+            done = await call(second, "task_result", task_id=task_id, wait_seconds=5)
+            listed = await call(second, "list_tasks")
+    assert done["result"] == "released"
+    assert [task["task_id"] for task in listed["tasks"]] == [task_id]
 
 
-async def test_stateless_requests_need_an_owner_hook(make_bus: MakeBus) -> None:
+async def test_stateless_in_process_requests_are_local_and_a_hook_decides(
+    make_bus: MakeBus,
+) -> None:
     bus = make_bus()
     register(bus, Gate())
     async with bus:
-        async with Client(create_mcp_server(bus)) as client:  # 2026-07-28: no session
+        async with Client(create_mcp_server(bus)) as client:  # 2026-07-28, no stream
             assert client.protocol_version == "2026-07-28"
-            refused = await call_error(client, "submit_task", type="math:double", input={"n": 1})
+            local = (await call(client, "submit_task", type="math:double", input={"n": 1}))[
+                "task_id"
+            ]
         server = create_mcp_server(bus, owner=lambda ctx: "alice")
         async with Client(server) as client:
             task_id = (await call(client, "submit_task", type="math:double", input={"n": 2}))[
@@ -341,10 +364,34 @@ async def test_stateless_requests_need_an_owner_hook(make_bus: MakeBus) -> None:
         nobody = create_mcp_server(bus, owner=lambda ctx: None)
         async with Client(nobody) as client:
             no_owner = await call_error(client, "list_tasks")
-    assert "this request is stateless" in refused
+    assert (await bus.get(local)).owner == LOCAL_OWNER
     assert answer["result"] == {"value": 4}
     assert (await bus.get(task_id)).owner == "alice"
     assert "no owner" in no_owner
+
+
+def http_context(host: str) -> Context[Any, Any]:
+    """A tool context for an HTTP request from `host` (only what owner_of reads)."""
+    request = Request({"type": "http", "client": (host, 50000), "headers": [], "method": "POST"})
+    request_context: ServerRequestContext[Any, Any] = ServerRequestContext(
+        session=None,  # type: ignore[arg-type]  # owner_of reads the request only
+        lifespan_context={},
+        protocol_version="2026-07-28",
+        method="tools/call",
+        request=request,
+    )
+    return Context(request_context=request_context)
+
+
+def test_without_a_hook_only_loopback_http_is_served() -> None:
+    tools = TaskbusMCP(TaskBus())
+    assert tools.owner_of(http_context("127.0.0.1")) == LOCAL_OWNER
+    assert tools.owner_of(http_context("::1")) == LOCAL_OWNER
+    for remote in ("203.0.113.9", "2001:db8::1", "testclient"):
+        with pytest.raises(ToolError, match="no owner= hook, so it serves tasks only to local"):
+            tools.owner_of(http_context(remote))
+    hooked = TaskbusMCP(TaskBus(), owner=lambda ctx: "carol")
+    assert hooked.owner_of(http_context("203.0.113.9")) == "carol"
 
 
 async def test_submit_needs_a_running_bus(make_bus: MakeBus) -> None:

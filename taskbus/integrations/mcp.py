@@ -12,55 +12,43 @@ client sent a progress token), ``cancel_task(task_id, reason?)`` and
 ``TaskbusMCP(bus, ...).install(server)`` adds the same tools to a server of your
 own. The bus is yours to run: serve inside ``async with bus:``.
 
-**Sessions own their tasks.** Every task is submitted with the bus's ``owner``
-set to an opaque id of the MCP session that submitted it. A session can read,
-wait for, cancel and list only its own tasks; another session's id gets the same
-"no task with id" answer as an id that never existed. A session is one client's
-connection: the initialize handshake's connection (protocol revisions up to
-2025-11-25, over stdio, SSE or stateful streamable HTTP), or, at 2026-07-28,
-where every request carries its own envelope, the duplex stream (stdio) that
-carries them. When a handshake connection closes, its unfinished tasks are
-cancelled (``cancel_on_close=False`` keeps them running, unreachable); the SDK
-signals no end of a 2026-07-28 stream, so its tasks run on until the bus stops.
-Requests with no session (stateless HTTP, the SDK's in-process 2026-07-28
-client) are refused unless an ``owner=`` hook names the owner, for example from
-the authenticated principal (`mcp.server.mcpserver.authenticated_principal`).
-The SDK has no public accessor for a request's connection yet, so it is read
-from the request's session (``ServerSession._connection``); if a later SDK
-drops it, the tools refuse to run rather than share tasks between sessions.
+**Tasks belong to an owner, not to a connection**, so a client that reconnects
+(or a one-shot CLI call) reads its tasks back. An ``owner=`` hook maps each
+request to its owner, for example from the authenticated principal
+(`mcp.server.mcpserver.authenticated_principal`) or a bearer token, and None
+refuses the request. Without a hook there is one local owner, for stdio, the
+SDK's in-process client and streamable HTTP from a loopback address; any other
+HTTP request is refused with an error that says to give an ``owner=`` hook. An
+owner can read, wait for, cancel and list only its own tasks; another owner's id
+gets the same "no task with id" answer as an id that never existed.
 
-**MCP tasks are not used.** The 2025-11-25 revision of the specification added
-experimental *tasks* (task-augmented ``tools/call``, ``tasks/get``,
-``tasks/result``, ``tasks/cancel``, ``tasks/list``, ``notifications/tasks/
-status``). The SDK this module targets (``mcp`` 2.3) defines their types only:
-it dispatches none of those methods (they are deliberately absent from its
-per-version method tables) and ignores the ``task`` field of ``tools/call``;
-the 2026-07-28 revision moved tasks out of the core specification into the
-``io.modelcontextprotocol/tasks`` extension, which the SDK does not ship. So
-taskbus offers its tasks as the plain tools above, which every MCP client can
-call, and maps nothing onto the task protocol until an SDK serves it.
+**MCP tasks** (the ``io.modelcontextprotocol/tasks`` extension of the 2026-07-28
+specification, SEP-2663) are served by `TasksExtension`
+(``taskbus.integrations._mcp_tasks``), which `create_mcp_server` installs: a
+``submit_task`` call that declares the extension answers a task handle at once,
+and ``tasks/get``, ``tasks/cancel`` and ``tasks/update`` follow it. Clients that
+do not declare it see only the plain tools. Handshake-era (2025-11-25) wires
+cannot carry a task handle, so there ``submit_task`` answers its plain status,
+whose ``task_id`` the ``tasks/*`` methods accept from a client that declared the
+extension at initialize.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import secrets
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 try:
-    from mcp.server.connection import Connection
     from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.types import ToolAnnotations
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         f"taskbus.integrations.mcp needs the MCP SDK 2.x ({exc.name} is not importable); "
@@ -73,15 +61,25 @@ from taskbus import (
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
-    TaskbusError,
     TaskNotFound,
     TaskProgress,
     TaskSnapshot,
     TaskState,
     UnknownTaskType,
 )
+from taskbus.integrations._mcp_answers import (
+    CancelAnswer,
+    TaskErrorInfo,
+    TaskList,
+    TaskResultAnswer,
+    TaskStatusAnswer,
+    TaskTypeInfo,
+    TaskTypeList,
+)
+from taskbus.integrations._mcp_tasks import TasksExtension
 
 __all__ = [
+    "LOCAL_OWNER",
     "CancelAnswer",
     "OwnerHook",
     "TaskErrorInfo",
@@ -91,127 +89,24 @@ __all__ = [
     "TaskTypeInfo",
     "TaskTypeList",
     "TaskbusMCP",
+    "TasksExtension",
     "create_mcp_server",
 ]
 
 logger = logging.getLogger("taskbus.mcp")
 
-#: Maps a tool call's context to the owner of the tasks it may see (None: refuse).
+#: Maps a request's context to the owner of the tasks it may see (None: refuse).
 OwnerHook = Callable[[Context[Any, Any]], str | None]
+
+#: The owner of every task when the server has no owner hook (local clients only).
+LOCAL_OWNER = "mcp:local"
 
 _INSTRUCTIONS = (
     "Slow work runs as background tasks. Call list_task_types to see what can run and the "
     "input each type takes, submit_task to start one (it answers a task id at once), then "
     "task_status or task_result (with wait_seconds to wait) to follow it, and cancel_task "
-    "to stop it. Task ids belong to this session."
+    "to stop it. Task ids belong to you, across connections."
 )
-
-
-class TaskErrorInfo(BaseModel):
-    """Why a task failed."""
-
-    message: str
-    error_type: str = Field(
-        description="How the error was classified: retryable, fatal or user-actionable. "
-        "Whether the task runs again is the status's will_retry."
-    )
-    suggested_action: str | None = Field(default=None, description="What a person can do.")
-
-
-class TaskStatusAnswer(BaseModel):
-    """A task as it is now."""
-
-    model_config = ConfigDict(frozen=True)
-
-    task_id: str
-    type: str
-    state: TaskState = Field(description="queued, running, completed, failed or cancelled.")
-    done: bool = Field(description="True once the state is final (completed, failed, cancelled).")
-    progress: float | None = Field(default=None, description="Percent done, 0-100.")
-    current: int | None = None
-    total: int | None = None
-    message: str | None = Field(default=None, description="The current operation.")
-    eta: float | None = Field(default=None, description="Seconds remaining, estimated.")
-    attempts: int = Field(description="Attempts started so far.")
-    max_attempts: int
-    will_retry: bool = Field(
-        default=False, description="True while the task waits to run again after a failed attempt."
-    )
-    error: TaskErrorInfo | None = None
-    cancel_reason: str | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-    @classmethod
-    def of(cls, snapshot: TaskSnapshot) -> TaskStatusAnswer:
-        error = snapshot.error
-        return cls(
-            task_id=snapshot.id,
-            type=snapshot.type,
-            state=snapshot.state,
-            done=snapshot.is_final,
-            progress=snapshot.progress,
-            current=snapshot.current,
-            total=snapshot.total,
-            message=snapshot.message,
-            eta=snapshot.eta,
-            attempts=snapshot.attempts,
-            max_attempts=snapshot.max_attempts,
-            will_retry=snapshot.state is TaskState.QUEUED and error is not None,
-            error=None
-            if error is None
-            else TaskErrorInfo(
-                message=error.message,
-                error_type=error.error_type.value,
-                suggested_action=error.suggested_action,
-            ),
-            cancel_reason=snapshot.cancel_reason,
-            created_at=snapshot.created_at,
-            started_at=snapshot.started_at,
-            finished_at=snapshot.finished_at,
-        )
-
-
-class TaskResultAnswer(BaseModel):
-    """A completed task's result, or word that it has not finished yet."""
-
-    task_id: str
-    state: TaskState
-    done: bool = Field(description="False while the task is queued or running.")
-    result: Any = Field(default=None, description="What the task returned, as JSON.")
-    status: TaskStatusAnswer
-
-
-class CancelAnswer(BaseModel):
-    """What a cancel did."""
-
-    task_id: str
-    cancelled: bool = Field(description="False if the task had already finished.")
-    state: TaskState
-
-
-class TaskList(BaseModel):
-    """This session's tasks, oldest first."""
-
-    tasks: list[TaskStatusAnswer]
-
-
-class TaskTypeInfo(BaseModel):
-    """One task type a client may submit."""
-
-    type: str
-    description: str | None = None
-    input_schema: dict[str, Any] = Field(description="JSON schema of submit_task's input.")
-    estimated_duration: float | None = Field(default=None, description="Seconds, typically.")
-    timeout: float | None = Field(default=None, description="Seconds per attempt, at most.")
-    default_priority: int
-
-
-class TaskTypeList(BaseModel):
-    """The task types this server runs."""
-
-    types: list[TaskTypeInfo]
 
 
 _READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -223,8 +118,9 @@ class TaskbusMCP:
     `types`: the task types clients may see and submit, as exact names or
     namespace prefixes ending in ``:`` (``["shell:"]``); None exposes all.
     `owner`: a hook naming the owner of a request's tasks (see the module
-    docstring); None scopes tasks to the MCP session. `max_wait`: the longest
-    ``task_result`` waits, in seconds.
+    docstring); None gives local clients one owner and refuses the others.
+    `max_wait`: the longest ``task_result`` waits, in seconds. `poll_interval`:
+    the seconds between ``tasks/get`` polls suggested to tasks-extension clients.
     """
 
     def __init__(
@@ -234,7 +130,7 @@ class TaskbusMCP:
         types: Sequence[str] | None = None,
         owner: OwnerHook | None = None,
         max_wait: float = 60.0,
-        cancel_on_close: bool = True,
+        poll_interval: float = 1.0,
     ) -> None:
         if max_wait < 0:
             raise ValueError(f"max_wait must be >= 0, not {max_wait}")
@@ -242,8 +138,7 @@ class TaskbusMCP:
         self.types = None if types is None else tuple(types)
         self.owner_hook = owner
         self.max_wait = max_wait
-        self.cancel_on_close = cancel_on_close
-        self._owners: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._extension = TasksExtension(self, poll_interval=poll_interval)
 
     def exposes(self, task_type: str) -> bool:
         """Whether clients may see and submit `task_type`."""
@@ -254,8 +149,16 @@ class TaskbusMCP:
             for allowed in self.types
         )
 
+    def extension(self) -> TasksExtension:
+        """The MCP tasks extension over these tools, for ``MCPServer(extensions=[...])``."""
+        return self._extension
+
     def install(self, server: MCPServer[Any]) -> MCPServer[Any]:
-        """Add the taskbus tools to `server` and return it."""
+        """Add the taskbus tools to `server` and return it.
+
+        The SDK fixes a server's extensions when it is built: to serve MCP tasks
+        too, build it with ``MCPServer(..., extensions=[tools.extension()])``.
+        """
         server.add_tool(self.list_task_types, annotations=_READ_ONLY)
         server.add_tool(self.submit_task)
         server.add_tool(self.task_status, annotations=_READ_ONLY)
@@ -300,18 +203,7 @@ class TaskbusMCP:
 
         Follow it with task_status, task_result or cancel_task.
         """
-        owner = self._owner(ctx)
-        if not self.exposes(type) or type not in self.bus.registry:
-            known = [name for name in self.bus.registry.types() if self.exposes(name)]
-            raise ToolError(str(UnknownTaskType(type, known)))
-        try:
-            handle = await self.bus.submit(type, input, priority=priority, owner=owner)
-            snapshot = await self.bus.get(handle.id)
-        except (InvalidTaskInput, InvalidSubmission, UnknownTaskType) as exc:
-            raise ToolError(str(exc)) from exc  # pydantic's message, for invalid input
-        except BusNotRunning as exc:
-            raise ToolError("the task runtime is not running; try again later") from exc
-        logger.debug("MCP session submitted %s (%s)", handle.id, type)
+        snapshot = await self.start(self.owner_of(ctx), type, input, priority)
         return TaskStatusAnswer.of(snapshot)
 
     async def task_status(
@@ -387,71 +279,73 @@ class TaskbusMCP:
         *,
         ctx: Context[Any, Any],
     ) -> TaskList:
-        """List the tasks this session submitted, oldest first."""
-        owner = self._owner(ctx)
+        """List your tasks, oldest first."""
+        owner = self.owner_of(ctx)
         snapshots = await self.bus.list(
             state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
         )
         return TaskList(tasks=[TaskStatusAnswer.of(snapshot) for snapshot in snapshots])
 
-    # -- owners ------------------------------------------------------------------
+    # -- owners and the operations the tasks extension shares --------------------
 
-    def _owner(self, ctx: Context[Any, Any]) -> str:
+    def owner_of(self, ctx: Context[Any, Any]) -> str:
+        """The owner of the request's tasks; a `ToolError` if it may have none."""
         if self.owner_hook is not None:
             owner = self.owner_hook(ctx)
             if owner is None:
                 raise ToolError("this request has no owner for tasks (not authenticated?)")
             return owner
-        return self._session_owner(ctx)
-
-    def _session_owner(self, ctx: Context[Any, Any]) -> str:
-        """The opaque owner id of the request's MCP session, made on first use."""
         try:
-            session = ctx.request_context.session
+            request = ctx.request_context.request
         except ValueError as exc:
             raise ToolError("task tools can only be called within an MCP request") from exc
-        connection = getattr(session, "_connection", None)
-        if not isinstance(connection, Connection):
-            raise ToolError("cannot tell which MCP session this request belongs to")
-        if not connection.has_standalone_channel:
-            raise ToolError(
-                "task tools need an MCP session, and this request is stateless: its tasks "
-                "could not be found again (use a stateful transport, or give the server an "
-                "owner= hook)"
-            )
-        # The connection's channel is one object per client: the handshake connection's
-        # own, or the stream that carries every 2026-07-28 request of one client.
-        channel = connection.outbound
-        owner = self._owners.get(channel)
-        if owner is None:
-            owner = self._owners[channel] = f"mcp-session:{secrets.token_hex(16)}"
-            if self.cancel_on_close and connection.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-                # A handshake connection lives as long as its session: its exit is the end.
-                connection.exit_stack.push_async_callback(self._session_closed, owner)
-        return owner
+        if _is_local(request):
+            return LOCAL_OWNER
+        raise ToolError(
+            "this server has no owner= hook, so it serves tasks only to local clients "
+            "(stdio, or HTTP from a loopback address); give create_mcp_server an owner= "
+            "hook that authenticates the request"
+        )
 
-    async def _session_closed(self, owner: str) -> None:
-        """Cancel what a closed session left queued or running: nobody can reach it now."""
-        tried: set[str] = set()
-        while self.bus.running:  # a stopped bus has dealt with its tasks itself
-            unfinished = {
-                snapshot.id
-                for state in (TaskState.QUEUED, TaskState.RUNNING)
-                for snapshot in await self.bus.list(state=state, owner=owner)
-            } - tried
-            if not unfinished:
-                return
-            tried |= unfinished
-            logger.info("MCP session closed: cancelling %d task(s)", len(unfinished))
-            async with anyio.create_task_group() as tg:
-                for task_id in unfinished:
-                    tg.start_soon(self._cancel_quietly, task_id)
-
-    async def _cancel_quietly(self, task_id: str) -> None:
+    async def start(self, owner: str, type: str, input: Any, priority: int | None) -> TaskSnapshot:
+        """Submit a task of an exposed `type` for `owner`; a `ToolError` for bad input."""
+        if not self.exposes(type) or type not in self.bus.registry:
+            known = [name for name in self.bus.registry.types() if self.exposes(name)]
+            raise ToolError(str(UnknownTaskType(type, known)))
         try:
-            await self.bus.cancel(task_id, reason="MCP session closed")
-        except TaskbusError:
-            logger.debug("task %s could not be cancelled at session close", task_id, exc_info=True)
+            handle = await self.bus.submit(type, input, priority=priority, owner=owner)
+            snapshot = await self.bus.get(handle.id)
+        except (InvalidTaskInput, InvalidSubmission, UnknownTaskType) as exc:
+            raise ToolError(str(exc)) from exc  # pydantic's message, for invalid input
+        except BusNotRunning as exc:
+            raise ToolError("the task runtime is not running; try again later") from exc
+        logger.debug("MCP client submitted %s (%s)", handle.id, type)
+        return snapshot
+
+    async def owned(self, owner: str, task_id: str) -> TaskSnapshot:
+        """`owner`'s task; the same `ToolError` for an unknown task and another owner's."""
+        snapshot = await self._get(task_id)
+        if snapshot.owner != owner or not self.exposes(snapshot.type):
+            raise ToolError(str(TaskNotFound(task_id)))
+        return snapshot
+
+    async def cancel(self, task_id: str, reason: str) -> bool:
+        """Cancel a task; False if it had already finished."""
+        return await self.bus.cancel(task_id, reason=reason)
+
+    def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
+        """The ``submit_task`` answer for a task as it is now, with its result, as JSON.
+
+        Raises `PydanticSerializationError` for a result that is not JSON.
+        """
+        answer = TaskStatusAnswer.of(snapshot).model_dump(mode="json")
+        if snapshot.state is TaskState.COMPLETED:
+            answer["result"] = to_jsonable_python(snapshot.result)
+        return answer
+
+    def failure_text(self, snapshot: TaskSnapshot) -> str:
+        """What a failed task's tool result says."""
+        return _failure_text(snapshot)
 
     # -- reading -----------------------------------------------------------------
 
@@ -463,11 +357,7 @@ class TaskbusMCP:
 
     async def _owned(self, ctx: Context[Any, Any], task_id: str) -> TaskSnapshot:
         """The task, if it belongs to the caller; otherwise the same error as no task."""
-        owner = self._owner(ctx)
-        snapshot = await self._get(task_id)
-        if snapshot.owner != owner or not self.exposes(snapshot.type):
-            raise ToolError(str(TaskNotFound(task_id)))
-        return snapshot
+        return await self.owned(self.owner_of(ctx), task_id)
 
     async def _wait(self, ctx: Context[Any, Any], task_id: str, wait: float) -> None:
         """Wait for the final event, forwarding progress (percent, message) meanwhile."""
@@ -481,6 +371,18 @@ class TaskbusMCP:
                             await ctx.report_progress(percent, 100, event.message)
             except TaskNotFound as exc:
                 raise ToolError(str(TaskNotFound(task_id))) from exc
+
+
+def _is_local(request: Any) -> bool:
+    """Whether a request came over stdio or in-process (no HTTP request), or from loopback."""
+    if request is None:
+        return True
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None)
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not an address (a test client's name, a Unix socket)
+        return False
 
 
 def _failure_text(snapshot: TaskSnapshot) -> str:
@@ -504,20 +406,22 @@ def create_mcp_server(
     types: list[str] | None = None,
     owner: OwnerHook | None = None,
     max_wait: float = 60.0,
-    cancel_on_close: bool = True,
+    poll_interval: float = 1.0,
     instructions: str | None = _INSTRUCTIONS,
 ) -> MCPServer[Any]:
-    """An MCP server exposing `bus`'s tasks as tools (see the module docstring).
+    """An MCP server exposing `bus`'s tasks as tools and MCP tasks (see the module docstring).
 
     Run `bus` yourself (``async with bus:``) around serving it, for example
     ``await server.run_stdio_async()``. The root logger is left as it was (the
     SDK's server calls ``logging.basicConfig`` as it is built).
     """
     tools = TaskbusMCP(
-        bus, types=types, owner=owner, max_wait=max_wait, cancel_on_close=cancel_on_close
+        bus, types=types, owner=owner, max_wait=max_wait, poll_interval=poll_interval
     )
     with _root_logger_kept():
-        server: MCPServer[Any] = MCPServer(name, instructions=instructions)
+        server: MCPServer[Any] = MCPServer(
+            name, instructions=instructions, extensions=[tools.extension()]
+        )
     return tools.install(server)
 
 
