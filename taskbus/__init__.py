@@ -53,6 +53,7 @@ from ._events import TaskStarted as TaskStarted
 from ._events import event_order as event_order
 from ._executor import TaskExecutor as TaskExecutor
 from ._handle import TaskHandle as TaskHandle
+from ._identity import Identity as Identity
 from ._json_log import JsonFormatter as JsonFormatter
 from ._process_context import ProcessContext as ProcessContext
 from ._queue import MAX_PRIORITY as MAX_PRIORITY
@@ -104,6 +105,7 @@ __all__ = [
     "EventBuffer",
     "EventBus",
     "FatalError",
+    "Identity",
     "InvalidSubmission",
     "InvalidTaskDefinition",
     "InvalidTaskInput",

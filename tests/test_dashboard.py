@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from taskbus import TaskBus, TaskContext
+from taskbus import Identity, TaskBus, TaskContext
 from taskbus.integrations.http import create_app
 
 try:
@@ -47,7 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ALICE, BOB = "alice-token", "bob-token"
+ALICE, BOB, OPS = "alice-token", "bob-token", "ops-token"
 #: Records every value a progress bar takes, so the test sees the bar move step by step.
 RECORD_BAR_VALUES = """() => {
   window.barValues = [];
@@ -121,7 +121,9 @@ def serve(app: Starlette) -> Iterator[str]:
 def server_url() -> Iterator[str]:
     """The API with two users' tokens, mounted under /jobs of an app that runs the bus."""
     bus = make_bus()
-    api = create_app(bus, tokens={ALICE: "alice", BOB: "bob"}, manage_bus=False, dashboard=True)
+    tokens: dict[str, str | Identity] = {ALICE: "alice", BOB: "bob"}
+    tokens[OPS] = Identity(owner="ops", admin=True)
+    api = create_app(bus, tokens=tokens, manage_bus=False, dashboard=True)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,11 +209,38 @@ def test_dashboard_submits_follows_and_cancels(
 
     expect(page.locator("tbody#tasks tr")).to_have_count(2)
     expect(page.locator(f'tr[data-task-id="{bobs.json()["id"]}"]')).to_have_count(0)
+    expect(page.locator("#owner-filter")).to_be_hidden()  # an owner, not an administrator
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     # Without a token the page says how to get in.
     page.goto(f"{server_url}/jobs/")
     expect(page.locator("#page-error")).to_contain_text("Not authorised", timeout=WAIT_MS)
+    page.close()
+
+
+def test_an_administrator_sees_every_owner_and_filters_by_owner(
+    server_url: str, browser: Browser
+) -> None:
+    ids = {}
+    for token, owner in ((ALICE, "alice"), (BOB, "bob")):
+        answer = httpx.post(
+            f"{server_url}/jobs/tasks",
+            json={"type": "ui:steps", "input": {"steps": 1, "delay": 0}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 202, answer.text
+        ids[owner] = answer.json()["id"]
+    page = browser.new_page(viewport={"width": 1100, "height": 640})
+    page.goto(f"{server_url}/jobs/?token={OPS}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+    alices, bobs = (page.locator(f'tr[data-task-id="{ids[o]}"]') for o in ("alice", "bob"))
+    expect(alices.locator(".owner")).to_have_text("owner alice", timeout=WAIT_MS)
+    expect(bobs.locator(".owner")).to_have_text("owner bob")
+    page.fill("#owner-filter", "bob")
+    expect(alices).to_be_hidden()
+    expect(bobs).to_be_visible()
+    page.fill("#owner-filter", "")
+    expect(alices).to_be_visible()
     page.close()
 
 

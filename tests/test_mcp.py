@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from taskbus import (
+    Identity,
     RetryableError,
     RetryPolicy,
     TaskBus,
@@ -708,3 +709,33 @@ def test_the_mcp_server_keeps_the_root_handlers_a_program_set(
     create_mcp_server(TaskBus())
     assert root.handlers == [mine]
     assert root.level == logging.ERROR
+
+
+def admin_by_name(ctx: Context[Any, Any]) -> Identity | None:
+    """An owner hook for tests: the client named "ops" administers every owner's tasks."""
+    owner = by_client_name(ctx)
+    return None if owner is None else Identity(owner=owner, admin=owner == "ops")
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_an_administrator_reads_lists_and_cancels_every_owners_tasks(
+    make_bus: MakeBus, era: str
+) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    server = create_mcp_server(bus, owner=admin_by_name)
+    async with bus, named(server, era, "alice") as alice, named(server, era, "ops") as ops:
+        task_id = (await call(alice, "submit_task", type="math:slow"))["task_id"]
+        await gate.running()
+        seen = await call(ops, "task_status", task_id=task_id)
+        listed = await call(ops, "list_tasks")
+        cancelled = await call(ops, "cancel_task", task_id=task_id, reason="ops")
+        alice_sees = await call(alice, "task_status", task_id=task_id)
+        async with named(server, era, "bob") as bob:
+            bobs_view = await call_error(bob, "task_status", task_id=task_id)
+    assert seen["state"] == "running"
+    assert [task["task_id"] for task in listed["tasks"]] == [task_id]
+    assert cancelled["cancelled"] is True
+    assert alice_sees["state"] == "cancelled"
+    assert bobs_view.endswith(f"no task with id '{task_id}'")

@@ -15,8 +15,9 @@ import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
+
+from taskbus import Identity
 
 __all__ = [
     "QUERY_TOKEN_ALLOWED",
@@ -26,19 +27,6 @@ __all__ = [
     "bearer_tokens",
     "resolve_identity",
 ]
-
-
-class Identity(BaseModel):
-    """Who a request comes from: an owner, and whether they are an administrator.
-
-    An administrator lists, reads, cancels and streams every owner's tasks (and
-    still submits as `owner`); everyone else sees only their own.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    owner: str = Field(description="The owner the caller submits as.")
-    admin: bool = Field(default=False, description="Sees every owner's tasks.")
 
 
 AuthHook = Callable[[Request], str | Identity | Awaitable[str | Identity | None] | None]
@@ -55,7 +43,7 @@ def allow_query_token(request: Request) -> None:
 def bearer_tokens(tokens: Mapping[str, str | Identity]) -> AuthHook:
     """An auth hook over a ``{token: owner}`` table (compared in constant time); a
     value may be an `Identity`, e.g. ``Identity(owner="ops", admin=True)``."""
-    table = [(token.encode(), _identity(owner)) for token, owner in tokens.items()]
+    table = [(token.encode(), Identity.of(owner)) for token, owner in tokens.items()]
     if not table:
         raise ValueError("tokens must name at least one token")
 
@@ -70,14 +58,6 @@ def bearer_tokens(tokens: Mapping[str, str | Identity]) -> AuthHook:
         return found
 
     return identity_of
-
-
-def _identity(answer: object) -> Identity:
-    if isinstance(answer, Identity):
-        return answer
-    if isinstance(answer, str):
-        return Identity(owner=answer)
-    raise TypeError(f"an owner is a str or an Identity, not {answer!r}")
 
 
 def _token(request: Request) -> bytes | None:
@@ -101,7 +81,7 @@ async def resolve_identity(hook: AuthHook, request: Request) -> Identity | None:
     if answer is None:
         return None
     try:
-        return _identity(answer)
+        return Identity.of(answer)
     except TypeError:
         raise TypeError(
             f"the auth hook must return a str, an Identity or None, not {answer!r}"

@@ -33,7 +33,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from taskbus import TaskNotFound, TaskSnapshot, TaskState
+from taskbus import Identity, TaskNotFound, TaskSnapshot, TaskState
 
 __all__ = ["EXTENSION_ID", "TaskTools", "TasksExtension"]
 
@@ -56,8 +56,13 @@ class TaskTools(Protocol):
         """Submit a task for `owner`; raises `ToolError` for bad input."""
         ...
 
-    async def owned(self, owner: str, task_id: str) -> TaskSnapshot:
-        """`owner`'s task; raises `ToolError` for an unknown task or another owner's."""
+    def identity_of(self, ctx: Context[Any, Any]) -> Identity:
+        """Who the request comes from; raises `ToolError` if it has no owner."""
+        ...
+
+    async def owned(self, owner: str | Identity, task_id: str) -> TaskSnapshot:
+        """`owner`'s task (any, for an administrator); raises `ToolError` for an
+        unknown task or another owner's."""
         ...
 
     async def cancel(self, task_id: str, reason: str) -> bool:
@@ -174,11 +179,11 @@ class TasksExtension(Extension):
     async def _owned(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskSnapshot:
         require_client_extension(ctx, EXTENSION_ID)
         try:
-            owner = self.source.owner_of(Context(request_context=ctx))
+            caller = self.source.identity_of(Context(request_context=ctx))
         except ToolError as exc:
             raise MCPError(code=INVALID_REQUEST, message=str(exc)) from exc
         try:
-            return await self.source.owned(owner, task_id)
+            return await self.source.owned(caller, task_id)
         except ToolError as exc:  # unknown, or another owner's: the same answer
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
 

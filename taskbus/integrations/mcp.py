@@ -58,6 +58,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
 from taskbus import (
     BusNotRunning,
     ErrorType,
+    Identity,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
@@ -96,7 +97,7 @@ __all__ = [
 logger = logging.getLogger("taskbus.mcp")
 
 #: Maps a request's context to the owner of the tasks it may see (None: refuse).
-OwnerHook = Callable[[Context[Any, Any]], str | None]
+OwnerHook = Callable[[Context[Any, Any]], str | Identity | None]
 
 #: The owner of every task when the server has no owner hook (local clients only).
 LOCAL_OWNER = "mcp:local"
@@ -279,8 +280,9 @@ class TaskbusMCP:
         *,
         ctx: Context[Any, Any],
     ) -> TaskList:
-        """List your tasks, oldest first."""
-        owner = self.owner_of(ctx)
+        """List your tasks, oldest first (an administrator's: everyone's)."""
+        caller = self.identity_of(ctx)
+        owner = None if caller.admin else caller.owner
         snapshots = await self.bus.list(
             state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
         )
@@ -290,17 +292,21 @@ class TaskbusMCP:
 
     def owner_of(self, ctx: Context[Any, Any]) -> str:
         """The owner of the request's tasks; a `ToolError` if it may have none."""
+        return self.identity_of(ctx).owner
+
+    def identity_of(self, ctx: Context[Any, Any]) -> Identity:
+        """Who the request comes from (an administrator sees every owner's tasks)."""
         if self.owner_hook is not None:
-            owner = self.owner_hook(ctx)
-            if owner is None:
+            answer = self.owner_hook(ctx)
+            if answer is None:
                 raise ToolError("this request has no owner for tasks (not authenticated?)")
-            return owner
+            return Identity.of(answer)
         try:
             request = ctx.request_context.request
         except ValueError as exc:
             raise ToolError("task tools can only be called within an MCP request") from exc
         if _is_local(request):
-            return LOCAL_OWNER
+            return Identity(owner=LOCAL_OWNER)
         raise ToolError(
             "this server has no owner= hook, so it serves tasks only to local clients "
             "(stdio, or HTTP from a loopback address); give create_mcp_server an owner= "
@@ -322,10 +328,13 @@ class TaskbusMCP:
         logger.debug("MCP client submitted %s (%s)", handle.id, type)
         return snapshot
 
-    async def owned(self, owner: str, task_id: str) -> TaskSnapshot:
-        """`owner`'s task; the same `ToolError` for an unknown task and another owner's."""
+    async def owned(self, owner: str | Identity, task_id: str) -> TaskSnapshot:
+        """`owner`'s task (any, for an administrator); the same `ToolError` for an
+        unknown task and another owner's."""
+        caller = Identity.of(owner)
         snapshot = await self._get(task_id)
-        if snapshot.owner != owner or not self.exposes(snapshot.type):
+        mine = caller.admin or snapshot.owner == caller.owner
+        if not mine or not self.exposes(snapshot.type):
             raise ToolError(str(TaskNotFound(task_id)))
         return snapshot
 
@@ -357,7 +366,7 @@ class TaskbusMCP:
 
     async def _owned(self, ctx: Context[Any, Any], task_id: str) -> TaskSnapshot:
         """The task, if it belongs to the caller; otherwise the same error as no task."""
-        return await self.owned(self.owner_of(ctx), task_id)
+        return await self.owned(self.identity_of(ctx), task_id)
 
     async def _wait(self, ctx: Context[Any, Any], task_id: str, wait: float) -> None:
         """Wait for the final event, forwarding progress (percent, message) meanwhile."""

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 from starlette.requests import Request
 
-from taskbus import TaskBus
+from taskbus import Identity, TaskBus
 from taskbus.integrations.http import create_app
 
 from ._asgi import call
@@ -173,3 +173,74 @@ async def test_another_owners_id_answers_404_as_fast_as_an_unknown_one(
     for kind in ("running", "finished"):
         difference = statistics.median(times[kind]) - unknown
         assert abs(difference) <= bound, (kind, difference, bound)
+
+
+ADMIN_TOKENS: dict[str, str | Identity] = {**TOKENS, "ops-token": Identity(owner="ops", admin=True)}
+
+
+async def test_an_administrator_sees_lists_cancels_and_streams_every_owners_tasks(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    gates = register(bus)
+    async with (
+        bus,
+        serve(create_app(bus, tokens=ADMIN_TOKENS)) as url,
+        client_for(url, "alice-token") as alice,
+        client_for(url, "bob-token") as bob,
+        client_for(url, "ops-token") as ops,
+        sse(ops) as ops_events,
+    ):
+        alices = (await alice.post("/tasks", json={"type": "gated"})).json()
+        bobs = (await bob.post("/tasks", json={"type": "noop"})).json()
+        await wait_state(alice, alices["url"], "running")
+        await wait_state(bob, bobs["url"], "completed")
+
+        assert (await ops.get("/me")).json() == {"owner": "ops", "admin": True}
+        assert (await alice.get("/me")).json() == {"owner": "alice", "admin": False}
+        listed = (await ops.get("/tasks")).json()["items"]
+        assert {item["id"]: item["owner"] for item in listed} == {
+            alices["id"]: "alice",
+            bobs["id"]: "bob",
+        }
+        only_bob = (await ops.get("/tasks", params={"owner": "bob"})).json()["items"]
+        assert [item["id"] for item in only_bob] == [bobs["id"]]
+        assert (await ops.get(alices["url"])).json()["owner"] == "alice"
+        assert (await ops.get("/stats")).json()["by_state"] == {"running": 1, "completed": 1}
+        assert_error(await alice.get(bobs["url"]), 404, "not_found")  # others stay isolated
+
+        cancelled = (await ops.delete(alices["url"], params={"reason": "ops"})).json()
+        assert cancelled["cancelled"] is True
+        await wait_state(alice, alices["url"], "cancelled")
+        gates.release.set()
+        seen = {(m.event, m.json["task_id"]) for m in await ops_events.take(5)}
+        assert ("task-queued", alices["id"]) in seen and ("task-completed", bobs["id"]) in seen
+
+        mine = (await ops.post("/tasks", json={"type": "noop"})).json()
+        assert (await ops.get(mine["url"])).json()["owner"] == "ops", "submits as itself"
+
+
+async def test_a_hook_may_answer_an_identity_and_single_user_me_is_an_administrator(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    async def hook(request: Request) -> Identity | None:
+        await anyio.lowlevel.checkpoint()
+        user = request.headers.get("x-user")
+        return None if user is None else Identity(owner=user, admin=user == "root")
+
+    bus = make_bus()
+    register(bus)
+    async with bus, serve(create_app(bus, auth=hook)) as url, client_for(url) as client:
+        task = (await client.post("/tasks", json={"type": "noop"}, headers={"x-user": "c"})).json()
+        root = await client.get(task["url"], headers={"x-user": "root"})
+        assert root.json()["owner"] == "c"
+        assert_error(await client.get(task["url"], headers={"x-user": "d"}), 404, "not_found")
+    async with bus, serve(create_app(bus)) as url, client_for(url) as client:
+        assert (await client.get("/me")).json() == {"owner": None, "admin": True}
+
+
+def test_a_token_table_takes_owners_and_identities_only() -> None:
+    from taskbus.integrations._http_auth import bearer_tokens
+
+    with pytest.raises(TypeError, match="str or an Identity"):
+        bearer_tokens({"t": 42})  # type: ignore[dict-item]
