@@ -353,7 +353,7 @@ def test_user_text_is_never_read_as_markup_or_emoji(app_module: str) -> None:
     [
         ("nosuchmod_xyz:bus", "cannot load --app nosuchmod_xyz:bus: No module named"),
         ("{module}:no_such_attr", "has no attribute 'no_such_attr'"),
-        ("{module}:not_a_bus", "is a int, not a TaskBus"),
+        ("{module}:not_a_bus", "is not a TaskBus (it is of type 'int')"),
     ],
     ids=["no-module", "no-attribute", "not-a-bus"],
 )

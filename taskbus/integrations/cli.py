@@ -218,7 +218,7 @@ def _load_bus(spec: str) -> TaskBus:
     if not isinstance(target, TaskBus) and callable(target):
         target = target()
     if not isinstance(target, TaskBus):
-        raise _fail(f"--app {spec} is a {type(target).__name__}, not a TaskBus", 2)
+        raise _fail(f"--app {spec} is not a TaskBus (it is of type {type(target).__name__!r})", 2)
     return target
 
 
