@@ -270,7 +270,7 @@ def test_dashboard_at_the_root_follows_tasks_submitted_elsewhere(browser: Browse
         expect(row.locator(".message")).to_have_text("step 4/4")
         expect(page.locator("#stats")).to_have_text("1 completed")
         # Only the first load listed the tasks: everything after came from the stream.
-        assert list_requests == [f"{url}/tasks?limit=200"]
+        assert list_requests == [f"{url}/tasks?order=newest&limit=50"]
         page.close()
 
 
