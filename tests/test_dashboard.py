@@ -33,7 +33,7 @@ from taskbus import Identity, RetryPolicy, TaskBus, TaskContext
 from taskbus.integrations.http import create_app
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 except ImportError as exc:  # pragma: no cover - the test extra installs it
     raise ImportError("the dashboard test needs Playwright: pip install playwright") from exc
 
@@ -95,6 +95,19 @@ def make_bus(store: str | None = None) -> TaskBus:
 @contextmanager
 def serve(app: Starlette) -> Iterator[str]:
     """Serve `app` on a free loopback port in a uvicorn thread; its base URL; stop it after."""
+    with serve_with_server(app) as (url, _):
+        yield url
+
+
+def drop_connections(server: uvicorn.Server) -> None:
+    """Cut every open connection, as a flaky network would (the event stream too)."""
+    for protocol in list(server.server_state.connections):
+        protocol.loop.call_soon_threadsafe(protocol.transport.abort)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def serve_with_server(app: Starlette) -> Iterator[tuple[str, uvicorn.Server]]:
+    """`serve`, also yielding the uvicorn server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -110,7 +123,7 @@ def serve(app: Starlette) -> Iterator[str]:
         assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(10)
@@ -372,10 +385,9 @@ def task_list_requests(page: Page) -> list[str]:
     """Every GET of the task list the page makes, recorded from now on."""
     seen: list[str] = []
 
-    def record(request: object) -> None:
-        url = getattr(request, "url", "")
-        if re.search(r"/tasks(\?|$)", url) and getattr(request, "method", "") == "GET":
-            seen.append(url)
+    def record(request: Request) -> None:
+        if re.search(r"/tasks(\?|$)", request.url) and request.method == "GET":
+            seen.append(request.url)
 
     page.on("request", record)
     return seen
@@ -626,4 +638,40 @@ def test_a_new_task_appears_on_top_of_a_full_first_page_only_if_it_matches(
         assert row_ids(page) == [fresh.json()["id"], *before[:-1]]
         # The events did not make the page list anything more.
         assert len(requests) == 2, requests
+        page.close()
+
+
+def test_after_a_dropped_connection_the_rows_miss_nothing_and_repeat_nothing(
+    browser: Browser,
+) -> None:
+    bus = make_bus()
+    with serve_with_server(create_app(bus, manage_bus=True)) as (url, server):
+        page = browser.new_page()
+        streams: list[Request] = []
+        page.on("request", lambda r: streams.append(r) if "/events" in r.url else None)
+        page.goto(f"{url}/")
+        expect(page.locator("#connection")).to_have_text("live", timeout=WAIT_MS)
+        before = httpx.post(f"{url}/tasks", json={"type": "ui:wait", "input": {}})
+        before_row = page.locator(f'tr[data-task-id="{before.json()["id"]}"]')
+        expect(before_row.locator(".state")).to_have_text("running", timeout=WAIT_MS)
+
+        # While the page is cut off: one task is cancelled, another runs to the end.
+        # (The browser waits a few seconds before it reconnects.)
+        drop_connections(server)
+        expect(page.locator("#connection")).to_have_text("reconnecting", timeout=WAIT_MS)
+        assert httpx.delete(f"{url}/tasks/{before.json()['id']}").status_code == 200
+        during = httpx.post(
+            f"{url}/tasks", json={"type": "ui:steps", "input": {"steps": 2, "delay": 0}}
+        )
+        assert during.status_code == 202, during.text
+
+        during_row = page.locator(f'tr[data-task-id="{during.json()["id"]}"]')
+        expect(page.locator("#connection")).to_have_text("live", timeout=3 * WAIT_MS)
+        expect(during_row.locator(".state")).to_have_text("completed", timeout=WAIT_MS)
+        expect(before_row.locator(".state")).to_have_text("cancelled")
+        assert row_ids(page) == [during.json()["id"], before.json()["id"]]
+        # The browser resumed the stream where it broke off.
+        assert len(streams) == 2, streams
+        assert "last-event-id" not in streams[0].all_headers()
+        assert streams[1].all_headers()["last-event-id"]
         page.close()
