@@ -102,7 +102,7 @@ def serve(app: Starlette) -> Iterator[str]:
 def drop_connections(server: uvicorn.Server) -> None:
     """Cut every open connection, as a flaky network would (the event stream too)."""
     for protocol in list(server.server_state.connections):
-        protocol.loop.call_soon_threadsafe(protocol.transport.abort)  # type: ignore[attr-defined]
+        protocol.loop.call_soon_threadsafe(protocol.transport.abort)
 
 
 @contextmanager
