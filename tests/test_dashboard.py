@@ -546,6 +546,9 @@ def test_detail_pane_screenshot_shows_every_field_and_the_event_history(
     page.click("#detail-close")
     expect(pane).to_be_hidden()
     assert "#task=" not in page.url
+    page.locator(f'tr[data-task-id="{task_id}"]').press("Enter")  # from the keyboard
+    expect(pane).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+    assert page.url.endswith(f"#task={task_id}")
     page.close()
 
 
