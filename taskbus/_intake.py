@@ -4,6 +4,7 @@ records, store, announce and queue them."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,7 +18,7 @@ from ._lifecycle import Lifecycle
 from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
 from ._submission import prepare_batch
-from ._validation import check_delay, check_metadata, check_priority, check_text
+from ._validation import check_delay, check_metadata, check_priority, check_text, delay_until
 from .stores import LiveRecordStore, Store
 from .stores._base import KeyInUse
 
@@ -67,6 +68,7 @@ class Intake:
         metadata: dict[str, Any] | None,
         delay: float | None,
         key: str | None,
+        run_at: datetime | None = None,
     ) -> tuple[TaskRecord, TaskDefinition[Any, Any], bool]:
         """Check a submission and build its record; raises for bad input, before anything
         is stored. Without a key, on a store in this process, also store, announce and
@@ -86,6 +88,8 @@ class Intake:
         now = self._now()
         if delay is not None:
             delay = check_delay(delay) or None
+        if run_at is not None:
+            delay = delay_until(run_at, now, delay) or None
         not_before = now + delay if delay else None
         if metadata is not None:
             metadata = check_metadata(metadata)

@@ -6,6 +6,7 @@ import inspect
 import re
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import tenacity
@@ -79,6 +80,7 @@ class TaskSubmitter(typing.Protocol):
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> Coroutine[Any, Any, TaskHandle[Any]]: ...
 
     async def retire_types(self, names: list[str], *, reason: str, cancel_running: bool) -> None:
@@ -217,6 +219,7 @@ class TaskDefinition(Generic[InT, OutT]):
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> Coroutine[Any, Any, TaskHandle[OutT]]:
         """Submit one task of this type to the bus it is registered on (await it)."""
         submitter = self._registry.submitter if self._registry is not None else None
@@ -231,6 +234,7 @@ class TaskDefinition(Generic[InT, OutT]):
             metadata=metadata,
             delay=delay,
             key=key,
+            run_at=run_at,
         )
 
 

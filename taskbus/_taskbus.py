@@ -322,17 +322,19 @@ class TaskBus:
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> TaskHandle[Any]:
         """Queue one task and return its handle at once.
 
-        Raises `UnknownTaskType`, `InvalidTaskInput` or `InvalidSubmission` for
-        bad input (nothing is stored), `BusNotRunning` outside ``async with``.
-        With `key`, a queued or running task submitted with the same key is
-        returned instead of a new one.
+        `delay` (seconds) or `run_at` (a timezone-aware datetime; a time past runs
+        now) holds it back until then. Raises `UnknownTaskType`, `InvalidTaskInput`
+        or `InvalidSubmission` for bad input (nothing is stored), `BusNotRunning`
+        outside ``async with``. With `key`, a queued or running task submitted with
+        the same key is returned instead of a new one.
         """
         intake = self._intake
         record, definition, queued = intake.take(
-            task_type, input, priority, owner, metadata, delay, key
+            task_type, input, priority, owner, metadata, delay, key, run_at
         )
         if key is not None:
             record = await intake.add_keyed(record, definition, key)

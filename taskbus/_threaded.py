@@ -120,6 +120,7 @@ class AsyncTaskBus(Protocol):
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> TaskHandle[Any]: ...
     async def get(self, task_id: str) -> TaskSnapshot: ...
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
@@ -485,6 +486,7 @@ class ThreadedTaskBus:
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> ThreadedHandle[OutT]: ...
     @overload
     def submit(
@@ -497,6 +499,7 @@ class ThreadedTaskBus:
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> ThreadedHandle[Any]: ...
     def submit(
         self,
@@ -508,6 +511,7 @@ class ThreadedTaskBus:
         metadata: dict[str, Any] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        run_at: datetime | None = None,
     ) -> ThreadedHandle[Any]:
         """Queue one task (by type name or `TaskDefinition`); returns at once.
 
@@ -525,6 +529,7 @@ class ThreadedTaskBus:
                 metadata=metadata,
                 delay=delay,
                 key=key,
+                run_at=run_at,
             ),
             "submit",
         )

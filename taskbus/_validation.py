@@ -29,6 +29,7 @@ __all__ = [
     "check_metadata",
     "check_priority",
     "check_text",
+    "delay_until",
     "is_unicode",
     "to_epoch",
 ]
@@ -68,6 +69,25 @@ def check_delay(delay: Any) -> float:
             f"(100 years), not {delay!r}"
         )
     return float(delay)
+
+
+def delay_until(run_at: Any, now: float, delay: float | None) -> float:
+    """The delay, in seconds from `now`, until `run_at`, a timezone-aware datetime
+    (0 for a time already past); raises `InvalidSubmission` for anything else, or
+    beside a `delay`."""
+    if delay is not None:
+        raise InvalidSubmission("give delay or run_at, not both")
+    if not isinstance(run_at, datetime):
+        raise InvalidSubmission(f"run_at must be a datetime, not {run_at!r}")
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise InvalidSubmission(
+            f"run_at must be timezone-aware (datetime(..., tzinfo=...) or "
+            f"datetime.now(UTC) + ...), not the naive {run_at.isoformat()}"
+        )
+    wait = max(0.0, run_at.timestamp() - now)
+    if wait > MAX_DELAY:
+        raise InvalidSubmission(f"run_at must be within 100 years, not {run_at.isoformat()}")
+    return wait
 
 
 def is_unicode(text: str) -> bool:

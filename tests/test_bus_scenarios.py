@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +479,21 @@ async def test_a_batch_runs_every_item_and_sums_them_up(new_bus: MakeBus) -> Non
     assert results == [10, 20]
     assert again == summary
     assert tagged == [batch.id] * 3
+
+
+async def test_a_task_submitted_to_run_at_a_time_starts_no_sooner(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        at = datetime.now(UTC) + timedelta(seconds=0.3)
+        handle = await bus.submit("sc:build", {"n": 1}, run_at=at)
+        stored = await bus.get(handle.id)
+        started = await recorder.wait_for(TaskStarted, task_id=handle.id, timeout=WAIT)
+    assert stored.state is TaskState.QUEUED
+    assert stored.not_before is not None
+    assert abs((stored.not_before - at).total_seconds()) < 1e-3, "the store keeps the time"
+    assert started.timestamp >= at - timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

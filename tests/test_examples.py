@@ -80,6 +80,12 @@ EXPECTED: dict[str, list[str]] = {
         "result() raised TaskCancelledError: user pressed stop",
         "cancelled task: cancelled",
     ],
+    "run_at.py": [
+        "weekly is queued until",
+        "overdue ran at once: True",
+        "weekly ran no sooner than asked: True",
+        "refused: run_at must be timezone-aware",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

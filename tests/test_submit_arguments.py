@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskbus import InvalidSubmission, TaskBus, TaskContext, TaskState
+from taskbus import InvalidSubmission, TaskBus, TaskCompleted, TaskContext, TaskState
 from taskbus.stores.sqlite import SqliteStore
+from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
 MakeBus = Callable[..., TaskBus]
@@ -40,6 +42,11 @@ def with_echo(bus: TaskBus) -> TaskBus:
         ({"delay": ""}, "delay"),
         ({"delay": False}, "delay"),
         ({"delay": "5"}, "delay"),
+        ({"run_at": datetime(2030, 1, 1)}, "timezone-aware"),  # naive
+        ({"run_at": "2030-01-01T00:00:00+00:00"}, "run_at must be a datetime"),
+        ({"run_at": 1_900_000_000.0}, "run_at must be a datetime"),
+        ({"run_at": datetime(9999, 1, 1, tzinfo=UTC)}, "within 100 years"),
+        ({"run_at": datetime.now(UTC), "delay": 1.0}, "delay or run_at, not both"),
         ({"key": -5}, "key"),
         ({"key": b"x"}, "key"),
         ({"key": SURROGATE}, "key"),
@@ -167,3 +174,22 @@ def test_fuzz_any_submit_arguments_are_stored_and_readable_or_refused(
     delay: Any, key: Any, owner: Any, priority: Any
 ) -> None:
     _stored_and_readable_or_refused(delay, key, owner, priority)
+
+
+async def test_run_at_holds_a_task_back_until_then_in_any_timezone(
+    make_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    async with with_echo(make_bus(clock=fake_clock)) as bus:
+        recorder = EventRecorder(bus)
+        paris = timezone(timedelta(hours=1))
+        at = datetime.fromtimestamp(fake_clock.now() + 60, paris)
+        later = await bus.submit("t:echo", 1, run_at=at)
+        past = await bus.submit("t:echo", 2, run_at=at - timedelta(hours=2))
+        assert await past.result(timeout=5) == 2, "a time already past runs now"
+        snap = await bus.get(later.id)
+        assert snap.state is TaskState.QUEUED and snap.not_before == at
+        fake_clock.advance(59)
+        await anyio.wait_all_tasks_blocked()
+        assert (await bus.get(later.id)).state is TaskState.QUEUED
+        fake_clock.advance(1)
+        await recorder.wait_for(TaskCompleted, task_id=later.id, timeout=5)

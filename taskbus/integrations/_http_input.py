@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect, Request
 
 from .. import MAX_DELAY, MAX_PRIORITY, MAX_TEXT, MIN_PRIORITY, event_order
@@ -57,7 +57,19 @@ class SubmitBody(BaseModel):
     priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     metadata: dict[str, Any] | None = None
     delay: float | None = Field(default=None, ge=0, le=MAX_DELAY, allow_inf_nan=False)
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        strict=False,  # from JSON text: an RFC 3339 time with its offset
+        description="When to run it (with a UTC offset); instead of `delay`.",
+    )
     key: str | None = Field(default=None, max_length=MAX_TEXT)
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("run_at is an RFC 3339 time as text, e.g. 2030-01-01T09:00:00+01:00")
+        return value
 
 
 def bad_request(message: str) -> ApiError:

@@ -230,6 +230,7 @@ class _Api:
                 owner=owner,
                 metadata=body.metadata,
                 delay=body.delay,
+                run_at=body.run_at,
                 key=body.key,
             )
         except UnknownTaskType as exc:

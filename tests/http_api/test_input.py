@@ -108,6 +108,44 @@ async def test_delays_not_finite_past_year_9999_or_not_numbers_are_4xx(
         assert (await client.get("/tasks")).json()["items"] == []  # nothing stored
 
 
+@pytest.mark.parametrize(
+    ("run_at", "status"),
+    [
+        ('"2030-01-01T00:00:00"', 422),  # no offset: naive
+        ('"tomorrow"', 422),
+        ("1900000000", 422),
+        ('"9999-01-01T00:00:00Z"', 422),  # more than 100 years ahead
+    ],
+)
+async def test_run_at_times_without_an_offset_or_out_of_range_are_422(
+    make_bus: Callable[..., TaskBus], tmp_path: Path, run_at: str, status: int
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+    async with bus, asgi_client(create_app(bus)) as client:
+        response = await client.post("/tasks", content=f'{{"type": "noop", "run_at": {run_at}}}')
+        error = assert_error(response, status, "invalid_submission")
+        assert "run_at" in json.dumps(error)
+        both = await client.post(
+            "/tasks", json={"type": "noop", "delay": 1, "run_at": "2030-01-01T00:00:00Z"}
+        )
+        assert_error(both, 422, "invalid_submission")
+        assert (await client.get("/tasks")).json()["items"] == []  # nothing stored
+
+
+async def test_run_at_with_an_offset_is_kept_as_the_tasks_not_before(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+    async with bus, asgi_client(create_app(bus)) as client:
+        answer = await client.post(
+            "/tasks", json={"type": "noop", "run_at": "2099-06-01T12:00:00+02:00"}
+        )
+        assert answer.status_code == 202, answer.text
+        snapshot = (await client.get(answer.json()["url"])).json()
+    assert snapshot["state"] == "queued"
+    assert snapshot["not_before"].startswith("2099-06-01T10:00:00")
+
+
 @pytest.mark.parametrize("key", ["-5", "[1]", '{"a": 1}', "true", "1.5"])
 async def test_keys_that_are_not_strings_are_422(
     make_bus: Callable[..., TaskBus], tmp_path: Path, key: str
