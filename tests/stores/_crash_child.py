@@ -28,17 +28,22 @@ TASK_TYPE = "crash:echo"
 TASK_COUNT = 1000
 WORKERS = 4
 HANDLER_SECONDS = 0.001
+#: The last `TAIL` tasks take `TAIL_SECONDS` each, so tasks are still running on disk
+#: right after the last submit (the workers may otherwise have caught up already).
+TAIL = 40
+TAIL_SECONDS = 0.025
 MAX_ATTEMPTS = 3
 LINGER = 30.0
 
 
 def register(bus: TaskBus, ran: list[str] | None = None) -> None:
-    """Register `TASK_TYPE`: sleep a few ms, return the input; note each run in `ran`."""
+    """Register `TASK_TYPE`: sleep a few ms (the tail longer), return the input; note
+    each run in `ran`."""
 
     async def echo(ctx: TaskContext, value: int) -> int:
         if ran is not None:
             ran.append(ctx.task_id)
-        await anyio.sleep(HANDLER_SECONDS)
+        await anyio.sleep(TAIL_SECONDS if value >= TASK_COUNT - TAIL else HANDLER_SECONDS)
         return value
 
     bus.task(TASK_TYPE, retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base_delay=0.01))(echo)
