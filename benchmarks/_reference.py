@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 __all__ = [
     "PRIORITY",
     "Latency",
@@ -119,6 +121,18 @@ async def reference_throughput(tasks: int, workers: int) -> float:
 
 
 # -- latency ---------------------------------------------------------------------
+
+
+class FetchParams(BaseModel):
+    """The input model the multi-process benchmarks submit: two fields, as users do."""
+
+    url: str
+    depth: int
+
+
+def payload(n: int) -> dict[str, Any]:
+    """The `n`-th task's input (a distinct url each)."""
+    return {"url": f"https://example.com/repos/{n}.git", "depth": n % 5}
 
 
 @dataclass

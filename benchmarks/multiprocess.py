@@ -56,9 +56,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.to_thread
-from _reference import emit, median, parser, percentile, rounded
+from _reference import FetchParams, emit, median, parser, payload, percentile, rounded
 from durable import INSERT_QUEUED, raw_connection, schema_file, task_ids
-from pydantic import BaseModel
 
 from taskbus import TaskBus, TaskCompleted, TaskContext
 
@@ -69,15 +68,6 @@ READY = b"ready\n"
 START_TIMEOUT = 30.0
 #: Stop waiting for final events once none has come for this long (some never come).
 QUIET = 3.0
-
-
-class FetchParams(BaseModel):
-    url: str
-    depth: int
-
-
-def payload(n: int) -> dict[str, Any]:
-    return {"url": f"https://example.com/repos/{n}.git", "depth": n % 5}
 
 
 def store_url(path: Path) -> str:

@@ -91,8 +91,7 @@ import anyio
 import anyio.to_thread
 import redis
 import redis.asyncio
-from _reference import emit, median, parser, percentile, rounded
-from pydantic import BaseModel
+from _reference import FetchParams, emit, median, parser, payload, percentile, rounded
 
 from taskbus import TaskBus, TaskCompleted, TaskContext, TaskState
 from taskbus.stores.redis import RedisStore
@@ -120,15 +119,6 @@ TARGET_TASKS_PER_S = 10_000
 TARGET_RATIO_TO_DRAMATIQ = 4.0
 TARGET_P50_US = 1_000
 TARGET_BYTES_PER_TASK = 500
-
-
-class FetchParams(BaseModel):
-    url: str
-    depth: int
-
-
-def payload(n: int) -> dict[str, Any]:
-    return {"url": f"https://example.com/repos/{n}.git", "depth": n % 5}
 
 
 def signal_key(system: str, name: str) -> str:

@@ -161,13 +161,6 @@ ARGS: dict[str, list[str]] = {
     "mcp_command_runner.py": ["--demo"],
     "mcp_http_owners.py": ["--demo"],
     "jobs_api.py": ["--demo"],
-    "redis_workers.py": [
-        "workers ready: 2",
-        "same key, same task: True",
-        "photo-6.jpg: photo-6.jpg resized by pid",
-        "every task ran once: True",
-        "completed 7 of 7",
-    ],
     "clone_daemon.py": ["--demo"],
 }
 ENV: dict[str, dict[str, str]] = {
