@@ -144,8 +144,13 @@ def _v6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v7(conn: sqlite3.Connection) -> None:
+    # Why a queued task is not running yet (``TaskRecord.waiting_for``).
+    _run_script(conn, "ALTER TABLE tasks ADD COLUMN waiting_for TEXT")
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
