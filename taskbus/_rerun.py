@@ -1,0 +1,39 @@
+"""What `TaskBus.retry` submits again: a failed or cancelled task's type, input,
+owner, priority and metadata, linked to it by ``metadata["retry_of"]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from ._errors import TaskNotRetryable
+from ._snapshot import RETRY_OF, TaskSnapshot
+from ._states import TaskState
+
+__all__ = ["RETRYABLE_STATES", "check_retryable", "rerun_input", "rerun_metadata"]
+
+#: The states a task can be re-run from.
+RETRYABLE_STATES = frozenset({TaskState.FAILED, TaskState.CANCELLED})
+
+_JSON = TypeAdapter(Any)
+
+
+def check_retryable(snapshot: TaskSnapshot) -> None:
+    """Raise `TaskNotRetryable` unless the task is failed or cancelled."""
+    if snapshot.state not in RETRYABLE_STATES:
+        raise TaskNotRetryable(snapshot.id, snapshot.state.value)
+
+
+def rerun_input(snapshot: TaskSnapshot) -> Any:
+    """The old task's input as JSON, to be validated again against the type's current
+    input model (a store hands back JSON; the memory store, the model instance)."""
+    return _JSON.dump_python(snapshot.input, mode="json")
+
+
+def rerun_metadata(snapshot: TaskSnapshot) -> dict[str, Any]:
+    """The old task's metadata, naming it under ``retry_of``; without its
+    ``batch_id``: a batch's tasks are fixed when it is submitted."""
+    metadata = {name: value for name, value in snapshot.metadata.items() if name != "batch_id"}
+    metadata[RETRY_OF] = snapshot.id
+    return metadata
