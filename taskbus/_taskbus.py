@@ -15,6 +15,7 @@ from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
+from ._errors import BusNotRunning
 from ._events import Event
 from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
@@ -363,13 +364,17 @@ class TaskBus:
 
         Raises `TaskNotFound`, `TaskNotRetryable` (the task is queued, running or
         completed), `UnknownTaskType` (its type is no longer registered),
-        `InvalidTaskInput` (its input no longer validates), `InvalidSubmission`.
+        `InvalidTaskInput` (its input no longer validates), `InvalidSubmission`,
+        `BusNotRunning` outside ``async with``. Nothing is stored when it raises.
         """
+        if not self._intake.open:
+            raise BusNotRunning("the bus is not running: retry inside `async with bus:`")
         old = await self.get(task_id)
         check_retryable(old)
+        definition = self.registry.get(old.type)  # raises UnknownTaskType
         return await self.submit(
             old.type,
-            rerun_input(old),
+            rerun_input(definition, old),
             priority=old.priority if priority is None else priority,
             owner=old.owner,
             metadata=rerun_metadata(old),

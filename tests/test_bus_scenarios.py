@@ -24,6 +24,7 @@ from stores._fake import ValueStore
 import taskbus._leasing
 from taskbus import (
     BatchNotFound,
+    BusNotRunning,
     DeadLetterReason,
     Event,
     FatalError,
@@ -551,6 +552,12 @@ class Renamed(BaseModel):
     count: int
 
 
+class Compatible(BaseModel):
+    """A new input model that takes what `Params` held."""
+
+    n: int
+
+
 class Flaky:
     """``sc:flaky``: fails retryably (2 attempts) until `fixed`; `fatal` inputs fail
     at once; `runs` lists (task id, attempt)."""
@@ -698,7 +705,18 @@ async def test_retry_refuses_what_it_cannot_run_again(new_bus: MakeBus) -> None:
         with pytest.raises(InvalidTaskInput, match="count"):
             await bus.retry(failed.id)
         before = await bus.list(limit=1000)
+        bus.registry.unregister("sc:gone")
+
+        @bus.task("sc:gone")
+        async def same_fields(ctx: TaskContext, params: Compatible) -> int:
+            return params.n
+
+        # A new model class with the same fields takes the old input (on the memory
+        # store, the old model instance, through its JSON).
+        assert await (await bus.retry(failed.id)).result(timeout=WAIT) == 1
     assert not [s for s in before if s.retry_of is not None], "nothing half-stored"
+    with pytest.raises(BusNotRunning):
+        await bus.retry(failed.id)
 
 
 # -- durable stores: restarts ---------------------------------------------------------
