@@ -115,6 +115,10 @@ def bad_request(message: str) -> ApiError:
 
 async def read_json(request: Request, max_body: int) -> Any:
     """The body as checked JSON: 413 past `max_body` bytes, 400 if not strict JSON."""
+    return _parse_json(await _read_body(request, max_body))
+
+
+async def _read_body(request: Request, max_body: int) -> bytes:
     length = request.headers.get("content-length", "")
     if length.isdigit() and len(length) < 20 and int(length) > max_body:
         raise _too_large(max_body)
@@ -126,6 +130,11 @@ async def read_json(request: Request, max_body: int) -> Any:
                 raise _too_large(max_body)
     except ClientDisconnect:
         raise bad_request("the client went away mid-body") from None
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    """`body` as checked JSON (400 if it is not strict JSON)."""
     try:
         text = body.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -150,11 +159,11 @@ async def read_submission(request: Request, max_body: int) -> SubmitBody:
 
 
 async def read_retry(request: Request, max_body: int) -> RetryBody:
-    """The optional body of a retry: none (or empty) takes the old task's options."""
-    length = request.headers.get("content-length")
-    if length == "0" or (length is None and "transfer-encoding" not in request.headers):
+    """The optional body of a retry: none (or only blanks) takes the old task's options."""
+    body = await _read_body(request, max_body)
+    if not body.strip():
         return RetryBody()
-    payload = await read_json(request, max_body)
+    payload = _parse_json(body)
     try:
         return RetryBody.model_validate(payload)
     except ValidationError as exc:

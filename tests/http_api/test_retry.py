@@ -4,7 +4,7 @@ cannot be retried, owners kept apart)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -82,6 +82,14 @@ async def test_a_dead_letter_is_listed_and_retried_as_a_new_task(
         assert rerun["dead_letter"] is None
         bare = await client.post(f"/tasks/{old}/retry")  # no body: the old options
         assert bare.status_code == 202, bare.text
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b" "
+
+        chunked = await client.post(f"/tasks/{old}/retry", content=chunks())
+        assert chunked.status_code == 202, chunked.text
+        assert "content-length" not in chunked.request.headers
+        await wait_state(client, chunked.json()["url"], "completed")
         again = await wait_state(client, bare.json()["url"], "completed")
         assert again["priority"] == 5
         old_now = (await client.get(f"/tasks/{old}")).json()
@@ -135,6 +143,8 @@ async def test_what_cannot_be_retried_is_a_4xx(make_bus: Callable[..., TaskBus])
         assert_error(await client.post(url, json=naive), 422, "invalid_submission")
         assert_error(await client.post(url, json=[1]), 422, "invalid_submission")
         assert_error(await client.post(url, content=b"{nope"), 400, "bad_request")
+        too_big = b"{" + b" " * 1_048_576 + b"}"
+        assert_error(await client.post(url, content=too_big), 413, "payload_too_large")
         for flag in ("yes", "1", "TRUE"):
             response = await client.get("/tasks", params={"dead_letter": flag})
             assert_error(response, 400, "bad_request")
