@@ -120,7 +120,7 @@ async def read_json(request: Request, max_body: int) -> Any:
 
 async def _read_body(request: Request, max_body: int) -> bytes:
     length = request.headers.get("content-length", "")
-    if length.isdigit() and len(length) < 20 and int(length) > max_body:
+    if length.isascii() and length.isdigit() and len(length) < 20 and int(length) > max_body:
         raise _too_large(max_body)
     body = bytearray()
     try:
