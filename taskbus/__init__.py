@@ -32,6 +32,7 @@ from ._errors import TaskError as TaskError
 from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TaskInterruptedError as TaskInterruptedError
 from ._errors import TaskNotFound as TaskNotFound
+from ._errors import TaskNotRetryable as TaskNotRetryable
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnknownTaskType as UnknownTaskType
 from ._errors import UnstorableValue as UnstorableValue
@@ -67,6 +68,7 @@ from ._reports import BusStats as BusStats
 from ._reports import ShutdownReport as ShutdownReport
 from ._retention import RetentionPolicy as RetentionPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._snapshot import DeadLetterReason as DeadLetterReason
 from ._snapshot import ErrorInfo as ErrorInfo
 from ._snapshot import TaskSnapshot as TaskSnapshot
 from ._states import TaskState as TaskState
@@ -98,6 +100,7 @@ __all__ = [
     "BusStats",
     "Clock",
     "CorruptRecord",
+    "DeadLetterReason",
     "DuplicateTaskType",
     "ErrorInfo",
     "ErrorType",
@@ -138,6 +141,7 @@ __all__ = [
     "TaskHandle",
     "TaskInterruptedError",
     "TaskNotFound",
+    "TaskNotRetryable",
     "TaskOptions",
     "TaskProgress",
     "TaskQueue",

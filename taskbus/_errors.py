@@ -4,6 +4,7 @@
 
     TaskbusError
     ├── TaskNotFound (LookupError)          no task has that id
+    ├── TaskNotRetryable                    retry() of a task not failed or cancelled
     ├── UnknownTaskType (LookupError)       no task type has that name
     ├── InvalidTaskInput (pydantic ValidationError, so also ValueError)
     ├── InvalidSubmission (ValueError)      priority, delay or metadata out of range
@@ -60,6 +61,7 @@ __all__ = [
     "TaskFailedError",
     "TaskInterruptedError",
     "TaskNotFound",
+    "TaskNotRetryable",
     "TaskTimeoutError",
     "TaskbusError",
     "UnknownTaskType",
@@ -91,6 +93,18 @@ class TaskNotFound(TaskbusError, LookupError):
     def __init__(self, task_id: object) -> None:
         self.task_id = task_id
         super().__init__(f"no task with id {task_id!r}")
+
+
+class TaskNotRetryable(TaskbusError):
+    """Raised when `TaskBus.retry` is asked to re-run a task that is not failed or
+    cancelled (still queued or running, or completed); `state` is its state."""
+
+    def __init__(self, task_id: str, state: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        super().__init__(
+            f"task {task_id!r} is {state}: only a failed or cancelled task can be retried"
+        )
 
 
 class UnknownTaskType(TaskbusError, LookupError):

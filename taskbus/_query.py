@@ -24,6 +24,7 @@ def task_query(
     limit: int,
     offset: int,
     newest_first: bool = False,
+    dead_letter: bool = False,
 ) -> TaskQuery:
     """A store query for these filters (`created_*`: datetime or epoch); raises
     `InvalidSubmission` for a bad one."""
@@ -41,6 +42,7 @@ def task_query(
             limit=limit,
             offset=offset,
             newest_first=newest_first,
+            dead_letter=dead_letter,
         )
     except ValidationError as exc:
         raise InvalidSubmission(f"invalid list query: {exc}") from None

@@ -1,8 +1,10 @@
-"""What a caller sees of a task: `TaskSnapshot` and its `ErrorInfo`."""
+"""What a caller sees of a task: `TaskSnapshot`, its `ErrorInfo` and, for a failed
+task, its `DeadLetterReason`."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -10,7 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from ._error_type import ErrorType
 from ._states import TaskState
 
-__all__ = ["ErrorInfo", "TaskSnapshot"]
+__all__ = ["RETRY_OF", "DeadLetterReason", "ErrorInfo", "TaskSnapshot"]
+
+#: The metadata key that names the task a re-run (`TaskBus.retry`) was made from.
+RETRY_OF = "retry_of"
+
+
+class DeadLetterReason(StrEnum):
+    """Why a failed task is a dead letter (every failed task is one)."""
+
+    #: It failed on a retryable error with no attempt left (`max_attempts` used up).
+    EXHAUSTED = "attempts-exhausted"
+    #: Any other failure: an error not worth another attempt (fatal, user-actionable),
+    #: or a failure outside its handler (its type removed, say).
+    NOT_RETRYABLE = "not-retryable"
 
 
 class ErrorInfo(BaseModel):
@@ -82,6 +97,23 @@ class TaskSnapshot(BaseModel):
         if self.started_at is None or self.finished_at is None:
             return None
         return max((self.finished_at - self.started_at).total_seconds(), 0.0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def dead_letter(self) -> DeadLetterReason | None:
+        """For a failed task (a dead letter), why; None for any other state."""
+        if self.state is not TaskState.FAILED:
+            return None
+        error = self.error
+        if (error is None or error.retryable) and self.attempts >= self.max_attempts:
+            return DeadLetterReason.EXHAUSTED
+        return DeadLetterReason.NOT_RETRYABLE
+
+    @property
+    def retry_of(self) -> str | None:
+        """For a re-run made by `TaskBus.retry`, the id of the task it re-ran."""
+        value = self.metadata.get(RETRY_OF)
+        return value if isinstance(value, str) else None
 
     @property
     def is_final(self) -> bool:

@@ -15,6 +15,7 @@ from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
+from ._errors import BusNotRunning
 from ._events import Event
 from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
@@ -27,6 +28,7 @@ from ._queue import TaskQueue
 from ._registry import TaskDefinition, TaskRegistry, _Decorator
 from ._replay import EventReplay
 from ._reports import BusStats, ShutdownReport, StatsReader
+from ._rerun import check_retryable, rerun_input, rerun_metadata
 from ._retention import RetentionPolicy
 from ._retire import TypeChanges
 from ._running import BusRun
@@ -342,6 +344,45 @@ class TaskBus:
             await intake.enqueue(record, definition)
         return TaskHandle(self, record.id, record.type)
 
+    async def retry(
+        self,
+        task_id: str,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]:
+        """Run a failed or cancelled task again, as a new task; return its handle.
+
+        The new task has the old one's type, input (validated again against the
+        type's input model), owner, priority (unless `priority` is given) and
+        metadata, plus ``metadata["retry_of"]``: the old task's id
+        (`TaskSnapshot.retry_of`). The old task stays as it is. `delay`, `run_at`
+        and `key` are as in `submit`: with `key`, retrying again while the first
+        re-run is queued or running returns that re-run instead of a new task.
+
+        Raises `TaskNotFound`, `TaskNotRetryable` (the task is queued, running or
+        completed), `UnknownTaskType` (its type is no longer registered),
+        `InvalidTaskInput` (its input no longer validates), `InvalidSubmission`,
+        `BusNotRunning` outside ``async with``. Nothing is stored when it raises.
+        """
+        if not self._intake.open:
+            raise BusNotRunning("the bus is not running: retry inside `async with bus:`")
+        old = await self.get(task_id)
+        check_retryable(old)
+        definition = self.registry.get(old.type)  # raises UnknownTaskType
+        return await self.submit(
+            old.type,
+            rerun_input(definition, old),
+            priority=old.priority if priority is None else priority,
+            owner=old.owner,
+            metadata=rerun_metadata(old),
+            delay=delay,
+            key=key,
+            run_at=run_at,
+        )
+
     async def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`.
 
@@ -428,9 +469,11 @@ class TaskBus:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        dead_letter: bool = False,
     ) -> builtins.list[TaskSnapshot]:
         """Snapshots of matching tasks, oldest first, or newest first (`created_*`:
-        datetime or epoch)."""
+        datetime or epoch). ``dead_letter=True`` lists only dead letters: failed
+        tasks, whatever the reason (`TaskSnapshot.dead_letter` says which)."""
         query = task_query(
             state=state,
             owner=owner,
@@ -440,6 +483,7 @@ class TaskBus:
             limit=limit,
             offset=offset,
             newest_first=newest_first,
+            dead_letter=dead_letter,
         )
         return [record.snapshot() for record in await self.store.list(query)]
 

@@ -126,6 +126,15 @@ class AsyncTaskBus(Protocol):
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool: ...
+    async def retry(
+        self,
+        task_id: str,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any]: ...
     async def list(
         self,
         *,
@@ -137,6 +146,7 @@ class AsyncTaskBus(Protocol):
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        dead_letter: bool = False,
     ) -> builtins.list[TaskSnapshot]: ...
     async def stats(self) -> BusStats: ...
 
@@ -552,6 +562,25 @@ class ThreadedTaskBus:
         """Cancel a queued or running task; False if it had already finished."""
         return self._call(partial(self._bus.cancel, task_id, reason=reason), "cancel")
 
+    def retry(
+        self,
+        task_id: str,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        key: str | None = None,
+    ) -> ThreadedHandle[Any]:
+        """Run a failed or cancelled task again as a new task (see `TaskBus.retry`);
+        returns at once. Raises what `TaskBus.retry` raises, unchanged."""
+        handle = self._call(
+            partial(
+                self._bus.retry, task_id, priority=priority, delay=delay, run_at=run_at, key=key
+            ),
+            "retry",
+        )
+        return ThreadedHandle(self, handle.id, handle.type)
+
     def list(
         self,
         *,
@@ -563,6 +592,7 @@ class ThreadedTaskBus:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        dead_letter: bool = False,
     ) -> builtins.list[TaskSnapshot]:
         """Snapshots of matching tasks, oldest (or newest) first (see `TaskBus.list`)."""
         query = partial(
@@ -575,6 +605,7 @@ class ThreadedTaskBus:
             limit=limit,
             offset=offset,
             newest_first=newest_first,
+            dead_letter=dead_letter,
         )
         return self._call(query, "list")
 

@@ -14,7 +14,7 @@ import time
 
 import anyio
 
-from taskbus import RetryPolicy, TaskBus, TaskContext
+from taskbus import RetryableError, RetryPolicy, TaskBus, TaskContext
 from taskbus.stores import Store
 
 GATE_SUFFIX = ".open"  # a "gated" task waits until <db>.open exists
@@ -64,5 +64,13 @@ def make() -> TaskBus:
             await anyio.sleep(0.01)
         _log("end", ctx.task_id)
         return "through"
+
+    @bus.task("mp:shut", retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    async def shut(ctx: TaskContext, text: str) -> str:
+        """Fails (retryably) while the gate is shut: a dead letter until it opens."""
+        _log("ran", ctx.task_id)
+        if not await anyio.Path(db + GATE_SUFFIX).exists():
+            raise RetryableError("the gate is shut")
+        return text
 
     return bus

@@ -24,8 +24,12 @@ from stores._fake import ValueStore
 import taskbus._leasing
 from taskbus import (
     BatchNotFound,
+    BusNotRunning,
+    DeadLetterReason,
     Event,
     FatalError,
+    InvalidSubmission,
+    InvalidTaskInput,
     RetryableError,
     RetryPolicy,
     TaskBus,
@@ -34,10 +38,12 @@ from taskbus import (
     TaskContext,
     TaskFailedError,
     TaskNotFound,
+    TaskNotRetryable,
     TaskProgress,
     TaskRetrying,
     TaskStarted,
     TaskState,
+    UnknownTaskType,
     event_order,
 )
 from taskbus.abc import ClaimsOnAdd, TaskStore
@@ -535,6 +541,182 @@ async def test_a_batch_is_read_and_cancelled_from_a_bus_that_did_not_submit_it(
     assert (read_back.completed, read_back.cancelled, read_back.progress) == (1, 2, 100.0)
     assert read_back.task_ids == final.task_ids
     assert states == [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.CANCELLED]
+
+
+# -- dead letters and re-runs ---------------------------------------------------------
+
+
+class Renamed(BaseModel):
+    """A changed input model: what ``{"n": ...}`` no longer validates against."""
+
+    count: int
+
+
+class Compatible(BaseModel):
+    """A new input model that takes what `Params` held."""
+
+    n: int
+
+
+class Flaky:
+    """``sc:flaky``: fails retryably (2 attempts) until `fixed`; `fatal` inputs fail
+    at once; `runs` lists (task id, attempt)."""
+
+    def __init__(self, bus: TaskBus) -> None:
+        self.fixed = False
+        self.runs: list[tuple[str, int]] = []
+
+        @bus.task("sc:flaky", retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0))
+        async def flaky(ctx: TaskContext, params: Params) -> int:
+            self.runs.append((ctx.task_id, ctx.attempt))
+            if params.n < 0:
+                raise FatalError("negative input")
+            if not self.fixed:
+                raise RetryableError("the backend is down")
+            return params.n
+
+
+async def test_a_dead_letter_is_listed_and_its_retry_runs_as_a_new_linked_task(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    flaky = Flaky(bus)
+    register_build(bus)
+    async with bus:
+        old = await bus.submit(
+            "sc:flaky", {"n": 7}, owner="alice", priority=8, metadata={"from": "test"}
+        )
+        with pytest.raises(TaskFailedError, match="the backend is down"):
+            await old.result(timeout=WAIT)
+        fatal = await bus.submit("sc:flaky", {"n": -1}, owner="alice")
+        await bus.wait(fatal.id, timeout=WAIT)
+        done = await bus.submit("sc:build", {"n": 1}, owner="alice")
+        await done.result(timeout=WAIT)
+        dead = await bus.list(dead_letter=True)
+        mine = await bus.list(dead_letter=True, owner="alice", type_prefix="sc:", limit=1)
+        flaky.fixed = True
+        new = await bus.retry(old.id)
+        assert await new.result(timeout=WAIT) == 7
+        rerun = await bus.get(new.id)
+        before = await bus.get(old.id)
+        dead_after = await bus.list(dead_letter=True)
+    assert [(s.id, s.dead_letter) for s in dead] == [
+        (old.id, DeadLetterReason.EXHAUSTED),
+        (fatal.id, DeadLetterReason.NOT_RETRYABLE),
+    ]
+    assert [s.id for s in mine] == [old.id]
+    assert new.id != old.id and new.type == "sc:flaky"
+    assert flaky.runs == [(old.id, 1), (old.id, 2), (fatal.id, 1), (new.id, 1)]
+    assert rerun.retry_of == old.id and before.retry_of is None
+    assert (rerun.owner, rerun.priority) == ("alice", 8)
+    assert Params.model_validate(rerun.input) == Params(n=7), "a store gives back JSON"
+    assert rerun.metadata == {"from": "test", "retry_of": old.id}
+    assert (rerun.state, rerun.dead_letter) == (TaskState.COMPLETED, None)
+    assert (before.state, before.attempts, before.dead_letter) == (
+        TaskState.FAILED,
+        2,
+        DeadLetterReason.EXHAUSTED,
+    ), "the old task stays as it was"
+    assert [s.id for s in dead_after] == [old.id, fatal.id]
+
+
+async def test_a_cancelled_task_is_retried_with_a_new_priority_and_delay(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        old = await bus.submit("sc:build", {"n": 2}, delay=60)
+        assert await bus.cancel(old.id, reason="not now")
+        await bus.wait(old.id, timeout=WAIT)
+        assert await bus.list(dead_letter=True) == [], "a cancelled task is no dead letter"
+        new = await bus.retry(old.id, priority=9, delay=0.05)
+        queued = await bus.get(new.id)
+        started = await recorder.wait_for(TaskStarted, task_id=new.id, timeout=WAIT)
+        assert await new.result(timeout=WAIT) == Report(rows=4)
+        at = datetime.now(UTC) + timedelta(seconds=0.05)
+        later = await bus.retry(old.id, run_at=at)
+        assert await later.result(timeout=WAIT) == Report(rows=4)
+    assert (queued.state, queued.priority, queued.retry_of) == (TaskState.QUEUED, 9, old.id)
+    assert queued.not_before is not None
+    assert started.timestamp >= queued.not_before - timedelta(milliseconds=1)
+    assert later.id not in (old.id, new.id)
+
+
+async def test_retrying_twice_makes_two_tasks_unless_a_key_is_given(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    async with bus:
+        old = await bus.submit("sc:hold", {"n": 0}, owner="alice")
+        await gate.until_running()
+        assert await bus.cancel(old.id)
+        await bus.wait(old.id, timeout=WAIT)
+        first = await bus.retry(old.id, key="redo")
+        second = await bus.retry(old.id, key="redo")
+        third = await bus.retry(old.id)
+        fourth = await bus.retry(old.id)
+        gate.open.set()
+        for handle in (first, third, fourth):
+            await bus.wait(handle.id, timeout=WAIT)
+        reruns = [s for s in await bus.list(owner="alice") if s.retry_of == old.id]
+    assert first.id == second.id, "the key answers with the re-run still unfinished"
+    assert len({first.id, third.id, fourth.id}) == 3
+    assert sorted(s.id for s in reruns) == sorted([first.id, third.id, fourth.id])
+
+
+async def test_retry_refuses_what_it_cannot_run_again(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    register_build(bus)
+
+    @bus.task("sc:gone", retry=RetryPolicy.never())
+    async def gone(ctx: TaskContext, params: Params) -> None:
+        raise FatalError("always")
+
+    async with bus:
+        with pytest.raises(TaskNotFound, match="no-such-task"):
+            await bus.retry("no-such-task")
+        done = await bus.submit("sc:build", {"n": 1})
+        await done.result(timeout=WAIT)
+        running = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        queued = await bus.submit("sc:hold", {"n": 1}, delay=60)
+        for handle, state in ((running, "running"), (queued, "queued"), (done, "completed")):
+            with pytest.raises(TaskNotRetryable, match=f"is {state}") as info:
+                await bus.retry(handle.id)
+            assert (info.value.task_id, info.value.state) == (handle.id, state)
+        gate.open.set()
+        await bus.cancel(queued.id)
+        failed = await bus.submit("sc:gone", {"n": 1})
+        await bus.wait(failed.id, timeout=WAIT)
+        with pytest.raises(InvalidSubmission):
+            await bus.retry(failed.id, priority=11)
+        with pytest.raises(InvalidSubmission):
+            await bus.retry(failed.id, delay=1, run_at=datetime.now(UTC))
+        bus.registry.unregister("sc:gone")
+        with pytest.raises(UnknownTaskType, match="sc:gone"):
+            await bus.retry(failed.id)
+
+        @bus.task("sc:gone")
+        async def renamed(ctx: TaskContext, params: Renamed) -> None:
+            return None
+
+        with pytest.raises(InvalidTaskInput, match="count"):
+            await bus.retry(failed.id)
+        before = await bus.list(limit=1000)
+        bus.registry.unregister("sc:gone")
+
+        @bus.task("sc:gone")
+        async def same_fields(ctx: TaskContext, params: Compatible) -> int:
+            return params.n
+
+        # A new model class with the same fields takes the old input (on the memory
+        # store, the old model instance, through its JSON).
+        assert await (await bus.retry(failed.id)).result(timeout=WAIT) == 1
+    assert not [s for s in before if s.retry_of is not None], "nothing half-stored"
+    with pytest.raises(BusNotRunning):
+        await bus.retry(failed.id)
 
 
 # -- durable stores: restarts ---------------------------------------------------------

@@ -304,6 +304,19 @@ def shared_worker():
     worker = TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=1)
     register_demo_tasks(worker)
     return worker
+
+def shared_fixable():
+    import os
+    from taskbus import FatalError, RetryPolicy
+    fixable = TaskBus(store=f"sqlite:///{os.environ['TASKBUS_CLI_DB']}", workers=1)
+
+    @fixable.task("cli:fixable", retry=RetryPolicy.never())
+    async def run(ctx, text: str) -> str:
+        if not os.environ.get("TASKBUS_CLI_FIXED"):
+            raise FatalError("not fixed yet")
+        return text
+
+    return fixable
 """
 
 
@@ -450,6 +463,29 @@ def test_types_summarise_input_schemas() -> None:
     assert schema_summary(None) == "any"
 
 
+def test_retry_in_process_runs_a_task_another_bus_failed_on_a_shared_store(
+    app_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKBUS_CLI_DB", str(tmp_path / "jobs.db"))
+    spec = f"{app_module}:shared_fixable"
+    result = runner.invoke(app, ["submit", "cli:fixable", "--json", '"hello"', "--app", spec])
+    assert result.exit_code == 1, result.output
+    assert "not fixed yet" in result.output
+    old = result.output.split()[0]
+    monkeypatch.setenv("TASKBUS_CLI_FIXED", "1")
+    result = runner.invoke(app, ["retry", old, "--priority", "9", "--watch", "--app", spec])
+    assert result.exit_code == 0, result.output
+    new = result.output.split()[0]
+    assert len(new) == 32 and new != old
+    assert '"hello"' in result.output and "completed" in result.output
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        rows = dict(db.execute("SELECT id, state FROM tasks").fetchall())
+    assert rows == {old: "failed", new: "completed"}
+    result = runner.invoke(app, ["retry", new, "--app", spec])
+    assert result.exit_code == 1
+    assert "only a failed or cancelled task can be retried" in result.output
+
+
 def test_submit_in_process_unknown_type_is_an_error(app_module: str) -> None:
     result = runner.invoke(app, ["submit", "nope:nothing", "--app", f"{app_module}:bus"])
     assert result.exit_code == 1
@@ -587,6 +623,34 @@ def test_show_prints_one_task(server: str) -> None:
     code, out = cli(server, "show", "0" * 32)
     assert code == 1
     assert out.startswith("taskbus: ")
+
+
+def test_dead_letters_are_listed_and_retried(server: str) -> None:
+    code, out = cli(server, "submit", "demo:flaky", "--json", '{"failures": 5}', "--watch")
+    assert code == 1, out
+    old = out.split()[0]
+    code, out = cli(server, "submit", "demo:flaky", "--json", '{"failures": 0}', "--watch")
+    assert code == 0, out
+    done = out.split()[0]
+    code, out = cli(server, "list", "--dead-letters", "--all")
+    assert code == 0, out
+    assert "dead letters" in out and old in out and done not in out
+    code, out = cli(server, "retry", old, "--priority", "9", "--watch")
+    assert code == 1, out  # the same input fails the same way
+    new = out.split()[0]
+    assert len(new) == 32 and new != old
+    assert "failed (after 3 attempts)" in out
+    code, out = cli(server, "show", new, "--json")
+    assert code == 0, out
+    rerun = json.loads(out)
+    assert (rerun["metadata"]["retry_of"], rerun["priority"], rerun["owner"]) == (old, 9, "alice")
+    assert rerun["dead_letter"] == "attempts-exhausted"
+    code, out = cli(server, "retry", done)
+    assert code == 1
+    assert "is completed: only a failed or cancelled task can be retried" in out
+    code, out = cli(server, "retry", "0" * 32)
+    assert code == 1
+    assert out.startswith("taskbus: no task")
 
 
 def test_types_lists_names_descriptions_and_inputs(server: str) -> None:

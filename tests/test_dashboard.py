@@ -8,7 +8,8 @@ another task with its Cancel button, and never shows the other user's task.
 With 3,000 tasks in the store, the page paints its first rows in under a second
 and holds one page of them; paging, the filters (kept in the URL), the detail
 pane (a screenshot), a narrow window, a retrying task, new tasks arriving live and
-a dropped event stream are each checked.
+a dropped event stream are each checked, and so are the dead-letter filter and the
+detail pane's Retry button (a failed or cancelled task runs again; the pane follows it).
 
 Chromium comes from Debian's ``chromium`` package (``.ci/run`` installs it); this
 test fails, never skips, when it is missing.
@@ -681,4 +682,79 @@ def test_after_a_dropped_connection_the_rows_miss_nothing_and_repeat_nothing(
         assert len(streams) == 2, streams
         assert "last-event-id" not in streams[0].all_headers()
         assert streams[1].all_headers()["last-event-id"]
+        page.close()
+
+
+def test_dead_letters_are_a_filter_and_the_pane_retries_a_failed_or_cancelled_task(
+    browser: Browser,
+) -> None:
+    bus = make_bus()
+    fixed = threading.Event()
+
+    @bus.task("ui:fixable", retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0))
+    async def fixable(ctx: TaskContext, params: WaitInput) -> float:
+        if not fixed.is_set():
+            raise ConnectionError("the printer is offline")
+        return params.seconds
+
+    with serve(create_app(bus, manage_bus=True)) as url:
+
+        def post(path: str, body: dict[str, object]) -> str:
+            answer = httpx.post(f"{url}/{path}", json=body)
+            assert answer.status_code == 202, answer.text
+            return str(answer.json()["id"])
+
+        def final(task_id: str) -> dict[str, object]:
+            deadline = time.monotonic() + 5
+            while True:
+                snapshot: dict[str, object] = httpx.get(f"{url}/tasks/{task_id}").json()
+                if snapshot["state"] in ("completed", "failed", "cancelled"):
+                    return snapshot
+                assert time.monotonic() < deadline, snapshot
+                time.sleep(0.02)
+
+        failed = post("tasks", {"type": "ui:fixable", "input": {"seconds": 3}})
+        done = post("tasks", {"type": "ui:steps", "input": {"steps": 1, "delay": 0}})
+        waiting = post("tasks", {"type": "ui:wait", "input": {"seconds": 30}})
+        assert final(failed)["state"] == "failed" and final(done)["state"] == "completed"
+        assert httpx.delete(f"{url}/tasks/{waiting}").status_code == 200
+        assert final(waiting)["state"] == "cancelled"
+
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(f"{url}/?state=dead-letters")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        expect(page.locator("#state-filter")).to_have_value("dead-letters")
+        assert row_ids(page) == [failed]
+
+        page.locator(f'tr[data-task-id="{failed}"]').click()
+        pane = page.locator("#detail")
+        expect(pane).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        expect(page.locator("#detail-dead-letter")).to_have_text("attempts-exhausted")
+        expect(page.locator("#detail-retry-of")).to_have_text("—")
+        expect(page.locator("#detail-cancel")).to_be_hidden()
+        fixed.set()
+        page.click("#detail-retry")
+        expect(page.locator("#detail-id")).not_to_have_text(failed, timeout=WAIT_MS)
+        rerun = page.url.rpartition("#task=")[2]
+        assert rerun not in ("", failed)
+        expect(page.locator("#detail-id")).to_have_text(rerun)
+        expect(page.locator("#detail-state")).to_have_text("completed", timeout=WAIT_MS)
+        expect(page.locator("#detail-result")).to_have_text("3")
+        expect(page.locator("#detail-dead-letter")).to_have_text("—")
+        expect(page.locator("#detail-retry")).to_be_hidden()
+        page.click("#detail-retry-of a")  # back to the task it re-ran
+        expect(page.locator("#detail-id")).to_have_text(failed, timeout=WAIT_MS)
+        expect(page.locator("#detail-state")).to_have_text("failed")
+
+        page.goto(f"{url}/#task={done}")
+        expect(pane).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        expect(page.locator("#detail-retry")).to_be_hidden()
+        page.goto(f"{url}/#task={waiting}")
+        expect(pane).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        expect(page.locator("#detail-state")).to_have_text("cancelled")
+        expect(page.locator("#detail-retry")).to_be_visible()
+        page.click("#detail-retry")
+        expect(page.locator("#detail-id")).not_to_have_text(waiting, timeout=WAIT_MS)
+        expect(page.locator("#detail-state")).to_have_text("running", timeout=WAIT_MS)
+        expect(page.locator("#detail-retry-of")).to_have_text(waiting)
         page.close()

@@ -86,6 +86,18 @@ EXPECTED: dict[str, list[str]] = {
         "weekly ran no sooner than asked: True",
         "refused: run_at must be timezone-aware",
     ],
+    "dead_letters.py": [
+        "dead letters: 2",
+        "invoice 1: attempts-exhausted after 2/2 attempt(s): mail server unreachable",
+        "invoice 2: not-retryable after 1/2 attempt(s): no address for invoice 2",
+        "retried: invoice 1 sent to ann@example.com",
+        "owner ann, metadata keys ['batch', 'retry_of']",
+        "retried: invoice 2 sent to bob",
+        "owner bob, metadata keys ['retry_of']",
+        "re-run names the old task: True",
+        "the old task stays failed",
+        "refused: completed tasks are not retried",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

@@ -61,6 +61,7 @@ TOOLS = {
     "cancel_task",
     "list_task_types",
     "list_tasks",
+    "retry_task",
     "submit_task",
     "task_result",
     "task_status",
@@ -283,6 +284,36 @@ async def test_failed_and_cancelled_results_are_errors(make_bus: MakeBus) -> Non
     assert cancel == {"task_id": slow, "cancelled": True, "state": "cancelled"}
     assert again == {"task_id": slow, "cancelled": False, "state": "cancelled"}
     assert f"task {slow} (math:slow) was cancelled: user pressed stop" in cancelled
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_dead_letter_is_listed_and_retried_by_its_owner_only(
+    make_bus: MakeBus, era: str
+) -> None:
+    bus = make_bus()
+    gate = Gate()
+    register(bus, gate)
+    server = create_mcp_server(bus, owner=by_client_name)
+    async with bus, named(server, era, "alice") as alice, named(server, era, "bob") as bob:
+        broken = (await call(alice, "submit_task", type="math:broken"))["task_id"]
+        await call_error(alice, "task_result", task_id=broken, wait_seconds=5)
+        done = (await call(alice, "submit_task", type="math:double", input={"n": 1}))["task_id"]
+        await call(alice, "task_result", task_id=done, wait_seconds=5)
+        dead = await call(alice, "list_tasks", dead_letter=True)
+        contrary = await call(alice, "list_tasks", dead_letter=True, state="completed")
+        theirs = await call(bob, "list_tasks", dead_letter=True)
+        refused = await call_error(bob, "retry_task", task_id=broken)
+        retried = await call(alice, "retry_task", task_id=broken, priority=9)
+        failure = await call_error(alice, "task_result", task_id=retried["task_id"], wait_seconds=5)
+        not_again = await call_error(alice, "retry_task", task_id=done)
+        rerun = await bus.get(retried["task_id"])
+    assert [task["task_id"] for task in dead["tasks"]] == [broken]
+    assert contrary == theirs == {"tasks": []}
+    assert refused.endswith(f"no task with id '{broken}'")
+    assert retried["task_id"] != broken and retried["type"] == "math:broken"
+    assert "no licence" in failure
+    assert (rerun.retry_of, rerun.owner, rerun.priority) == (broken, "alice", 9)
+    assert "only a failed or cancelled task can be retried" in not_again
 
 
 def by_client_name(ctx: Context[Any, Any]) -> str | None:

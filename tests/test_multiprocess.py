@@ -22,7 +22,15 @@ from _redis import prefix_for
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from taskbus import TaskBus, TaskCancelledError, TaskEvent, TaskState, event_order
+from taskbus import (
+    DeadLetterReason,
+    TaskBus,
+    TaskCancelledError,
+    TaskEvent,
+    TaskFailedError,
+    TaskState,
+    event_order,
+)
 from taskbus._leasing import is_dead
 
 pytestmark = pytest.mark.anyio
@@ -166,6 +174,34 @@ async def test_workers_run_what_a_client_submits_once_each_and_it_hears_every_ev
             assert names == ["task-queued", "task-started", "task-progress", "task-completed"]
         ids = [event_order(e.id or "") for e in heard]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_a_dead_letter_failed_in_a_worker_process_is_retried_from_the_client(
+    cluster: ClusterFactory,
+) -> None:
+    async with cluster() as nodes:
+        worker = await nodes.worker()
+        client = nodes.client()
+        async with client:
+            old = await client.submit("mp:shut", "again", owner="alice", metadata={"n": 1})
+            with pytest.raises(TaskFailedError, match="the gate is shut"):
+                await old.result(timeout=20)
+            dead = await client.list(dead_letter=True)
+            nodes.open_gate()
+            new = await client.retry(old.id)
+            assert await new.result(timeout=20) == "again"
+            rerun = await client.get(new.id)
+            before = await client.get(old.id)
+        assert [(s.id, s.dead_letter) for s in dead] == [(old.id, DeadLetterReason.EXHAUSTED)]
+        assert (rerun.retry_of, rerun.owner, rerun.metadata) == (
+            old.id,
+            "alice",
+            {"n": 1, "retry_of": old.id},
+        )
+        assert (before.state, before.attempts) == (TaskState.FAILED, 2)
+        ran = nodes.entries("ran")
+        assert [task_id for _, task_id, _, _ in ran] == [old.id, old.id, new.id]
+        assert {pid for _, _, pid, _ in ran} == {worker.pid}
 
 
 async def test_a_sigkilled_workers_task_finishes_in_the_other_worker(

@@ -32,6 +32,7 @@ from taskbus import (
     TaskDefinition,
     TaskFailedError,
     TaskNotFound,
+    TaskNotRetryable,
     TaskProgress,
     TaskState,
     UnknownTaskType,
@@ -137,6 +138,27 @@ def test_submit_result_get_wait_list_stats(start: Start) -> None:
     assert tb.stats().by_state[TaskState.COMPLETED] == 1
     assert tb.bus.running
     assert handle.get().owner == "alice"
+
+
+def test_dead_letters_are_listed_and_retried_through_the_facade(start: Start) -> None:
+    tb = start()
+    register(tb)
+    failed = tb.submit("t:fail", 3, owner="alice")
+    with pytest.raises(TaskFailedError):
+        failed.result(timeout=WAIT)
+    done = tb.submit("t:double", 1)
+    assert done.result(timeout=WAIT) == 2
+    assert [s.id for s in tb.list(dead_letter=True)] == [failed.id]
+    again = tb.retry(failed.id, priority=9)
+    assert_type(again, ThreadedHandle[Any])
+    with pytest.raises(TaskFailedError, match="cannot take 3"):
+        again.result(timeout=WAIT)
+    rerun = again.get()
+    assert (rerun.retry_of, rerun.owner, rerun.priority) == (failed.id, "alice", 9)
+    with pytest.raises(TaskNotRetryable):
+        tb.retry(done.id)
+    with pytest.raises(TaskNotFound):
+        tb.retry("no-such-id")
 
 
 def test_task_returns_its_definition_and_registers_on_the_loop_thread(start: Start) -> None:

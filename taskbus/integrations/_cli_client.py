@@ -17,6 +17,7 @@ import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
+from urllib.parse import quote
 
 try:
     import httpx
@@ -179,6 +180,21 @@ class ApiClient:
         result: dict[str, Any] = self._call("POST", "/tasks", json=body)
         return result
 
+    def retry(
+        self,
+        task_id: str,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /tasks/{id}/retry``: the new task (id, type, state, url)."""
+        options = {"priority": priority, "delay": delay, "key": key}
+        body = {name: value for name, value in options.items() if value is not None}
+        path = f"/tasks/{quote(task_id, safe='')}/retry"
+        result: dict[str, Any] = self._call("POST", path, json=body)
+        return result
+
     def get(self, task_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/tasks/{task_id}")
         return result
@@ -196,6 +212,7 @@ class ApiClient:
         limit: int | None = None,
         cursor: str | None = None,
         newest_first: bool = False,
+        dead_letter: bool = False,
     ) -> dict[str, Any]:
         query = {
             "state": state,
@@ -203,6 +220,7 @@ class ApiClient:
             "limit": limit,
             "cursor": cursor,
             "order": "newest" if newest_first else None,
+            "dead_letter": "true" if dead_letter else None,
         }
         params = {name: value for name, value in query.items() if value is not None}
         result: dict[str, Any] = self._call("GET", "/tasks", params=params)

@@ -3,7 +3,8 @@
 Bodies: at most `max_body` bytes (413), UTF-8, strict JSON (no ``NaN`` or
 ``Infinity``, no number that overflows a float, no string with a lone surrogate,
 at most `MAX_JSON_DEPTH` levels of nesting) or 400. A submission is then the
-strict `SubmitBody` model (422 with pydantic's details). Query parameters,
+strict `SubmitBody` model, a retry's optional body `RetryBody` (422 with
+pydantic's details). Query parameters,
 cursors, ``Last-Event-ID`` and task ids are checked here too (400, or 404 for
 an id that cannot exist).
 """
@@ -25,12 +26,14 @@ from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "RetryBody",
     "SubmitBody",
     "decode_cursor",
     "encode_cursor",
     "int_param",
     "last_event_id",
     "read_json",
+    "read_retry",
     "read_submission",
     "valid_task_id",
 ]
@@ -45,6 +48,42 @@ MAX_NAME_LENGTH = 256
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class RetryBody(BaseModel):
+    """The body of ``POST /tasks/{id}/retry``, all optional (strict, as `SubmitBody`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    priority: int | None = Field(
+        default=None,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="Instead of the old task's priority.",
+    )
+    delay: float | None = Field(default=None, ge=0, le=MAX_DELAY, allow_inf_nan=False)
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        strict=False,  # from JSON text: an RFC 3339 time with its offset
+        description="When to run it (with a UTC offset); instead of `delay`.",
+    )
+    key: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT,
+        description="Idempotency key: retrying again with it while the re-run is "
+        "unfinished answers with that re-run.",
+    )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_text(cls, value: Any) -> Any:
+        return _rfc3339_text(value)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("run_at is an RFC 3339 time as text, e.g. 2030-01-01T09:00:00+01:00")
+    return value
 
 
 class SubmitBody(BaseModel):
@@ -67,9 +106,7 @@ class SubmitBody(BaseModel):
     @field_validator("run_at", mode="before")
     @classmethod
     def _run_at_is_text(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, str):
-            raise ValueError("run_at is an RFC 3339 time as text, e.g. 2030-01-01T09:00:00+01:00")
-        return value
+        return _rfc3339_text(value)
 
 
 def bad_request(message: str) -> ApiError:
@@ -78,8 +115,12 @@ def bad_request(message: str) -> ApiError:
 
 async def read_json(request: Request, max_body: int) -> Any:
     """The body as checked JSON: 413 past `max_body` bytes, 400 if not strict JSON."""
+    return _parse_json(await _read_body(request, max_body))
+
+
+async def _read_body(request: Request, max_body: int) -> bytes:
     length = request.headers.get("content-length", "")
-    if length.isdigit() and len(length) < 20 and int(length) > max_body:
+    if length.isascii() and length.isdigit() and len(length) < 20 and int(length) > max_body:
         raise _too_large(max_body)
     body = bytearray()
     try:
@@ -89,6 +130,11 @@ async def read_json(request: Request, max_body: int) -> Any:
                 raise _too_large(max_body)
     except ClientDisconnect:
         raise bad_request("the client went away mid-body") from None
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    """`body` as checked JSON (400 if it is not strict JSON)."""
     try:
         text = body.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -110,6 +156,19 @@ async def read_submission(request: Request, max_body: int) -> SubmitBody:
     except ValidationError as exc:
         details = pydantic_details(exc, with_input=False)
         raise ApiError(422, "invalid_submission", "invalid submission", details) from None
+
+
+async def read_retry(request: Request, max_body: int) -> RetryBody:
+    """The optional body of a retry: none (or only blanks) takes the old task's options."""
+    body = await _read_body(request, max_body)
+    if not body.strip():
+        return RetryBody()
+    payload = _parse_json(body)
+    try:
+        return RetryBody.model_validate(payload)
+    except ValidationError as exc:
+        details = pydantic_details(exc, with_input=False)
+        raise ApiError(422, "invalid_submission", "invalid retry", details) from None
 
 
 def _too_large(max_body: int) -> ApiError:

@@ -31,7 +31,7 @@ from .. import (
     TaskState,
     __version__,
 )
-from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, SubmitBody
+from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, RetryBody, SubmitBody
 from ._http_models import (
     CallerAnswer,
     CancelAnswer,
@@ -52,6 +52,8 @@ _ERRORS = {
     "400": "Malformed JSON, query parameter, cursor or Last-Event-ID.",
     "401": "Missing or unknown bearer token.",
     "404": "No such task (or another owner's), or no such task type.",
+    "409": "The task cannot be retried: it is queued, running or completed "
+    "(`not_retryable`), or its type is no longer registered (`unknown_task_type`).",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -64,6 +66,7 @@ def openapi_document(
     """The document for an app over these task types, with or without an auth hook."""
     fixed: list[tuple[str, JsonSchemaMode, Any]] = [
         ("submit", "validation", SubmitBody),
+        ("retry", "validation", RetryBody),
         ("submitted", "serialization", SubmitAnswer),
         ("snapshot", "serialization", TaskSnapshot),
         ("state", "serialization", TaskState),
@@ -221,6 +224,11 @@ def _paths(
                     _query(
                         "limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500}
                     ),
+                    _query(
+                        "dead_letter",
+                        "true: only dead letters (failed tasks).",
+                        {"type": "string", "enum": ["true", "false"]},
+                    ),
                 ],
             ),
         },
@@ -238,6 +246,20 @@ def _paths(
                 [*guard, "404", "422"],
                 ref,
                 parameters=[_query("reason", "Why (kept on the task, cut to 500 characters).")],
+            ),
+        },
+        "/tasks/{task_id}/retry": {
+            "parameters": [_TASK_ID],
+            "post": _operation(
+                "Run a failed or cancelled task again, as a new task (202 at once, with "
+                "its id); it names the old one in `metadata.retry_of`",
+                {"202": _json(ref["submitted"], "Accepted: the new task.", headers=location)},
+                ["400", *guard, "404", "409", "413", "422", "503"],
+                ref,
+                requestBody={
+                    "required": False,
+                    "content": {"application/json": {"schema": ref["retry"]}},
+                },
             ),
         },
         "/stats": {

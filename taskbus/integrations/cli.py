@@ -11,10 +11,12 @@ on a bus of your own (``--app module:attr``); it says where it serves once it
 listens, and stops cleanly at Ctrl-C. ``serve`` and ``worker`` take
 ``--log-level`` and ``--log-format text|json`` for the ``taskbus.*`` loggers
 (`taskbus.integrations._cli_logging`; never the root logger). The client
-commands ``submit``, ``watch``, ``list`` (newest first), ``show``, ``types``,
-``cancel`` and ``stats`` talk to such a server (``--url``, ``TASKBUS_URL``;
-``--token``, ``TASKBUS_TOKEN``) through `taskbus.integrations._cli_client`;
-``submit --app module:attr`` runs that bus in-process instead. Exit codes: 0
+commands ``submit``, ``watch``, ``list`` (newest first; ``--dead-letters``: failed
+tasks only), ``show``, ``types``, ``cancel``, ``retry`` (a failed or cancelled task
+again, as a new task) and ``stats`` talk to such a server (``--url``,
+``TASKBUS_URL``; ``--token``, ``TASKBUS_TOKEN``) through
+`taskbus.integrations._cli_client`; ``submit --app module:attr`` and ``retry --app``
+run that bus in-process instead. Exit codes: 0
 done (a watched task completed), 1 an error or a failed task, 2 a usage error,
 3 a watched task was cancelled. Errors are one line on stderr, and text that
 comes from users is printed as it is: never read as rich markup or emoji codes.
@@ -561,15 +563,88 @@ async def _submit_in_process(
             console.print(f"[bold red]taskbus:[/bold red] {escape(str(exc))}")
             return 1
         console.print(handle.id, highlight=False)
-        final: TaskEvent | None = None
-        with progress_bars(console) if watch else nullcontext() as progress:
-            bar = TaskBar(progress, handle.id, task_type) if progress is not None else None
-            async with bus.subscribe(task_id=handle.id) as events:
-                async for event in events:
-                    if bar is not None:
-                        bar.apply(event)
-                    if event.final:
-                        final = event
+        final = await _final_in_process(bus, console, handle.id, task_type, watch)
+    if final is None:
+        return 1
+    return _report_final(console, final)
+
+
+async def _final_in_process(
+    bus: TaskBus, console: Console, task_id: str, task_type: str, watch: bool
+) -> TaskEvent | None:
+    """Follow a task on a bus this process runs to its final event (a bar with `watch`)."""
+    final: TaskEvent | None = None
+    with progress_bars(console) if watch else nullcontext() as progress:
+        bar = TaskBar(progress, task_id, task_type) if progress is not None else None
+        async with bus.subscribe(task_id=task_id) as events:
+            async for event in events:
+                if bar is not None:
+                    bar.apply(event)
+                if event.final:
+                    final = event
+    return final
+
+
+@app.command()
+def retry(
+    task_id: Annotated[str, typer.Argument(help="The failed or cancelled task to run again.")],
+    priority: Annotated[
+        int | None, typer.Option(min=1, max=10, help="1-10 (default: the old task's).")
+    ] = None,
+    delay: Annotated[
+        float | None, typer.Option(min=0, help="Seconds to wait before it runs.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency key: a second retry with it, while the first "
+            "re-run is unfinished, gives that re-run."
+        ),
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
+    app_spec: Annotated[str | None, typer.Option("--app", help=APP_HELP)] = None,
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Run a failed or cancelled task again as a new task (same type, input, owner,
+    metadata) and print the new id; with --watch, follow it (exit 0/1/3).
+
+    With --app the bus runs in this process (on a store it shares with the one that
+    ran the task, e.g. SQLite), and the command waits for the outcome.
+    """
+    console = _console()
+    if app_spec is not None:
+        bus = _load_bus(app_spec)
+        code = anyio.run(_retry_in_process, bus, console, task_id, priority, delay, key, watch)
+        raise typer.Exit(code=code)
+
+    def action() -> int | None:
+        with _client(url, token) as client:
+            created = client.retry(task_id, priority=priority, delay=delay, key=key)
+            console.print(created["id"], highlight=False)
+            return _watch_task(client, console, created["id"]) if watch else None
+
+    _run_client(action)
+
+
+async def _retry_in_process(
+    bus: TaskBus,
+    console: Console,
+    task_id: str,
+    priority: int | None,
+    delay: float | None,
+    key: str | None,
+    watch: bool,
+) -> int:
+    """Run `bus` here: retry the task, follow the new one, its exit code."""
+    async with bus:
+        try:
+            handle = await bus.retry(task_id, priority=priority, delay=delay, key=key)
+        except TaskbusError as exc:
+            console.print(f"[bold red]taskbus:[/bold red] {escape(str(exc))}")
+            return 1
+        console.print(handle.id, highlight=False)
+        final = await _final_in_process(bus, console, handle.id, handle.type, watch)
     if final is None:
         return 1
     return _report_final(console, final)
@@ -610,10 +685,14 @@ def list_tasks(
         bool, typer.Option("--all", help="Every matching task (pages through them).")
     ] = False,
     cursor: Annotated[str | None, typer.Option(help="Next page, as printed.")] = None,
+    dead_letters: Annotated[
+        bool, typer.Option("--dead-letters", help="Only dead letters (failed tasks).")
+    ] = False,
     url: Annotated[str, URL_OPTION] = DEFAULT_URL,
     token: Annotated[str | None, TOKEN_OPTION] = None,
 ) -> None:
-    """A table of tasks, newest first: id, type, state, progress, attempts, created."""
+    """A table of tasks, newest first: id, type, state, progress, attempts, created;
+    with --dead-letters, the failed ones (retry them with ``taskbus retry ID``)."""
     from taskbus.integrations._cli_views import tasks_table
 
     console = _console()
@@ -629,14 +708,17 @@ def list_tasks(
                     limit=LIST_PAGE if show_all else limit,
                     cursor=page_cursor,
                     newest_first=True,
+                    dead_letter=dead_letters,
                 )
                 items += page["items"]
                 page_cursor = page.get("next_cursor")
                 if not show_all or not page_cursor:
                     break
-        console.print(tasks_table(items, f"taskbus tasks at {url}, newest first"))
+        what = "dead letters" if dead_letters else "tasks"
+        console.print(tasks_table(items, f"taskbus {what} at {url}, newest first"))
         if page_cursor:
-            more = f"more: taskbus list --cursor {page_cursor} (or --all)"
+            flag = " --dead-letters" if dead_letters else ""
+            more = f"more: taskbus list{flag} --cursor {page_cursor} (or --all)"
             console.print(more, markup=False, highlight=False)
 
     _run_client(action)

@@ -1,7 +1,9 @@
 """A `TaskBus` served over HTTP (starlette), from the ``http`` extra.
 
 ``create_app(bus)`` returns a Starlette app: ``POST /tasks`` (202 and the id at
-once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks`` (paged),
+once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``POST /tasks/{id}/retry``
+(a failed or cancelled task again, as a new task: 202, or 409 for one that
+cannot be), ``GET /tasks`` (paged; ``dead_letter=true``: failed tasks only),
 ``GET /stats``, ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
 ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
@@ -58,6 +60,7 @@ from .. import (
     TaskBus,
     TaskEvent,
     TaskNotFound,
+    TaskNotRetryable,
     TaskSnapshot,
     TaskState,
     UnknownTaskType,
@@ -79,6 +82,7 @@ from ._http_input import (
     encode_cursor,
     int_param,
     last_event_id,
+    read_retry,
     read_submission,
     valid_task_id,
 )
@@ -166,6 +170,13 @@ def _text_param(request: Request, name: str) -> str | None:
     return value
 
 
+def _flag_param(request: Request, name: str) -> bool:
+    value = request.query_params.get(name) or "false"
+    if value not in ("true", "false"):
+        raise ApiError(400, "bad_request", f"{name} takes true or false, not {echo(value)}")
+    return value == "true"
+
+
 class _Api:
     """The route handlers, over one bus, auth hook and event history."""
 
@@ -246,6 +257,32 @@ class _Api:
         answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
         return _json(model_json(answer), 202, {"Location": url})
 
+    async def retry_task(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        task_id = request.path_params["task_id"]
+        await self.visible(task_id, caller)
+        body = await read_retry(request, self.max_body)
+        try:
+            handle = await self.bus.retry(
+                task_id, priority=body.priority, delay=body.delay, run_at=body.run_at, key=body.key
+            )
+        except TaskNotFound:  # purged meanwhile
+            raise _not_found(task_id) from None
+        except TaskNotRetryable as exc:
+            raise ApiError(409, "not_retryable", str(exc), {"state": exc.state}) from None
+        except UnknownTaskType as exc:
+            raise ApiError(409, "unknown_task_type", str(exc)) from None
+        except InvalidTaskInput as exc:
+            details = pydantic_details(exc, with_input=True)
+            raise ApiError(422, "invalid_input", exc.title, details) from None
+        except InvalidSubmission as exc:
+            raise ApiError(422, "invalid_submission", str(exc)) from None
+        except BusNotRunning as exc:
+            raise ApiError(503, "bus_not_running", str(exc)) from None
+        url = f"/tasks/{handle.id}"
+        answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
+        return _json(model_json(answer), 202, {"Location": url})
+
     async def get_task(self, request: Request) -> Response:
         caller = await self.caller(request)
         snapshot = await self.visible(request.path_params["task_id"], caller)
@@ -278,6 +315,9 @@ class _Api:
         offset = decode_cursor(cursor) if cursor else 0
         owner = _text_param(request, "owner")
         type_prefix = _text_param(request, "type")
+        dead_letter = _flag_param(request, "dead_letter")
+        if dead_letter and state not in (None, TaskState.FAILED.value):
+            return _json(model_json(TaskPage(items=[], next_cursor=None)))
         order = params.get("order") or "oldest"
         if order not in ("oldest", "newest"):
             raise ApiError(400, "bad_request", f"order takes oldest or newest, not {echo(order)}")
@@ -293,6 +333,7 @@ class _Api:
                 limit=limit + 1,
                 offset=offset,
                 newest_first=order == "newest",
+                dead_letter=dead_letter,
             )
         except InvalidSubmission as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
@@ -500,6 +541,7 @@ def create_app(
     routes: list[Route | Mount] = [
         _route("/tasks", POST=api.submit, GET=api.list_tasks),
         _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
+        _route("/tasks/{task_id}/retry", POST=api.retry_task),
         _route("/stats", GET=api.stats),
         _route("/types", GET=api.types),
         _route("/me", GET=api.me),

@@ -6,8 +6,9 @@ schemas), ``submit_task(type, input, priority?)`` (answers the id and first stat
 at once), ``task_status(task_id)``, ``task_result(task_id, wait_seconds?)`` (the
 result as JSON, "not done yet", or a tool error for a failed or cancelled task;
 while it waits, task progress goes out as MCP progress notifications if the
-client sent a progress token), ``cancel_task(task_id, reason?)`` and
-``list_tasks(state?, type_prefix?)``.
+client sent a progress token), ``cancel_task(task_id, reason?)``,
+``retry_task(task_id, priority?)`` (a failed or cancelled task again, as a new
+task) and ``list_tasks(state?, type_prefix?, dead_letter?)``.
 
 ``TaskbusMCP(bus, ...).install(server)`` adds the same tools to a server of your
 own. The bus is yours to run: serve inside ``async with bus:``.
@@ -63,6 +64,7 @@ from taskbus import (
     InvalidTaskInput,
     TaskBus,
     TaskNotFound,
+    TaskNotRetryable,
     TaskProgress,
     TaskSnapshot,
     TaskState,
@@ -165,6 +167,7 @@ class TaskbusMCP:
         server.add_tool(self.task_status, annotations=_READ_ONLY)
         server.add_tool(self.task_result, annotations=_READ_ONLY)
         server.add_tool(self.cancel_task, annotations=ToolAnnotations(destructive_hint=True))
+        server.add_tool(self.retry_task)
         server.add_tool(self.list_tasks, annotations=_READ_ONLY)
         return server
 
@@ -269,6 +272,32 @@ class TaskbusMCP:
         snapshot = await self._get(task_id)
         return CancelAnswer(task_id=task_id, cancelled=cancelled, state=snapshot.state)
 
+    async def retry_task(
+        self,
+        task_id: Annotated[str, Field(description="A failed or cancelled task's id.")],
+        priority: Annotated[
+            int | None,
+            Field(ge=1, le=10, description="10 is the most urgent; default: the old task's."),
+        ] = None,
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskStatusAnswer:
+        """Run a failed or cancelled task again as a new task, with the same type and
+        input; answers the new task's id and first status at once. An error for a task
+        still queued or running, or completed."""
+        await self._owned(ctx, task_id)
+        try:
+            handle = await self.bus.retry(task_id, priority=priority)
+            snapshot = await self.bus.get(handle.id)
+        except (TaskNotRetryable, InvalidTaskInput, InvalidSubmission, UnknownTaskType) as exc:
+            raise ToolError(str(exc)) from exc
+        except TaskNotFound as exc:  # purged meanwhile
+            raise ToolError(str(TaskNotFound(task_id))) from exc
+        except BusNotRunning as exc:
+            raise ToolError("the task runtime is not running; try again later") from exc
+        logger.debug("MCP client retried %s as %s", task_id, handle.id)
+        return TaskStatusAnswer.of(snapshot)
+
     async def list_tasks(
         self,
         state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None,
@@ -277,14 +306,24 @@ class TaskbusMCP:
         ] = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
         offset: Annotated[int, Field(ge=0, description="Tasks to skip, for paging.")] = 0,
+        dead_letter: Annotated[
+            bool, Field(description="Only dead letters (failed tasks), to retry_task them.")
+        ] = False,
         *,
         ctx: Context[Any, Any],
     ) -> TaskList:
         """List your tasks, oldest first (an administrator's: everyone's)."""
         caller = self.identity_of(ctx)
         owner = None if caller.admin else caller.owner
+        if dead_letter and state not in (None, TaskState.FAILED):
+            return TaskList(tasks=[])
         snapshots = await self.bus.list(
-            state=state, owner=owner, type_prefix=type_prefix, limit=limit, offset=offset
+            state=state,
+            owner=owner,
+            type_prefix=type_prefix,
+            limit=limit,
+            offset=offset,
+            dead_letter=dead_letter,
         )
         return TaskList(tasks=[TaskStatusAnswer.of(snapshot) for snapshot in snapshots])
 

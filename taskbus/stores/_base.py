@@ -5,9 +5,9 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._errors import StoreError
 from .._events import Event
@@ -96,11 +96,29 @@ class TaskQuery(BaseModel):
     newest_first: bool = Field(
         default=False, description="Order by creation, newest first (else oldest first)."
     )
+    dead_letter: bool = Field(
+        default=False,
+        strict=True,
+        description="Only dead letters: failed tasks (see `DeadLetterReason`). Sets "
+        "`state` to failed, so a store serves it from its per-state index.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dead_letters_are_failed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dead_letter") is True:
+            state = data.get("state")
+            if state is None:
+                return {**data, "state": TaskState.FAILED}
+            if state != TaskState.FAILED:
+                raise ValueError(f"dead letters are failed tasks, not {state!s}")
+        return data
 
     def matches(self, record: TaskRecord) -> bool:
         """Whether `record` passes every filter (for stores that filter in Python)."""
         return (
             (self.state is None or record.state is self.state)
+            and (not self.dead_letter or record.state is TaskState.FAILED)
             and (self.owner is None or record.owner == self.owner)
             and (self.type_prefix is None or record.type.startswith(self.type_prefix))
             and (self.batch_id is None or batch_of(record) == self.batch_id)

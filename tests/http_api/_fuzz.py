@@ -13,7 +13,7 @@ from ._asgi import Answer
 
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 #: Placeholders a drawn path or query stands for, filled in with real ids per example.
-RUNNING, DONE = "@running", "@done"
+RUNNING, DONE, CANCELLED = "@running", "@done", "@cancelled"
 
 ODD_CHARS = ["\ud800", "\udfff", "\udc80", "\x00", "\n", "\r", "\uffff", "\U0001f600", "%", "/"]
 odd_text = st.text(alphabet=st.characters() | st.sampled_from(ODD_CHARS), max_size=24)
@@ -87,7 +87,7 @@ bodies = st.one_of(
 )
 
 segments = st.one_of(
-    st.sampled_from([RUNNING, DONE, "0" * 32, "f" * 32, "x", "..", "%2F", "a" * 300]),
+    st.sampled_from([RUNNING, DONE, CANCELLED, "0" * 32, "f" * 32, "x", "..", "%2F", "a" * 300]),
     odd_text.filter(lambda text: text and "/" not in text),
 )
 QUERY_NAMES = [
@@ -100,6 +100,7 @@ QUERY_NAMES = [
     "last_event_id",
     "access_token",
     "reason",
+    "dead_letter",
 ]
 query_values = st.one_of(
     odd_text,
@@ -116,6 +117,8 @@ query_values = st.one_of(
             "LTE",  # base64 of "-1"
             "queued",
             "completed",
+            "true",
+            "false",
             "alice-token",
             "bob-token",
             RUNNING,
@@ -163,6 +166,7 @@ METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]
 paths = st.one_of(
     st.sampled_from(["/tasks", "/stats", "/types", "/healthz", "/events", "/", "/static/x"]),
     segments.map(lambda segment: f"/tasks/{segment}"),
+    segments.map(lambda segment: f"/tasks/{segment}/retry"),
     segments.map(lambda segment: f"/static/{segment}"),
     odd_text.map(lambda text: "/" + text),
 )
@@ -188,6 +192,18 @@ class Sent:
 
 requests = st.builds(Sent, st.sampled_from(METHODS), paths, queries, headers, bodies)
 submissions = st.builds(Sent, st.just("POST"), st.just("/tasks"), st.just(b""), st.just([]), bodies)
+#: Retries of Alice's cancelled (or completed) task, with drawn bodies (optional for a retry).
+retries = st.builds(
+    Sent,
+    st.just("POST"),
+    st.sampled_from([f"/tasks/{CANCELLED}/retry", f"/tasks/{DONE}/retry"]),
+    st.just(b""),
+    headers,
+    bodies
+    | st.sampled_from(
+        [b"{}", b'{"priority": 9, "key": "k"}', b'{"run_at": "2000-01-01T00:00:00Z"}']
+    ),
+)
 
 
 def assert_contract(answer: Answer, sent: Sent) -> None:

@@ -222,6 +222,10 @@ async def test_odd_ids_headers_and_reasons_are_4xx_or_fine(
         for token in (b"Bearer \xff\xfe", b"Bearer \x00", b"Bearer " + b"x" * 5000, b"\xff"):
             answer = await call(app, "GET", "/tasks", headers=[(b"authorization", token)])
             assert answer.status == 401, answer.describe()
+        for length in (b"\xb2", b"\xd9\xa3", b"\xef\xbc\x91"):  # digits, but not ASCII ones
+            headers = [*ALICE, (b"content-length", length)]
+            answer = await call(app, "POST", "/tasks", headers=headers, body=b"")
+            assert answer.status == 400, answer.describe()
         submitted = await call(app, "POST", "/tasks", headers=ALICE, body=b'{"type": "gated"}')
         url = submitted.json()["url"]
         for reason in (b"%00%ff", b"%ED%A0%80", b"x" * 5000, b"%E2%80%AE"):

@@ -55,6 +55,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
     assert set(doc["paths"]) == {
         "/tasks",
         "/tasks/{task_id}",
+        "/tasks/{task_id}/retry",
         "/stats",
         "/types",
         "/me",
@@ -125,6 +126,26 @@ async def test_answers_and_errors_come_from_the_models(make_bus: Callable[..., T
     assert doc["paths"]["/"]["get"]["responses"]["200"]["content"] == {
         "text/html": {"schema": {"type": "string"}}
     }
+
+
+async def test_a_retry_is_documented_with_its_optional_body_and_409(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+    doc = await document(create_app(bus))
+    retry = doc["paths"]["/tasks/{task_id}/retry"]["post"]
+    assert set(retry["responses"]) == {"202", "400", "404", "409", "413", "422", "503"}
+    assert retry["requestBody"]["required"] is False
+    body = resolve(doc, retry["requestBody"]["content"]["application/json"]["schema"]["$ref"])
+    assert set(body["properties"]) == {"priority", "delay", "run_at", "key"}
+    assert body.get("required", []) == []
+    listing = doc["paths"]["/tasks"]["get"]["parameters"]
+    assert {"name": "dead_letter"}.items() <= next(
+        p for p in listing if p["name"] == "dead_letter"
+    ).items()
+    snapshot = resolve(doc, SCHEMAS + "TaskSnapshot")
+    assert "dead_letter" in snapshot["properties"]
 
 
 async def test_with_auth_the_document_names_the_bearer_scheme(

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from taskbus import ErrorInfo, ErrorType, TaskState
+from taskbus import DeadLetterReason, ErrorInfo, ErrorType, TaskState
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores import LiveRecordStore, Store, TaskQuery
 
@@ -396,6 +396,49 @@ async def test_list_filters_by_batch(make_store: StoreFactory) -> None:
     assert await ids(store, batch_id="b-3") == []
     assert await store.purge(keep=0) == 1
     assert await ids(store, batch_id="b-1") == [first[0].id, first[1].id]
+
+
+async def test_list_dead_letters_are_the_failed_tasks(make_store: StoreFactory) -> None:
+    store = await make_store()
+    queued, running, done, cancelled = (make_record(owner="alice") for _ in range(4))
+    fatal = make_record("mail:send", owner="alice")
+    exhausted = make_record(owner="bob", max_attempts=2)
+    for record in (queued, running, done, cancelled, fatal, exhausted):
+        await store.add(record)
+    await claim(store, running)
+    await finish(store, done)
+    await finish(store, cancelled, TaskState.CANCELLED)
+    await finish(store, fatal, TaskState.FAILED)
+    await claim(store, exhausted)
+    exhausted.move(TaskState.QUEUED)  # a retry: back to the queue, still no dead letter
+    await store.update(exhausted)
+    assert await ids(store, dead_letter=True) == [fatal.id]
+    retryable = ErrorInfo(message="flaky", error_type=ErrorType.RETRYABLE, exception_type="E")
+    await finish(store, exhausted, TaskState.FAILED, error=retryable)
+
+    assert await ids(store, dead_letter=True) == [fatal.id, exhausted.id]
+    assert await ids(store, dead_letter=True, newest_first=True) == [exhausted.id, fatal.id]
+    assert await ids(store, dead_letter=True, state=TaskState.FAILED) == [fatal.id, exhausted.id]
+    assert await ids(store, dead_letter=True, owner="alice") == [fatal.id]
+    assert await ids(store, dead_letter=True, type_prefix="mail:") == [fatal.id]
+    assert await ids(store, dead_letter=True, limit=1, offset=1) == [exhausted.id]
+    assert await ids(store, dead_letter=True, created_after=exhausted.created_at) == [exhausted.id]
+    assert await ids(store, dead_letter=False) == [
+        r.id for r in (queued, running, done, cancelled, fatal, exhausted)
+    ]
+    (found,) = await store.list(TaskQuery(dead_letter=True, owner="bob"))
+    assert (found.attempt, found.max_attempts, found.error) == (2, 2, retryable)
+    assert found.snapshot().dead_letter is DeadLetterReason.EXHAUSTED
+    (found,) = await store.list(TaskQuery(dead_letter=True, owner="alice"))
+    assert found.snapshot().dead_letter is DeadLetterReason.NOT_RETRYABLE
+
+
+def test_a_dead_letter_query_cannot_ask_for_another_state() -> None:
+    for state in (TaskState.QUEUED, TaskState.COMPLETED, TaskState.CANCELLED):
+        with pytest.raises(ValueError, match="dead letters are failed tasks"):
+            TaskQuery(dead_letter=True, state=state)
+    with pytest.raises(ValueError, match="valid boolean"):
+        TaskQuery(dead_letter="yes")  # type: ignore[arg-type]
 
 
 async def test_list_filters_by_creation_time(make_store: StoreFactory) -> None:
