@@ -207,7 +207,7 @@ class Lifecycle:
         record.attempt += 1
         record.started_at = self._now()
         record.run_clock = self._monotonic()
-        record.not_before = None
+        record.not_before = record.waiting_for = None
         log_started(record)
         if publish and self.events.wants("task-started"):
             self.events.publish(_started_event(record))

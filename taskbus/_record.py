@@ -81,6 +81,7 @@ class TaskRecord:
         "state",
         "total",
         "type",
+        "waiting_for",
         "worker",
     )
 
@@ -127,6 +128,8 @@ class TaskRecord:
         self.result: Any = None
         self.error: ErrorInfo | None = None
         self.cancel_reason: str | None = None
+        #: Why a queued task is not running yet (its parents, a rate limit), or None.
+        self.waiting_for: str | None = None
         #: The worker holding the task's lease, and until when (epoch seconds); None
         #: for a task not leased (queued, final, or claimed by a single process).
         self.worker: str | None = None
@@ -202,4 +205,5 @@ class TaskRecord:
             finished_at=_dt(self.finished_at),
             not_before=_dt(self.not_before),
             worker=self.worker if self.state is TaskState.RUNNING else None,
+            waiting_for=self.waiting_for if self.state is TaskState.QUEUED else None,
         )

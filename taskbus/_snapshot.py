@@ -61,6 +61,11 @@ class TaskSnapshot(BaseModel):
         description="While it runs on a store processes share: the worker running it "
         "(host:pid:token).",
     )
+    waiting_for: str | None = Field(
+        default=None,
+        description="Why a queued task is not running yet (e.g. 'parents' or "
+        "'rate limit 10/minute (key alice)'); None when nothing holds it back.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

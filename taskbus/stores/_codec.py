@@ -9,7 +9,7 @@ Writing never lets a value reach SQLite that it cannot take. Field by field:
   are not UTF-8 and strings with lone surrogates are refused (`UnstorableValue`).
   A type JSON does not know is stored as its ``repr()``, with a warning.
   `check_storable` applies the same rules to one value.
-- **diagnostic text** (message, cancel_reason, and the error's message,
+- **diagnostic text** (message, cancel_reason, waiting_for, and the error's message,
   traceback, suggested action and exception type): stored with what UTF-8
   cannot hold escaped (``"\\ud800"`` becomes the six characters ``\\ud800``);
   it is for people to read, and must never stop a task from being recorded.
@@ -86,6 +86,7 @@ COLUMNS: tuple[str, ...] = (
     "worker",
     "lease_until",
     "batch_id",
+    "waiting_for",
 )
 
 Row = tuple[Any, ...]
@@ -235,6 +236,7 @@ def _encode(record: TaskRecord, encoder: _Encoder) -> Row:
         encoder.identity("worker", record.worker),
         _finite(record.lease_until),
         _text(batch_of(record)),
+        _text(record.waiting_for),
     )
 
 
@@ -274,6 +276,7 @@ def row_from_record(record: TaskRecord) -> Row:
             record.worker,
             record.lease_until,
             batch_of(record),
+            record.waiting_for,
         )
     except _JSON_ERRORS:
         return _encode(record, _Encoder(record, strict=True))
@@ -287,8 +290,8 @@ def _odd(row: Row) -> bool:
     integer beyond 64 bits, a float that is not finite)."""
     (id_, type_, _, priority, owner, key, _, _, attempt, max_attempts, created_at, queued_at,
      not_before, started_at, finished_at, progress, current, total, message, eta, _, _,
-     reason, worker, lease_until, batch_id) = row  # fmt: skip
-    for text in (id_, type_, owner, key, message, reason, worker, batch_id):
+     reason, worker, lease_until, batch_id, waiting_for) = row  # fmt: skip
+    for text in (id_, type_, owner, key, message, reason, worker, batch_id, waiting_for):
         if text.__class__ is str and not text.isascii():
             return True
     for number in (priority, attempt, max_attempts, current, total):

@@ -136,11 +136,12 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     (then `_decode` reads it column by column)."""
     (task_id, task_type, state, priority, owner, key, input_, metadata, attempt,
      max_attempts, created_at, queued_at, not_before, started_at, finished_at, progress,
-     current, total, message, eta, result, error, reason, worker, lease_until, _) = row  # fmt: skip
+     current, total, message, eta, result, error, reason, worker, lease_until, _,
+     waiting_for) = row  # fmt: skip
     task_state = _STATES.get(state)
     if (
         task_state is None
-        or _odd_texts(task_id, task_type, owner, key, message, reason, worker)
+        or _odd_texts(task_id, task_type, owner, key, message, reason, worker, waiting_for)
         or priority.__class__ is not int
         or not MIN_PRIORITY <= priority <= MAX_PRIORITY
         or attempt.__class__ is not int
@@ -176,6 +177,7 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     record.result = outcome
     record.error = info
     record.cancel_reason = reason
+    record.waiting_for = waiting_for
     record.worker = worker
     record.lease_until = lease_until
     record.loaded = True
@@ -248,6 +250,8 @@ def _decode(row: Row) -> tuple[TaskRecord, dict[str, str]]:
     record.error = read.error()
     reason = values["cancel_reason"]
     record.cancel_reason = None if reason is None else _as_text(reason)
+    waiting_for = values["waiting_for"]
+    record.waiting_for = None if waiting_for is None else _as_text(waiting_for)
     record.worker = read.text("worker", optional=True)
     record.lease_until = read.time("lease_until", optional=True)
     record.loaded = True

@@ -328,7 +328,7 @@ for _, c in ipairs(found) do
     redis.call('HINCRBY', tkey, 'attempt', 1)
     redis.call('HSET', tkey, 'state', 'running', 'started_at', now, 'worker', worker,
                'lease_until', until_)
-    redis.call('HDEL', tkey, 'not_before')
+    redis.call('HDEL', tkey, 'not_before', 'waiting_for')
     index(id, read_index(id))
     claimed[#claimed + 1] = redis.call('HGETALL', tkey)
     ids[#ids + 1] = id

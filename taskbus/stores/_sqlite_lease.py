@@ -59,6 +59,7 @@ _SETTLED = (
     "result",
     "error",
     "cancel_reason",
+    "waiting_for",
 )
 _SETTLED_AT = tuple(COLUMNS.index(name) for name in _SETTLED)
 
@@ -73,7 +74,7 @@ _RELEASE = (
 )
 _CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = attempt + 1, started_at = ?, "
-    "not_before = NULL, worker = ?, lease_until = ? WHERE rowid = ?"
+    "not_before = NULL, waiting_for = NULL, worker = ?, lease_until = ? WHERE rowid = ?"
 )
 _REQUEUE = (
     "UPDATE tasks SET state = 'queued', queued_at = ?, started_at = NULL, worker = NULL, "
@@ -144,7 +145,7 @@ class Pick(ClaimArgs):
                 record.state = TaskState.RUNNING
                 record.attempt += 1
                 record.started_at = self.now
-                record.not_before = None
+                record.not_before = record.waiting_for = None
                 record.worker = self.worker
                 record.lease_until = self.until
                 picked.append(record)

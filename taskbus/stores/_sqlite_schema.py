@@ -145,6 +145,11 @@ def _v6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v7(conn: sqlite3.Connection) -> None:
+    # Why a queued task is not running yet (``TaskRecord.waiting_for``).
+    _run_script(conn, "ALTER TABLE tasks ADD COLUMN waiting_for TEXT")
+
+
 #: A task's concurrency key as SQL (``metadata["concurrency_key"]`` when it is text),
 #: one expression everywhere, so the index on it serves the claims' counts.
 CONCURRENCY_KEY_SQL = (
@@ -175,6 +180,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v4,
     _v5,
     _v6,
+    _v7,
     _rate_limits,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

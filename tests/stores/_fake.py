@@ -354,6 +354,7 @@ class ValueStore:
                 pick.now,
             )
             record.not_before, record.worker, record.lease_until = None, pick.worker, pick.until
+            record.waiting_for = None
             self._rows[record.id] = row_from_record(record)
             running[record.type] += 1
             picked.append(record)

@@ -192,6 +192,36 @@ async def test_claim_update_and_finish_show_in_get_and_list(make_store: StoreFac
     assert_copy_unless_live(store, got, record)
 
 
+async def test_waiting_for_is_kept_changed_and_cleared(make_store: StoreFactory) -> None:
+    store = await make_store()
+    record = make_record()
+    record.waiting_for = "parents"
+    await store.add(record)
+    got = await store.get(record.id)
+    assert got is not None and got.waiting_for == "parents"
+    assert got.snapshot().waiting_for == "parents"
+
+    record.waiting_for = "rate limit 10/minute (key \u00e9l\u00e8ve)"
+    await store.update(record)
+    [listed] = await store.list(TaskQuery())
+    assert listed.waiting_for == record.waiting_for
+
+    record.waiting_for = None
+    await store.update(record)
+    got = await store.get(record.id)
+    assert got is not None and got.waiting_for is None
+
+
+async def test_a_running_task_shows_no_waiting_for(make_store: StoreFactory) -> None:
+    store = await make_store()
+    record = make_record()
+    record.waiting_for = "parents"
+    await store.add(record)
+    await claim(store, record)
+    got = await store.get(record.id)
+    assert got is not None and got.snapshot().waiting_for is None
+
+
 async def test_failed_and_cancelled_records_keep_their_reason(make_store: StoreFactory) -> None:
     store = await make_store()
     failed, cancelled = make_record(), make_record()

@@ -166,6 +166,17 @@ async def test_acquire_takes_priority_then_fifo_then_insertion(store: LeasingSto
         )
 
 
+async def test_a_claim_clears_what_the_task_waited_for(store: LeasingStore) -> None:
+    record = make_record(created_at=T0)
+    record.waiting_for = "rate limit 1/second"
+    await store.add(record)
+
+    [got] = await store.acquire("w1", 1, LEASE, now=T0 + 1)
+
+    assert got.waiting_for is None
+    assert (await stored(store, got)).waiting_for is None
+
+
 async def test_aging_lets_a_long_wait_beat_a_higher_priority(store: LeasingStore) -> None:
     # Two identical queues, of two types: one picked with aging, one without.
     records = {}
