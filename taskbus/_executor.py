@@ -384,11 +384,12 @@ class TaskExecutor:
         wait = await self.rates.admit(definition, record)
         if wait is not None and record.state is TaskState.QUEUED:
             record.not_before = self._clock.now() + wait
+            record.waiting_for = rate_reason(definition, record)
             logger.info(
                 "%s %s: %s; not before %.3fs from now",
                 record.id,
                 record.type,
-                rate_reason(definition, record),
+                record.waiting_for,
                 wait,
             )
             self._release(worker, record)

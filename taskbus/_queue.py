@@ -31,7 +31,7 @@ from typing import Any
 
 from ._record import TaskRecord
 from ._states import TaskState
-from ._task_keys import concurrency_key_of
+from ._task_keys import concurrency_key_of, key_reason
 
 __all__ = ["COMPACT_BACKLOG", "MAX_PRIORITY", "MIN_PRIORITY", "TaskQueue"]
 
@@ -300,6 +300,7 @@ class TaskQueue:
 
     def _hold_for_key(self, record: TaskRecord, seq: int, key: float) -> None:
         pair = (record.type, concurrency_key_of(record) or "")
+        record.waiting_for = key_reason(self._key_limits[record.type], pair[1])
         held = self._key_held.get(pair)
         if held is None:
             held = self._key_held[pair] = _Fifo(keyed=self.aging is not None)

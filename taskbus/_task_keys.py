@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._record import TaskRecord
 
-__all__ = ["CONCURRENCY_KEY", "RATE_KEY", "concurrency_key_of", "rate_key_of"]
+__all__ = ["CONCURRENCY_KEY", "RATE_KEY", "concurrency_key_of", "key_reason", "rate_key_of"]
 
 CONCURRENCY_KEY = "concurrency_key"
 RATE_KEY = "rate_key"
@@ -30,6 +30,12 @@ def _metadata_text(record: TaskRecord, name: str) -> str | None:
 def concurrency_key_of(record: TaskRecord) -> str | None:
     """The key a task's per-key concurrency counts it under, if any."""
     return _metadata_text(record, CONCURRENCY_KEY)
+
+
+def key_reason(limit: int, key: str) -> str:
+    """What a task held back by its key's concurrency shows as ``waiting_for`` (the
+    Redis acquire script writes the same text)."""
+    return f"concurrency {limit} per key '{key}'"
 
 
 def rate_key_of(record: TaskRecord) -> str | None:

@@ -9,7 +9,9 @@ on events and bounded waits; two scenarios need a durable store (SQLite only).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -535,6 +537,117 @@ async def test_a_batch_is_read_and_cancelled_from_a_bus_that_did_not_submit_it(
     assert (read_back.completed, read_back.cancelled, read_back.progress) == (1, 2, 100.0)
     assert read_back.task_ids == final.task_ids
     assert states == [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.CANCELLED]
+
+
+# -- rate limits and keyed concurrency ------------------------------------------------
+
+
+class Clone(BaseModel):
+    user: str
+    hold: bool = False
+
+
+async def test_a_key_runs_one_task_at_a_time_and_other_keys_go_on(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=3)
+    holding, release = anyio.Event(), anyio.Event()
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+
+    @bus.task("sc:clone", concurrency_key=lambda params: params.user)
+    async def clone(ctx: TaskContext, params: Clone) -> str:
+        running[params.user] += 1
+        peak[params.user] = max(peak[params.user], running[params.user])
+        try:
+            if params.hold:
+                holding.set()
+                await release.wait()
+        finally:
+            running[params.user] -= 1
+        return params.user
+
+    async with bus:
+        first = await clone.submit(Clone(user="alice", hold=True))
+        with anyio.fail_after(WAIT):
+            await holding.wait()
+        second = await clone.submit(Clone(user="alice"))
+        other = await clone.submit(Clone(user="bob"))
+        assert await other.result(timeout=WAIT) == "bob"  # another key is not held up
+        waiting = await bus.get(second.id)
+        release.set()
+        assert await second.result(timeout=WAIT) == "alice"
+        assert await first.result(timeout=WAIT) == "alice"
+        ran = await bus.get(second.id)
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "concurrency 1 per key 'alice'"
+    assert waiting.metadata["concurrency_key"] == "alice"
+    assert (ran.waiting_for, ran.attempts) == (None, 1)
+    assert peak == {"alice": 1, "bob": 1}
+
+
+async def until_waiting(bus: TaskBus, task_id: str) -> Any:
+    """The task's snapshot once it says what it waits for (a bounded poll)."""
+    with anyio.fail_after(WAIT):
+        while True:
+            snapshot = await bus.get(task_id)
+            if snapshot.waiting_for is not None:
+                return snapshot
+            await anyio.sleep(0.01)  # the store says it, no event does
+
+
+async def test_a_rate_limited_type_starts_no_more_than_its_rate_and_others_go_on(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus(workers=4)
+    register_build(bus)
+    release, two_started = anyio.Event(), anyio.Event()
+    starts: dict[str, float] = {}
+
+    @bus.task("sc:call", rate="2/second")
+    async def call(ctx: TaskContext) -> None:
+        starts[ctx.task_id] = time.monotonic()
+        if len(starts) == 2:
+            two_started.set()
+        await release.wait()
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        handles = [await bus.submit("sc:call") for _ in range(3)]
+        with anyio.fail_after(WAIT):
+            await two_started.wait()
+        [late] = [handle for handle in handles if handle.id not in starts]
+        waiting = await until_waiting(bus, late.id)
+        other = await bus.submit("sc:build", {"n": 2})  # another type is not held up
+        assert await bus.result(other.id, timeout=WAIT) == Report(rows=4)
+        release.set()
+        for handle in handles:
+            await bus.result(handle.id, timeout=WAIT)
+        ran = await bus.get(late.id)
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "rate limit 2/second"
+    assert waiting.not_before is not None
+    assert (ran.waiting_for, ran.attempts) == (None, 1)
+    assert len(recorder.of(TaskStarted, task_id=late.id)) == 1  # handed back unstarted
+    first = min(starts.values())
+    assert starts[late.id] - first >= 0.9, "the third start waits for the window"
+
+
+async def test_a_rate_per_owner_holds_one_owner_back_and_not_another(new_bus: MakeBus) -> None:
+    bus = new_bus()
+
+    @bus.task("sc:tenant", rate="1/minute", rate_key="owner")
+    async def tenant(ctx: TaskContext) -> str:
+        return ctx.task_id
+
+    async with bus:
+        alice = await bus.submit("sc:tenant", owner="alice")
+        bob = await bus.submit("sc:tenant", owner="bob")
+        again = await bus.submit("sc:tenant", owner="alice")
+        await bus.result(alice.id, timeout=WAIT)
+        await bus.result(bob.id, timeout=WAIT)
+        waiting = await until_waiting(bus, again.id)
+        assert await bus.cancel(again.id, reason="the test is over")
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "rate limit 1/minute (key 'alice')"
 
 
 # -- durable stores: restarts ---------------------------------------------------------

@@ -270,11 +270,17 @@ local function collect_keyed(t, p, r)
     if #got == 0 then return end
     for k = 1, #got, 2 do
       if n >= r then return end
-      local pk = ckey(t, string.sub(got[k], 18))
+      local id = string.sub(got[k], 18)
+      local pk = ckey(t, id)
       if not pk or (krun[pk] or 0) + (tent[pk] or 0) < klimits[t] then
         if pk then tent[pk] = (tent[pk] or 0) + 1 end
         found[#found + 1] = {m = got[k], q = tonumber(got[k + 1]), p = p, t = t, k = pk}
         n = n + 1
+      else  -- its key is full: say so (as `_task_keys.key_reason` words it)
+        local why = 'concurrency ' .. klimits[t] .. " per key '" .. string.sub(pk, #t + 2) .. "'"
+        if redis.call('HGET', P .. 't:' .. id, 'waiting_for') ~= why then
+          redis.call('HSET', P .. 't:' .. id, 'waiting_for', why)
+        end
       end
     end
     start = start + 100

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._record import TaskRecord
 from .._states import TaskState
-from .._task_keys import concurrency_key_of
+from .._task_keys import concurrency_key_of, key_reason
 from ._base import CorruptRecord
 from ._codec import COLUMNS, Row, escape_text, salvage_row
 from ._codec_read import record_from_row
@@ -138,9 +138,9 @@ class Pick(ClaimArgs):
                     if not _settle(conn, exc, self.now):
                         unsettled.append(rowid)
                     continue
-                if not keys.take(record):  # its key reached its limit earlier in this page
-                    newly_blocked = True
-                    break
+                if not keys.take(record):  # its key is full: say so, and look further
+                    keys.label(conn, rowid, record)
+                    continue
                 conn.execute(_CLAIM, (self.now, self.worker, self.until, rowid))
                 record.state = TaskState.RUNNING
                 record.attempt += 1
@@ -182,10 +182,10 @@ class Pick(ClaimArgs):
     ) -> tuple[str, list[Any]]:
         clauses = ["state = 'queued'", "(not_before IS NULL OR not_before <= ?)"]
         params: list[Any] = [self.now]
-        if full_keys:  # (type, key) pairs at their per-key limit
+        if full_keys:  # tasks of (type, key) pairs at their limit, already labelled so
             clauses.append(
-                f"({CONCURRENCY_KEY_SQL} IS NULL OR type || char(31) || {CONCURRENCY_KEY_SQL} "
-                f"NOT IN ({_marks(full_keys)}))"
+                f"NOT (waiting_for IS NOT NULL AND coalesce(type || char(31) || "
+                f"{CONCURRENCY_KEY_SQL}, '') IN ({_marks(full_keys)}))"
             )
             params.extend(full_keys)
         if allowed is not None:
@@ -233,6 +233,13 @@ class _KeyCounts:
         self.running[pair] = count
         if count >= self.limits[task_type]:
             self.full.add(pair)
+
+    def label(self, conn: sqlite3.Connection, rowid: int, record: TaskRecord) -> None:
+        """Note on a task held back by its full key why it waits (``waiting_for``)."""
+        key = concurrency_key_of(record)
+        assert key is not None
+        reason = key_reason(self.limits[record.type], key)
+        conn.execute("UPDATE tasks SET waiting_for = ? WHERE rowid = ?", (reason, rowid))
 
     def take(self, record: TaskRecord) -> bool:
         """Count `record` as running under its key; False if its key is full."""

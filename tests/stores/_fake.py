@@ -32,7 +32,7 @@ import anyio.lowlevel
 from taskbus import Event, StoreError, TaskState, UnstorableValue
 from taskbus._events import CancelRequested, stamp
 from taskbus._record import TaskRecord
-from taskbus._task_keys import concurrency_key_of
+from taskbus._task_keys import concurrency_key_of, key_reason
 from taskbus.stores import StoreStats, TaskQuery
 from taskbus.stores._codec import COLUMNS, Row, row_from_record, unstorable_row
 from taskbus.stores._codec_read import record_from_row
@@ -346,6 +346,8 @@ class ValueStore:
             pair = (record.type, concurrency_key_of(record))
             per_key_most = pick.key_limits.get(record.type)
             if pair[1] is not None and per_key_most is not None and per_key[pair] >= per_key_most:
+                record.waiting_for = key_reason(per_key_most, pair[1])
+                self._rows[record.id] = row_from_record(record)
                 continue
             per_key[pair] += 1
             record.state, record.attempt, record.started_at = (
