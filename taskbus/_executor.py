@@ -56,6 +56,8 @@ __all__ = ["TaskExecutor", "default_thread_limit"]
 logger = logging.getLogger("taskbus.executor")
 
 _YIELD_SLICE = 0.002
+#: Seconds a task waits when its rate limit's storage could not be reached.
+_RATE_CHECK_RETRY = 1.0
 
 
 def default_thread_limit() -> int:
@@ -381,10 +383,16 @@ class TaskExecutor:
     ) -> bool:
         """Take the task's rate slot; if its window is full, put it back unstarted
         (attempt not counted, no task-started) until the window has room: False."""
-        wait = await self.rates.admit(definition, record)
+        reason = rate_reason(definition, record)
+        try:
+            wait = await self.rates.admit(definition, record)
+        except Exception as exc:  # noqa: BLE001 - its storage failed: the task waits, the worker goes on
+            wait = _RATE_CHECK_RETRY
+            reason = f"{reason}: the limit could not be checked ({type(exc).__name__}: {exc})"
+            logger.error("%s %s: %s; trying again in %gs", record.id, record.type, reason, wait)
         if wait is not None and record.state is TaskState.QUEUED:
             record.not_before = self._clock.now() + wait
-            record.waiting_for = rate_reason(definition, record)
+            record.waiting_for = reason
             logger.info(
                 "%s %s: %s; not before %.3fs from now",
                 record.id,

@@ -27,6 +27,7 @@ from taskbus import (
     TaskState,
 )
 from taskbus.stores import Store
+from taskbus.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -221,3 +222,40 @@ async def test_two_buses_on_one_store_share_one_rate(
     assert len(tally.started) == 3, "3/minute across both buses"
     assert {s.waiting_for for s in waiting} == {"rate limit 3/minute"}
     assert {(s.state, s.attempts) for s in waiting} == {(TaskState.QUEUED, 0)}
+
+
+async def test_a_rate_check_that_fails_holds_the_task_back_and_the_worker_goes_on(
+    anyio_backend: str,
+) -> None:
+    clock = FakeClock()
+    bus = TaskBus(workers=1, clock=clock)
+    rated = bus.task("rl:rated", rate="5/second")(noop)
+    checks = 0
+    admit = bus.executor.rates.admit
+
+    async def flaky(definition: Any, record: Any) -> float | None:
+        nonlocal checks
+        checks += 1
+        if checks == 1:
+            raise ConnectionError("the rate storage is down")
+        return await admit(definition, record)
+
+    bus.executor.rates.admit = flaky  # type: ignore[method-assign]
+    async with bus:
+        handle = await rated.submit(Clone(user="alice"))
+        with anyio.fail_after(WAIT):
+            while True:  # the store says it, no event does
+                waiting = await bus.get(handle.id)
+                if waiting.waiting_for is not None:
+                    break
+                await anyio.sleep(0.01)
+        clock.advance(1.0)
+        with anyio.fail_after(WAIT):
+            await bus.wait(handle.id)
+        done = await bus.get(handle.id)
+    assert waiting.state is TaskState.QUEUED
+    assert waiting.waiting_for == (
+        "rate limit 5/second: the limit could not be checked "
+        "(ConnectionError: the rate storage is down)"
+    )
+    assert (done.state, done.attempts, checks) == (TaskState.COMPLETED, 1, 2)
