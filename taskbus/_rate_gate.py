@@ -58,7 +58,7 @@ def rate_reason(definition: TaskDefinition[Any, Any], record: TaskRecord) -> str
     """What a task held back by its rate shows as ``waiting_for``."""
     key = rate_key_of(record)
     text = f"rate limit {definition.rate_text()}"
-    return text if key is None else f"{text} (key {key!r})"
+    return text if key is None else f"{text} (key '{key}')"
 
 
 class RateGate:
@@ -67,6 +67,10 @@ class RateGate:
     def __init__(self, store: object) -> None:
         self._shared = store if isinstance(store, SharesRates) else None
         self._memory: _MemoryLimiter | None = None
+        #: Windows known full, by (type, rate key), until when (epoch seconds): a
+        #: moving window has no room before its oldest start leaves it, whichever
+        #: process looks, so until then a task is refused without asking the storage.
+        self._full_until: dict[tuple[str, str | None], float] = {}
 
     def _limiter(self) -> Any:
         if self._shared is not None:
@@ -81,10 +85,31 @@ class RateGate:
         item = definition.rate_item
         if item is None:
             return None
-        limiter = self._limiter()
         key = rate_key_of(record)
+        window = (record.type, key)
+        now = time.time()
+        until = self._full_until.get(window)
+        if until is not None:
+            if now < until:
+                return until - now
+            del self._full_until[window]
+        limiter = self._limiter()
         identifiers = ("taskbus", record.type) if key is None else ("taskbus", record.type, key)
         if await limiter.hit(item, *identifiers):
             return None
         stats = await limiter.get_window_stats(item, *identifiers)
-        return max(float(stats.reset_time) - time.time(), _MIN_WAIT)
+        until = self._full_until[window] = float(stats.reset_time)
+        return max(until - time.time(), _MIN_WAIT)
+
+    def full_types(self) -> list[str]:
+        """The types whose own window (for tasks without a rate key) is known full
+        now: for a type without `rate_key`, claiming its tasks would only hand them
+        back."""
+        now = time.time()
+        full = []
+        for (task_type, key), until in list(self._full_until.items()):
+            if until <= now:
+                del self._full_until[(task_type, key)]
+            elif key is None:
+                full.append(task_type)
+        return full

@@ -9,7 +9,6 @@ on events and bounded waits; two scenarios need a durable store (SQLite only).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -597,14 +596,16 @@ async def until_waiting(bus: TaskBus, task_id: str) -> Any:
 async def test_a_rate_limited_type_starts_no_more_than_its_rate_and_others_go_on(
     new_bus: MakeBus,
 ) -> None:
+    # A window of a minute: the third task cannot start within this test, however
+    # slowly the machine claims it (`test_rate_limits.py` sees one run a window later).
     bus = new_bus(workers=4)
     register_build(bus)
     release, two_started = anyio.Event(), anyio.Event()
-    starts: dict[str, float] = {}
+    starts: list[str] = []
 
-    @bus.task("sc:call", rate="2/second")
+    @bus.task("sc:call", rate="2/minute")
     async def call(ctx: TaskContext) -> None:
-        starts[ctx.task_id] = time.monotonic()
+        starts.append(ctx.task_id)
         if len(starts) == 2:
             two_started.set()
         await release.wait()
@@ -620,15 +621,17 @@ async def test_a_rate_limited_type_starts_no_more_than_its_rate_and_others_go_on
         assert await bus.result(other.id, timeout=WAIT) == Report(rows=4)
         release.set()
         for handle in handles:
-            await bus.result(handle.id, timeout=WAIT)
-        ran = await bus.get(late.id)
+            if handle is not late:
+                await bus.result(handle.id, timeout=WAIT)
+        assert await bus.cancel(late.id, reason="the test is over")
+        await bus.flush_events()
+        cancelled = await bus.get(late.id)
     assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
-    assert waiting.waiting_for == "rate limit 2/second"
+    assert waiting.waiting_for == "rate limit 2/minute"
     assert waiting.not_before is not None
-    assert (ran.waiting_for, ran.attempts) == (None, 1)
-    assert len(recorder.of(TaskStarted, task_id=late.id)) == 1  # handed back unstarted
-    first = min(starts.values())
-    assert starts[late.id] - first >= 0.9, "the third start waits for the window"
+    assert len(starts) == 2
+    assert recorder.of(TaskStarted, task_id=late.id) == []  # handed back unstarted
+    assert (cancelled.state, cancelled.attempts) == (TaskState.CANCELLED, 0)
 
 
 async def test_a_rate_per_owner_holds_one_owner_back_and_not_another(new_bus: MakeBus) -> None:

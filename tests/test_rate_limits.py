@@ -9,6 +9,7 @@ claims in `stores/test_leases.py`.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from taskbus import (
     TaskContext,
     TaskState,
 )
+from taskbus._record import TaskRecord
 from taskbus.stores import Store
 from taskbus.testing import FakeClock
 
@@ -259,3 +261,59 @@ async def test_a_rate_check_that_fails_holds_the_task_back_and_the_worker_goes_o
         "(ConnectionError: the rate storage is down)"
     )
     assert (done.state, done.attempts, checks) == (TaskState.COMPLETED, 1, 2)
+
+
+async def test_a_task_refused_by_its_rate_starts_once_the_window_has_room(
+    anyio_backend: str,
+) -> None:
+    bus = TaskBus(workers=3)
+    starts: dict[str, float] = {}
+
+    @bus.task("rl:call", rate="2/second")
+    async def call(ctx: TaskContext) -> None:
+        starts[ctx.task_id] = time.monotonic()
+
+    async with bus:
+        handles = [await bus.submit("rl:call") for _ in range(3)]
+        for handle in handles:
+            await bus.result(handle.id, timeout=WAIT)
+        snapshots = [await bus.get(handle.id) for handle in handles]
+    first, _, third = sorted(starts.values())
+    assert third - first >= 0.9, "the third start waited for the window"
+    assert [s.attempts for s in snapshots] == [1, 1, 1]
+
+
+async def test_a_full_window_is_known_without_asking_the_storage_again(
+    anyio_backend: str,
+) -> None:
+    """Until its oldest start leaves it, a full moving window has no room, whichever
+    process looks: the gate refuses without a round trip, and a shared store's claims
+    skip a type whose one window is full."""
+    bus = TaskBus(workers=1)
+    per_type = bus.task("rl:call", rate="1/minute")(noop)
+    per_owner = bus.task("rl:tenant", rate="1/minute", rate_key="owner")(noop)
+    gate = bus.executor.rates
+    first, second, third = (TaskRecord(f"id{n}", "rl:call", None, 5, 0.0) for n in range(3))
+
+    assert await gate.admit(per_type, first) is None
+    wait = await gate.admit(per_type, second)
+    assert wait is not None and 55 < wait <= 60
+    hits = 0
+    limiter = gate._limiter()
+    real_hit = limiter.hit
+
+    async def counted(*args: Any) -> bool:
+        nonlocal hits
+        hits += 1
+        return bool(await real_hit(*args))
+
+    limiter.hit = counted
+    again = await gate.admit(per_type, third)
+    assert again is not None and again <= wait
+    assert hits == 0
+    tenant = [TaskRecord(f"t{n}", "rl:tenant", None, 5, 0.0) for n in range(2)]
+    for record in tenant:
+        record.metadata = {"rate_key": "acme"}
+    assert await gate.admit(per_owner, tenant[0]) is None
+    assert await gate.admit(per_owner, tenant[1]) is not None
+    assert gate.full_types() == ["rl:call"], "a key's full window holds back only its key"
