@@ -25,6 +25,8 @@ __all__ = ["RateGate", "SharesRates", "rate_reason"]
 
 #: The shortest wait before a refused task is tried again (a window's edge).
 _MIN_WAIT = 0.001
+#: Windows known full, past which the ones that have room again are forgotten.
+_PRUNE_AT = 1000
 
 
 @runtime_checkable
@@ -88,6 +90,8 @@ class RateGate:
         key = rate_key_of(record)
         window = (record.type, key)
         now = time.time()
+        if len(self._full_until) > _PRUNE_AT:
+            self._prune(now)
         until = self._full_until.get(window)
         if until is not None:
             if now < until:
@@ -100,6 +104,11 @@ class RateGate:
         stats = await limiter.get_window_stats(item, *identifiers)
         until = self._full_until[window] = float(stats.reset_time)
         return max(until - time.time(), _MIN_WAIT)
+
+    def _prune(self, now: float) -> None:
+        for window, until in list(self._full_until.items()):
+            if until <= now:
+                del self._full_until[window]
 
     def full_types(self) -> list[str]:
         """The types whose own window (for tasks without a rate key) is known full

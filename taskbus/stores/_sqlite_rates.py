@@ -2,10 +2,10 @@
 process on it (`TaskOptions.rate`).
 
 `limits` has no SQLite storage; this one serves its moving-window strategy: each
-start is a row of ``rate_hits`` (key, time), and taking a slot is one writer
-transaction (``BEGIN IMMEDIATE``: one writer at a time across processes) that drops
-the key's rows older than the window, counts the rest, and adds a row if there is
-room. It runs on the store's writer thread, so it never blocks the event loop and
+start is a row of ``rate_hits`` (key, time, end of its window), and taking a slot is
+one writer transaction (``BEGIN IMMEDIATE``: one writer at a time across processes)
+that drops every row whose window has ended (of any key, so the table holds only
+live entries), counts the key's rows, and adds one if there is room. It runs on the store's writer thread, so it never blocks the event loop and
 works on asyncio and trio alike. Only the moving window is served: the fixed-window
 calls (``incr``, ``get``, ``get_expiry``) raise `NotImplementedError`.
 """
@@ -30,11 +30,16 @@ _FIXED = "taskbus's SQLite rate storage serves the moving-window strategy only"
 def _acquire(
     conn: sqlite3.Connection, *, key: str, limit: int, expiry: float, amount: int, now: float
 ) -> bool:
-    conn.execute("DELETE FROM rate_hits WHERE key = ? AND at <= ?", (key, now - expiry))
-    (count,) = conn.execute("SELECT count(*) FROM rate_hits WHERE key = ?", (key,)).fetchone()
+    conn.execute("DELETE FROM rate_hits WHERE until <= ?", (now,))
+    (count,) = conn.execute(
+        "SELECT count(*) FROM rate_hits WHERE key = ? AND at > ?", (key, now - expiry)
+    ).fetchone()
     if count + amount > limit:
         return False
-    conn.executemany("INSERT INTO rate_hits (key, at) VALUES (?, ?)", [(key, now)] * amount)
+    conn.executemany(
+        "INSERT INTO rate_hits (key, at, until) VALUES (?, ?, ?)",
+        [(key, now, now + expiry)] * amount,
+    )
     return True
 
 

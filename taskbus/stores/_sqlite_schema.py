@@ -166,8 +166,9 @@ def _rate_limits(conn: sqlite3.Connection) -> None:
         f"""
         CREATE INDEX tasks_running_keys ON tasks (type, {CONCURRENCY_KEY_SQL})
             WHERE state = 'running';
-        CREATE TABLE rate_hits (key TEXT NOT NULL, at REAL NOT NULL);
+        CREATE TABLE rate_hits (key TEXT NOT NULL, at REAL NOT NULL, until REAL NOT NULL);
         CREATE INDEX rate_hits_key ON rate_hits (key, at);
+        CREATE INDEX rate_hits_until ON rate_hits (until);
         """,
     )
 
