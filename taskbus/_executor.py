@@ -39,8 +39,11 @@ from ._held import HeldTasks
 from ._lifecycle import Lifecycle, error_info
 from ._process_run import run_in_process
 from ._queue import TaskQueue
+from ._rate_gate import RateGate, rate_reason
 from ._record import TaskRecord
 from ._retry import classify, next_delay
+from ._states import TaskState
+from ._task_keys import concurrency_key_of
 from ._thread_run import ThreadRun
 from ._timers import TimerHandle, Timers
 from .stores._codec import check_storable
@@ -53,6 +56,8 @@ __all__ = ["TaskExecutor", "default_thread_limit"]
 logger = logging.getLogger("taskbus.executor")
 
 _YIELD_SLICE = 0.002
+#: Seconds a task waits when its rate limit's storage could not be reached.
+_RATE_CHECK_RETRY = 1.0
 
 
 def default_thread_limit() -> int:
@@ -132,6 +137,11 @@ class TaskExecutor:
         self.on_idle: Callable[[], None] | None = None
         #: Retries wait in the store, not here (it hands them to any worker).
         self.requeue_locally = lifecycle.leases is None
+        #: Takes a rate slot for each task of a type with a rate, before it starts.
+        self.rates = RateGate(lifecycle.store)
+        #: Told the seconds until a task handed back to a shared store for its rate
+        #: may start (the store's claims wake then).
+        self.on_deferred: Callable[[float], None] | None = None
 
     @property
     def running_ids(self) -> list[str]:
@@ -277,6 +287,13 @@ class TaskExecutor:
                 last_yield = time.monotonic()
                 continue
             worker.job = record
+            rated = self._registry.find(record.type)
+            if (
+                rated is not None
+                and rated.rate_item is not None
+                and not await self._admitted(worker, record, rated)
+            ):
+                continue  # its rate's window is full: back in the queue, unstarted
             await self._execute(worker, record)
             if worker.interrupt is not None:
                 return
@@ -360,6 +377,42 @@ class TaskExecutor:
                 return handler(ctx, record.handler_input())  # type: ignore[no-any-return]
             return handler(ctx)  # type: ignore[no-any-return]
         return handler(record.handler_input()) if definition.takes_input else handler()  # type: ignore[no-any-return]
+
+    async def _admitted(
+        self, worker: _Worker, record: TaskRecord, definition: TaskDefinition[Any, Any]
+    ) -> bool:
+        """Take the task's rate slot; if its window is full, put it back unstarted
+        (attempt not counted, no task-started) until the window has room: False."""
+        reason = rate_reason(definition, record)
+        try:
+            wait = await self.rates.admit(definition, record)
+        except Exception as exc:  # noqa: BLE001 - its storage failed: the task waits, the worker goes on
+            wait = _RATE_CHECK_RETRY
+            reason = f"{reason}: the limit could not be checked ({type(exc).__name__}: {exc})"
+            logger.error("%s %s: %s; trying again in %gs", record.id, record.type, reason, wait)
+        if wait is not None and record.state is TaskState.QUEUED:
+            record.not_before = self._clock.now() + wait
+            record.waiting_for = reason
+            logger.info(
+                "%s %s: %s; not before %.3fs from now",
+                record.id,
+                record.type,
+                record.waiting_for,
+                wait,
+            )
+            self._release(worker, record)
+            if self.requeue_locally:
+                self._queue.push(record, self._clock.monotonic(), wait)
+                self.schedule_delayed()
+            else:
+                await self._lifecycle.hand_back_unstarted(record)
+                if self.on_deferred is not None:
+                    self.on_deferred(wait)
+            return False
+        if record.state is not TaskState.QUEUED:  # cancelled while it waited for the slot
+            self._release(worker, record)
+            return False
+        return True
 
     def _stray_task_cancellation(
         self, worker: _Worker, definition: TaskDefinition[Any, Any], exc: TaskCancellation
@@ -495,7 +548,7 @@ class TaskExecutor:
         worker.settling = False
         worker.deadline = math.inf
         worker.timeout = None
-        unblocked = self._queue.release(record.type)
+        unblocked = self._queue.release(record.type, concurrency_key_of(record))
         if unblocked:
             self.notify(unblocked)
 

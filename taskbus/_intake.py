@@ -97,6 +97,8 @@ class Intake:
             check_text(owner, "owner")
         if key is not None:
             check_text(key, "key")
+        if definition.keyed:
+            metadata = {**(metadata or {}), **definition.task_keys(owner, value)} or None
         record = TaskRecord(
             new_task_id(),
             task_type,

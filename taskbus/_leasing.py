@@ -99,6 +99,7 @@ class LeaseKeeper:
         self._clock = clock
         self._timers = timers
         self._due_timer: TimerHandle | None = None
+        self._deferred_timer: TimerHandle | None = None
         self._aging = aging
         self._wake = anyio.Event()
         self._due_wanted = anyio.Event()
@@ -130,6 +131,19 @@ class LeaseKeeper:
         """Work may be ready: claim again now."""
         self._ran_dry = False
         self._wake.set()
+
+    def wake_after(self, seconds: float) -> None:
+        """Claim again in `seconds` (a task handed back for its rate may start then)."""
+        when = self._clock.monotonic() + seconds
+        timer = self._deferred_timer
+        if timer is None or timer.cancelled or when < timer.when:
+            if timer is not None:
+                timer.cancel()
+            self._deferred_timer = self._timers.call_at(when, self._deferred_due)
+
+    def _deferred_due(self) -> None:
+        self._deferred_timer = None
+        self.wake()
 
     def work_queued(self, task_id: str) -> None:
         """The log says a task was queued: claim, unless a standing claim saw it."""
@@ -211,7 +225,7 @@ class LeaseKeeper:
             return False  # its delivery wakes the loop if there may be more
         free = self._executor.idle_workers - len(self._queue)
         if free > 0:
-            limits = self._limits()
+            limits, key_limits = self._limits(), self._key_limits()
             claimed = await self.store.acquire(
                 self.worker_id,
                 free,
@@ -219,12 +233,13 @@ class LeaseKeeper:
                 limits=limits,
                 aging=self._aging,
                 now=self._clock.now(),
+                key_limits=key_limits,
             )
             self._take(claimed)
             # Fewer than asked for: nothing more is ready now. Claiming again when a
             # worker frees up would find nothing and cost a store round trip (a
             # commit on SQLite) per task; a new task or a due time wakes the loop.
-            self._ran_dry = len(claimed) < free and not limits
+            self._ran_dry = len(claimed) < free and not limits and not key_limits
             return len(claimed) == free
         return False
 
@@ -245,7 +260,7 @@ class LeaseKeeper:
         free = self._executor.idle_workers - len(self._queue)
         if self._stopping or free <= 0:
             return
-        limits = self._limits()
+        limits, key_limits = self._limits(), self._key_limits()
         try:
             store.claim_on_add(
                 self.worker_id,
@@ -256,6 +271,7 @@ class LeaseKeeper:
                 now=self._clock.now,
                 deliver=self._claimed_on_add,
                 at_once=at_once,
+                key_limits=key_limits,
             )
         except StoreError:
             self._claim_failed = True  # the claim loop reports it and backs off
@@ -265,7 +281,7 @@ class LeaseKeeper:
         self._standing = True
         self._standing_at_once = at_once
         self._standing_limit = free
-        self._standing_limited = bool(limits)
+        self._standing_limited = bool(limits or key_limits)
 
     def _withdraw_standing(self) -> None:
         """Withdraw the standing claim unless a commit took it (`_standing` stays)."""
@@ -314,8 +330,18 @@ class LeaseKeeper:
         self._queue.push(record)
 
     def _limits(self) -> dict[str, int]:
-        return {
+        limits = {
             d.name: d.concurrency for d in self._registry.definitions() if d.concurrency is not None
+        }
+        for name in self._executor.rates.full_types():
+            definition = self._registry.find(name)
+            if definition is not None and definition.options.rate_key is None:
+                limits[name] = 0  # its one window is full: claim none until it has room
+        return limits
+
+    def _key_limits(self) -> dict[str, int]:
+        return {
+            d.name: d.key_limit for d in self._registry.definitions() if d.key_limit is not None
         }
 
     async def _arm_due_timer(self) -> None:

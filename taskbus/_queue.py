@@ -2,7 +2,9 @@
 
 Priorities run from 10 (most urgent) to 1, first in first out within a level.
 A type at its concurrency limit is set aside so it never blocks other types;
-tasks with a not-before time wait in a separate heap and hold no worker. With
+a task whose concurrency key (`_limiting`) is at its per-key limit is set aside
+until a task of that key stops, so other keys go on; tasks with a not-before
+time wait in a separate heap and hold no worker. With
 `aging`, a task gains one priority level per `aging` seconds it waits, so low
 priorities cannot starve: the ordering key is ``queued_at - priority * aging``,
 fixed at push, so the heap never needs re-sorting.
@@ -29,6 +31,7 @@ from typing import Any
 
 from ._record import TaskRecord
 from ._states import TaskState
+from ._task_keys import concurrency_key_of, key_reason
 
 __all__ = ["COMPACT_BACKLOG", "MAX_PRIORITY", "MIN_PRIORITY", "TaskQueue"]
 
@@ -129,11 +132,16 @@ class TaskQueue:
         self._seq = itertools.count()
         self._limits: dict[str, int] = {}
         self._running: defaultdict[str, int] = defaultdict(int)
+        #: Per-key concurrency: limits by type, running counts and set-aside tasks by
+        #: (type, key).
+        self._key_limits: dict[str, int] = {}
+        self._key_running: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._key_held: dict[tuple[str, str], _Fifo] = {}
 
     def __len__(self) -> int:
         """Entries waiting, ready, delayed or held (stale ones until dropped)."""
         delayed = len(self._delayed) - self._delayed_stale
-        fifos = [*self._levels, *self._held.values()]
+        fifos = [*self._levels, *self._held.values(), *self._key_held.values()]
         return len(self._ready) + delayed + sum(len(fifo.records) for fifo in fifos)
 
     def set_limit(self, task_type: str, limit: int | None) -> None:
@@ -143,6 +151,15 @@ class TaskQueue:
         else:
             self._limits[task_type] = limit
         self._release_held(task_type)
+
+    def set_key_limit(self, task_type: str, limit: int | None) -> None:
+        """Run at most `limit` tasks of `task_type` at once per concurrency key."""
+        if limit is None:
+            self._key_limits.pop(task_type, None)
+        else:
+            self._key_limits[task_type] = limit
+        for pair in [pair for pair in self._key_held if pair[0] == task_type]:
+            self._release_key_held(pair)
 
     def running(self, task_type: str) -> int:
         return self._running.get(task_type, 0)
@@ -262,8 +279,32 @@ class TaskQueue:
                     key, seq = level.key, level.seqs[level.head - 1]
                 self._hold(task_type, record, seq, key)
                 continue
+            if self._key_limits and self._key_busy(record):
+                if level is not None:
+                    key, seq = level.key, level.seqs[level.head - 1]
+                self._hold_for_key(record, seq, key)
+                continue
             self._running[task_type] += 1
             return record
+
+    def _key_busy(self, record: TaskRecord) -> bool:
+        """Whether the record's concurrency key is at its limit; if not, count it."""
+        limit = self._key_limits.get(record.type)
+        if limit is None or (ckey := concurrency_key_of(record)) is None:
+            return False
+        pair = (record.type, ckey)
+        if self._key_running[pair] >= limit:
+            return True
+        self._key_running[pair] += 1
+        return False
+
+    def _hold_for_key(self, record: TaskRecord, seq: int, key: float) -> None:
+        pair = (record.type, concurrency_key_of(record) or "")
+        record.waiting_for = key_reason(self._key_limits[record.type], pair[1])
+        held = self._key_held.get(pair)
+        if held is None:
+            held = self._key_held[pair] = _Fifo(keyed=self.aging is not None)
+        held.append(record, seq, key)
 
     def _hold(self, task_type: str, record: TaskRecord, seq: int, key: float) -> None:
         held = self._held.get(task_type)
@@ -273,10 +314,38 @@ class TaskQueue:
         if len(held.records) >= COMPACT_BACKLOG:
             record.compact()
 
-    def release(self, task_type: str) -> int:
-        """A task of `task_type` stopped running; return how many held tasks became ready."""
+    def release(self, task_type: str, concurrency_key: str | None = None) -> int:
+        """A task of `task_type` (counted under `concurrency_key`, if any) stopped
+        running; return how many held tasks became ready."""
         self._running[task_type] -= 1
-        return self._release_held(task_type) if self._held else 0
+        moved = self._release_held(task_type) if self._held else 0
+        if concurrency_key is not None and self._key_limits:
+            pair = (task_type, concurrency_key)
+            if self._key_running.get(pair, 0) > 0:
+                self._key_running[pair] -= 1
+                if not self._key_running[pair]:
+                    del self._key_running[pair]
+                moved += self._release_key_held(pair)
+        return moved
+
+    def _release_key_held(self, pair: tuple[str, str]) -> int:
+        """Make ready the set-aside tasks of one key that its limit now lets run."""
+        held = self._key_held.get(pair)
+        if held is None:
+            return 0
+        limit = self._key_limits.get(pair[0])
+        free = len(held.records) if limit is None else limit - self._key_running.get(pair, 0)
+        moved = 0
+        while held.records and free > moved:
+            key, seq, record = held.popleft()
+            if record.state is TaskState.QUEUED:
+                if held.keys is None:
+                    key = -record.priority
+                heapq.heappush(self._ready, (key, seq, record))
+                moved += 1
+        if not held.records:
+            del self._key_held[pair]
+        return moved
 
     def _release_held(self, task_type: str) -> int:
         held = self._held.get(task_type)
@@ -316,6 +385,8 @@ class TaskQueue:
         held = self._held.pop(task_type, None)
         if held is not None:
             taken.extend(r for r in held.records if r.state is TaskState.QUEUED)
+        for pair in [pair for pair in self._key_held if pair[0] == task_type]:
+            taken.extend(r for r in self._key_held.pop(pair).records if r.state is _QUEUED)
         for record in taken:
             record.delayed_entry = None
         return taken
@@ -323,9 +394,10 @@ class TaskQueue:
     def drain(self) -> list[TaskRecord]:
         """Remove and return every task still queued, in no particular order."""
         records = [entry[2] for entry in [*self._ready, *self._delayed]]
-        for fifo in [*self._levels, *self._held.values()]:
+        for fifo in [*self._levels, *self._held.values(), *self._key_held.values()]:
             records.extend(fifo.records)
             fifo.keep([])
+        self._key_held.clear()
         self._ready.clear()
         for entry in self._delayed:
             if entry[2] is not None:

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import tenacity
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ._compact import packer_for
 from ._errors import DuplicateTaskType, InvalidTaskDefinition, InvalidTaskInput, UnknownTaskType
+from ._limiting import KeySource, describe_rate, parse_rate, task_keys
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -65,6 +66,49 @@ class TaskOptions(BaseModel):
         description="A task found running after a crash: queue it again (attempts "
         "permitting) or fail it as interrupted.",
     )
+    rate: str | None = Field(
+        default=None,
+        description="Starts per window, at most, across every process on the store, in "
+        "the limits notation: '100/minute', '10 per 2 seconds' (needs taskbus[ratelimit]). "
+        "Per key with rate_key.",
+    )
+    rate_key: KeySource | None = Field(
+        default=None,
+        description="Apply `rate` per key: 'owner', or a function of the validated input "
+        "returning the key (None: the task counts against the type's own rate).",
+    )
+    concurrency_key: KeySource | None = Field(
+        default=None,
+        description="Limit running tasks per key: 'owner', or a function of the validated "
+        "input returning the key (None: not limited per key). See key_concurrency.",
+    )
+    key_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Running at once per concurrency_key, at most (default 1 with a "
+        "concurrency_key); `concurrency` still bounds the whole type.",
+    )
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> TaskOptions:
+        if self.rate is not None:
+            parse_rate(self.rate)
+        elif self.rate_key is not None:
+            raise ValueError("rate_key needs a rate (e.g. rate='10/minute')")
+        if self.key_concurrency is not None and self.concurrency_key is None:
+            raise ValueError("key_concurrency needs a concurrency_key ('owner' or a function)")
+        for name in ("rate_key", "concurrency_key"):
+            source = getattr(self, name)
+            if source is not None and source != "owner" and not callable(source):
+                raise ValueError(f"{name} is 'owner' or a function of the input, not {source!r}")
+        return self
+
+    @property
+    def key_limit(self) -> int | None:
+        """Running at once per concurrency key (None: no per-key limit)."""
+        if self.concurrency_key is None:
+            return None
+        return self.key_concurrency if self.key_concurrency is not None else 1
 
 
 class TaskSubmitter(typing.Protocol):
@@ -140,6 +184,10 @@ class TaskDefinition(Generic[InT, OutT]):
         self.retrying: tenacity.Retrying = options.retry.build(
             retry_on=options.retry_on, fatal_on=options.fatal_on
         )
+        #: The parsed `rate` (a `limits.RateLimitItem`), or None.
+        self.rate_item = None if options.rate is None else parse_rate(options.rate)
+        #: Per-key limits and rates need keys computed at submit.
+        self.keyed = options.concurrency_key is not None or options.rate_key is not None
 
     def _check_run_in(self) -> None:
         if self.run_in == "loop" and not self.is_async:
@@ -172,6 +220,20 @@ class TaskDefinition(Generic[InT, OutT]):
     @property
     def priority(self) -> int:
         return self.options.priority
+
+    @property
+    def key_limit(self) -> int | None:
+        """Running at once per concurrency key, at most (None: no per-key limit)."""
+        return self.options.key_limit
+
+    def rate_text(self) -> str | None:
+        """The type's rate as people write it ("100/minute"), or None."""
+        return None if self.rate_item is None else describe_rate(self.rate_item)
+
+    def task_keys(self, owner: str | None, value: Any) -> dict[str, str]:
+        """The metadata entries naming a new task's concurrency and rate keys."""
+        options = self.options
+        return task_keys(options.concurrency_key, options.rate_key, owner, value)
 
     @property
     def retry(self) -> RetryPolicy:

@@ -43,6 +43,7 @@ class TypeChanges:
     def changed(self, name: str, definition: Any) -> None:
         """The registry added (`definition`) or removed (None) type `name`."""
         self._queue.set_limit(name, definition.concurrency if definition is not None else None)
+        self._queue.set_key_limit(name, definition.key_limit if definition is not None else None)
         if definition is None:
             self._held.removed.add(name)
         else:

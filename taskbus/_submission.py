@@ -35,15 +35,19 @@ def prepare_batch(
     prepared: list[tuple[TaskRecord, TaskDefinition[Any, Any]]] = []
     for task_type, payload in items:
         definition = registry.get(task_type)
+        value = definition.validate_input(payload)
+        meta = dict(metadata) if metadata else None
+        if definition.keyed:
+            meta = {**(meta or {}), **definition.task_keys(owner, value)} or None
         record = TaskRecord(
             new_task_id(),
             task_type,
-            definition.validate_input(payload),
+            value,
             definition.default_priority if priority is None else priority,
             now,
             definition.max_attempts,
             owner,
-            dict(metadata) if metadata else None,
+            meta,
         )
         prepared.append((record, definition))
     if not prepared:

@@ -143,6 +143,7 @@ class TaskBus:
                 lease=_store_lease(self.lifecycle.leases),
             )
             self.executor.on_idle = self._leases.capacity_freed
+            self.executor.on_deferred = self._leases.wake_after
             self.lifecycle.on_work = self._leases.work_queued
             self.lifecycle.on_slot_freed = self._leases.capacity_freed
         elif workers == 0:
@@ -189,6 +190,7 @@ class TaskBus:
         self.registry.submitter = self
         for definition in self.registry.definitions():
             self.queue.set_limit(definition.name, definition.concurrency)
+            self.queue.set_key_limit(definition.name, definition.key_limit)
         self.registry.watch(self._types.changed)
 
     async def fail_unknown_types(self, *, reason: str | None = None) -> int:

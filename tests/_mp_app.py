@@ -56,6 +56,16 @@ def make() -> TaskBus:
         await anyio.sleep(0.05)
         _log("end", ctx.task_id)
 
+    @bus.task("mp:keyed", concurrency_key=lambda user: user)
+    async def keyed(ctx: TaskContext, user: str) -> None:
+        _log("kstart", user)  # the key in the id's place: the test counts per key
+        await anyio.sleep(0.05)
+        _log("kend", user)
+
+    @bus.task("mp:rated", rate="5/minute")
+    async def rated(ctx: TaskContext) -> None:
+        _log("ran", ctx.task_id)
+
     @bus.task("mp:gated", retry=RetryPolicy(max_attempts=3))
     async def gated(ctx: TaskContext) -> str:
         _log("start", ctx.task_id)

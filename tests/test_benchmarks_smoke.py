@@ -51,6 +51,14 @@ EXPECTED: dict[str, set[str]] = {
     "http_api": set(),
     "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
     "redis": {"system", "version", "store", "redis_py"},
+    "keyed_concurrency": {
+        "keys",
+        "workers",
+        "key_concurrency",
+        "keyed_tasks_per_s",
+        "reference_tasks_per_s",
+        "ratio",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -181,6 +189,7 @@ CASES = {
     "http_api": {"submit", "sse-fan-out"},
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
+    "keyed_concurrency": {"memory", "sqlite", "redis"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -206,7 +215,17 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(70)  # above every run_quick timeout
 @pytest.mark.parametrize(
-    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess", "redis"]
+    "script",
+    [
+        "throughput",
+        "latency",
+        "memory",
+        "durable",
+        "http_api",
+        "multiprocess",
+        "redis",
+        "keyed_concurrency",
+    ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -717,6 +718,121 @@ async def test_retry_refuses_what_it_cannot_run_again(new_bus: MakeBus) -> None:
     assert not [s for s in before if s.retry_of is not None], "nothing half-stored"
     with pytest.raises(BusNotRunning):
         await bus.retry(failed.id)
+
+
+# -- rate limits and keyed concurrency ------------------------------------------------
+
+
+class Clone(BaseModel):
+    user: str
+    hold: bool = False
+
+
+async def test_a_key_runs_one_task_at_a_time_and_other_keys_go_on(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=3)
+    holding, release = anyio.Event(), anyio.Event()
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+
+    @bus.task("sc:clone", concurrency_key=lambda params: params.user)
+    async def clone(ctx: TaskContext, params: Clone) -> str:
+        running[params.user] += 1
+        peak[params.user] = max(peak[params.user], running[params.user])
+        try:
+            if params.hold:
+                holding.set()
+                await release.wait()
+        finally:
+            running[params.user] -= 1
+        return params.user
+
+    async with bus:
+        first = await clone.submit(Clone(user="alice", hold=True))
+        with anyio.fail_after(WAIT):
+            await holding.wait()
+        second = await clone.submit(Clone(user="alice"))
+        other = await clone.submit(Clone(user="bob"))
+        assert await other.result(timeout=WAIT) == "bob"  # another key is not held up
+        waiting = await bus.get(second.id)
+        release.set()
+        assert await second.result(timeout=WAIT) == "alice"
+        assert await first.result(timeout=WAIT) == "alice"
+        ran = await bus.get(second.id)
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "concurrency 1 per key 'alice'"
+    assert waiting.metadata["concurrency_key"] == "alice"
+    assert (ran.waiting_for, ran.attempts) == (None, 1)
+    assert peak == {"alice": 1, "bob": 1}
+
+
+async def until_waiting(bus: TaskBus, task_id: str) -> Any:
+    """The task's snapshot once it says what it waits for (a bounded poll)."""
+    with anyio.fail_after(WAIT):
+        while True:
+            snapshot = await bus.get(task_id)
+            if snapshot.waiting_for is not None:
+                return snapshot
+            await anyio.sleep(0.01)  # the store says it, no event does
+
+
+async def test_a_rate_limited_type_starts_no_more_than_its_rate_and_others_go_on(
+    new_bus: MakeBus,
+) -> None:
+    # A window of a minute: the third task cannot start within this test, however
+    # slowly the machine claims it (`test_rate_limits.py` sees one run a window later).
+    bus = new_bus(workers=4)
+    register_build(bus)
+    release, two_started = anyio.Event(), anyio.Event()
+    starts: list[str] = []
+
+    @bus.task("sc:call", rate="2/minute")
+    async def call(ctx: TaskContext) -> None:
+        starts.append(ctx.task_id)
+        if len(starts) == 2:
+            two_started.set()
+        await release.wait()
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        handles = [await bus.submit("sc:call") for _ in range(3)]
+        with anyio.fail_after(WAIT):
+            await two_started.wait()
+        [late] = [handle for handle in handles if handle.id not in starts]
+        waiting = await until_waiting(bus, late.id)
+        other = await bus.submit("sc:build", {"n": 2})  # another type is not held up
+        assert await bus.result(other.id, timeout=WAIT) == Report(rows=4)
+        release.set()
+        for handle in handles:
+            if handle is not late:
+                await bus.result(handle.id, timeout=WAIT)
+        assert await bus.cancel(late.id, reason="the test is over")
+        await bus.flush_events()
+        cancelled = await bus.get(late.id)
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "rate limit 2/minute"
+    assert waiting.not_before is not None
+    assert len(starts) == 2
+    assert recorder.of(TaskStarted, task_id=late.id) == []  # handed back unstarted
+    assert (cancelled.state, cancelled.attempts) == (TaskState.CANCELLED, 0)
+
+
+async def test_a_rate_per_owner_holds_one_owner_back_and_not_another(new_bus: MakeBus) -> None:
+    bus = new_bus()
+
+    @bus.task("sc:tenant", rate="1/minute", rate_key="owner")
+    async def tenant(ctx: TaskContext) -> str:
+        return ctx.task_id
+
+    async with bus:
+        alice = await bus.submit("sc:tenant", owner="alice")
+        bob = await bus.submit("sc:tenant", owner="bob")
+        again = await bus.submit("sc:tenant", owner="alice")
+        await bus.result(alice.id, timeout=WAIT)
+        await bus.result(bob.id, timeout=WAIT)
+        waiting = await until_waiting(bus, again.id)
+        assert await bus.cancel(again.id, reason="the test is over")
+    assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+    assert waiting.waiting_for == "rate limit 1/minute (key 'alice')"
 
 
 # -- durable stores: restarts ---------------------------------------------------------

@@ -98,6 +98,14 @@ EXPECTED: dict[str, list[str]] = {
         "the old task stays failed",
         "refused: completed tasks are not retried",
     ],
+    "rate_limits.py": [
+        "bob's clone ran while alice's first ran: bob/docs",
+        "alice's second clone waits for: concurrency 1 per key 'alice'",
+        "at most one clone per user at once: {'alice': 1, 'bob': 1}",
+        "globex's call was not held up; acme calls waiting: 1",
+        "acme's third call waits for: rate limit 2/second (key 'acme')",
+        "acme's third call started a window after its first: True",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -244,6 +245,46 @@ async def test_the_per_type_limit_holds_across_processes(
             running += 1 if kind == "start" else -1
             peak = max(peak, running)
         assert peak == 2, f"{peak} tasks of a type limited to 2 ran at once"
+
+
+async def test_a_key_limit_holds_across_processes(cluster: ClusterFactory) -> None:
+    async with cluster() as nodes:
+        for _ in range(3):
+            await nodes.worker("--workers", "2")
+        client = nodes.client()
+        async with client:
+            users = ["alice", "bob", "carol"] * 6
+            handles = [await client.submit("mp:keyed", user) for user in users]
+            for handle in handles:
+                await handle.result(timeout=30)
+        running: Counter[str] = Counter()
+        peak: Counter[str] = Counter()
+        for kind, user, _, _ in sorted(nodes.entries(), key=lambda entry: entry[3]):
+            running[user] += 1 if kind == "kstart" else -1
+            peak[user] = max(peak[user], running[user])
+        assert peak == {"alice": 1, "bob": 1, "carol": 1}, f"per key at once: {peak}"
+
+
+async def test_a_rate_holds_across_processes(cluster: ClusterFactory) -> None:
+    async with cluster() as nodes:
+        for _ in range(3):
+            await nodes.worker("--workers", "2")
+        client = nodes.client()
+        async with client:
+            handles = [await client.submit("mp:rated") for _ in range(8)]
+
+            async def settled() -> list[Any]:
+                snapshots = [await client.get(handle.id) for handle in handles]
+                return [s for s in snapshots if s.state is TaskState.QUEUED and s.waiting_for]
+
+            with anyio.fail_after(20):
+                while len(waiting := await settled()) < 3:  # noqa: ASYNC110 - the store says it
+                    await anyio.sleep(0.05)
+            for snapshot in waiting:
+                assert await client.cancel(snapshot.id, reason="the test is over")
+        assert len(nodes.entries("ran")) == 5, "5/minute over three processes"
+        assert {s.waiting_for for s in waiting} == {"rate limit 5/minute"}
+        assert {s.attempts for s in waiting} == {0}
 
 
 async def test_a_client_cancels_a_task_another_process_runs(

@@ -116,3 +116,55 @@ def test_a_cancelled_delayed_task_is_let_go_before_its_time() -> None:
     assert len(queue) == 50
     assert len(queue._delayed) < 200  # compacted, not only emptied
     assert drain(queue, NOW + 3600) == [f"id{n}" for n in range(150, 200)]
+
+
+def keyed(n: int, key: str | None, type: str = "t") -> TaskRecord:
+    record = rec(n, type=type)
+    record.metadata = None if key is None else {"concurrency_key": key}
+    return record
+
+
+def test_a_key_at_its_limit_is_set_aside_and_other_keys_go_on() -> None:
+    queue = TaskQueue()
+    queue.set_key_limit("t", 1)
+    a1, a2, b1, none1 = keyed(1, "a"), keyed(2, "a"), keyed(3, "b"), keyed(4, None)
+    for record in (a1, a2, b1, none1):
+        queue.push(record, NOW)
+    assert [queue.pop(NOW), queue.pop(NOW), queue.pop(NOW)] == [a1, b1, none1]
+    assert queue.pop(NOW) is None
+    assert a2.waiting_for == "concurrency 1 per key 'a'"
+    assert len(queue) == 1  # a2, set aside
+    assert queue.release("t", "b") == 0
+    assert queue.release("t", "a") == 1
+    assert queue.pop(NOW) is a2
+
+
+def test_a_key_limit_of_two_and_a_type_without_one() -> None:
+    queue = TaskQueue()
+    queue.set_key_limit("t", 2)
+    records = [keyed(n, "a") for n in range(3)] + [keyed(9, "a", type="other")]
+    for record in records:
+        queue.push(record, NOW)
+    assert drain(queue) == ["id0", "id1", "id9"]
+
+
+def test_set_aside_keyed_tasks_are_taken_with_their_type_and_drained() -> None:
+    queue = TaskQueue()
+    queue.set_key_limit("t", 1)
+    queue.set_key_limit("u", 1)
+    for record in (keyed(1, "a"), keyed(2, "a"), keyed(3, "a", "u"), keyed(4, "a", "u")):
+        queue.push(record, NOW)
+    assert drain(queue) == ["id1", "id3"]
+    assert [r.id for r in queue.take_type("t")] == ["id2"]
+    assert [r.id for r in queue.drain()] == ["id4"]
+    assert len(queue) == 0
+
+
+def test_lifting_a_key_limit_readies_what_it_set_aside() -> None:
+    queue = TaskQueue()
+    queue.set_key_limit("t", 1)
+    for n in range(3):
+        queue.push(keyed(n, "a"), NOW)
+    assert drain(queue) == ["id0"]
+    queue.set_key_limit("t", None)
+    assert drain(queue) == ["id1", "id2"]

@@ -328,9 +328,10 @@ class ClaimsOnAdd(Protocol):
         now: Callable[[], float],
         deliver: Callable[[list[TaskRecord] | None, frozenset[str]], bool],
         at_once: bool = False,
+        key_limits: Mapping[str, int] | None = None,
     ) -> None:
         """Stand by: the next step that adds tasks also runs ``acquire(worker_id,
-        limit, lease, limits=, aging=, now=now())`` (it may pick any ready task, not
+        limit, lease, limits=, key_limits=, aging=, now=now())`` (it may pick any ready task, not
         only the new ones), once; with `at_once`, the next step, which is taken at
         once (a claim that adds arriving meanwhile join). Replaces a standing claim
         of `worker_id` that no step has taken.
@@ -370,10 +371,13 @@ class TaskStore(EventBroker, Protocol):
         types: Collection[str] | None = None,
         aging: float | None = None,
         now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]:
         """Claim up to `limit` ready queued tasks (priority, then FIFO; with `aging`,
         waiting raises priority), never more running per type than `limits` allows,
-        across every worker; only of `types` when given."""
+        nor more per concurrency key (``metadata["concurrency_key"]``) of a type than
+        `key_limits` allows, across every worker; only of `types` when given. A task
+        held back by a limit is skipped, not waited for: later tasks still run."""
         ...
 
     async def release(

@@ -117,10 +117,12 @@ class ClaimArgs:
 
     Order: priority (10 first), then queued_at, then insertion; with `aging`, by
     ``queued_at - priority * aging``. A type at its limit in `limits` (counted over
-    every running row of that type) is skipped, not waited for.
+    every running row of that type) is skipped, not waited for; so is a task whose
+    concurrency key (``metadata["concurrency_key"]``) has as many running tasks of its
+    type as `key_limits` allows that type per key.
     """
 
-    __slots__ = ("aging", "limit", "limits", "now", "types", "until", "worker")
+    __slots__ = ("aging", "key_limits", "limit", "limits", "now", "types", "until", "worker")
 
     def __init__(
         self,
@@ -132,13 +134,15 @@ class ClaimArgs:
         types: Collection[str] | None,
         aging: float | None,
         now: float | None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.worker = check_worker(worker_id)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise ValueError(f"limit must be an integer >= 0, not {limit!r}")
         self.limit = limit
         self.limits = dict(limits or {})
-        for task_type, most in self.limits.items():
+        self.key_limits = dict(key_limits or {})
+        for task_type, most in [*self.limits.items(), *self.key_limits.items()]:
             if not isinstance(most, int) or isinstance(most, bool) or most < 0:
                 raise ValueError(
                     f"the limit of {task_type!r} must be an integer >= 0, not {most!r}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import sniffio
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .._errors import StoreError
@@ -56,6 +56,9 @@ class RedisBase:
         self.keep_events = keep_events
         self._client: Redis | None = None
         self._reader: Redis | None = None
+        #: The connections of the rate limiter (`RedisStore.rate_limiter`), if used.
+        self._rate_pool: ConnectionPool | None = None
+        self._rates: Any = None
         self._calls: ScriptCalls | None = None
         self._deliver: Callable[[Event], None] | None = None
         self._last_read = "0-0"  # the id of the last event `follow` delivered

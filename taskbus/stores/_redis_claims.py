@@ -63,14 +63,25 @@ class RedisClaims(RedisEventLog):
         types: Collection[str] | None = None,
         aging: float | None = None,
         now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> builtins.list[TaskRecord]:
         """Claim up to `limit` ready queued tasks (see `TaskStore.acquire`), in one step."""
-        pick = ClaimArgs(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
+        pick = ClaimArgs(
+            worker_id,
+            limit,
+            lease,
+            limits=limits,
+            types=types,
+            aging=aging,
+            now=now,
+            key_limits=key_limits,
+        )
         if pick.types is not None and not pick.types:
             return []
         _, calls = self._require()
         wanted = sorted(pick.types) if pick.types is not None else []
         bounds = [(t, n) for t, n in sorted(pick.limits.items())]
+        per_key = [(t, n) for t, n in sorted(pick.key_limits.items())]
         claimed = await calls.run(
             "acquire",
             self._args(
@@ -85,6 +96,8 @@ class RedisClaims(RedisEventLog):
                 *wanted,
                 str(len(bounds)),
                 *(a for t, n in bounds for a in (t, str(n))),
+                str(len(per_key)),
+                *(a for t, n in per_key for a in (t, str(n))),
                 token(),
             ),
         )

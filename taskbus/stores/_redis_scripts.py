@@ -181,7 +181,8 @@ return results
 
 #: Claim ready tasks. ARGV: prefix, keep, worker, limit, lease end, now, aging
 #: ('' for none), highest priority, lowest priority, t, t types ('' first: all
-#: types), l, l type/limit pairs, a call token. Returns each claimed task's hash,
+#: types), l, l type/limit pairs, c, c type/per-key limit pairs (a task's key is
+#: ``concurrency_key`` in its metadata JSON), a call token. Returns each claimed task's hash,
 #: flattened, then the earliest not-before time of the tasks not yet due ('' for
 #: none). The same call sent again (its reply was lost) claims nothing more: it
 #: answers the tasks the first one claimed that this worker still holds.
@@ -202,6 +203,10 @@ i = i + nt
 local nl = tonumber(ARGV[i]); i = i + 1
 local limits = {}
 for k = i, i + 2 * nl - 1, 2 do limits[ARGV[k]] = tonumber(ARGV[k + 1]) end
+i = i + 2 * nl
+local nc = tonumber(ARGV[i]); i = i + 1
+local klimits = {}
+for k = i, i + 2 * nc - 1, 2 do klimits[ARGV[k]] = tonumber(ARGV[k + 1]) end
 local answered = P .. 'a:' .. ARGV[#ARGV]
 
 local function next_due()
@@ -233,8 +238,54 @@ for _, id in ipairs(due) do
   end
 end
 
+-- Per-key concurrency: running tasks by type .. '\31' .. key, for the types limited so.
+local function ckey(t, id)
+  local m = redis.call('HGET', P .. 't:' .. id, 'metadata')
+  if not m then return nil end
+  local ok, d = pcall(cjson.decode, m)
+  if ok and type(d) == 'table' and type(d.concurrency_key) == 'string' then
+    return t .. '\31' .. d.concurrency_key
+  end
+  return nil
+end
+local krun = {}
+if nc > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', P .. 's:running', 0, -1)) do
+    local t = redis.call('HGET', P .. 't:' .. id, 'type')
+    if t and klimits[t] then
+      local pk = ckey(t, id)
+      if pk then krun[pk] = (krun[pk] or 0) + 1 end
+    end
+  end
+end
+
 local room = {}
 local found = {}
+-- Up to r ready tasks of type t at priority p whose key has room, skipping (not
+-- waiting for) those whose key is full: other keys behind them still run.
+local function collect_keyed(t, p, r)
+  local zkey, start, n, tent = P .. 'q:' .. t .. ':' .. p, 0, 0, {}
+  while n < r do
+    local got = redis.call('ZRANGE', zkey, start, start + 99, 'WITHSCORES')
+    if #got == 0 then return end
+    for k = 1, #got, 2 do
+      if n >= r then return end
+      local id = string.sub(got[k], 18)
+      local pk = ckey(t, id)
+      if not pk or (krun[pk] or 0) + (tent[pk] or 0) < klimits[t] then
+        if pk then tent[pk] = (tent[pk] or 0) + 1 end
+        found[#found + 1] = {m = got[k], q = tonumber(got[k + 1]), p = p, t = t, k = pk}
+        n = n + 1
+      else  -- its key is full: say so (as `_task_keys.key_reason` words it)
+        local why = 'concurrency ' .. klimits[t] .. " per key '" .. string.sub(pk, #t + 2) .. "'"
+        if redis.call('HGET', P .. 't:' .. id, 'waiting_for') ~= why then
+          redis.call('HSET', P .. 't:' .. id, 'waiting_for', why)
+        end
+      end
+    end
+    start = start + 100
+  end
+end
 for _, t in ipairs(redis.call('HKEYS', P .. 'qt')) do
   if only == nil or only[t] then
     local r = limit
@@ -245,9 +296,13 @@ for _, t in ipairs(redis.call('HKEYS', P .. 'qt')) do
     if r > 0 then
       room[t] = r
       for p = high, low, -1 do
-        local got = redis.call('ZRANGE', P .. 'q:' .. t .. ':' .. p, 0, r - 1, 'WITHSCORES')
-        for k = 1, #got, 2 do
-          found[#found + 1] = {m = got[k], q = tonumber(got[k + 1]), p = p, t = t}
+        if klimits[t] then
+          collect_keyed(t, p, r)
+        else
+          local got = redis.call('ZRANGE', P .. 'q:' .. t .. ':' .. p, 0, r - 1, 'WITHSCORES')
+          for k = 1, #got, 2 do
+            found[#found + 1] = {m = got[k], q = tonumber(got[k + 1]), p = p, t = t}
+          end
         end
       end
     end
@@ -270,8 +325,9 @@ end
 local claimed, ids = {}, {}
 for _, c in ipairs(found) do
   if #claimed == limit then break end
-  if room[c.t] > 0 then
+  if room[c.t] > 0 and (not c.k or (krun[c.k] or 0) < klimits[c.t]) then
     room[c.t] = room[c.t] - 1
+    if c.k then krun[c.k] = (krun[c.k] or 0) + 1 end
     local id = string.sub(c.m, 18)
     local tkey = P .. 't:' .. id
     unindex(id, read_index(id))

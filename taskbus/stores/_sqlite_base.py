@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -92,6 +92,8 @@ class SqliteBase:
         #: outcome goes (`SqliteClaims.claim_on_add`).
         self._standing_claims: dict[int, tuple[str, ClaimDelivery]] = {}
         self._standing_tokens = itertools.count(1)
+        #: The rate limiter on this file (`SqliteStore.rate_limiter`), made on first use.
+        self._rates: Any = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"

@@ -44,12 +44,20 @@ class SqliteClaims(SqliteBase):
         now: Callable[[], float],
         deliver: ClaimDelivery,
         at_once: bool = False,
+        key_limits: Mapping[str, int] | None = None,
     ) -> None:
         """Claim for `worker_id` in the next transaction that inserts tasks, or in the
         next one (`at_once`), see `ClaimsOnAdd`: a submit to an idle worker then
         costs one commit."""
         chosen = leases.Pick(
-            worker_id, limit, lease, limits=limits, types=None, aging=aging, now=now()
+            worker_id,
+            limit,
+            lease,
+            limits=limits,
+            types=None,
+            aging=aging,
+            now=now(),
+            key_limits=key_limits,
         )  # arguments checked here, at the call
 
         def pick(conn: sqlite3.Connection) -> leases.Picked:
@@ -108,11 +116,19 @@ class SqliteClaims(SqliteBase):
         types: Collection[str] | None = None,
         aging: float | None = None,
         now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> builtins.list[TaskRecord]:
         """Claim up to `limit` ready queued tasks for `worker_id`, leased for `lease`
         seconds, in pick order (see `_sqlite_lease.Pick`); committed when it returns."""
         pick = leases.Pick(
-            worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now
+            worker_id,
+            limit,
+            lease,
+            limits=limits,
+            types=types,
+            aging=aging,
+            now=now,
+            key_limits=key_limits,
         )
         if not pick.limit:
             return []

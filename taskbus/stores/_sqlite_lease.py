@@ -19,6 +19,7 @@ from typing import Any
 
 from .._record import TaskRecord
 from .._states import TaskState
+from .._task_keys import concurrency_key_of, key_reason
 from ._base import CorruptRecord
 from ._codec import COLUMNS, Row, escape_text, salvage_row
 from ._codec_read import record_from_row
@@ -26,7 +27,7 @@ from ._leases import (
     ClaimArgs,
     expiry_error,
 )
-from ._sqlite_schema import UPSERT
+from ._sqlite_schema import CONCURRENCY_KEY_SQL, UPSERT
 
 __all__ = [
     "Pick",
@@ -116,13 +117,14 @@ class Pick(ClaimArgs):
         corrupt: list[CorruptRecord] = []
         running = self._running(conn)
         blocked = {name for name, most in self.limits.items() if running.get(name, 0) >= most}
+        keys = _KeyCounts(conn, self.key_limits)
         unsettled: list[int] = []  # rowids of corrupt rows without a usable id
         while len(picked) < self.limit:
             wanted = self.limit - len(picked)
             allowed = self.candidates(blocked)
             if allowed is not None and not allowed:
                 break
-            rows = _fetch(conn, *self._query(allowed, blocked, unsettled, wanted))
+            rows = _fetch(conn, *self._query(allowed, blocked, unsettled, wanted, keys.full))
             newly_blocked = False
             for rowid, *values in rows:
                 task_type = values[1]
@@ -135,6 +137,9 @@ class Pick(ClaimArgs):
                     corrupt.append(exc)
                     if not _settle(conn, exc, self.now):
                         unsettled.append(rowid)
+                    continue
+                if not keys.take(record):  # its key is full: say so, and look further
+                    keys.label(conn, rowid, record)
                     continue
                 conn.execute(_CLAIM, (self.now, self.worker, self.until, rowid))
                 record.state = TaskState.RUNNING
@@ -173,9 +178,16 @@ class Pick(ClaimArgs):
         blocked: set[str],
         unsettled: list[int],
         wanted: int,
+        full_keys: set[str],
     ) -> tuple[str, list[Any]]:
         clauses = ["state = 'queued'", "(not_before IS NULL OR not_before <= ?)"]
         params: list[Any] = [self.now]
+        if full_keys:  # tasks of (type, key) pairs at their limit, already labelled so
+            clauses.append(
+                f"NOT (waiting_for IS NOT NULL AND coalesce(type || char(31) || "
+                f"{CONCURRENCY_KEY_SQL}, '') IN ({_marks(full_keys)}))"
+            )
+            params.extend(full_keys)
         if allowed is not None:
             clauses.append(f"type IN ({_marks(allowed)})")
             params.extend(allowed)
@@ -191,6 +203,54 @@ class Pick(ClaimArgs):
             params.append(self.aging)
         params.append(wanted)
         return f"{select} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?", params
+
+
+class _KeyCounts:
+    """Running tasks per (type, concurrency key) for the types `key_limits` names,
+    counted in the claim's transaction (the index ``tasks_running_keys`` serves it)."""
+
+    __slots__ = ("full", "limits", "running")
+
+    def __init__(self, conn: sqlite3.Connection, key_limits: dict[str, int]) -> None:
+        self.limits = key_limits
+        self.running: dict[str, int] = {}
+        #: ``type + "\x1f" + key`` of the keys at their limit, as the query excludes them.
+        self.full: set[str] = set()
+        names = list(key_limits)
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            rows = conn.execute(
+                f"SELECT type, {CONCURRENCY_KEY_SQL} AS k, count(*) FROM tasks "
+                f"INDEXED BY tasks_running_keys WHERE state = 'running' "
+                f"AND type IN ({_marks(chunk)}) AND k IS NOT NULL GROUP BY type, k",
+                chunk,
+            ).fetchall()
+            for task_type, key, count in rows:
+                self._count(task_type, key, count)
+
+    def _count(self, task_type: str, key: str, count: int) -> None:
+        pair = f"{task_type}\x1f{key}"
+        self.running[pair] = count
+        if count >= self.limits[task_type]:
+            self.full.add(pair)
+
+    def label(self, conn: sqlite3.Connection, rowid: int, record: TaskRecord) -> None:
+        """Note on a task held back by its full key why it waits (``waiting_for``)."""
+        key = concurrency_key_of(record)
+        assert key is not None
+        reason = key_reason(self.limits[record.type], key)
+        conn.execute("UPDATE tasks SET waiting_for = ? WHERE rowid = ?", (reason, rowid))
+
+    def take(self, record: TaskRecord) -> bool:
+        """Count `record` as running under its key; False if its key is full."""
+        most = self.limits.get(record.type)
+        if most is None or (key := concurrency_key_of(record)) is None:
+            return True
+        pair = f"{record.type}\x1f{key}"
+        if pair in self.full:
+            return False
+        self._count(record.type, key, self.running.get(pair, 0) + 1)
+        return True
 
 
 # -- release, extend, reap, cancel ----------------------------------------------------

@@ -12,6 +12,7 @@ from ._sqlite_events import EVENTS_SCHEMA
 
 __all__ = [
     "APPLICATION_ID",
+    "CONCURRENCY_KEY_SQL",
     "SCHEMA_VERSION",
     "UPSERT",
     "apply_pragmas",
@@ -149,8 +150,40 @@ def _v7(conn: sqlite3.Connection) -> None:
     _run_script(conn, "ALTER TABLE tasks ADD COLUMN waiting_for TEXT")
 
 
+#: A task's concurrency key as SQL (``metadata["concurrency_key"]`` when it is text),
+#: one expression everywhere, so the index on it serves the claims' counts.
+CONCURRENCY_KEY_SQL = (
+    "CASE WHEN json_valid(metadata) THEN CASE WHEN json_type(metadata, '$.concurrency_key') "
+    "= 'text' THEN json_extract(metadata, '$.concurrency_key') END END"
+)
+
+
+def _rate_limits(conn: sqlite3.Connection) -> None:
+    # Per-key concurrency: a claim counts the running tasks of each key of a type;
+    # rate limits: the starts of each rate key in its moving window (`_sqlite_rates`).
+    _run_script(
+        conn,
+        f"""
+        CREATE INDEX tasks_running_keys ON tasks (type, {CONCURRENCY_KEY_SQL})
+            WHERE state = 'running';
+        CREATE TABLE rate_hits (key TEXT NOT NULL, at REAL NOT NULL, until REAL NOT NULL);
+        CREATE INDEX rate_hits_key ON rate_hits (key, at);
+        CREATE INDEX rate_hits_until ON rate_hits (until);
+        """,
+    )
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _rate_limits,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

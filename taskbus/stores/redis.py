@@ -57,6 +57,34 @@ class RedisStore(RedisClaims):
         """``redis://host:port/db`` (``rediss://`` and ``unix://`` too)."""
         return cls(url)
 
+    def rate_limiter(self) -> Any:
+        """A `limits` moving-window limiter on this Redis server (its Redis storage,
+        keys under this store's prefix), so every process on it shares the rates of
+        task types (`TaskOptions.rate`). Its connections close with the store."""
+        from limits.aio.storage import RedisStorage
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from redis.asyncio import ConnectionPool
+
+        self._require()
+        if self._rates is None:
+            self._rate_pool = ConnectionPool.from_url(self.url)
+            storage = RedisStorage(
+                f"async+{self.url}",
+                implementation="redispy",
+                key_prefix=f"{self.prefix}rate",
+                connection_pool=self._rate_pool,  # type: ignore[arg-type]
+            )
+            self._rates = MovingWindowRateLimiter(storage)
+        return self._rates
+
+    async def close(self) -> None:
+        pool, self._rate_pool, self._rates = self._rate_pool, None, None
+        try:
+            await super().close()
+        finally:
+            if pool is not None:
+                await pool.disconnect()
+
     async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
         """Store a new task, and `event` with it, before returning.
 

@@ -72,6 +72,17 @@ class SqliteStore(SqliteClaims, SqliteEventLog):
             raise ValueError(f"a SQLite store URL looks like 'sqlite:///jobs.db', not {url!r}")
         return cls(url[len(prefix) :])
 
+    def rate_limiter(self) -> Any:
+        """A `limits` moving-window limiter whose entries live in this file, so every
+        process on it shares the rates of task types (`TaskOptions.rate`)."""
+        if self._rates is None:
+            from limits.aio.strategies import MovingWindowRateLimiter
+
+            from ._sqlite_rates import SqliteRateStorage
+
+            self._rates = MovingWindowRateLimiter(SqliteRateStorage(self))
+        return self._rates
+
     async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
         """Commit the new task, and `event` with it, before returning (see the module
         docstring).

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 from starlette.requests import Request
 
-from taskbus import TaskBus
+from taskbus import TaskBus, TaskContext
 from taskbus.integrations.http import create_app
 
 from ._asgi import call
@@ -250,3 +251,49 @@ async def test_a_fault_inside_a_route_is_logged_and_a_json_500(
     assert isinstance(answer.raised, RuntimeError)  # starlette re-raises for the server's log
     [record] = [r for r in caplog.records if r.name == "taskbus.http"]
     assert record.exc_info is not None and "GET" in record.getMessage()
+
+
+def _no_tenant(text: str) -> str:
+    raise LookupError(f"no tenant for {text!r}")
+
+
+async def test_a_key_function_that_fails_is_a_422_and_nothing_is_stored(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+
+    @bus.task("keyed", concurrency_key=_no_tenant)
+    async def keyed(ctx: TaskContext, text: str) -> None:
+        return None
+
+    async with bus, asgi_client(create_app(bus)) as client:
+        response = await client.post("/tasks", json={"type": "keyed", "input": "acme"})
+        error = assert_error(response, 422, "invalid_submission")
+        assert "no tenant for 'acme'" in json.dumps(error)
+        assert (await client.get("/tasks")).json()["items"] == []  # nothing stored
+
+
+async def test_a_task_held_back_by_its_rate_says_why_over_http(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+
+    @bus.task("rated", rate="1/minute", rate_key="owner")
+    async def rated(ctx: TaskContext) -> None:
+        return None
+
+    async with bus, asgi_client(create_app(bus)) as client:
+        first = await client.post("/tasks", json={"type": "rated"})
+        second = await client.post("/tasks", json={"type": "rated"})
+        assert (first.status_code, second.status_code) == (202, 202), second.text
+        await bus.result(first.json()["id"], timeout=10)
+        with anyio.fail_after(10):
+            while True:  # the store says it, no event does
+                snapshot = (await client.get(second.json()["url"])).json()
+                if snapshot["waiting_for"] is not None:
+                    break
+                await anyio.sleep(0.01)
+        await bus.cancel(second.json()["id"])
+    assert snapshot["state"] == "queued"
+    assert snapshot["waiting_for"] == "rate limit 1/minute"
+    assert snapshot["attempts"] == 0

@@ -32,6 +32,7 @@ import anyio.lowlevel
 from taskbus import Event, StoreError, TaskState, UnstorableValue
 from taskbus._events import CancelRequested, stamp
 from taskbus._record import TaskRecord
+from taskbus._task_keys import concurrency_key_of, key_reason
 from taskbus.stores import StoreStats, TaskQuery
 from taskbus.stores._codec import COLUMNS, Row, row_from_record, unstorable_row
 from taskbus.stores._codec_read import record_from_row
@@ -299,17 +300,30 @@ class ValueStore:
         types: Collection[str] | None = None,
         aging: float | None = None,
         now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> builtins.list[TaskRecord]:
         """Claim up to `limit` queued tasks whose not-before has come: priority 10
         first, then queued_at, then insertion (with `aging`, by ``queued_at - priority
         * aging``); a type with `limits` of it running (any worker) is skipped, not
-        waited for. Each becomes running, attempt counted, leased to `worker_id`
-        until ``now + lease``. Logs nothing: task-started comes as the handler starts."""
-        pick = ClaimArgs(worker_id, limit, lease, limits=limits, types=types, aging=aging, now=now)
-        await self._step()
-        running = Counter(
-            _col(row, "type") for row in self._rows.values() if _col(row, "state") == "running"
+        waited for, and so is a task whose concurrency key has `key_limits` of its type
+        running. Each becomes running, attempt counted, leased to `worker_id` until
+        ``now + lease``. Logs nothing: task-started comes as the handler starts."""
+        pick = ClaimArgs(
+            worker_id,
+            limit,
+            lease,
+            limits=limits,
+            types=types,
+            aging=aging,
+            now=now,
+            key_limits=key_limits,
         )
+        await self._step()
+        running_rows = [
+            record_from_row(row) for row in self._rows.values() if _col(row, "state") == "running"
+        ]
+        running = Counter(record.type for record in running_rows)
+        per_key = Counter((record.type, concurrency_key_of(record)) for record in running_rows)
         ready = [
             (rank, record_from_row(row))
             for rank, row in enumerate(self._rows.values())
@@ -329,6 +343,13 @@ class ValueStore:
             most = pick.limits.get(record.type)
             if most is not None and running[record.type] >= most:
                 continue
+            pair = (record.type, concurrency_key_of(record))
+            per_key_most = pick.key_limits.get(record.type)
+            if pair[1] is not None and per_key_most is not None and per_key[pair] >= per_key_most:
+                record.waiting_for = key_reason(per_key_most, pair[1])
+                self._rows[record.id] = row_from_record(record)
+                continue
+            per_key[pair] += 1
             record.state, record.attempt, record.started_at = (
                 TaskState.RUNNING,
                 record.attempt + 1,

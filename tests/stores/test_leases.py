@@ -42,6 +42,7 @@ class LeasingStore(Store, Protocol):
         types: Collection[str] | None = None,
         aging: float | None = None,
         now: float | None = None,
+        key_limits: Mapping[str, int] | None = None,
     ) -> list[TaskRecord]: ...
 
     async def release(self, worker_id: str, record: TaskRecord) -> bool: ...
@@ -241,6 +242,68 @@ async def test_a_type_limit_holds_across_workers_without_blocking_other_types(
     assert await store.release("w1", completed(one[0], T0 + 12))
     assert ids(await store.acquire("w1", 5, LEASE, limits=limits, now=T0 + 13)) == [reports[2].id]
     assert await running_of(store, "reports:build") == 2
+
+
+async def keyed(store: LeasingStore, key: str | None, task_type: str = "repo:clone") -> TaskRecord:
+    metadata = None if key is None else {"concurrency_key": key}
+    record = make_record(task_type, {"n": 1}, metadata=metadata)
+    await store.add(record)
+    return record
+
+
+async def test_a_key_limit_holds_across_workers_without_blocking_other_keys(
+    store: LeasingStore,
+) -> None:
+    alice = [await keyed(store, "alice") for _ in range(3)]
+    bob = await keyed(store, "bob")
+    nobody = await keyed(store, None)  # no key: limited by nothing per key
+    other = await keyed(store, "alice", task_type="mail:send")  # a type without a key limit
+    per_key = {"repo:clone": 1}
+
+    one = await store.acquire("w1", 1, LEASE, key_limits=per_key, now=T0 + 10)
+    two = await store.acquire("w2", 10, LEASE, key_limits=per_key, now=T0 + 10)
+
+    assert ids(one) == [alice[0].id]
+    assert ids(two) == [bob.id, nobody.id, other.id]  # alice's others skipped, not waited for
+    for held in alice[1:]:
+        again = await stored(store, held)
+        assert again.state is TaskState.QUEUED
+        assert again.waiting_for == "concurrency 1 per key 'alice'"
+    assert await store.acquire("w2", 10, LEASE, key_limits=per_key, now=T0 + 11) == []
+
+    assert await store.release("w1", completed(one[0], T0 + 12))
+    [next_one] = await store.acquire("w2", 10, LEASE, key_limits=per_key, now=T0 + 13)
+    assert next_one.id == alice[1].id
+    assert next_one.waiting_for is None
+    assert (await stored(store, next_one)).waiting_for is None
+
+
+async def test_a_key_limit_of_two_runs_two_of_a_key(store: LeasingStore) -> None:
+    tasks = [await keyed(store, "tenant-1") for _ in range(3)]
+
+    got = await store.acquire("w", 10, LEASE, key_limits={"repo:clone": 2}, now=T0 + 1)
+
+    assert ids(got) == ids(tasks[:2])
+
+
+async def test_concurrent_acquirers_never_exceed_a_key_limit(store: LeasingStore) -> None:
+    for n in range(24):
+        await keyed(store, f"user-{n % 3}")
+    got: dict[str, list[TaskRecord]] = {}
+
+    async def take(worker: str) -> None:
+        got[worker] = await store.acquire(
+            worker, 6, LEASE, key_limits={"repo:clone": 2}, now=T0 + 1
+        )
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for n in range(4):
+                group.start_soon(take, f"w{n}")
+
+    taken = [record for records in got.values() for record in records]
+    keys = [(record.metadata or {})["concurrency_key"] for record in taken]
+    assert sorted(keys) == ["user-0", "user-0", "user-1", "user-1", "user-2", "user-2"]
 
 
 async def test_a_limit_of_zero_never_runs_that_type(store: LeasingStore) -> None:
