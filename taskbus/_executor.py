@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from ._clock import Clock
 from ._context import TaskContext, _current
+from ._dependencies import AFTER_KEY, policy_of, read_parents
 from ._errors import (
     ErrorType,
     FatalError,
@@ -41,6 +42,8 @@ from ._process_run import run_in_process
 from ._queue import TaskQueue
 from ._record import TaskRecord
 from ._retry import classify, next_delay
+from ._snapshot import TaskSnapshot
+from ._states import TaskState
 from ._thread_run import ThreadRun
 from ._timers import TimerHandle, Timers
 from .stores._codec import check_storable
@@ -305,11 +308,10 @@ class TaskExecutor:
             return
         self._running[record.id] = worker
         lifecycle = self._lifecycle
-        if lifecycle.live:
-            lifecycle.mark_started(record)
-        else:
-            await lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread")
+        ctx = await self._begin(worker, record, definition)
+        if ctx is None:  # settled by its parents' outcome, without running
+            return
+        worker.ctx = ctx
         if definition.timeout is not None:
             self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
@@ -367,6 +369,59 @@ class TaskExecutor:
         if worker.interrupt is not None:
             return None  # settled as the interrupt says
         return FatalError(f"{definition.name} raised {exc!r} without being cancelled")
+
+    async def _begin(
+        self, worker: _Worker, record: TaskRecord, definition: TaskDefinition[Any, Any]
+    ) -> TaskContext | None:
+        """Start the attempt and make its context; None for a child that its parents'
+        outcome settled instead (`_parents_or_settle`)."""
+        lifecycle = self._lifecycle
+        parents = None
+        metadata = record.metadata
+        if metadata is not None and AFTER_KEY in metadata:
+            parents = await self._parents_or_settle(worker, record)
+            if parents is None:
+                return None
+        if lifecycle.live:
+            lifecycle.mark_started(record)
+        else:
+            await lifecycle.started(record)
+        return TaskContext(lifecycle, record, definition.run_in == "thread", parents)
+
+    async def _parents_or_settle(
+        self, worker: _Worker, record: TaskRecord
+    ) -> list[TaskSnapshot] | None:
+        """The parents of a child about to start; or, if one did not complete and the
+        child's policy says so, None once the child is cancelled or failed."""
+        outcome = await read_parents(self._lifecycle.store, record, self._parent_snapshot)
+        policy = policy_of(record)
+        if outcome.blocker is None or policy == "run":
+            return outcome.snapshots
+        worker.settling = True
+        if policy == "cancel":
+            await self._lifecycle.cancelled(record, outcome.blocker)
+        else:
+            exc = FatalError(outcome.blocker)
+            await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+        self._release(worker, record)
+        return None
+
+    def _parent_snapshot(self, record: TaskRecord) -> TaskSnapshot:
+        """A parent's snapshot, its result in its handler's type when read back."""
+        snapshot = record.snapshot()
+        definition = self._registry.find(record.type)
+        if (
+            record.loaded
+            and record.state is TaskState.COMPLETED
+            and definition is not None
+            and definition.checks_output
+        ):
+            try:
+                result = definition.output_adapter.validate_python(record.result)
+            except ValidationError:  # stored by another version of the type: as JSON
+                return snapshot
+            snapshot = snapshot.model_copy(update={"result": result})
+        return snapshot
 
     async def _unknown_type(self, worker: _Worker, record: TaskRecord) -> None:
         if record.type in self._held.removed:

@@ -11,6 +11,7 @@ import anyio
 
 from ._batch import BatchTracker, TaskBatch
 from ._clock import Clock
+from ._dependencies import AWAITING_PARENTS, ParentWaits, find_parents, mark_waiting, parents_of
 from ._errors import BusNotRunning, StoreError
 from ._executor import TaskExecutor
 from ._leasing import LeaseKeeper
@@ -56,6 +57,8 @@ class Intake:
         self._leases = leases
         self._batches = batches
         self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
+        #: Children held out of this process's queue until their parents are final.
+        self.waits = ParentWaits(self._parents_done)
         #: Whether submissions are taken: True between start and the beginning of shutdown.
         self.open = False
 
@@ -69,11 +72,12 @@ class Intake:
         delay: float | None,
         key: str | None,
         run_at: datetime | None = None,
+        after: bool = False,
     ) -> tuple[TaskRecord, TaskDefinition[Any, Any], bool]:
         """Check a submission and build its record; raises for bad input, before anything
-        is stored. Without a key, on a store in this process, also store, announce and
-        queue it at once (the hot path: no coroutine) and say so; otherwise the caller
-        goes on with `add_keyed` or `enqueue`."""
+        is stored. Without a key or parents (`after`), on a store in this process, also
+        store, announce and queue it at once (the hot path: no coroutine) and say so;
+        otherwise the caller goes on with `link_parents`, `add_keyed` or `enqueue`."""
         if not self.open:
             raise BusNotRunning(_NOT_RUNNING)
         definition = self._registry.find(task_type)
@@ -110,7 +114,7 @@ class Intake:
             not_before,
         )
         live = self._live_store
-        if key is not None or live is None:
+        if key is not None or live is None or after:
             return record, definition, False
         live.add_now(record)
         self._lifecycle.announce_queued(record, definition)
@@ -155,9 +159,19 @@ class Intake:
             del self._keys_in_flight[scope]
             done.set()
 
+    async def link_parents(self, record: TaskRecord, parents: list[str], policy: str) -> None:
+        """Check that the parents exist and are the child's owner's (else
+        `InvalidSubmission`, nothing stored) and note them on the child, held back
+        while one is unfinished."""
+        found = await find_parents(self._store, parents, record.owner)
+        pending = any(not parent.state.is_final for parent in found)
+        mark_waiting(record, parents, policy, pending)
+
     async def enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         """Store the new record (durably, if the store is), announce it, queue it."""
         if self._leases is not None:  # the store holds the queue: any worker claims it
+            # A child waiting for parents is released by the store itself, in the step
+            # that makes its last parent final (see `_dependencies`).
             await self._lifecycle.queued(record, definition)
             if self._lifecycle.log is None:  # else its task-queued event wakes the claims
                 self._leases.wake()
@@ -167,6 +181,8 @@ class Intake:
             self._lifecycle.announce_queued(record, definition)
         else:
             await self._lifecycle.queued(record, definition)
+        if record.not_before == AWAITING_PARENTS and await self._hold_for_parents(record):
+            return
         not_before = record.not_before
         wait = None if not_before is None else not_before - record.created_at
         self._queue.push(record, self._clock.monotonic(), wait)
@@ -174,6 +190,25 @@ class Intake:
             self._executor.notify()
         else:
             self._executor.schedule_delayed()
+
+    async def _hold_for_parents(self, record: TaskRecord) -> bool:
+        """Hold a child out of this process's queue while a parent is unfinished;
+        False if none is (then it is queued now)."""
+        unfinished: list[str] = []
+        for parent_id in parents_of(record):
+            parent = await self._store.get(parent_id)
+            if parent is not None and not parent.state.is_final:
+                unfinished.append(parent_id)
+        if unfinished:
+            self.waits.hold(record, unfinished)
+            return True
+        record.not_before = record.waiting_for = None
+        return False
+
+    def _parents_done(self, record: TaskRecord) -> None:
+        """The last parent of a held child is final: it runs now."""
+        self._queue.push(record, self._clock.monotonic(), None)
+        self._executor.notify()
 
     async def add_batch(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -18,6 +18,7 @@ from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ._context import TaskContext
+    from ._dependencies import ParentFailurePolicy
     from ._handle import TaskHandle
     from ._process_context import ProcessContext
 
@@ -81,6 +82,8 @@ class TaskSubmitter(typing.Protocol):
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> Coroutine[Any, Any, TaskHandle[Any]]: ...
 
     async def retire_types(self, names: list[str], *, reason: str, cancel_running: bool) -> None:
@@ -220,8 +223,11 @@ class TaskDefinition(Generic[InT, OutT]):
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> Coroutine[Any, Any, TaskHandle[OutT]]:
-        """Submit one task of this type to the bus it is registered on (await it)."""
+        """Submit one task of this type to the bus it is registered on (await it);
+        with `after`, it waits for those tasks (fan-in; see `TaskBus.submit`)."""
         submitter = self._registry.submitter if self._registry is not None else None
         if submitter is None:
             raise InvalidTaskDefinition(f"{self.name} is not registered on a TaskBus")
@@ -235,6 +241,8 @@ class TaskDefinition(Generic[InT, OutT]):
             delay=delay,
             key=key,
             run_at=run_at,
+            after=after,
+            on_parent_failure=on_parent_failure,
         )
 
 

@@ -15,6 +15,8 @@ from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._clock import Clock, SystemClock
+from ._dependencies import ParentFailurePolicy, ParentWatch, check_after
+from ._errors import InvalidSubmission
 from ._events import Event
 from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
@@ -168,6 +170,12 @@ class TaskBus:
             accepting=lambda: self._intake.open,
         )
         self.lifecycle.on_cancel_request = self._access.cancel_requested
+        if self._leases is not None:
+            watch = ParentWatch(self._leases.wake)
+            self.lifecycle.on_children = watch.children_queued
+            self.lifecycle.on_final = watch.final
+        else:
+            self.lifecycle.on_final = self._intake.waits.parent_final
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
         )
@@ -323,6 +331,8 @@ class TaskBus:
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> TaskHandle[Any]:
         """Queue one task and return its handle at once.
 
@@ -331,11 +341,23 @@ class TaskBus:
         or `InvalidSubmission` for bad input (nothing is stored), `BusNotRunning`
         outside ``async with``. With `key`, a queued or running task submitted with
         the same key is returned instead of a new one.
+
+        With `after` (task ids or handles, at most 1,000, of this `owner`), the task
+        waits, holding no worker, until every one of them is final; then it runs,
+        its parents' snapshots in `TaskContext.parents`, unless one failed or was
+        cancelled: `on_parent_failure` says whether it is then cancelled ("cancel"),
+        failed ("fail") or run anyway ("run"). An unknown parent is
+        `InvalidSubmission`.
         """
+        parents = check_after(after, on_parent_failure)
+        if parents and (delay is not None or run_at is not None):
+            raise InvalidSubmission("after cannot be combined with delay or run_at")
         intake = self._intake
         record, definition, queued = intake.take(
-            task_type, input, priority, owner, metadata, delay, key, run_at
+            task_type, input, priority, owner, metadata, delay, key, run_at, bool(parents)
         )
+        if parents:
+            await intake.link_parents(record, parents, on_parent_failure)
         if key is not None:
             record = await intake.add_keyed(record, definition, key)
         elif not queued:
@@ -377,6 +399,45 @@ class TaskBus:
         return await self._intake.add_batch(
             items, priority=priority, owner=owner, metadata=metadata
         )
+
+    async def chain(
+        self,
+        steps: Iterable[tuple[str, Any]],
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> builtins.list[TaskHandle[Any]]:
+        """Submit ``(task_type, input)`` steps that run one after the other (each
+        `after` the one before; the first after `after`); return their handles in
+        order. With the default ``on_parent_failure="cancel"``, a step that fails
+        cancels the rest. Every input is validated first: one bad step raises and
+        nothing is stored.
+        """
+        items = builtins.list(steps)
+        if not items:
+            raise InvalidSubmission("a chain needs at least one step")
+        for task_type, payload in items:  # every input checked before anything is stored
+            definition = self.registry.get(task_type)
+            if payload is not None or definition.takes_input:
+                definition.validate_input(payload)
+        handles: builtins.list[TaskHandle[Any]] = []
+        previous = builtins.list(after) if after is not None else None
+        for task_type, payload in items:
+            handle = await self.submit(
+                task_type,
+                payload,
+                priority=priority,
+                owner=owner,
+                metadata=metadata,
+                after=previous,
+                on_parent_failure=on_parent_failure,
+            )
+            handles.append(handle)
+            previous = [handle]
+        return handles
 
     async def batch(self, batch_id: str) -> BatchSummary:
         """Where a batch stands; raises `BatchNotFound`.
