@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ._chain import ChainStep
 from ._compact import packer_for
 from ._errors import DuplicateTaskType, InvalidTaskDefinition, InvalidTaskInput, UnknownTaskType
 from ._retry import RetryPolicy
@@ -244,6 +245,11 @@ class TaskDefinition(Generic[InT, OutT]):
             after=after,
             on_parent_failure=on_parent_failure,
         )
+
+    def step(self, input: InT | None = None) -> ChainStep[OutT]:
+        """A step of a chain (`TaskBus.chain`): this type with `input`, its handle
+        typed by this handler's result."""
+        return ChainStep(self.name, input)
 
 
 class _NoInput:

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from ._access import TaskAccess
 from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
+from ._chain import ChainStep, submit_chain
 from ._clock import Clock, SystemClock
 from ._dependencies import ParentFailurePolicy, ParentWatch, check_after
 from ._errors import InvalidSubmission
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 __all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_thread_limit", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
 
 
 #: Tasks running at once when `workers` is not given: async handlers are cheap.
@@ -400,44 +406,103 @@ class TaskBus:
             items, priority=priority, owner=owner, metadata=metadata
         )
 
+    @overload
     async def chain(
         self,
-        steps: Iterable[tuple[str, Any]],
+        s1: ChainStep[A],
+        /,
         *,
         after: Iterable[str | TaskHandle[Any]] | None = None,
         on_parent_failure: ParentFailurePolicy = "cancel",
         priority: int | None = None,
         owner: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> builtins.list[TaskHandle[Any]]:
-        """Submit ``(task_type, input)`` steps that run one after the other (each
-        `after` the one before; the first after `after`); return their handles in
-        order. With the default ``on_parent_failure="cancel"``, a step that fails
-        cancels the rest. Every input is validated first: one bad step raises and
-        nothing is stored.
+    ) -> tuple[TaskHandle[A]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        s3: ChainStep[C],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B], TaskHandle[C]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        s3: ChainStep[C],
+        s4: ChainStep[D],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B], TaskHandle[C], TaskHandle[D]]: ...
+    @overload
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]: ...
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]:
+        """Submit steps that run one after the other, each `after` the one before
+        (the first after `after`); return their handles in order, typed step by step
+        for ``defn.step(input)`` steps. Steps are `ChainStep`s or ``(task_type,
+        input)`` pairs. With the default ``on_parent_failure="cancel"``, a step that
+        fails cancels the steps after it. Every input is validated first: one bad
+        step raises and nothing is stored.
         """
-        items = builtins.list(steps)
-        if not items:
-            raise InvalidSubmission("a chain needs at least one step")
-        for task_type, payload in items:  # every input checked before anything is stored
-            definition = self.registry.get(task_type)
-            if payload is not None or definition.takes_input:
-                definition.validate_input(payload)
-        handles: builtins.list[TaskHandle[Any]] = []
-        previous = builtins.list(after) if after is not None else None
-        for task_type, payload in items:
-            handle = await self.submit(
-                task_type,
-                payload,
-                priority=priority,
-                owner=owner,
-                metadata=metadata,
-                after=previous,
-                on_parent_failure=on_parent_failure,
-            )
-            handles.append(handle)
-            previous = [handle]
-        return handles
+        handles = await submit_chain(
+            self.submit,
+            self._check_step,
+            steps,
+            after=after,
+            on_parent_failure=on_parent_failure,
+            priority=priority,
+            owner=owner,
+            metadata=metadata,
+        )
+        return tuple(handles)
+
+    def _check_step(self, task_type: str, payload: Any) -> None:
+        """Raise for a chain step of an unknown type, or with a bad input."""
+        definition = self.registry.get(task_type)
+        if payload is not None or definition.takes_input:
+            definition.validate_input(payload)
 
     async def batch(self, batch_id: str) -> BatchSummary:
         """Where a batch stands; raises `BatchNotFound`.
