@@ -13,6 +13,7 @@ from ._errors import TaskCancellation
 from ._validation import check_count, check_text
 
 if TYPE_CHECKING:
+    from ._dependencies import Parents
     from ._lifecycle import Lifecycle
     from ._record import TaskRecord
     from ._snapshot import TaskSnapshot
@@ -56,7 +57,7 @@ class TaskContext:
         lifecycle: Lifecycle,
         record: TaskRecord,
         in_thread: bool,
-        parents: list[TaskSnapshot] | None = None,
+        parents: Parents | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._record = record
@@ -102,7 +103,7 @@ class TaskContext:
         """The snapshots of the tasks this one was submitted `after`, in that order,
         as they ended (state, result, error), read as this task started; empty for a
         task without parents. A parent purged before then is left out."""
-        return list(self._parents) if self._parents else []
+        return [] if self._parents is None else self._parents.snapshots()
 
     @property
     def cancelled(self) -> bool:

@@ -33,6 +33,8 @@ __all__ = [
     "ParentFailurePolicy",
     "ParentWaits",
     "ParentWatch",
+    "RecentFinals",
+    "RecentTasks",
     "check_after",
     "parents_of",
     "policy_of",
@@ -80,9 +82,61 @@ async def find_parents(store: Store, ids: Sequence[str], owner: str | None) -> l
     for task_id in ids:
         record = await store.get(task_id)
         if record is None or record.owner != owner:
-            raise InvalidSubmission(f"unknown parent task {task_id!r} in after")
+            raise unknown_parent(task_id)
         found.append(record)
     return found
+
+
+def unknown_parent(task_id: str) -> InvalidSubmission:
+    return InvalidSubmission(f"unknown parent task {task_id!r} in after")
+
+
+class RecentTasks:
+    """The owners of the tasks this bus stored lately (a bounded memory), so that a
+    child of one of them (a chain's next step) is checked without a store read."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._owners: dict[str, str | None] = {}
+
+    def add(self, record: TaskRecord) -> None:
+        owners = self._owners
+        owners[record.id] = record.owner
+        if len(owners) > self._size:
+            del owners[next(iter(owners))]  # the oldest: dicts keep insertion order
+
+    async def check(self, store: Store, ids: Sequence[str], owner: str | None) -> None:
+        """`InvalidSubmission` unless every id is a stored task of `owner`."""
+        owners = self._owners
+        for task_id in ids:
+            known = owners.get(task_id, _UNKNOWN)
+            if known is _UNKNOWN:
+                record = await store.get(task_id)
+                known = _UNKNOWN if record is None else record.owner
+            if known != owner:
+                raise unknown_parent(task_id)
+
+
+_UNKNOWN: Any = object()
+
+
+class RecentFinals:
+    """The final records this bus announced lately (a bounded memory): a child whose
+    parent ended here reads it without a store read. A final record never changes,
+    so the copy is the store's."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._records: dict[str, TaskRecord] = {}
+
+    def add(self, record: TaskRecord) -> None:
+        records = self._records
+        records[record.id] = record
+        if len(records) > self._size:
+            del records[next(iter(records))]
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self._records.get(task_id)
 
 
 def mark_waiting(record: TaskRecord, ids: list[str], policy: str, pending: bool) -> None:
@@ -115,34 +169,52 @@ def is_waiting(record: TaskRecord) -> bool:
     return record.state is TaskState.QUEUED and record.not_before == AWAITING_PARENTS
 
 
-class ParentOutcome:
-    """What the parents of a child say when the child is taken to run."""
+class Parents:
+    """The parents of a child about to start, as read then; their snapshots are made
+    when first asked for (`TaskContext.parents`), as most handlers never ask."""
 
-    __slots__ = ("blocker", "snapshots")
+    __slots__ = ("_records", "_snapshot", "_snapshots", "blocker")
 
-    def __init__(self, snapshots: list[TaskSnapshot], blocker: str | None) -> None:
-        #: The parents as they ended, in `after` order (a purged one is left out).
-        self.snapshots = snapshots
-        #: Why the policy applies ("parent X failed"), or None: all completed.
+    def __init__(
+        self,
+        records: list[TaskRecord],
+        blocker: str | None,
+        snapshot: Callable[[TaskRecord], TaskSnapshot],
+    ) -> None:
+        self._records = records
+        self._snapshot = snapshot
+        self._snapshots: list[TaskSnapshot] | None = None
+        #: Why the policy applies ("parent task X (type) failed"), or None: all completed.
         self.blocker = blocker
+
+    def snapshots(self) -> list[TaskSnapshot]:
+        """The parents as they ended, in `after` order (a purged one is left out)."""
+        if self._snapshots is None:
+            self._snapshots = [self._snapshot(record) for record in self._records]
+        return list(self._snapshots)
 
 
 async def read_parents(
-    store: Store, record: TaskRecord, snapshot: Callable[[TaskRecord], TaskSnapshot]
-) -> ParentOutcome:
-    """Read the parents of `record` (each through `snapshot`) and find the first
-    that did not complete."""
-    snapshots: list[TaskSnapshot] = []
+    store: Store,
+    record: TaskRecord,
+    snapshot: Callable[[TaskRecord], TaskSnapshot],
+    recent: RecentFinals | None = None,
+) -> Parents:
+    """Read the parents of `record` (from `recent` if there) and find the first that
+    did not complete."""
+    found: list[TaskRecord] = []
     blocker: str | None = None
     for task_id in parents_of(record):
-        parent = await store.get(task_id)
+        parent = None if recent is None else recent.get(task_id)
+        if parent is None:
+            parent = await store.get(task_id)
         if parent is None:
             blocker = blocker or f"parent task {task_id} is gone (purged before this task ran)"
             continue
-        snapshots.append(snapshot(parent))
+        found.append(parent)
         if parent.state is not TaskState.COMPLETED and blocker is None:
             blocker = f"parent task {task_id} ({parent.type}) {parent.state.value}"
-    return ParentOutcome(snapshots, blocker)
+    return Parents(found, blocker, snapshot)
 
 
 class ParentWaits:

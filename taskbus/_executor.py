@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from ._clock import Clock
 from ._context import TaskContext, _current
-from ._dependencies import AFTER_KEY, policy_of, read_parents
+from ._dependencies import AFTER_KEY, Parents, policy_of, read_parents
 from ._errors import (
     ErrorType,
     FatalError,
@@ -388,21 +388,22 @@ class TaskExecutor:
             await lifecycle.started(record)
         return TaskContext(lifecycle, record, definition.run_in == "thread", parents)
 
-    async def _parents_or_settle(
-        self, worker: _Worker, record: TaskRecord
-    ) -> list[TaskSnapshot] | None:
+    async def _parents_or_settle(self, worker: _Worker, record: TaskRecord) -> Parents | None:
         """The parents of a child about to start; or, if one did not complete and the
         child's policy says so, None once the child is cancelled or failed."""
-        outcome = await read_parents(self._lifecycle.store, record, self._parent_snapshot)
+        lifecycle = self._lifecycle
+        parents = await read_parents(
+            lifecycle.store, record, self._parent_snapshot, lifecycle.finals
+        )
         policy = policy_of(record)
-        if outcome.blocker is None or policy == "run":
-            return outcome.snapshots
+        if parents.blocker is None or policy == "run":
+            return parents
         worker.settling = True
         if policy == "cancel":
-            await self._lifecycle.cancelled(record, outcome.blocker)
+            await lifecycle.cancelled(record, parents.blocker)
         else:
-            exc = FatalError(outcome.blocker)
-            await self._lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+            exc = FatalError(parents.blocker)
+            await lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
         self._release(worker, record)
         return None
 

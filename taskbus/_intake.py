@@ -11,7 +11,14 @@ import anyio
 
 from ._batch import BatchTracker, TaskBatch
 from ._clock import Clock
-from ._dependencies import AWAITING_PARENTS, ParentWaits, find_parents, mark_waiting, parents_of
+from ._dependencies import (
+    AWAITING_PARENTS,
+    ParentWaits,
+    RecentTasks,
+    find_parents,
+    mark_waiting,
+    parents_of,
+)
 from ._errors import BusNotRunning, StoreError
 from ._executor import TaskExecutor
 from ._leasing import LeaseKeeper
@@ -59,6 +66,8 @@ class Intake:
         self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
         #: Children held out of this process's queue until their parents are final.
         self.waits = ParentWaits(self._parents_done)
+        #: On a store processes share: the tasks submitted here lately (`link_parents`).
+        self._recent = RecentTasks()
         #: Whether submissions are taken: True between start and the beginning of shutdown.
         self.open = False
 
@@ -162,7 +171,17 @@ class Intake:
     async def link_parents(self, record: TaskRecord, parents: list[str], policy: str) -> None:
         """Check that the parents exist and are the child's owner's (else
         `InvalidSubmission`, nothing stored) and note them on the child, held back
-        while one is unfinished."""
+        while one is unfinished.
+
+        On a store processes share, the child is always stored held back: the step
+        that adds it releases it at once if its parents are final by then (a parent
+        may end in another process meanwhile), so their state is not read here, and
+        a parent submitted by this bus lately is known without a read.
+        """
+        if self._leases is not None:
+            await self._recent.check(self._store, parents, record.owner)
+            mark_waiting(record, parents, policy, True)
+            return
         found = await find_parents(self._store, parents, record.owner)
         pending = any(not parent.state.is_final for parent in found)
         mark_waiting(record, parents, policy, pending)
@@ -173,6 +192,7 @@ class Intake:
             # A child waiting for parents is released by the store itself, in the step
             # that makes its last parent final (see `_dependencies`).
             await self._lifecycle.queued(record, definition)
+            self._recent.add(record)
             if self._lifecycle.log is None:  # else its task-queued event wakes the claims
                 self._leases.wake()
             return

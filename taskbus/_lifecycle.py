@@ -20,6 +20,7 @@ import anyio
 
 from ._bus import EventBus
 from ._clock import Clock
+from ._dependencies import RecentFinals
 from ._errors import ErrorType, StoreError, TaskError
 from ._events import (
     CancelRequested,
@@ -148,6 +149,8 @@ class Lifecycle:
         #: Called with a task's id once its final state is announced (here, or by the
         #: log for any process): children waiting for it may be ready.
         self.on_final: Callable[[str], None] | None = None
+        #: Keeps the final records announced here, for the children that read them.
+        self.finals: RecentFinals | None = None
         #: Called with the parent ids of a child whose task-queued the log delivers.
         self.on_children: Callable[[list[Any]], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
@@ -466,6 +469,8 @@ class Lifecycle:
         """Wake the task's waiters, log its end, publish its final event."""
         self._wake(record.id)
         log_final(record)
+        if self.finals is not None:
+            self.finals.add(record)
         if self.log is None:
             if self.on_final is not None:
                 self.on_final(record.id)

@@ -1,4 +1,8 @@
-"""`TaskBus`: the registry, queue, executor, store and event bus, composed."""
+"""`TaskBus`: the registry, queue, executor, store and event bus, composed.
+
+Over 500 lines because it is the public surface: each method is a documented
+signature that hands off to a helper (`chain`'s typed overloads take 60 lines).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
 from ._chain import ChainStep, submit_chain
 from ._clock import Clock, SystemClock
-from ._dependencies import ParentFailurePolicy, ParentWatch, check_after
+from ._dependencies import ParentFailurePolicy, ParentWatch, RecentFinals, check_after
 from ._errors import InvalidSubmission
 from ._events import Event
 from ._executor import TaskExecutor, default_thread_limit
@@ -178,6 +182,7 @@ class TaskBus:
         self.lifecycle.on_cancel_request = self._access.cancel_requested
         if self._leases is not None:
             watch = ParentWatch(self._leases.wake)
+            self.lifecycle.finals = RecentFinals()
             self.lifecycle.on_children = watch.children_queued
             self.lifecycle.on_final = watch.final
         else:

@@ -51,6 +51,15 @@ EXPECTED: dict[str, set[str]] = {
     "http_api": set(),
     "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
     "redis": {"system", "version", "store", "redis_py"},
+    "dependencies": {
+        "store",
+        "chain_length",
+        "tasks_per_s",
+        "reference_no_dependencies_tasks_per_s",
+        "ratio",
+        "target_ratio",
+        "in_order",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -172,6 +181,8 @@ MUST_HOLD: dict[tuple[str, str], str] = {
     ("multiprocess", "exactly-once"): "exactly_once",
     # Every task ran once, and was done once, for taskbus and for each peer.
     ("redis", "end-to-end"): "exactly_once",
+    # Every chain's steps ran one after the other, in order.
+    ("dependencies", "chains"): "in_order",
 }
 CASES = {
     "throughput": {"no-subscriber", "sync-listener", "async-subscriber", "peer-aiojobs"},
@@ -181,6 +192,7 @@ CASES = {
     "http_api": {"submit", "sse-fan-out"},
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
+    "dependencies": {"chains"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -206,7 +218,17 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(70)  # above every run_quick timeout
 @pytest.mark.parametrize(
-    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess", "redis"]
+    "script",
+    [
+        "throughput",
+        "latency",
+        "memory",
+        "durable",
+        "http_api",
+        "multiprocess",
+        "redis",
+        "dependencies",
+    ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":

@@ -86,6 +86,16 @@ EXPECTED: dict[str, list[str]] = {
         "weekly ran no sooner than asked: True",
         "refused: run_at must be timezone-aware",
     ],
+    "dependencies.py": [
+        "publish is queued, waiting for parents",
+        "build: app-1.2.0.whl",
+        "test: tested app-1.2.0.whl",
+        "publish: published after 'tested app-1.2.0.whl'",
+        "report: ci:publish completed; ci:publish completed",
+        "on_parent_failure=cancel: cancelled (parent task ",
+        "on_parent_failure=fail: failed (parent task ",
+        "on_parent_failure=run: completed (ci:build failed)",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",
