@@ -235,6 +235,13 @@ class ParentWaits:
         for parent in unfinished:
             self._children.setdefault(parent, []).append(child)
 
+    def take_all(self) -> list[TaskRecord]:
+        """Stop holding every child (the bus is stopping); the queued ones."""
+        children = {child.id: child for group in self._children.values() for child in group}
+        self._children.clear()
+        self._pending.clear()
+        return [child for child in children.values() if child.state is TaskState.QUEUED]
+
     def parent_final(self, parent_id: str) -> None:
         """A task became final: release the children it was the last parent of."""
         children = self._children.pop(parent_id, None)

@@ -202,6 +202,7 @@ class TaskBus:
             held=self._held,
             fail_expired=self._types.fail_unregistered,
             leases=self._leases,
+            waiting=self._intake.waits.take_all,
         )
         self.registry.submitter = self
         for definition in self.registry.definitions():
