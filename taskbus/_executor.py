@@ -306,7 +306,6 @@ class TaskExecutor:
         if definition is None:
             await self._unknown_type(worker, record)
             return
-        self._running[record.id] = worker
         lifecycle = self._lifecycle
         ctx = await self._begin(worker, record, definition)
         if ctx is None:  # settled by its parents' outcome, without running
@@ -382,6 +381,9 @@ class TaskExecutor:
             parents = await self._parents_or_settle(worker, record)
             if parents is None:
                 return None
+        # Running from here: a cancel now interrupts the attempt (before, it finds the
+        # task queued and cancels it as such).
+        self._running[record.id] = worker
         if lifecycle.live:
             lifecycle.mark_started(record)
         else:
@@ -395,6 +397,9 @@ class TaskExecutor:
         parents = await read_parents(
             lifecycle.store, record, self._parent_snapshot, lifecycle.finals
         )
+        if record.state is not TaskState.QUEUED:  # cancelled while its parents were read
+            self._release(worker, record, running=False)
+            return None
         policy = policy_of(record)
         if parents.blocker is None or policy == "run":
             return parents
@@ -404,7 +409,7 @@ class TaskExecutor:
         else:
             exc = FatalError(parents.blocker)
             await lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
-        self._release(worker, record)
+        self._release(worker, record, running=False)
         return None
 
     def _parent_snapshot(self, record: TaskRecord) -> TaskSnapshot:

@@ -8,18 +8,21 @@ import _process_handlers
 import anyio
 import pytest
 from pydantic import BaseModel
+from stores._fake import ValueStore
 
 from taskbus import (
     InvalidSubmission,
     TaskBus,
     TaskContext,
     TaskHandle,
+    TaskStarted,
     TaskState,
     UnknownTaskType,
 )
-from taskbus._dependencies import ParentWaits, check_after
+from taskbus._dependencies import ParentWaits, RecentFinals, check_after
 from taskbus._record import TaskRecord
 from taskbus._threaded import ThreadedTaskBus
+from taskbus.testing import EventRecorder
 
 pytestmark = pytest.mark.anyio
 
@@ -154,3 +157,58 @@ async def test_a_chain_with_an_unknown_step_stores_nothing(anyio_backend: str) -
         with pytest.raises(InvalidSubmission, match="at least one step"):
             await bus.chain()
         assert await bus.list() == []
+
+
+class GatedReads(ValueStore):
+    """The fake store, whose read of one task waits for the test to let it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated: str | None = None
+        self.reading = anyio.Event()
+        self.go = anyio.Event()
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        if task_id == self.gated:
+            self.reading.set()
+            await self.go.wait()
+        return await super().get(task_id)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_child_cancelled_while_its_parents_are_read_never_starts(
+    anyio_backend: str,
+) -> None:
+    store = GatedReads()
+    bus = TaskBus(store=store, workers=2)
+    ran: list[str] = []
+
+    @bus.task("deps:note")
+    async def note(ctx: TaskContext, n: int) -> int:
+        ran.append(ctx.task_id)
+        return n
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        parent = await note.submit(1)
+        assert await parent.result(timeout=WAIT) == 1
+        bus.lifecycle.finals = RecentFinals()  # as if the parent had ended elsewhere
+        store.gated = parent.id
+        child = await note.submit(2, after=[parent])
+        with anyio.fail_after(WAIT):
+            await store.reading.wait()
+        store.gated = None
+        assert await bus.cancel(child.id, reason="not now")
+        store.go.set()
+        final = await child.wait(timeout=WAIT)
+        later = await note.submit(3)
+        assert await later.result(timeout=WAIT) == 3, "the worker goes on"
+        await bus.flush_events()
+    assert (final.state, final.cancel_reason, final.attempts) == (
+        TaskState.CANCELLED,
+        "not now",
+        0,
+    )
+    assert child.id not in ran
+    started = [e for e in recorder.events if isinstance(e, TaskStarted) and e.task_id == child.id]
+    assert started == []

@@ -138,17 +138,21 @@ local function release_child(child)
   index(child, read_index(child))
 end
 
--- After a write of task `id` (`old`: its index fields before, nil if new).
-local function settle_children(id, old)
-  local new = read_index(id)
+-- After a write of task `id` (`old`, `new`: its index fields before, nil if new,
+-- and after): a new waiting child joins its parents' sets (and is released at once
+-- if they have all ended); a task that becomes final releases its waiting children.
+local function settle_children(id, old, new)
   if not old and new.state == 'queued' and tonumber(new.not_before) == WAITING then
     for _, parent in ipairs(parents_of(id)) do
       redis.call('SADD', P .. 'c:' .. tostring(parent), id)
     end
     release_child(id)
   elseif old and FINAL[new.state] and not FINAL[old.state] then
-    for _, child in ipairs(redis.call('SMEMBERS', P .. 'c:' .. id)) do release_child(child) end
-    redis.call('DEL', P .. 'c:' .. id)
+    local children = redis.call('SMEMBERS', P .. 'c:' .. id)
+    if #children > 0 then
+      for _, child in ipairs(children) do release_child(child) end
+      redis.call('DEL', P .. 'c:' .. id)
+    end
   end
 end
 
@@ -208,8 +212,9 @@ for i = 3, #ARGV do
       for k = 1, #to_set do fields[#fields + 1] = to_set[k] end
       redis.call('HSET', tkey, unpack(fields))
       if #to_delete > 0 then redis.call('HDEL', tkey, unpack(to_delete)) end
-      index(id, read_index(id))
-      settle_children(id, old)
+      local new = read_index(id)
+      index(id, new)
+      settle_children(id, old, new)
     end
   end
   if holder then
