@@ -221,8 +221,15 @@ class ParentWaits:
     """Children held out of this process's queue until their parents are final
     (for stores whose queue is this process's: memory)."""
 
-    def __init__(self, ready: Callable[[TaskRecord], None]) -> None:
+    def __init__(
+        self,
+        ready: Callable[[TaskRecord], None],
+        watch: Callable[[Callable[[str], None] | None], None] | None = None,
+    ) -> None:
         self._ready = ready
+        #: Called with `parent_final` while children wait, and with None once none
+        #: does: a bus with no child waiting pays nothing as tasks end.
+        self._watch = watch
         self._children: dict[str, list[TaskRecord]] = {}
         self._pending: dict[str, int] = {}
 
@@ -231,6 +238,8 @@ class ParentWaits:
 
     def hold(self, child: TaskRecord, unfinished: Sequence[str]) -> None:
         """Hold `child` until every id in `unfinished` is final."""
+        if not self._children and self._watch is not None:
+            self._watch(self.parent_final)
         self._pending[child.id] = len(unfinished)
         for parent in unfinished:
             self._children.setdefault(parent, []).append(child)
@@ -240,6 +249,8 @@ class ParentWaits:
         children = {child.id: child for group in self._children.values() for child in group}
         self._children.clear()
         self._pending.clear()
+        if self._watch is not None:
+            self._watch(None)
         return [child for child in children.values() if child.state is TaskState.QUEUED]
 
     def parent_final(self, parent_id: str) -> None:
@@ -247,6 +258,8 @@ class ParentWaits:
         children = self._children.pop(parent_id, None)
         if not children:
             return
+        if not self._children and self._watch is not None:
+            self._watch(None)
         for child in children:
             left = self._pending[child.id] - 1
             if left:

@@ -303,16 +303,20 @@ class TaskExecutor:
 
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
         definition = self._registry.find(record.type)
-        if definition is None:
-            await self._unknown_type(worker, record)
-            return
+        parents = None
+        if definition is None or record.metadata is not None:
+            ready = await self._prepare(worker, record, definition)
+            if ready is None:  # held, failed, or settled by its parents' outcome
+                return
+            definition, parents = ready
+        self._running[record.id] = worker
         lifecycle = self._lifecycle
-        ctx = await self._begin(worker, record, definition)
-        if ctx is None:  # settled by its parents' outcome, without running
-            return
-        worker.ctx = ctx
-        if definition.timeout is not None:
-            self._watch_deadline(worker, record, definition.timeout)
+        if lifecycle.live:
+            lifecycle.mark_started(record)
+        else:
+            await lifecycle.started(record)
+        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread", parents)
+        self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
         result: Any = None
         token = _current.set(ctx)
@@ -369,26 +373,24 @@ class TaskExecutor:
             return None  # settled as the interrupt says
         return FatalError(f"{definition.name} raised {exc!r} without being cancelled")
 
-    async def _begin(
-        self, worker: _Worker, record: TaskRecord, definition: TaskDefinition[Any, Any]
-    ) -> TaskContext | None:
-        """Start the attempt and make its context; None for a child that its parents'
-        outcome settled instead (`_parents_or_settle`)."""
-        lifecycle = self._lifecycle
-        parents = None
+    async def _prepare(
+        self,
+        worker: _Worker,
+        record: TaskRecord,
+        definition: TaskDefinition[Any, Any] | None,
+    ) -> tuple[TaskDefinition[Any, Any], Parents | None] | None:
+        """What a task of an unknown type, or with metadata, needs before it starts:
+        None if it does not start (held or failed as unknown, or settled by its
+        parents' outcome); else its definition and, for a child, its parents. Until
+        it starts, a cancel finds it queued and cancels it as such."""
+        if definition is None:
+            await self._unknown_type(worker, record)
+            return None
         metadata = record.metadata
-        if metadata is not None and AFTER_KEY in metadata:
-            parents = await self._parents_or_settle(worker, record)
-            if parents is None:
-                return None
-        # Running from here: a cancel now interrupts the attempt (before, it finds the
-        # task queued and cancels it as such).
-        self._running[record.id] = worker
-        if lifecycle.live:
-            lifecycle.mark_started(record)
-        else:
-            await lifecycle.started(record)
-        return TaskContext(lifecycle, record, definition.run_in == "thread", parents)
+        if metadata is None or AFTER_KEY not in metadata:
+            return definition, None
+        parents = await self._parents_or_settle(worker, record)
+        return None if parents is None else (definition, parents)
 
     async def _parents_or_settle(self, worker: _Worker, record: TaskRecord) -> Parents | None:
         """The parents of a child about to start; or, if one did not complete and the
@@ -460,7 +462,9 @@ class TaskExecutor:
         self._held.hold(record, self._clock.monotonic())
         self._release(worker, record)
 
-    def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
+    def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float | None) -> None:
+        if timeout is None:
+            return
         worker.timeout = timeout
         started = record.run_clock  # set as the attempt started
         worker.deadline = deadline = (

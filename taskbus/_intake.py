@@ -3,7 +3,7 @@ records, store, announce and queue them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +65,7 @@ class Intake:
         self._batches = batches
         self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
         #: Children held out of this process's queue until their parents are final.
-        self.waits = ParentWaits(self._parents_done)
+        self.waits = ParentWaits(self._parents_done, self._watch_finals)
         #: On a store processes share: the tasks submitted here lately (`link_parents`).
         self._recent = RecentTasks()
         #: Whether submissions are taken: True between start and the beginning of shutdown.
@@ -81,7 +81,7 @@ class Intake:
         delay: float | None,
         key: str | None,
         run_at: datetime | None = None,
-        after: bool = False,
+        after: list[str] | None = None,
     ) -> tuple[TaskRecord, TaskDefinition[Any, Any], bool]:
         """Check a submission and build its record; raises for bad input, before anything
         is stored. Without a key or parents (`after`), on a store in this process, also
@@ -224,6 +224,9 @@ class Intake:
             return True
         record.not_before = record.waiting_for = None
         return False
+
+    def _watch_finals(self, callback: Callable[[str], None] | None) -> None:
+        self._lifecycle.on_final = callback
 
     def _parents_done(self, record: TaskRecord) -> None:
         """The last parent of a held child is final: it runs now."""

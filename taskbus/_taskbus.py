@@ -185,8 +185,6 @@ class TaskBus:
             self.lifecycle.finals = RecentFinals()
             self.lifecycle.on_children = watch.children_queued
             self.lifecycle.on_final = watch.final
-        else:
-            self.lifecycle.on_final = self._intake.waits.parent_final
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
         )
@@ -361,12 +359,14 @@ class TaskBus:
         failed ("fail") or run anyway ("run"). An unknown parent is
         `InvalidSubmission`.
         """
-        parents = check_after(after, on_parent_failure)
-        if parents and (delay is not None or run_at is not None):
-            raise InvalidSubmission("after cannot be combined with delay or run_at")
+        parents = None
+        if after is not None or on_parent_failure != "cancel":  # not on the common path
+            parents = check_after(after, on_parent_failure)
+            if parents and (delay is not None or run_at is not None):
+                raise InvalidSubmission("after cannot be combined with delay or run_at")
         intake = self._intake
         record, definition, queued = intake.take(
-            task_type, input, priority, owner, metadata, delay, key, run_at, bool(parents)
+            task_type, input, priority, owner, metadata, delay, key, run_at, parents
         )
         if parents:
             await intake.link_parents(record, parents, on_parent_failure)
