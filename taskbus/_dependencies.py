@@ -7,7 +7,7 @@ not-before time `AWAITING_PARENTS`, far past any delay a submit may ask for, so
 no claim path picks it. When its last parent becomes final, the store clears
 that time in the step that commits the parent's final state (SQLite: a trigger;
 Redis: the write script; this process's queue: `ParentWaits`), and the child is
-claimable. The policy is applied when a worker takes the child (`settle`):
+claimable. The policy is applied when a worker takes the child (`TaskExecutor`):
 every parent completed, or ``"run"``: it runs with `TaskContext.parents`;
 otherwise it is cancelled or failed, naming the parent, through the same final
 path as any task (final state committed before its event).
@@ -28,16 +28,24 @@ if TYPE_CHECKING:
     from .stores import Store
 
 __all__ = [
+    "AFTER_KEY",
     "AWAITING_PARENTS",
     "MAX_PARENTS",
+    "POLICY_KEY",
+    "WAITING_FOR_PARENTS",
     "ParentFailurePolicy",
     "ParentWaits",
     "ParentWatch",
+    "Parents",
     "RecentFinals",
     "RecentTasks",
     "check_after",
+    "check_reserved",
+    "find_parents",
+    "mark_waiting",
     "parents_of",
     "policy_of",
+    "read_parents",
 ]
 
 #: What a child does when a parent ends failed or cancelled (or was purged).
@@ -73,6 +81,17 @@ def check_after(after: Iterable[str | TaskHandle[Any]] | None, on_parent_failure
         if len(ids) > MAX_PARENTS:
             raise InvalidSubmission(f"a task may wait for at most {MAX_PARENTS} parents")
     return list(ids)
+
+
+def check_reserved(metadata: dict[str, Any]) -> None:
+    """`InvalidSubmission` for metadata that names parents itself: only `after`
+    may (else a task could read tasks it may not see through `TaskContext.parents`)."""
+    for key in (AFTER_KEY, POLICY_KEY):
+        if key in metadata:
+            raise InvalidSubmission(
+                f"metadata key {key!r} is taskbus's: give parents with after= and "
+                "on_parent_failure="
+            )
 
 
 async def find_parents(store: Store, ids: Sequence[str], owner: str | None) -> list[TaskRecord]:
@@ -125,7 +144,7 @@ class RecentFinals:
     parent ended here reads it without a store read. A final record never changes,
     so the copy is the store's."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 1_000) -> None:
         self._size = size
         self._records: dict[str, TaskRecord] = {}
 
@@ -162,11 +181,6 @@ def parents_of(record: TaskRecord) -> list[str]:
 def policy_of(record: TaskRecord) -> ParentFailurePolicy:
     policy = (record.metadata or {}).get(POLICY_KEY)
     return policy if policy in ("fail", "run") else "cancel"
-
-
-def is_waiting(record: TaskRecord) -> bool:
-    """Whether the task is queued behind unfinished parents."""
-    return record.state is TaskState.QUEUED and record.not_before == AWAITING_PARENTS
 
 
 class Parents:

@@ -15,6 +15,7 @@ from ._dependencies import (
     AWAITING_PARENTS,
     ParentWaits,
     RecentTasks,
+    check_reserved,
     find_parents,
     mark_waiting,
     parents_of,
@@ -106,6 +107,7 @@ class Intake:
         not_before = now + delay if delay else None
         if metadata is not None:
             metadata = check_metadata(metadata)
+            check_reserved(metadata)
         if owner is not None:
             check_text(owner, "owner")
         if key is not None:

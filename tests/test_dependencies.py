@@ -212,3 +212,22 @@ async def test_a_child_cancelled_while_its_parents_are_read_never_starts(
     assert child.id not in ran
     started = [e for e in recorder.events if isinstance(e, TaskStarted) and e.task_id == child.id]
     assert started == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_metadata_cannot_name_parents_itself(anyio_backend: str) -> None:
+    """Else a task could read another owner's task through ctx.parents."""
+    bus = TaskBus(workers=1)
+
+    @bus.task("deps:peek")
+    async def peek(ctx: TaskContext) -> int:
+        return len(ctx.parents)
+
+    async with bus:
+        theirs = await peek.submit(owner="bob")
+        for key in ("after", "on_parent_failure"):
+            with pytest.raises(InvalidSubmission, match=f"metadata key '{key}'"):
+                await peek.submit(owner="eve", metadata={key: [theirs.id]})
+            with pytest.raises(InvalidSubmission, match=f"metadata key '{key}'"):
+                await bus.submit_batch([("deps:peek", None)], metadata={key: "run"})
+        assert [s.id for s in await bus.list()] == [theirs.id]
