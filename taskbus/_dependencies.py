@@ -41,11 +41,11 @@ __all__ = [
     "RecentTasks",
     "check_after",
     "check_reserved",
-    "find_parents",
     "mark_waiting",
     "parents_of",
     "policy_of",
     "read_parents",
+    "unknown_parent",
 ]
 
 #: What a child does when a parent ends failed or cancelled (or was purged).
@@ -94,19 +94,9 @@ def check_reserved(metadata: dict[str, Any]) -> None:
             )
 
 
-async def find_parents(store: Store, ids: Sequence[str], owner: str | None) -> list[TaskRecord]:
-    """The parents' records; `InvalidSubmission` for one not stored or of another
-    owner (which reads as unknown: it must not tell that it exists)."""
-    found: list[TaskRecord] = []
-    for task_id in ids:
-        record = await store.get(task_id)
-        if record is None or record.owner != owner:
-            raise unknown_parent(task_id)
-        found.append(record)
-    return found
-
-
 def unknown_parent(task_id: str) -> InvalidSubmission:
+    """For a parent not stored, or of another owner (which must not tell that it
+    exists)."""
     return InvalidSubmission(f"unknown parent task {task_id!r} in after")
 
 
@@ -174,8 +164,8 @@ def parents_of(record: TaskRecord) -> list[str]:
     metadata = record.metadata
     if not metadata:
         return []
-    after = metadata.get(AFTER_KEY)
-    return [p for p in after if isinstance(p, str)] if isinstance(after, list) else []
+    after = metadata.get(AFTER_KEY)  # only `mark_waiting` writes it (`check_reserved`)
+    return after if isinstance(after, list) else []
 
 
 def policy_of(record: TaskRecord) -> ParentFailurePolicy:

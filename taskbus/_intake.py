@@ -16,9 +16,9 @@ from ._dependencies import (
     ParentWaits,
     RecentTasks,
     check_reserved,
-    find_parents,
     mark_waiting,
     parents_of,
+    unknown_parent,
 )
 from ._errors import BusNotRunning, StoreError
 from ._executor import TaskExecutor
@@ -184,8 +184,12 @@ class Intake:
             await self._recent.check(self._store, parents, record.owner)
             mark_waiting(record, parents, policy, True)
             return
-        found = await find_parents(self._store, parents, record.owner)
-        pending = any(not parent.state.is_final for parent in found)
+        pending = False
+        for task_id in parents:
+            parent = await self._store.get(task_id)
+            if parent is None or parent.owner != record.owner:
+                raise unknown_parent(task_id)
+            pending = pending or not parent.state.is_final
         mark_waiting(record, parents, policy, pending)
 
     async def enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
@@ -203,8 +207,18 @@ class Intake:
             self._lifecycle.announce_queued(record, definition)
         else:
             await self._lifecycle.queued(record, definition)
-        if record.not_before == AWAITING_PARENTS and await self._hold_for_parents(record):
-            return
+        if record.not_before == AWAITING_PARENTS:
+            # Held out of the queue while a parent is unfinished (read again: one may
+            # have ended since `link_parents`).
+            unfinished: list[str] = []
+            for parent_id in parents_of(record):
+                parent = await self._store.get(parent_id)
+                if parent is not None and not parent.state.is_final:
+                    unfinished.append(parent_id)
+            if unfinished:
+                self.waits.hold(record, unfinished)
+                return
+            record.not_before = record.waiting_for = None
         not_before = record.not_before
         wait = None if not_before is None else not_before - record.created_at
         self._queue.push(record, self._clock.monotonic(), wait)
@@ -212,20 +226,6 @@ class Intake:
             self._executor.notify()
         else:
             self._executor.schedule_delayed()
-
-    async def _hold_for_parents(self, record: TaskRecord) -> bool:
-        """Hold a child out of this process's queue while a parent is unfinished;
-        False if none is (then it is queued now)."""
-        unfinished: list[str] = []
-        for parent_id in parents_of(record):
-            parent = await self._store.get(parent_id)
-            if parent is not None and not parent.state.is_final:
-                unfinished.append(parent_id)
-        if unfinished:
-            self.waits.hold(record, unfinished)
-            return True
-        record.not_before = record.waiting_for = None
-        return False
 
     def _watch_finals(self, callback: Callable[[str], None] | None) -> None:
         self._lifecycle.on_final = callback
