@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._bus import EventBus, Listener
+    from ._chain import ChainStep
     from ._context import TaskContext
     from ._dependencies import ParentFailurePolicy
     from ._handle import TaskHandle
@@ -125,6 +126,15 @@ class AsyncTaskBus(Protocol):
         after: Iterable[str | TaskHandle[Any]] | None = None,
         on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> TaskHandle[Any]: ...
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]: ...
     async def get(self, task_id: str) -> TaskSnapshot: ...
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
@@ -549,6 +559,34 @@ class ThreadedTaskBus:
             "submit",
         )
         return ThreadedHandle(self, handle.id, handle.type)
+
+    def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | ThreadedHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[ThreadedHandle[Any], ...]:
+        """Submit steps that run one after the other (see `TaskBus.chain`); returns
+        their handles in order at once."""
+        parents: list[Any] | None = None  # ids; anything else fails in `check_after`
+        if after is not None:
+            parents = [p.id if isinstance(p, ThreadedHandle) else p for p in after]
+        handles = self._call(
+            partial(
+                self._bus.chain,
+                *steps,
+                after=parents,
+                on_parent_failure=on_parent_failure,
+                priority=priority,
+                owner=owner,
+                metadata=metadata,
+            ),
+            "chain",
+        )
+        return tuple(ThreadedHandle(self, handle.id, handle.type) for handle in handles)
 
     def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`."""

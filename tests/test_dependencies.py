@@ -87,6 +87,8 @@ def test_the_threaded_facade_takes_after_with_its_own_handles() -> None:
         first = tb.submit("deps:double", 1)
         second = tb.submit(double, 10, after=[first], on_parent_failure="fail")
         assert second.result(timeout=WAIT) == 22
+        steps = tb.chain(double.step(1), ("deps:double", 2), after=[second])
+        assert [handle.result(timeout=WAIT) for handle in steps] == [24, 28]
         with pytest.raises(InvalidSubmission, match="unknown parent"):
             tb.submit("deps:double", 1, after=["missing"])
     finally:
