@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/redis.py
 	$(BIN)/python benchmarks/keyed_concurrency.py
+	$(BIN)/python benchmarks/dependencies.py
 
 # The documentation site, into site/ (strict: a broken link or a stale API name fails).
 docs: $(STAMP)

@@ -10,10 +10,13 @@ from ._batch import BatchSummary as BatchSummary
 from ._batch import TaskBatch as TaskBatch
 from ._bus import ALL_EVENTS as ALL_EVENTS
 from ._bus import EventBus as EventBus
+from ._chain import ChainStep as ChainStep
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._context import TaskContext as TaskContext
 from ._context import current_context as current_context
+from ._dependencies import MAX_PARENTS as MAX_PARENTS
+from ._dependencies import ParentFailurePolicy as ParentFailurePolicy
 from ._errors import BusNotRunning as BusNotRunning
 from ._errors import DuplicateTaskType as DuplicateTaskType
 from ._errors import ErrorType as ErrorType
@@ -87,6 +90,7 @@ __all__ = [
     "ALL_EVENTS",
     "EVENT_ADAPTER",
     "MAX_DELAY",
+    "MAX_PARENTS",
     "MAX_PRIORITY",
     "MAX_TEXT",
     "MIN_PRIORITY",
@@ -98,6 +102,7 @@ __all__ = [
     "BatchSummary",
     "BusNotRunning",
     "BusStats",
+    "ChainStep",
     "Clock",
     "CorruptRecord",
     "DeadLetterReason",
@@ -114,6 +119,7 @@ __all__ = [
     "InvalidTaskInput",
     "InvalidTransition",
     "JsonFormatter",
+    "ParentFailurePolicy",
     "ProcessContext",
     "Queued",
     "RegistryScope",

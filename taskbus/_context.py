@@ -13,8 +13,10 @@ from ._errors import TaskCancellation
 from ._validation import check_count, check_text
 
 if TYPE_CHECKING:
+    from ._dependencies import Parents
     from ._lifecycle import Lifecycle
     from ._record import TaskRecord
+    from ._snapshot import TaskSnapshot
 
 __all__ = ["TaskContext", "current_context"]
 
@@ -48,12 +50,19 @@ class TaskContext:
     ``ctx.raise_if_cancelled()``.
     """
 
-    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_logger", "_record")
+    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_logger", "_parents", "_record")
 
-    def __init__(self, lifecycle: Lifecycle, record: TaskRecord, in_thread: bool) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        record: TaskRecord,
+        in_thread: bool,
+        parents: Parents | None = None,
+    ) -> None:
         self._lifecycle = lifecycle
         self._record = record
         self._in_thread = in_thread
+        self._parents = parents
         self._cancel_reason: str | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
@@ -88,6 +97,13 @@ class TaskContext:
     @property
     def metadata(self) -> dict[str, Any]:
         return self._record.metadata or {}
+
+    @property
+    def parents(self) -> list[TaskSnapshot]:
+        """The snapshots of the tasks this one was submitted `after`, in that order,
+        as they ended (state, result, error), read as this task started; empty for a
+        task without parents. A parent purged before then is left out."""
+        return [] if self._parents is None else self._parents.snapshots()
 
     @property
     def cancelled(self) -> bool:

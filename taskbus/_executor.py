@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from ._clock import Clock
 from ._context import TaskContext, _current
+from ._dependencies import AFTER_KEY, Parents, policy_of, read_parents
 from ._errors import (
     ErrorType,
     FatalError,
@@ -42,6 +43,7 @@ from ._queue import TaskQueue
 from ._rate_gate import RateGate, rate_reason
 from ._record import TaskRecord
 from ._retry import classify, next_delay
+from ._snapshot import TaskSnapshot
 from ._states import TaskState
 from ._task_keys import concurrency_key_of
 from ._thread_run import ThreadRun
@@ -317,18 +319,20 @@ class TaskExecutor:
 
     async def _execute(self, worker: _Worker, record: TaskRecord) -> None:
         definition = self._registry.find(record.type)
-        if definition is None:
-            await self._unknown_type(worker, record)
-            return
+        parents = None
+        if definition is None or record.metadata is not None:
+            ready = await self._prepare(worker, record, definition)
+            if ready is None:  # held, failed, or settled by its parents' outcome
+                return
+            definition, parents = ready
         self._running[record.id] = worker
         lifecycle = self._lifecycle
         if lifecycle.live:
             lifecycle.mark_started(record)
         else:
             await lifecycle.started(record)
-        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread")
-        if definition.timeout is not None:
-            self._watch_deadline(worker, record, definition.timeout)
+        ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread", parents)
+        self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
         result: Any = None
         token = _current.set(ctx)
@@ -421,6 +425,64 @@ class TaskExecutor:
             return None  # settled as the interrupt says
         return FatalError(f"{definition.name} raised {exc!r} without being cancelled")
 
+    async def _prepare(
+        self,
+        worker: _Worker,
+        record: TaskRecord,
+        definition: TaskDefinition[Any, Any] | None,
+    ) -> tuple[TaskDefinition[Any, Any], Parents | None] | None:
+        """What a task of an unknown type, or with metadata, needs before it starts:
+        None if it does not start (held or failed as unknown, or settled by its
+        parents' outcome); else its definition and, for a child, its parents. Until
+        it starts, a cancel finds it queued and cancels it as such."""
+        if definition is None:
+            await self._unknown_type(worker, record)
+            return None
+        metadata = record.metadata
+        if metadata is None or AFTER_KEY not in metadata:
+            return definition, None
+        parents = await self._parents_or_settle(worker, record)
+        return None if parents is None else (definition, parents)
+
+    async def _parents_or_settle(self, worker: _Worker, record: TaskRecord) -> Parents | None:
+        """The parents of a child about to start; or, if one did not complete and the
+        child's policy says so, None once the child is cancelled or failed."""
+        lifecycle = self._lifecycle
+        parents = await read_parents(
+            lifecycle.store, record, self._parent_snapshot, lifecycle.finals
+        )
+        if record.state is not TaskState.QUEUED:  # cancelled while its parents were read
+            self._release(worker, record, running=False)
+            return None
+        policy = policy_of(record)
+        if parents.blocker is None or policy == "run":
+            return parents
+        worker.settling = True
+        if policy == "cancel":
+            await lifecycle.cancelled(record, parents.blocker)
+        else:
+            exc = FatalError(parents.blocker)
+            await lifecycle.failed(record, error_info(exc, ErrorType.FATAL))
+        self._release(worker, record, running=False)
+        return None
+
+    def _parent_snapshot(self, record: TaskRecord) -> TaskSnapshot:
+        """A parent's snapshot, its result in its handler's type when read back."""
+        snapshot = record.snapshot()
+        definition = self._registry.find(record.type)
+        if (
+            record.loaded
+            and record.state is TaskState.COMPLETED
+            and definition is not None
+            and definition.checks_output
+        ):
+            try:
+                result = definition.output_adapter.validate_python(record.result)
+            except ValidationError:  # stored by another version of the type: as JSON
+                return snapshot
+            snapshot = snapshot.model_copy(update={"result": result})
+        return snapshot
+
     async def _unknown_type(self, worker: _Worker, record: TaskRecord) -> None:
         if record.type in self._held.removed:
             await self._fail_unknown(worker, record)
@@ -452,7 +514,9 @@ class TaskExecutor:
         self._held.hold(record, self._clock.monotonic())
         self._release(worker, record)
 
-    def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float) -> None:
+    def _watch_deadline(self, worker: _Worker, record: TaskRecord, timeout: float | None) -> None:
+        if timeout is None:
+            return
         worker.timeout = timeout
         started = record.run_clock  # set as the attempt started
         worker.deadline = deadline = (

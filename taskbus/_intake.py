@@ -3,7 +3,7 @@ records, store, announce and queue them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +11,15 @@ import anyio
 
 from ._batch import BatchTracker, TaskBatch
 from ._clock import Clock
+from ._dependencies import (
+    AWAITING_PARENTS,
+    ParentWaits,
+    RecentTasks,
+    check_reserved,
+    mark_waiting,
+    parents_of,
+    unknown_parent,
+)
 from ._errors import BusNotRunning, StoreError
 from ._executor import TaskExecutor
 from ._leasing import LeaseKeeper
@@ -56,6 +65,10 @@ class Intake:
         self._leases = leases
         self._batches = batches
         self._keys_in_flight: dict[tuple[str | None, str, str], anyio.Event] = {}
+        #: Children held out of this process's queue until their parents are final.
+        self.waits = ParentWaits(self._parents_done, self._watch_finals)
+        #: On a store processes share: the tasks submitted here lately (`link_parents`).
+        self._recent = RecentTasks()
         #: Whether submissions are taken: True between start and the beginning of shutdown.
         self.open = False
 
@@ -69,11 +82,12 @@ class Intake:
         delay: float | None,
         key: str | None,
         run_at: datetime | None = None,
+        after: list[str] | None = None,
     ) -> tuple[TaskRecord, TaskDefinition[Any, Any], bool]:
         """Check a submission and build its record; raises for bad input, before anything
-        is stored. Without a key, on a store in this process, also store, announce and
-        queue it at once (the hot path: no coroutine) and say so; otherwise the caller
-        goes on with `add_keyed` or `enqueue`."""
+        is stored. Without a key or parents (`after`), on a store in this process, also
+        store, announce and queue it at once (the hot path: no coroutine) and say so;
+        otherwise the caller goes on with `link_parents`, `add_keyed` or `enqueue`."""
         if not self.open:
             raise BusNotRunning(_NOT_RUNNING)
         definition = self._registry.find(task_type)
@@ -93,6 +107,7 @@ class Intake:
         not_before = now + delay if delay else None
         if metadata is not None:
             metadata = check_metadata(metadata)
+            check_reserved(metadata)
         if owner is not None:
             check_text(owner, "owner")
         if key is not None:
@@ -112,7 +127,7 @@ class Intake:
             not_before,
         )
         live = self._live_store
-        if key is not None or live is None:
+        if key is not None or live is None or after:
             return record, definition, False
         live.add_now(record)
         self._lifecycle.announce_queued(record, definition)
@@ -157,10 +172,35 @@ class Intake:
             del self._keys_in_flight[scope]
             done.set()
 
+    async def link_parents(self, record: TaskRecord, parents: list[str], policy: str) -> None:
+        """Check that the parents exist and are the child's owner's (else
+        `InvalidSubmission`, nothing stored) and note them on the child, held back
+        while one is unfinished.
+
+        On a store processes share, the child is always stored held back: the step
+        that adds it releases it at once if its parents are final by then (a parent
+        may end in another process meanwhile), so their state is not read here, and
+        a parent submitted by this bus lately is known without a read.
+        """
+        if self._leases is not None:
+            await self._recent.check(self._store, parents, record.owner)
+            mark_waiting(record, parents, policy, True)
+            return
+        pending = False
+        for task_id in parents:
+            parent = await self._store.get(task_id)
+            if parent is None or parent.owner != record.owner:
+                raise unknown_parent(task_id)
+            pending = pending or not parent.state.is_final
+        mark_waiting(record, parents, policy, pending)
+
     async def enqueue(self, record: TaskRecord, definition: TaskDefinition[Any, Any]) -> None:
         """Store the new record (durably, if the store is), announce it, queue it."""
         if self._leases is not None:  # the store holds the queue: any worker claims it
+            # A child waiting for parents is released by the store itself, in the step
+            # that makes its last parent final (see `_dependencies`).
             await self._lifecycle.queued(record, definition)
+            self._recent.add(record)
             if self._lifecycle.log is None:  # else its task-queued event wakes the claims
                 self._leases.wake()
             return
@@ -169,6 +209,18 @@ class Intake:
             self._lifecycle.announce_queued(record, definition)
         else:
             await self._lifecycle.queued(record, definition)
+        if record.not_before == AWAITING_PARENTS:
+            # Held out of the queue while a parent is unfinished (read again: one may
+            # have ended since `link_parents`).
+            unfinished: list[str] = []
+            for parent_id in parents_of(record):
+                parent = await self._store.get(parent_id)
+                if parent is not None and not parent.state.is_final:
+                    unfinished.append(parent_id)
+            if unfinished:
+                self.waits.hold(record, unfinished)
+                return
+            record.not_before = record.waiting_for = None
         not_before = record.not_before
         wait = None if not_before is None else not_before - record.created_at
         self._queue.push(record, self._clock.monotonic(), wait)
@@ -176,6 +228,14 @@ class Intake:
             self._executor.notify()
         else:
             self._executor.schedule_delayed()
+
+    def _watch_finals(self, callback: Callable[[str], None] | None) -> None:
+        self._lifecycle.on_final = callback
+
+    def _parents_done(self, record: TaskRecord) -> None:
+        """The last parent of a held child is final: it runs now."""
+        self._queue.push(record, self._clock.monotonic(), None)
+        self._executor.notify()
 
     async def add_batch(
         self,

@@ -20,6 +20,7 @@ import anyio
 
 from ._bus import EventBus
 from ._clock import Clock
+from ._dependencies import RecentFinals
 from ._errors import ErrorType, StoreError, TaskError
 from ._events import (
     CancelRequested,
@@ -145,6 +146,13 @@ class Lifecycle:
         self.on_work: Callable[[str], None] | None = None
         #: Called when the log says a task ended (a per-type slot may be free).
         self.on_slot_freed: Callable[[], None] | None = None
+        #: Called with a task's id once its final state is announced (here, or by the
+        #: log for any process): children waiting for it may be ready.
+        self.on_final: Callable[[str], None] | None = None
+        #: Keeps the final records announced here, for the children that read them.
+        self.finals: RecentFinals | None = None
+        #: Called with the parent ids of a child whose task-queued the log delivers.
+        self.on_children: Callable[[list[Any]], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
@@ -165,7 +173,14 @@ class Lifecycle:
             return
         if event.final and isinstance(event, TaskEvent):
             self._wake(event.task_id)  # a task another process ran, say
+            if self.on_final is not None:
+                self.on_final(event.task_id)
         if name == "task-queued":
+            if self.on_children is not None:
+                assert isinstance(event, TaskQueued)
+                after = event.metadata.get("after")
+                if after and isinstance(after, list):
+                    self.on_children(after)
             if self.on_work is not None:
                 assert isinstance(event, TaskEvent)
                 self.on_work(event.task_id)
@@ -454,8 +469,13 @@ class Lifecycle:
         """Wake the task's waiters, log its end, publish its final event."""
         self._wake(record.id)
         log_final(record)
-        if self.log is None and self.events.wants(_FINAL_NAMES[record.state]):
-            self.events.publish(final_event(record))
+        if self.finals is not None:
+            self.finals.add(record)
+        if self.log is None:
+            if self.on_final is not None:
+                self.on_final(record.id)
+            if self.events.wants(_FINAL_NAMES[record.state]):
+                self.events.publish(final_event(record))
 
     def settled(self, record: TaskRecord) -> bool:
         """Whether `record` is final and that has been announced (it is durable)."""

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from ._context import _checked
 from ._errors import TaskCancellation
+from ._snapshot import TaskSnapshot
 
 __all__ = ["ProcessContext", "ProcessTicket", "run_with_context"]
 
@@ -38,6 +39,7 @@ class ProcessTicket(NamedTuple):
     attempt: int
     owner: str | None
     metadata: dict[str, Any]
+    parents: tuple[TaskSnapshot, ...] = ()
 
 
 class ProcessContext:
@@ -90,6 +92,11 @@ class ProcessContext:
     @property
     def metadata(self) -> dict[str, Any]:
         return self._ticket.metadata
+
+    @property
+    def parents(self) -> list[TaskSnapshot]:
+        """The parents' snapshots, as `TaskContext.parents` (pickled across)."""
+        return list(self._ticket.parents)
 
     @property
     def cancelled(self) -> bool:

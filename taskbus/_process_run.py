@@ -120,6 +120,7 @@ class _ProcessRun:
             ctx.attempt,
             ctx.owner,
             dict(ctx.metadata),
+            tuple(ctx.parents),
         )
 
     async def _call(

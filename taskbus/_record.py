@@ -19,7 +19,11 @@ from ._errors import InvalidTransition
 from ._snapshot import ErrorInfo, TaskSnapshot
 from ._states import TRANSITIONS, TaskState
 
-__all__ = ["TaskRecord", "new_task_id"]
+__all__ = ["AWAITING_PARENTS", "TaskRecord", "new_task_id"]
+
+#: The not-before time of a task waiting for its parents (9999-12-31 UTC): no delay
+#: reaches it (`MAX_DELAY` is 100 years), so no claim finds it due (`_dependencies`).
+AWAITING_PARENTS = 253402214400.0
 
 _ID_BYTES = 16
 _ID_BATCH = 1024
@@ -203,7 +207,7 @@ class TaskRecord:
             queued_at=_dt(self.queued_at),
             started_at=_dt(self.started_at),
             finished_at=_dt(self.finished_at),
-            not_before=_dt(self.not_before),
+            not_before=None if self.not_before == AWAITING_PARENTS else _dt(self.not_before),
             worker=self.worker if self.state is TaskState.RUNNING else None,
             waiting_for=self.waiting_for if self.state is TaskState.QUEUED else None,
         )

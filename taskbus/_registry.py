@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from ._chain import ChainStep
 from ._compact import packer_for
 from ._errors import DuplicateTaskType, InvalidTaskDefinition, InvalidTaskInput, UnknownTaskType
 from ._limiting import KeySource, describe_rate, parse_rate, task_keys
@@ -19,6 +20,7 @@ from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ._context import TaskContext
+    from ._dependencies import ParentFailurePolicy
     from ._handle import TaskHandle
     from ._process_context import ProcessContext
 
@@ -125,6 +127,8 @@ class TaskSubmitter(typing.Protocol):
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> Coroutine[Any, Any, TaskHandle[Any]]: ...
 
     async def retire_types(self, names: list[str], *, reason: str, cancel_running: bool) -> None:
@@ -282,8 +286,11 @@ class TaskDefinition(Generic[InT, OutT]):
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> Coroutine[Any, Any, TaskHandle[OutT]]:
-        """Submit one task of this type to the bus it is registered on (await it)."""
+        """Submit one task of this type to the bus it is registered on (await it);
+        with `after`, it waits for those tasks (fan-in; see `TaskBus.submit`)."""
         submitter = self._registry.submitter if self._registry is not None else None
         if submitter is None:
             raise InvalidTaskDefinition(f"{self.name} is not registered on a TaskBus")
@@ -297,7 +304,14 @@ class TaskDefinition(Generic[InT, OutT]):
             delay=delay,
             key=key,
             run_at=run_at,
+            after=after,
+            on_parent_failure=on_parent_failure,
         )
+
+    def step(self, input: InT | None = None) -> ChainStep[OutT]:
+        """A step of a chain (`TaskBus.chain`): this type with `input`, its handle
+        typed by this handler's result."""
+        return ChainStep(self.name, input)
 
 
 class _NoInput:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from ._dependencies import AFTER_KEY, POLICY_KEY
 from ._errors import InvalidTaskInput, TaskNotRetryable
 from ._snapshot import RETRY_OF, TaskSnapshot
 from ._states import TaskState
@@ -49,9 +50,16 @@ def rerun_input(definition: TaskDefinition[Any, Any], snapshot: TaskSnapshot) ->
     return definition.validate_input(data)
 
 
+#: Metadata a re-run does not inherit: a batch's tasks are fixed when it is
+#: submitted, and a re-run of a child runs on its own (its parents have ended).
+_NOT_INHERITED = frozenset({"batch_id", AFTER_KEY, POLICY_KEY})
+
+
 def rerun_metadata(snapshot: TaskSnapshot) -> dict[str, Any]:
-    """The old task's metadata, naming it under ``retry_of``; without its
-    ``batch_id``: a batch's tasks are fixed when it is submitted."""
-    metadata = {name: value for name, value in snapshot.metadata.items() if name != "batch_id"}
+    """The old task's metadata, naming it under ``retry_of``; without its batch
+    and its parents (see `_NOT_INHERITED`)."""
+    metadata = {
+        name: value for name, value in snapshot.metadata.items() if name not in _NOT_INHERITED
+    }
     metadata[RETRY_OF] = snapshot.id
     return metadata

@@ -48,6 +48,7 @@ class BusRun:
         held: HeldTasks,
         fail_expired: Callable[[TaskRecord], Awaitable[object]],
         leases: LeaseKeeper | None,
+        waiting: Callable[[], list[TaskRecord]] | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -60,6 +61,7 @@ class BusRun:
         self._held = held
         self._fail_expired = fail_expired
         self._leases = leases
+        self._waiting = waiting
         self._durable = not isinstance(store, LiveRecordStore)  # keeps tasks for the next start
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -121,6 +123,7 @@ class BusRun:
                     grace=grace,
                     durable=self._durable,
                     hand_back=self._hand_back if self._leases is not None else None,
+                    waiting=self._waiting,
                 )
             tg.cancel_scope.cancel()
         finally:

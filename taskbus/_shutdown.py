@@ -30,11 +30,13 @@ async def shut_down(
     grace: float,
     durable: bool,
     hand_back: Callable[[list[TaskRecord]], Awaitable[None]] | None = None,
+    waiting: Callable[[], list[TaskRecord]] | None = None,
 ) -> ShutdownReport:
     """Stop intake, give running tasks `grace` seconds, then interrupt the rest.
 
     A `durable` store gets them back, queued, their attempt not counted; otherwise
     they are cancelled. Waiters and subscriptions end once final states are out.
+    Tasks left queued include those `waiting` for their parents.
     """
     running_before = set(executor.running_ids)
     executor.stop_intake()
@@ -51,7 +53,8 @@ async def shut_down(
     if hand_back is not None:  # claimed here, never started: back to the store's queue
         with anyio.move_on_after(max(grace, 1.0)):
             await hand_back(drained)
-    left = [record.id for record in [*drained, *held.take_all()]]
+    parked = [] if waiting is None else waiting()
+    left = [record.id for record in [*drained, *held.take_all(), *parked]]
     with anyio.move_on_after(max(grace, 1.0)):
         await lifecycle.flush_final()  # final states reach listeners once durable
     lifecycle.release_waiters()  # they get BusNotRunning for what is left

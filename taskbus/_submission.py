@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._dependencies import check_reserved
 from ._errors import InvalidSubmission
 from ._record import TaskRecord, new_task_id
 from ._validation import check_metadata, check_priority, check_text
@@ -32,6 +33,7 @@ def prepare_batch(
         priority = check_priority(priority)
     if metadata is not None:
         metadata = check_metadata(metadata)
+        check_reserved(metadata)
     prepared: list[tuple[TaskRecord, TaskDefinition[Any, Any]]] = []
     for task_type, payload in items:
         definition = registry.get(task_type)

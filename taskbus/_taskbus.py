@@ -1,4 +1,8 @@
-"""`TaskBus`: the registry, queue, executor, store and event bus, composed."""
+"""`TaskBus`: the registry, queue, executor, store and event bus, composed.
+
+Over 500 lines because it is the public surface: each method is a documented
+signature that hands off to a helper (`chain`'s typed overloads take 60 lines).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from ._access import TaskAccess
 from ._background import make_background
 from ._batch import BatchSummary, BatchTracker, TaskBatch
 from ._bus import EventBus, Listener
+from ._chain import ChainStep, submit_chain
 from ._clock import Clock, SystemClock
-from ._errors import BusNotRunning
+from ._dependencies import ParentFailurePolicy, ParentWatch, RecentFinals, check_after
+from ._errors import BusNotRunning, InvalidSubmission
 from ._events import Event
 from ._executor import TaskExecutor, default_thread_limit
 from ._handle import TaskHandle
@@ -43,6 +49,11 @@ if TYPE_CHECKING:
 __all__ = ["BusStats", "ShutdownReport", "TaskBus", "default_thread_limit", "default_workers"]
 
 logger = logging.getLogger("taskbus.bus")
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
 
 
 #: Tasks running at once when `workers` is not given: async handlers are cheap.
@@ -171,6 +182,11 @@ class TaskBus:
             accepting=lambda: self._intake.open,
         )
         self.lifecycle.on_cancel_request = self._access.cancel_requested
+        if self._leases is not None:
+            watch = ParentWatch(self._leases.wake)
+            self.lifecycle.finals = RecentFinals()
+            self.lifecycle.on_children = watch.children_queued
+            self.lifecycle.on_final = watch.final
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
         )
@@ -186,6 +202,7 @@ class TaskBus:
             held=self._held,
             fail_expired=self._types.fail_unregistered,
             leases=self._leases,
+            waiting=self._intake.waits.take_all,
         )
         self.registry.submitter = self
         for definition in self.registry.definitions():
@@ -327,6 +344,8 @@ class TaskBus:
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> TaskHandle[Any]:
         """Queue one task and return its handle at once.
 
@@ -335,11 +354,25 @@ class TaskBus:
         or `InvalidSubmission` for bad input (nothing is stored), `BusNotRunning`
         outside ``async with``. With `key`, a queued or running task submitted with
         the same key is returned instead of a new one.
+
+        With `after` (task ids or handles, at most 1,000, of this `owner`), the task
+        waits, holding no worker, until every one of them is final; then it runs,
+        its parents' snapshots in `TaskContext.parents`, unless one failed or was
+        cancelled: `on_parent_failure` says whether it is then cancelled ("cancel"),
+        failed ("fail") or run anyway ("run"). An unknown parent is
+        `InvalidSubmission`.
         """
+        parents = None
+        if after is not None or on_parent_failure != "cancel":  # not on the common path
+            parents = check_after(after, on_parent_failure)
+            if parents and (delay is not None or run_at is not None):
+                raise InvalidSubmission("after cannot be combined with delay or run_at")
         intake = self._intake
         record, definition, queued = intake.take(
-            task_type, input, priority, owner, metadata, delay, key, run_at
+            task_type, input, priority, owner, metadata, delay, key, run_at, parents
         )
+        if parents:
+            await intake.link_parents(record, parents, on_parent_failure)
         if key is not None:
             record = await intake.add_keyed(record, definition, key)
         elif not queued:
@@ -420,6 +453,104 @@ class TaskBus:
         return await self._intake.add_batch(
             items, priority=priority, owner=owner, metadata=metadata
         )
+
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        s3: ChainStep[C],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B], TaskHandle[C]]: ...
+    @overload
+    async def chain(
+        self,
+        s1: ChainStep[A],
+        s2: ChainStep[B],
+        s3: ChainStep[C],
+        s4: ChainStep[D],
+        /,
+        *,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[A], TaskHandle[B], TaskHandle[C], TaskHandle[D]]: ...
+    @overload
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]: ...
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]:
+        """Submit steps that run one after the other, each `after` the one before
+        (the first after `after`); return their handles in order, typed step by step
+        for ``defn.step(input)`` steps. Steps are `ChainStep`s or ``(task_type,
+        input)`` pairs. With the default ``on_parent_failure="cancel"``, a step that
+        fails cancels the steps after it. Every input is validated first: one bad
+        step raises and nothing is stored.
+        """
+        handles = await submit_chain(
+            self.submit,
+            self._check_step,
+            steps,
+            after=after,
+            on_parent_failure=on_parent_failure,
+            priority=priority,
+            owner=owner,
+            metadata=metadata,
+        )
+        return tuple(handles)
+
+    def _check_step(self, task_type: str, payload: Any) -> None:
+        """Raise for a chain step of an unknown type, or with a bad input."""
+        definition = self.registry.get(task_type)
+        if payload is not None or definition.takes_input:
+            definition.validate_input(payload)
 
     async def batch(self, batch_id: str) -> BatchSummary:
         """Where a batch stands; raises `BatchNotFound`.

@@ -31,7 +31,7 @@ import builtins
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import CancelledError
 from contextlib import AbstractAsyncContextManager, ExitStack, suppress
 from datetime import datetime
@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._bus import EventBus, Listener
+    from ._chain import ChainStep
     from ._context import TaskContext
+    from ._dependencies import ParentFailurePolicy
     from ._handle import TaskHandle
     from ._registry import TaskRegistry, _Decorator
     from ._reports import BusStats, ShutdownReport
@@ -121,7 +123,18 @@ class AsyncTaskBus(Protocol):
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> TaskHandle[Any]: ...
+    async def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | TaskHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[TaskHandle[Any], ...]: ...
     async def get(self, task_id: str) -> TaskSnapshot: ...
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
@@ -497,6 +510,8 @@ class ThreadedTaskBus:
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | ThreadedHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> ThreadedHandle[OutT]: ...
     @overload
     def submit(
@@ -510,6 +525,8 @@ class ThreadedTaskBus:
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | ThreadedHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> ThreadedHandle[Any]: ...
     def submit(
         self,
@@ -522,13 +539,19 @@ class ThreadedTaskBus:
         delay: float | None = None,
         key: str | None = None,
         run_at: datetime | None = None,
+        after: Iterable[str | ThreadedHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
     ) -> ThreadedHandle[Any]:
         """Queue one task (by type name or `TaskDefinition`); returns at once.
 
         Raises what `TaskBus.submit` raises (`UnknownTaskType`,
-        `InvalidTaskInput`, `InvalidSubmission`), unchanged.
+        `InvalidTaskInput`, `InvalidSubmission`), unchanged. `after` takes task ids
+        or handles (see `TaskBus.submit`).
         """
         name = task_type.name if isinstance(task_type, TaskDefinition) else task_type
+        parents: list[Any] | None = None  # ids; anything else fails in `check_after`
+        if after is not None:
+            parents = [p.id if isinstance(p, ThreadedHandle) else p for p in after]
         handle = self._call(
             partial(
                 self._bus.submit,
@@ -540,10 +563,40 @@ class ThreadedTaskBus:
                 delay=delay,
                 key=key,
                 run_at=run_at,
+                after=parents,
+                on_parent_failure=on_parent_failure,
             ),
             "submit",
         )
         return ThreadedHandle(self, handle.id, handle.type)
+
+    def chain(
+        self,
+        *steps: ChainStep[Any] | tuple[str, Any],
+        after: Iterable[str | ThreadedHandle[Any]] | None = None,
+        on_parent_failure: ParentFailurePolicy = "cancel",
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[ThreadedHandle[Any], ...]:
+        """Submit steps that run one after the other (see `TaskBus.chain`); returns
+        their handles in order at once."""
+        parents: list[Any] | None = None  # ids; anything else fails in `check_after`
+        if after is not None:
+            parents = [p.id if isinstance(p, ThreadedHandle) else p for p in after]
+        handles = self._call(
+            partial(
+                self._bus.chain,
+                *steps,
+                after=parents,
+                on_parent_failure=on_parent_failure,
+                priority=priority,
+                owner=owner,
+                metadata=metadata,
+            ),
+            "chain",
+        )
+        return tuple(ThreadedHandle(self, handle.id, handle.type) for handle in handles)
 
     def get(self, task_id: str) -> TaskSnapshot:
         """The task as it is now; raises `TaskNotFound`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import anyio
 
@@ -82,5 +83,15 @@ def make() -> TaskBus:
         if not await anyio.Path(db + GATE_SUFFIX).exists():
             raise RetryableError("the gate is shut")
         return text
+
+    @bus.task("mp:join")
+    async def join(ctx: TaskContext, text: str) -> list[Any]:
+        _log("ran", ctx.task_id)
+        return [text, *(parent.result for parent in ctx.parents)]
+
+    @bus.task("mp:stuck", priority=10)
+    async def stuck(ctx: TaskContext) -> None:
+        _log("start", ctx.task_id)
+        await anyio.sleep_forever()
 
     return bus

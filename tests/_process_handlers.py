@@ -67,3 +67,8 @@ def _wait_for(path: Path) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.005)
+
+
+def parent_results(ctx: ProcessContext, label: str) -> list[Any]:
+    """The label, then each parent's result, as the worker process sees them."""
+    return [label, *(parent.result for parent in ctx.parents)]

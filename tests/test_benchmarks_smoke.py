@@ -59,6 +59,15 @@ EXPECTED: dict[str, set[str]] = {
         "reference_tasks_per_s",
         "ratio",
     },
+    "dependencies": {
+        "store",
+        "chain_length",
+        "tasks_per_s",
+        "reference_no_dependencies_tasks_per_s",
+        "ratio",
+        "target_ratio",
+        "in_order",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -180,6 +189,8 @@ MUST_HOLD: dict[tuple[str, str], str] = {
     ("multiprocess", "exactly-once"): "exactly_once",
     # Every task ran once, and was done once, for taskbus and for each peer.
     ("redis", "end-to-end"): "exactly_once",
+    # Every chain's steps ran one after the other, in order.
+    ("dependencies", "chains"): "in_order",
 }
 CASES = {
     "throughput": {"no-subscriber", "sync-listener", "async-subscriber", "peer-aiojobs"},
@@ -190,6 +201,7 @@ CASES = {
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
     "keyed_concurrency": {"memory", "sqlite", "redis"},
+    "dependencies": {"chains"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -225,6 +237,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "multiprocess",
         "redis",
         "keyed_concurrency",
+        "dependencies",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

@@ -835,6 +835,239 @@ async def test_a_rate_per_owner_holds_one_owner_back_and_not_another(new_bus: Ma
     assert waiting.waiting_for == "rate limit 1/minute (key 'alice')"
 
 
+# -- dependencies -----------------------------------------------------------------------
+
+
+async def test_a_chain_runs_in_order_and_each_step_reads_its_parents(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    seen: dict[int, list[Any]] = {}
+
+    @bus.task("sc:step")
+    async def step(ctx: TaskContext, params: Params) -> Report:
+        seen[params.n] = [(p.state, p.result) for p in ctx.parents]
+        return Report(rows=params.n)
+
+    async with bus:
+        first, second, third = await bus.chain(
+            step.step(Params(n=1)), step.step(Params(n=2)), step.step(Params(n=3))
+        )
+        report = await third.result(timeout=WAIT)
+        snapshots = [await bus.get(h.id) for h in (first, second, third)]
+    assert report == Report(rows=3)
+    assert seen == {
+        1: [],
+        2: [(TaskState.COMPLETED, Report(rows=1))],
+        3: [(TaskState.COMPLETED, Report(rows=2))],
+    }
+    starts = [s.started_at for s in snapshots]
+    ends = [s.finished_at for s in snapshots]
+    assert all(start is not None for start in starts) and all(end is not None for end in ends)
+    assert ends[0] <= starts[1] and ends[1] <= starts[2]  # type: ignore[operator]
+    assert snapshots[2].metadata["after"] == [second.id]
+
+
+async def test_a_waiting_child_holds_no_worker_and_says_why(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=2)
+    gate = Gate(bus)
+    build = register_build(bus)
+    async with bus:
+        parent = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        children = [await build.submit(Params(n=i), after=[parent]) for i in range(5)]
+        waiting = await bus.get(children[0].id)
+        free = await bus.submit("sc:build", {"n": 7})
+        assert await free.result(timeout=WAIT) == Report(rows=14), "the other worker is free"
+        still = [(await bus.get(h.id)).state for h in children]
+        gate.open.set()
+        results = [await h.result(timeout=WAIT) for h in children]
+        done = await bus.get(children[0].id)
+    assert (waiting.state, waiting.waiting_for, waiting.not_before) == (
+        TaskState.QUEUED,
+        "parents",
+        None,
+    )
+    assert still == [TaskState.QUEUED] * 5
+    assert results == [Report(rows=2 * i) for i in range(5)]
+    assert done.waiting_for is None
+
+
+async def test_fan_in_waits_for_every_parent_in_the_order_given(new_bus: MakeBus) -> None:
+    bus = new_bus(workers=3)
+    build = register_build(bus)
+
+    @bus.task("sc:sum")
+    async def total(ctx: TaskContext) -> int:
+        return sum(p.result.rows for p in ctx.parents)
+
+    async with bus:
+        parents = [await build.submit(Params(n=n)) for n in (1, 2, 3)]
+        joined = await total.submit(after=[parents[2], parents[0].id, parents[1]])
+        result = await joined.result(timeout=WAIT)
+        snapshot = await bus.get(joined.id)
+    assert result == 12
+    assert snapshot.metadata["after"] == [parents[2].id, parents[0].id, parents[1].id]
+
+
+@pytest.mark.parametrize("policy", ["cancel", "fail", "run"])
+async def test_a_failed_parent_applies_the_childs_policy(new_bus: MakeBus, policy: Any) -> None:
+    bus = new_bus()
+    ran: list[list[TaskState]] = []
+
+    @bus.task("sc:broken", retry=RetryPolicy.never())
+    async def broken(ctx: TaskContext) -> None:
+        raise FatalError("no rows")
+
+    @bus.task("sc:after")
+    async def after(ctx: TaskContext) -> str:
+        ran.append([p.state for p in ctx.parents])
+        return "ran"
+
+    async with bus:
+        recorder = EventRecorder(bus)
+        parent = await bus.submit("sc:broken")
+        child = await after.submit(after=[parent], on_parent_failure=policy)
+        final = await child.wait(timeout=WAIT)
+        if policy == "cancel":
+            with pytest.raises(TaskCancelledError):
+                await child.result(timeout=WAIT)
+        await bus.flush_events()
+    names = [e.name for e in recorder.events if getattr(e, "task_id", None) == child.id]
+    if policy == "run":
+        assert (final.state, final.result, ran) == (
+            TaskState.COMPLETED,
+            "ran",
+            [[TaskState.FAILED]],
+        )
+        return
+    assert ran == [], "the child never ran"
+    assert "task-started" not in names
+    named = f"parent task {parent.id} (sc:broken) failed"
+    if policy == "cancel":
+        assert (final.state, final.cancel_reason) == (TaskState.CANCELLED, named)
+        assert names[-1] == "task-cancelled"
+    else:
+        assert final.state is TaskState.FAILED and final.error is not None
+        assert final.error.message == named
+        assert names[-1] == "task-failed"
+
+
+async def test_a_child_failed_for_its_parent_is_retried_on_its_own(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    ran: list[int] = []
+
+    @bus.task("sc:broken", retry=RetryPolicy.never())
+    async def broken(ctx: TaskContext) -> None:
+        raise FatalError("no rows")
+
+    @bus.task("sc:after")
+    async def after(ctx: TaskContext) -> str:
+        ran.append(len(ctx.parents))
+        return "ran"
+
+    async with bus:
+        parent = await bus.submit("sc:broken")
+        child = await after.submit(after=[parent], on_parent_failure="fail", metadata={"a": 1})
+        assert (await child.wait(timeout=WAIT)).state is TaskState.FAILED
+        rerun = await bus.retry(child.id)
+        done = await rerun.wait(timeout=WAIT)
+    assert (done.state, done.result, ran) == (TaskState.COMPLETED, "ran", [0])
+    assert done.metadata == {"a": 1, "retry_of": child.id}
+
+
+async def test_cancelling_a_parent_cancels_the_chain_after_it(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    build = register_build(bus)
+    async with bus:
+        blocker = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        parent, child, grandchild = await bus.chain(
+            build.step(Params(n=1)),
+            build.step(Params(n=2)),
+            build.step(Params(n=3)),
+            after=[blocker],
+        )
+        assert await bus.cancel(parent.id, reason="changed my mind")
+        states = [(await h.wait(timeout=WAIT)) for h in (parent, child, grandchild)]
+        gate.open.set()
+        assert await bus.wait(blocker.id, timeout=WAIT)
+    assert [s.state for s in states] == [TaskState.CANCELLED] * 3
+    assert states[1].cancel_reason == f"parent task {parent.id} (sc:build) cancelled"
+    assert states[2].cancel_reason == f"parent task {child.id} (sc:build) cancelled"
+
+
+async def test_a_waiting_child_cancelled_never_runs(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    gate = Gate(bus)
+    async with bus:
+        parent = await bus.submit("sc:hold", {"n": 0})
+        await gate.until_running()
+        child = await bus.submit("sc:hold", {"n": 5}, after=[parent])
+        assert await bus.cancel(child.id, reason="not needed")
+        gate.open.set()
+        assert await parent.result(timeout=WAIT) == 0
+        final = await child.wait(timeout=WAIT)
+        later = await bus.submit("sc:hold", {"n": 6}, after=[parent])
+        assert await later.result(timeout=WAIT) == 6, "parents already final: runs at once"
+    assert (final.state, final.cancel_reason) == (TaskState.CANCELLED, "not needed")
+    assert child.id not in gate.ran
+
+
+async def test_after_refuses_unknown_and_other_owners_parents_storing_nothing(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    build = register_build(bus)
+    async with bus:
+        theirs = await build.submit(Params(n=1), owner="bob")
+        await theirs.result(timeout=WAIT)
+        before = len(await bus.list())
+        for after in (["no-such-task"], [theirs.id]):
+            with pytest.raises(InvalidSubmission, match="unknown parent task"):
+                await build.submit(Params(n=2), owner="alice", after=after)
+        with pytest.raises(InvalidSubmission, match="unknown parent task"):
+            await build.submit(Params(n=2), after=[theirs])  # no owner is not bob
+        with pytest.raises(InvalidSubmission, match="on_parent_failure"):
+            await build.submit(Params(n=2), after=[theirs], on_parent_failure="ignore")
+        with pytest.raises(InvalidSubmission, match="at most 1000"):
+            await build.submit(Params(n=2), after=[f"t{i}" for i in range(1001)])
+        with pytest.raises(InvalidSubmission, match="delay"):
+            await build.submit(Params(n=2), owner="bob", after=[theirs], delay=1.0)
+        with pytest.raises(InvalidSubmission, match="not one string"):
+            await build.submit(Params(n=2), after=theirs.id)
+        with pytest.raises(InvalidTaskInput):
+            await bus.chain(build.step(Params(n=1)), ("sc:build", {"n": "x"}))
+        after_refusals = len(await bus.list())
+        mine = await build.submit(Params(n=3), owner="bob", after=[theirs])
+        assert await mine.result(timeout=WAIT) == Report(rows=6)
+    assert after_refusals == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_child_submitted_by_one_bus_runs_in_another_after_its_parent(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Dependencies are in the store: a client with no workers submits the chain,
+    and a bus sharing the store (another process, as far as the store can tell)
+    runs parent and child."""
+    seen: list[list[Any]] = []
+
+    def register(bus: TaskBus) -> None:
+        @bus.task("sc:link")
+        async def link(ctx: TaskContext, params: Params) -> int:
+            seen.append([p.result for p in ctx.parents])
+            return params.n
+
+    submitter = TaskBus(store=STORES[kind](tmp_path), workers=0)
+    worker = TaskBus(store=STORES[kind](tmp_path), workers=2, shutdown_grace=1.0)
+    register(submitter)
+    register(worker)
+    async with worker, submitter:
+        handles = await submitter.chain(*[("sc:link", {"n": n}) for n in range(4)])
+        assert await handles[-1].result(timeout=WAIT) == 3
+    assert seen == [[], [0], [1], [2]]
+
+
 # -- durable stores: restarts ---------------------------------------------------------
 
 

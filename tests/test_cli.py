@@ -346,6 +346,14 @@ def test_submit_in_process_factory_reports_failure(app_module: str) -> None:
     assert "retryable" not in result.output
 
 
+def test_submit_in_process_after_an_unknown_task_is_an_error(app_module: str) -> None:
+    args = ["submit", "demo:flaky", "--json", '{"failures": 0}', "--after", "nope"]
+    args += ["--app", f"{app_module}:bus"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "unknown parent task 'nope' in after" in result.output
+
+
 def test_submit_in_process_rejects_what_is_not_a_bus(app_module: str) -> None:
     result = runner.invoke(app, ["submit", "demo:flaky", "--app", f"{app_module}:not_a_bus"])
     assert result.exit_code == 2
@@ -549,6 +557,23 @@ def test_submit_watch_completes(server: str) -> None:
     code, out = cli(server, "watch", task_id)  # already final: its outcome at once
     assert code == 0, out
     assert "completed" in out
+
+
+def test_submit_after_runs_once_its_parents_end(server: str) -> None:
+    payload = json.dumps({"repo": "x/y", "objects": 2, "batch": 1, "step_delay": 0.01})
+    code, out = cli(server, "submit", "demo:clone-repo", "--json", payload)
+    assert code == 0, out
+    parent = out.strip()
+    code, out = cli(
+        server, "submit", "demo:clone-repo", "--json", payload, "--after", parent, "--watch"
+    )
+    assert code == 0, out
+    assert "completed" in out
+    code, out = cli(server, "submit", "demo:clone-repo", "--json", payload, "--after", "0" * 32)
+    assert code != 0
+    assert "unknown parent task" in out
+    code, out = cli(server, "submit", "demo:clone-repo", "--on-parent-failure", "ignore")
+    assert code == 2, out
 
 
 def test_submit_watch_a_failing_task_exits_1(server: str) -> None:

@@ -106,6 +106,16 @@ EXPECTED: dict[str, list[str]] = {
         "acme's third call waits for: rate limit 2/second (key 'acme')",
         "acme's third call started a window after its first: True",
     ],
+    "dependencies.py": [
+        "publish is queued, waiting for parents",
+        "build: app-1.2.0.whl",
+        "test: tested app-1.2.0.whl",
+        "publish: published after 'tested app-1.2.0.whl'",
+        "report: ci:publish completed; ci:publish completed",
+        "on_parent_failure=cancel: cancelled (parent task ",
+        "on_parent_failure=fail: failed (parent task ",
+        "on_parent_failure=run: completed (ci:build failed)",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

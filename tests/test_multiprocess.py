@@ -353,6 +353,55 @@ async def test_sigterm_hands_a_running_task_back_and_another_worker_finishes_it(
         assert snapshot.attempts == 1  # the attempt the stop interrupted is not counted
 
 
+async def test_a_chain_submitted_by_a_client_runs_in_order_across_worker_processes(
+    cluster: ClusterFactory,
+) -> None:
+    async with cluster() as nodes:
+        workers = {(await nodes.worker()).pid, (await nodes.worker()).pid}
+        client = nodes.client()
+        async with client:
+            handles = await client.chain(*[("mp:join", f"s{i}") for i in range(6)])
+            joined = await client.submit("mp:join", "all", after=handles[::-1])
+            results = [await handle.result(timeout=20) for handle in [*handles, joined]]
+        expected: list[Any] = [["s0"]]
+        for i in range(1, 6):
+            expected.append([f"s{i}", expected[-1]])
+        assert results[:-1] == expected
+        assert results[-1] == ["all", *expected[::-1]]
+        ran = {task_id: (pid, at) for _, task_id, pid, at in nodes.entries("ran")}
+        times = [ran[handle.id][1] for handle in handles]
+        assert times == sorted(times)
+        assert {pid for pid, _ in ran.values()} <= workers
+
+
+async def test_a_child_runs_after_the_process_that_finished_its_parent_dies(
+    cluster: ClusterFactory,
+) -> None:
+    """The parent's final commit frees the child by itself: the process that
+    committed it is killed at once, and the child runs in a worker started later."""
+    async with cluster() as nodes:
+        doomed = await nodes.worker("--workers", "1")
+        client = nodes.client()
+        async with client:
+            parent = await client.submit("mp:gated")
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 1)
+            # Its one worker takes this (priority 10, and it never ends) once the
+            # parent is done, so the child is left to whoever comes next.
+            blocker = await client.submit("mp:stuck")
+            child = await client.submit("mp:join", "child", after=[parent])
+            assert (await client.get(child.id)).waiting_for == "parents"
+            nodes.open_gate()
+            assert await parent.result(timeout=20) == "through"
+            await nodes.wait_for(lambda: len(nodes.entries("start")) == 2)
+            doomed.send_signal(signal.SIGKILL)
+            await doomed.wait()
+            survivor = await nodes.worker()
+            assert await child.result(timeout=20) == ["child", "through"]
+            assert (await client.get(blocker.id)).state is not TaskState.COMPLETED
+        [(_, _, pid, _)] = [entry for entry in nodes.entries("ran") if entry[1] == child.id]
+        assert pid == survivor.pid
+
+
 def test_only_a_worker_on_this_host_whose_process_is_gone_is_known_dead() -> None:
     import socket
 

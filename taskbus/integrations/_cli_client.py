@@ -171,12 +171,18 @@ class ApiClient:
         *,
         priority: int | None = None,
         key: str | None = None,
+        after: list[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"type": task_type, "input": input}
         if priority is not None:
             body["priority"] = priority
         if key is not None:
             body["key"] = key
+        if after:
+            body["after"] = after
+        if on_parent_failure is not None:
+            body["on_parent_failure"] = on_parent_failure
         result: dict[str, Any] = self._call("POST", "/tasks", json=body)
         return result
 

@@ -16,12 +16,20 @@ import binascii
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect, Request
 
-from .. import MAX_DELAY, MAX_PRIORITY, MAX_TEXT, MIN_PRIORITY, event_order
+from .. import (
+    MAX_DELAY,
+    MAX_PARENTS,
+    MAX_PRIORITY,
+    MAX_TEXT,
+    MIN_PRIORITY,
+    ParentFailurePolicy,
+    event_order,
+)
 from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
@@ -102,6 +110,15 @@ class SubmitBody(BaseModel):
         description="When to run it (with a UTC offset); instead of `delay`.",
     )
     key: str | None = Field(default=None, max_length=MAX_TEXT)
+    after: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None = Field(
+        default=None,
+        max_length=MAX_PARENTS,
+        description="Ids of the caller's tasks this one waits for (its parents).",
+    )
+    on_parent_failure: ParentFailurePolicy = Field(
+        default="cancel",
+        description="If a parent fails or is cancelled: cancel this task, fail it, or run it.",
+    )
 
     @field_validator("run_at", mode="before")
     @classmethod

@@ -66,6 +66,7 @@ from pydantic_core import to_jsonable_python
 from taskbus import (
     EVENT_ADAPTER,
     Event,
+    ParentFailurePolicy,
     TaskBus,
     TaskbusError,
     TaskCancelled,
@@ -110,6 +111,21 @@ class Backend(StrEnum):
 
     ASYNCIO = "asyncio"
     TRIO = "trio"
+
+
+class ParentPolicy(StrEnum):
+    """What a task does when a task it runs ``--after`` fails or is cancelled."""
+
+    cancel = "cancel"
+    fail = "fail"
+    run = "run"
+
+
+_POLICIES: dict[ParentPolicy, ParentFailurePolicy] = {
+    ParentPolicy.cancel: "cancel",
+    ParentPolicy.fail: "fail",
+    ParentPolicy.run: "run",
+}
 
 
 def _version(value: bool) -> None:
@@ -520,6 +536,13 @@ def submit(
     ] = None,
     priority: Annotated[int | None, typer.Option(min=1, max=10, help="1-10, 10 first.")] = None,
     key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option("--after", help="Run after this task ends (repeat for several)."),
+    ] = None,
+    on_parent_failure: Annotated[
+        ParentPolicy, typer.Option(help="If a task it runs after fails or is cancelled.")
+    ] = ParentPolicy.cancel,
     watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
     app_spec: Annotated[str | None, typer.Option("--app", help=APP_HELP)] = None,
     url: Annotated[str, URL_OPTION] = DEFAULT_URL,
@@ -532,14 +555,25 @@ def submit(
     """
     value = _parse_json(json_input)
     console = _console()
+    policy = _POLICIES[on_parent_failure]
     if app_spec is not None:
         bus = _load_bus(app_spec)
-        code = anyio.run(_submit_in_process, bus, console, task_type, value, priority, key, watch)
+        parents = (after or [], policy)
+        code = anyio.run(
+            _submit_in_process, bus, console, task_type, value, priority, key, watch, parents
+        )
         raise typer.Exit(code=code)
 
     def action() -> int | None:
         with _client(url, token) as client:
-            created = client.submit(task_type, value, priority=priority, key=key)
+            created = client.submit(
+                task_type,
+                value,
+                priority=priority,
+                key=key,
+                after=after,
+                on_parent_failure=None if policy == "cancel" else policy,
+            )
             console.print(created["id"], highlight=False)
             return _watch_task(client, console, created["id"]) if watch else None
 
@@ -554,11 +588,20 @@ async def _submit_in_process(
     priority: int | None,
     key: str | None,
     watch: bool,
+    parents: tuple[list[str], ParentFailurePolicy] = ([], "cancel"),
 ) -> int:
     """Run `bus` here: submit, follow the task's events (a bar with `watch`), its exit code."""
+    after, policy = parents
     async with bus:
         try:
-            handle = await bus.submit(task_type, value, priority=priority, key=key)
+            handle = await bus.submit(
+                task_type,
+                value,
+                priority=priority,
+                key=key,
+                after=after or None,
+                on_parent_failure=policy,
+            )
         except TaskbusError as exc:
             console.print(f"[bold red]taskbus:[/bold red] {escape(str(exc))}")
             return 1

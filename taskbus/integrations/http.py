@@ -243,6 +243,8 @@ class _Api:
                 delay=body.delay,
                 run_at=body.run_at,
                 key=body.key,
+                after=body.after,
+                on_parent_failure=body.on_parent_failure,
             )
         except UnknownTaskType as exc:
             raise ApiError(404, "unknown_task_type", str(exc)) from None

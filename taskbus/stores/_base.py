@@ -359,6 +359,13 @@ class TaskStore(EventBroker, Protocol):
     the outcome only while the lease holds; `reap_expired` re-queues (or fails) the
     tasks of workers that stopped renewing. Every change that has an event logs it
     in the same step, so a final state and its final event are durable together.
+
+    Dependencies: a task added queued with the not-before time
+    ``taskbus._record.AWAITING_PARENTS`` waits for the tasks listed in its
+    ``metadata["after"]``. The step that adds it, or that makes (by any write) the
+    last of those final that was not, clears its not-before time and its
+    ``waiting_for``, so it becomes claimable; a parent no longer stored counts as
+    final. Nothing else of the store changes (`tests/stores/test_parent_release.py`).
     """
 
     async def acquire(

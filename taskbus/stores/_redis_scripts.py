@@ -16,6 +16,10 @@ Keys (``P`` is the store's prefix, ``"taskbus:"`` by default):
   none; ``P w:<worker>``: the running tasks a worker holds;
 - ``P k:<scope>``: the ids submitted with one idempotency key scope;
 - ``P b:<batch>``: the tasks of one batch by insertion (``_seq``);
+- ``P c:<id>``: the children waiting for task ``id`` (dependencies: a child
+  holds its parents' ids in its metadata, ``after``, and, while one of them is
+  unfinished, the not-before time ``AWAITING_PARENTS``, which no claim reaches;
+  `WRITE` releases it in the step that makes its last parent final);
 - ``P events``: the event log, a stream (``MAXLEN ~ keep``); the entry id is the
   event id, fields ``n`` (name) and ``b`` (JSON body).
 
@@ -25,9 +29,12 @@ caller as text (Lua would round a float it formatted itself).
 
 from __future__ import annotations
 
+from .._record import AWAITING_PARENTS
+
 __all__ = ["ACQUIRE", "DELETE", "EXPIRED", "WRITE"]
 
-_LIBRARY = r"""
+_LIBRARY = (
+    r"""
 local P = ARGV[1]
 local IDX = {'state', 'type', 'priority', 'queued_at', 'not_before', 'lease_until',
              'created_at', 'finished_at', 'owner', 'key', '_seq', 'worker', 'batch_id'}
@@ -105,10 +112,55 @@ local function index(id, r)
   if r.batch_id then redis.call('ZADD', P .. 'b:' .. r.batch_id, r._seq, id) end
 end
 
+-- Dependencies: whether none of a waiting child's parents is unfinished (a parent
+-- gone, purged, counts as finished); release a waiting child whose parents are.
+local WAITING = """
+    + repr(AWAITING_PARENTS)
+    + r"""
+
+local function parents_of(child)
+  local meta = redis.call('HGET', P .. 't:' .. child, 'metadata')
+  if not meta then return {} end
+  local ok, decoded = pcall(cjson.decode, meta)
+  if not ok or type(decoded) ~= 'table' or type(decoded.after) ~= 'table' then return {} end
+  return decoded.after
+end
+
+local function release_child(child)
+  local r = read_index(child)
+  if not (r and r.state == 'queued' and tonumber(r.not_before) == WAITING) then return end
+  for _, parent in ipairs(parents_of(child)) do
+    local state = redis.call('HGET', P .. 't:' .. tostring(parent), 'state')
+    if state == 'queued' or state == 'running' then return end
+  end
+  unindex(child, r)
+  redis.call('HDEL', P .. 't:' .. child, 'not_before', 'waiting_for')
+  index(child, read_index(child))
+end
+
+-- After a write of task `id` (`old`, `new`: its index fields before, nil if new,
+-- and after): a new waiting child joins its parents' sets (and is released at once
+-- if they have all ended); a task that becomes final releases its waiting children.
+local function settle_children(id, old, new)
+  if not old and new.state == 'queued' and tonumber(new.not_before) == WAITING then
+    for _, parent in ipairs(parents_of(id)) do
+      redis.call('SADD', P .. 'c:' .. tostring(parent), id)
+    end
+    release_child(id)
+  elseif old and FINAL[new.state] and not FINAL[old.state] then
+    local children = redis.call('SMEMBERS', P .. 'c:' .. id)
+    if #children > 0 then
+      for _, child in ipairs(children) do release_child(child) end
+      redis.call('DEL', P .. 'c:' .. id)
+    end
+  end
+end
+
 local function log(name, body)
   return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*', 'n', name, 'b', body)
 end
 """
+)
 
 #: Writes, each on a condition. ARGV: prefix, keep, then one item each, a JSON
 #: array: [id, expected state, expected worker, expected lease ('*': any, '':
@@ -160,7 +212,9 @@ for i = 3, #ARGV do
       for k = 1, #to_set do fields[#fields + 1] = to_set[k] end
       redis.call('HSET', tkey, unpack(fields))
       if #to_delete > 0 then redis.call('HDEL', tkey, unpack(to_delete)) end
-      index(id, read_index(id))
+      local new = read_index(id)
+      index(id, new)
+      settle_children(id, old, new)
     end
   end
   if holder then
@@ -378,6 +432,7 @@ for k = 3, #ARGV do
     redis.call('ZREM', P .. 'all', id)
     if r.key then redis.call('SREM', scope_key(r.owner, r.type, r.key), id) end
     redis.call('DEL', P .. 't:' .. id)
+    redis.call('DEL', P .. 'c:' .. id)
     n = n + 1
   end
 end

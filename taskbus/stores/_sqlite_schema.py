@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .._errors import StoreError
+from .._record import AWAITING_PARENTS
 from ._codec import COLUMNS
 from ._sqlite_events import EVENTS_SCHEMA
 
@@ -173,6 +174,50 @@ def _rate_limits(conn: sqlite3.Connection) -> None:
     )
 
 
+def _dependencies(conn: sqlite3.Connection) -> None:
+    # Task dependencies (`_dependencies`): a child submitted after parents carries
+    # their ids in its metadata ("after") and, while one is unfinished, the
+    # not-before time AWAITING_PARENTS, so no claim picks it. The edges go into
+    # task_parents as the child is inserted; the step that makes a parent final
+    # clears the waiting children's time once none of their parents is unfinished
+    # (a parent purged counts as finished), in the same transaction. A child whose
+    # parents all ended before its insert is released by that insert. (One
+    # statement at a time: a trigger's body holds semicolons.)
+    waiting = f"not_before = {AWAITING_PARENTS!r}"
+    none_unfinished = (
+        "NOT EXISTS (SELECT 1 FROM task_parents AS e JOIN tasks AS p ON p.id = e.parent "
+        "WHERE e.child = tasks.id AND p.state IN ('queued', 'running'))"
+    )
+    for statement in (
+        """CREATE TABLE task_parents (
+            parent TEXT NOT NULL,
+            child TEXT NOT NULL,
+            PRIMARY KEY (parent, child)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX task_parents_child ON task_parents (child)",
+        f"""CREATE TRIGGER tasks_link_parents AFTER INSERT ON tasks
+        WHEN NEW.state = 'queued' AND NEW.{waiting}
+        BEGIN
+            INSERT OR IGNORE INTO task_parents (parent, child)
+                SELECT value, NEW.id FROM json_each(NEW.metadata, '$.after');
+            UPDATE tasks SET not_before = NULL, waiting_for = NULL WHERE id = NEW.id AND {none_unfinished};
+        END""",
+        f"""CREATE TRIGGER tasks_release_children AFTER UPDATE OF state ON tasks
+        WHEN NEW.state IN ('completed', 'failed', 'cancelled')
+            AND OLD.state IN ('queued', 'running')
+        BEGIN
+            UPDATE tasks SET not_before = NULL, waiting_for = NULL
+            WHERE id IN (SELECT child FROM task_parents WHERE parent = NEW.id)
+                AND state = 'queued' AND {waiting} AND {none_unfinished};
+        END""",
+        """CREATE TRIGGER tasks_unlink_parents AFTER DELETE ON tasks
+        BEGIN
+            DELETE FROM task_parents WHERE child = OLD.id;
+        END""",
+    ):
+        conn.execute(statement)
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1,
@@ -183,6 +228,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v6,
     _v7,
     _rate_limits,
+    _dependencies,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -147,6 +147,60 @@ async def test_run_at_with_an_offset_is_kept_as_the_tasks_not_before(
     assert snapshot["not_before"].startswith("2099-06-01T10:00:00")
 
 
+async def test_after_runs_the_task_once_its_parents_are_done(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+    app = create_app(bus, tokens={**TOKENS, "bob-token": "bob"})
+    async with bus, asgi_client(app, "alice-token") as alice:
+        parent = (await alice.post("/tasks", json={"type": "echo", "input": 1})).json()
+        answer = await alice.post(
+            "/tasks",
+            json={"type": "echo", "input": 2, "after": [parent["id"]], "on_parent_failure": "run"},
+        )
+        assert answer.status_code == 202, answer.text
+        child = await bus.wait(answer.json()["id"], timeout=10)
+    assert (child.state, child.result) == ("completed", 2)
+    assert child.metadata == {"after": [parent["id"]], "on_parent_failure": "run"}
+
+
+@pytest.mark.parametrize(
+    ("after", "policy", "where"),
+    [
+        ('"abc"', '"cancel"', "after"),  # one id, not a list
+        ("[1]", '"cancel"', "after"),
+        ('[""]', '"cancel"', "after"),
+        ("[]", '"ignore"', "on_parent_failure"),
+        ("[]", "null", "on_parent_failure"),
+    ],
+)
+async def test_after_and_on_parent_failure_of_the_wrong_shape_are_422(
+    make_bus: Callable[..., TaskBus], tmp_path: Path, after: str, policy: str, where: str
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+    async with bus, asgi_client(create_app(bus)) as client:
+        body = f'{{"type": "noop", "after": {after}, "on_parent_failure": {policy}}}'
+        error = assert_error(await client.post("/tasks", content=body), 422, "invalid_submission")
+        assert [detail["loc"][0] for detail in error["details"]] == [where]
+        too_many = {"type": "noop", "after": [f"t{i}" for i in range(1001)]}
+        assert_error(await client.post("/tasks", json=too_many), 422, "invalid_submission")
+        assert (await client.get("/tasks")).json()["items"] == []  # nothing stored
+
+
+async def test_a_parent_unknown_or_of_another_owner_is_422_and_stores_nothing(
+    make_bus: Callable[..., TaskBus], tmp_path: Path
+) -> None:
+    bus = sqlite_bus(make_bus, tmp_path)
+    app = create_app(bus, tokens={**TOKENS, "bob-token": "bob"})
+    async with bus, asgi_client(app, "alice-token") as alice, asgi_client(app, "bob-token") as bob:
+        bobs = (await bob.post("/tasks", json={"type": "noop"})).json()["id"]
+        for parent in (bobs, "0" * 32):
+            answer = await alice.post("/tasks", json={"type": "noop", "after": [parent]})
+            error = assert_error(answer, 422, "invalid_submission")
+            assert error["message"] == f"unknown parent task {parent!r} in after"
+        assert (await alice.get("/tasks")).json()["items"] == []
+
+
 @pytest.mark.parametrize("key", ["-5", "[1]", '{"a": 1}', "true", "1.5"])
 async def test_keys_that_are_not_strings_are_422(
     make_bus: Callable[..., TaskBus], tmp_path: Path, key: str

@@ -31,7 +31,7 @@ import anyio.lowlevel
 
 from taskbus import Event, StoreError, TaskState, UnstorableValue
 from taskbus._events import CancelRequested, stamp
-from taskbus._record import TaskRecord
+from taskbus._record import AWAITING_PARENTS, TaskRecord
 from taskbus._task_keys import concurrency_key_of, key_reason
 from taskbus.stores import StoreStats, TaskQuery
 from taskbus.stores._codec import COLUMNS, Row, row_from_record, unstorable_row
@@ -87,6 +87,8 @@ class ValueStore:
         self._deliver: Callable[[Event], None] | None = None
         self._undelivered: deque[Event] = deque()
         self._delivering = False
+        #: Children waiting for parents (not-before `AWAITING_PARENTS`).
+        self._waiting: set[str] = set()
 
     async def _step(self) -> None:
         """Yield once, as a store that awaits I/O does; then act without yielding."""
@@ -175,6 +177,28 @@ class ValueStore:
         now = datetime.now(UTC)
         self.log_event(CancelRequested(task_id=task_id, task_type="", timestamp=now, reason=reason))
 
+    # -- dependencies -------------------------------------------------------------------
+
+    def _settle_waiting(self, added: Row | None = None) -> None:
+        """Release the waiting children none of whose parents (``metadata["after"]``)
+        is unfinished (a parent gone counts as finished): part of the step that wrote
+        (a parent's final state, or the child itself: `added`)."""
+        if added is not None and _col(added, "not_before") == AWAITING_PARENTS:
+            self._waiting.add(_col(added, "id"))
+        for child_id in builtins.list(self._waiting):
+            row = self._rows.get(child_id)
+            if row is None or _col(row, "state") != "queued":
+                self._waiting.discard(child_id)
+                continue
+            parents = (record_from_row(row).metadata or {}).get("after", [])
+            if any(
+                (parent := self._rows.get(p)) is not None and _col(parent, "state") not in _FINAL
+                for p in parents
+            ):
+                continue
+            self._waiting.discard(child_id)
+            self._rows[child_id] = _with(row, not_before=None, waiting_for=None)
+
     # -- the runtime's transitions ------------------------------------------------------
 
     async def add(self, record: TaskRecord, *, event: Event | None = None) -> None:
@@ -182,6 +206,7 @@ class ValueStore:
         row = row_from_record(record)
         await self._step()
         self._rows[record.id] = row
+        self._settle_waiting(row)
         self._logs([event])
 
     async def claim(self, record: TaskRecord, *, event: Event | None = None) -> None:
@@ -198,6 +223,7 @@ class ValueStore:
         row = _storable(record)
         await self._step()
         self._rows[record.id] = row
+        self._settle_waiting()
         self._logs([event])
 
     # -- reads ----------------------------------------------------------------------------
@@ -375,6 +401,7 @@ class ValueStore:
         if not self._holds(worker, record.id):
             return False
         self._rows[record.id] = row
+        self._settle_waiting()
         self._logs([event])
         return True
 
@@ -394,6 +421,7 @@ class ValueStore:
         released = self._holds(worker, record.id)
         if released:
             self._rows[record.id] = row
+            self._settle_waiting()
             self._logs([event])
         done(released)
 
@@ -443,6 +471,7 @@ class ValueStore:
             settle_expired(record, moment, retry_allowed=record.type not in fail_types)
             self._rows[record.id] = row_from_record(record)
             reaped.append(record)
+        self._settle_waiting()
         self._logs(events_for(record) for record in reaped if events_for is not None)
         return reaped
 
@@ -464,6 +493,7 @@ class ValueStore:
         record = record_from_row(row)
         record.state, record.finished_at, record.cancel_reason = TaskState.CANCELLED, moment, reason
         self._rows[task_id] = _storable(record)
+        self._settle_waiting()
         cancelled = record_from_row(self._rows[task_id])  # the reason as stored (escaped)
         self._logs([event_for(cancelled) if event_for is not None else None])
         return cancelled

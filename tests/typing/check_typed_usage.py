@@ -4,7 +4,7 @@
 mistake is caught, because strict mypy fails on an ignore that is not needed.
 """
 
-from typing import assert_type
+from typing import Any, assert_type
 
 from pydantic import BaseModel
 
@@ -62,3 +62,20 @@ async def typed_end_to_end() -> None:
     await count.submit(ReportParams(year=1))  # type: ignore[arg-type]
     wrong: str = await handle.result()  # type: ignore[assignment]
     del wrong
+
+
+async def typed_dependencies() -> None:
+    report, total = await bus.chain(build.step(ReportParams(year=2025)), count.step(3))
+    assert_type(report, TaskHandle[ReportResult])
+    assert_type(total, TaskHandle[int])
+    assert_type(await total.result(), int)
+
+    joined = await ping.submit(after=[report, total.id], on_parent_failure="run")
+    assert_type(joined, TaskHandle[str])
+    longer = await bus.chain(*[("reports:count", n) for n in range(5)])
+    assert_type(longer, tuple[TaskHandle[Any], ...])
+
+    build.step(3)  # type: ignore[arg-type]
+    await ping.submit(after=[report], on_parent_failure="ignore")  # type: ignore[arg-type]
+    mixed: TaskHandle[str] = (await bus.chain(count.step(1)))[0]  # type: ignore[assignment]
+    del mixed
