@@ -86,6 +86,14 @@ EXPECTED: dict[str, list[str]] = {
         "weekly ran no sooner than asked: True",
         "refused: run_at must be timezone-aware",
     ],
+    "schedules.py": [
+        "registered twice, one schedule: 1",
+        "next fire kept: True",
+        "nightly next fires at 02:30 in Paris",
+        "beat: api is alive (schedule ops:heartbeat)",
+        "refused: not a cron expression: 'every night'",
+        "paused: True",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

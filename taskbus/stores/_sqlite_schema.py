@@ -144,8 +144,38 @@ def _v6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schedules(conn: sqlite3.Connection) -> None:
+    # Schedules (`taskbus.Schedule`): the definition as JSON, the state as columns; the
+    # partial index serves finding the due ones.
+    _run_script(
+        conn,
+        """
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            owner TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            next_fire_at REAL,
+            last_fire_at REAL,
+            last_task_id TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+        CREATE INDEX schedules_owner ON schedules (owner) WHERE owner IS NOT NULL
+        """,
+    )
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _schedules,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
