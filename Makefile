@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/multiprocess.py
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/redis.py
+	$(BIN)/python benchmarks/schedule_drift.py
 
 # The documentation site, into site/ (strict: a broken link or a stale API name fails).
 docs: $(STAMP)

@@ -51,6 +51,16 @@ EXPECTED: dict[str, set[str]] = {
     "http_api": set(),
     "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
     "redis": {"system", "version", "store", "redis_py"},
+    "schedule_drift": {
+        "store",
+        "interval_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "reference_p50_ms",
+        "reference_p99_ms",
+        "target_p99_ms",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -181,10 +191,11 @@ CASES = {
     "http_api": {"submit", "sse-fan-out"},
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
+    "schedule_drift": {"schedule-drift"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
-QUICK_TIMEOUT = {"redis": 60}
+QUICK_TIMEOUT = {"redis": 60, "schedule_drift": 40}
 
 
 def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
@@ -206,7 +217,17 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(70)  # above every run_quick timeout
 @pytest.mark.parametrize(
-    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess", "redis"]
+    "script",
+    [
+        "throughput",
+        "latency",
+        "memory",
+        "durable",
+        "http_api",
+        "multiprocess",
+        "redis",
+        "schedule_drift",
+    ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
