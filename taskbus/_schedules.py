@@ -42,13 +42,14 @@ class ScheduleBook:
         scheduler: Scheduler | None,
     ) -> None:
         self._store = store if isinstance(store, ScheduleStore) else None
+        self._store_name = type(store).__name__
         self._registry = registry
         self._clock = clock
         self._scheduler = scheduler
 
     def _require(self) -> ScheduleStore:
         if self._store is None:
-            raise StoreError(f"{type(self._store).__name__} keeps no schedules")
+            raise StoreError(f"{self._store_name} keeps no schedules (not a ScheduleStore)")
         return self._store
 
     def _wake(self) -> None:

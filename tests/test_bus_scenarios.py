@@ -837,6 +837,25 @@ async def test_registering_a_schedule_again_keeps_one_schedule_and_its_time(
     assert [s.id for s in listed] == ["alice/sc:build"]
 
 
+async def test_a_jittered_fire_waits_without_a_worker_then_runs(new_bus: MakeBus) -> None:
+    clock = FakeClock(start=float(int(time.time())))
+    start = clock.now()
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        await bus.schedule("sc:build", every=10, input={"n": 1}, jitter=5)
+        clock.advance(10)
+        queued = await recorder.wait_for(TaskQueued, timeout=WAIT)
+        task = await bus.get(queued.task_id)
+        assert task.not_before is not None
+        assert start + 10 <= task.not_before.timestamp() <= start + 15
+        assert task.state is TaskState.QUEUED
+        clock.advance(5)
+        done = await recorder.wait_for(TaskCompleted, task_id=queued.task_id, timeout=WAIT)
+    assert Report.model_validate(done.result) == Report(rows=2)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_three_buses_on_one_store_fire_each_time_exactly_once(
     kind: str, tmp_path: Path, anyio_backend: str

@@ -104,6 +104,36 @@ def test_a_long_downtime_walks_back_from_now() -> None:
     assert due == [first + 19_998 * 60, first + 19_999 * 60, first + 20_000 * 60]
 
 
+async def caught_up(bus: TaskBus, schedule_id: str, clock: FakeClock) -> None:
+    """Wait (bounded) until the schedule's next fire is after the clock's now."""
+    with anyio.fail_after(5):
+        while True:
+            next_fire = (await bus.get_schedule(schedule_id)).next_fire
+            if next_fire is not None and next_fire > clock.now():
+                return
+            await anyio.sleep(0.001)  # the store tells nobody: read it again
+
+
+async def test_a_daily_paris_job_fires_once_a_day_through_both_dst_changes() -> None:
+    """The bus, on a fake clock, through the spring-forward and fall-back weekends."""
+    for start, days in (
+        (paris(2026, 3, 28, 12), ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+        (paris(2026, 10, 24, 12), ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+    ):
+        clock = FakeClock(start=start)
+        async with make_bus(clock=clock) as bus:
+            recorder = EventRecorder(bus)
+            await bus.schedule("jobs:count", cron="30 2 * * *", tz="Europe/Paris", input={"n": 1})
+            for _ in range(48):  # two days, an hour at a time
+                clock.advance(3600)
+                await caught_up(bus, "jobs:count", clock)
+        fired = [
+            local(datetime.fromisoformat(e.metadata["scheduled_for"]).timestamp())
+            for e in recorder.of(TaskQueued)
+        ]
+        assert fired == days
+
+
 # -- the misfire plan ---------------------------------------------------------------------
 
 
