@@ -1,4 +1,9 @@
-"""`TaskBus`: the registry, queue, executor, store and event bus, composed."""
+"""`TaskBus`: the registry, queue, executor, store and event bus, composed.
+
+Longer than most modules (~580 lines): it is the public surface, one documented
+method per operation, each handing the work to a helper (`Intake`, `TaskAccess`,
+`ScheduleBook`, ...).
+"""
 
 from __future__ import annotations
 
