@@ -98,6 +98,8 @@ class Scheduler:
         self._sleep_scope: anyio.CancelScope | None = None
         self._woken = False
         self._reported: set[str] = set()
+        #: Schedules due within the poll, as last read: fired at their time unread.
+        self._upcoming: list[Schedule] = []
 
     def timing(self, schedule: Schedule) -> Timing:
         """The schedule's timing (croniter parses an expression once)."""
@@ -136,19 +138,36 @@ class Scheduler:
 
     async def fire_due(self) -> float:
         """Fire what is due now; return when to look again (wall time)."""
-        self._woken = False
+        woken, self._woken = self._woken, False
         now = fire_instant(self._clock.now())  # to the microsecond, as fire times are
+        upcoming, self._upcoming = self._upcoming, []
+        if not woken and await self._fire_all(upcoming, now):
+            # Woken by the time of a schedule read before: fired without reading it
+            # again (a round trip less of drift). A change made meanwhile in another
+            # process fails the fire's claim, unless it kept the timing (a fire with
+            # the input it had a moment ago, then).
+            return now
         wake_at = now + self.poll
-        fired = False
+        due: list[Schedule] = []
         for schedule in await self._store.due_schedules(now + self.poll):
             at = schedule.next_fire
             if at is None or self._registry.find(schedule.task_type) is None:
                 continue  # a type another process has: that one fires it
             if at > now:
                 wake_at = min(wake_at, at)
-            elif self._accepting() and await self._fire(schedule, now):
-                fired = True
-        return now if fired else wake_at
+                self._upcoming.append(schedule)
+            else:
+                due.append(schedule)
+        return now if await self._fire_all(due, now) else wake_at
+
+    async def _fire_all(self, schedules: list[Schedule], now: float) -> bool:
+        """Fire those of `schedules` due at `now`; whether any was (or was claimed)."""
+        fired = False
+        for schedule in schedules:
+            at = schedule.next_fire
+            if at is not None and at <= now and self._accepting():
+                fired = await self._fire(schedule, now) or fired
+        return fired
 
     async def _fire(self, schedule: Schedule, now: float) -> bool:
         """Bring one due schedule up to `now`; False if it cannot be (left to others)."""
