@@ -4,13 +4,14 @@ store it (an upsert), list, pause, resume and remove schedules."""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
 from ._clock import Clock
-from ._errors import InvalidSchedule, ScheduleNotFound, StoreError
+from ._errors import BusNotRunning, InvalidSchedule, ScheduleNotFound, StoreError
 from ._schedule import (
     MisfirePolicy,
     Schedule,
@@ -40,14 +41,18 @@ class ScheduleBook:
         registry: TaskRegistry,
         clock: Clock,
         scheduler: Scheduler | None,
+        running: Callable[[], bool],
     ) -> None:
         self._store = store if isinstance(store, ScheduleStore) else None
         self._store_name = type(store).__name__
         self._registry = registry
         self._clock = clock
         self._scheduler = scheduler
+        self._running = running
 
-    def _require(self) -> ScheduleStore:
+    def _require(self, *, writes: bool = False) -> ScheduleStore:
+        if writes and not self._running():
+            raise BusNotRunning("the bus is not running: change schedules inside `async with bus:`")
         if self._store is None:
             raise StoreError(f"{self._store_name} keeps no schedules (not a ScheduleStore)")
         return self._store
@@ -75,7 +80,7 @@ class ScheduleBook:
         paused: bool | None,
     ) -> Schedule:
         """Check and store a schedule (see `TaskBus.schedule`)."""
-        store = self._require()
+        store = self._require(writes=True)
         seconds = check_seconds(every, "every", positive=True)
         timing = timing_of(cron, seconds, tz)
         definition = self._registry.get(task_type)  # UnknownTaskType
@@ -129,7 +134,7 @@ class ScheduleBook:
         return await self._require().list_schedules(owner=owner)
 
     async def pause(self, schedule_id: str) -> Schedule:
-        schedule = await self._require().pause_schedule(schedule_id, paused=True)
+        schedule = await self._require(writes=True).pause_schedule(schedule_id, paused=True)
         if schedule is None:
             raise ScheduleNotFound(schedule_id)
         self._wake()
@@ -137,7 +142,7 @@ class ScheduleBook:
 
     async def resume(self, schedule_id: str) -> Schedule:
         """Resume a schedule: its next fire time counts from now (no catch-up)."""
-        store = self._require()
+        store = self._require(writes=True)
         current = await self.get(schedule_id)
         timing = timing_of(current.cron, current.every, current.tz)
         schedule = await store.pause_schedule(
@@ -149,6 +154,6 @@ class ScheduleBook:
         return schedule
 
     async def remove(self, schedule_id: str) -> None:
-        if not await self._require().remove_schedule(schedule_id):
+        if not await self._require(writes=True).remove_schedule(schedule_id):
             raise ScheduleNotFound(schedule_id)
         self._wake()

@@ -187,7 +187,11 @@ class TaskBus:
                 accepting=lambda: self._intake.open,
             )
         self._schedules = ScheduleBook(
-            store=self.store, registry=self.registry, clock=self.clock, scheduler=scheduler
+            store=self.store,
+            registry=self.registry,
+            clock=self.clock,
+            scheduler=scheduler,
+            running=lambda: self._intake.open,
         )
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
@@ -514,7 +518,7 @@ class TaskBus:
         `misfire_grace` late runs), fire ``once`` for them all, or fire ``all`` (the
         latest `misfire_limit`). Raises `UnknownTaskType`, `InvalidTaskInput`, or
         `InvalidSchedule` (bad cron, time zone, interval or option); nothing is
-        stored then.
+        stored then. `BusNotRunning` outside ``async with`` (as the other changes).
         """
         return await self._schedules.add(
             task_type,

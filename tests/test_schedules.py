@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from taskbus import (
+    BusNotRunning,
     InvalidSchedule,
     InvalidSubmission,
     InvalidTaskInput,
@@ -248,6 +249,17 @@ async def test_an_unknown_schedule_id_raises_schedule_not_found() -> None:
                 await call("nope")
         with pytest.raises(ScheduleNotFound):
             await bus.remove_schedule("nope")
+
+
+async def test_schedules_change_only_while_the_bus_runs() -> None:
+    bus = make_bus()
+    with pytest.raises(BusNotRunning):
+        await bus.schedule("jobs:count", every=5, input={"n": 1})
+    async with bus:
+        await bus.schedule("jobs:count", every=5, input={"n": 1})
+    for change in (bus.pause_schedule, bus.resume_schedule, bus.remove_schedule):
+        with pytest.raises(BusNotRunning):
+            await change("jobs:count")
 
 
 async def test_an_id_of_another_owner_is_refused() -> None:

@@ -19,6 +19,7 @@ from .. import (
     MAX_DELAY,
     MAX_PRIORITY,
     MIN_PRIORITY,
+    BusNotRunning,
     Identity,
     InvalidSubmission,
     InvalidTaskInput,
@@ -146,6 +147,8 @@ class ScheduleRoutes:
             raise ApiError(422, "invalid_input", exc.title, details) from None
         except InvalidSubmission as exc:  # InvalidSchedule is one
             raise ApiError(422, "invalid_schedule", str(exc)) from None
+        except BusNotRunning as exc:
+            raise ApiError(503, "bus_not_running", str(exc)) from None
         return _json(model_json(schedule), 200, {"Location": f"/schedules/{schedule.id}"})
 
     async def get(self, request: Request) -> Response:

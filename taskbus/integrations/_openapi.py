@@ -332,7 +332,7 @@ def _schedule_paths(ref: dict[str, Any], guard: list[str]) -> dict[str, Any]:
                 "Store a schedule (the same id again replaces it, keeping its next fire "
                 "when the timing is unchanged)",
                 {"200": _json(ref["schedule"], "The stored schedule.", headers=location)},
-                ["400", *guard, "404", "413", "422"],
+                ["400", *guard, "404", "413", "422", "503"],
                 ref,
                 requestBody={
                     "required": True,
