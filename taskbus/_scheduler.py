@@ -34,6 +34,8 @@ logger = logging.getLogger("taskbus.schedules")
 #: Longest sleep between two looks at the store: another process may have added
 #: or changed a schedule meanwhile.
 DEFAULT_POLL = 1.0
+#: Timings (parsed cron expressions) kept for reuse.
+_TIMINGS_KEPT = 1000
 #: Most seconds between tries after the store failed.
 _BACKOFF_MOST = 30.0
 
@@ -106,6 +108,8 @@ class Scheduler:
         timing = self._timings.get(schedule.timing)
         if timing is None:
             timing = timing_of(schedule.cron, schedule.every, schedule.tz)
+            if len(self._timings) >= _TIMINGS_KEPT:  # schedules come and go: start afresh
+                self._timings.clear()
             self._timings[schedule.timing] = timing
         return timing
 
