@@ -21,11 +21,13 @@ from ._errors import BusNotRunning as BusNotRunning
 from ._errors import DuplicateTaskType as DuplicateTaskType
 from ._errors import ErrorType as ErrorType
 from ._errors import FatalError as FatalError
+from ._errors import InvalidSchedule as InvalidSchedule
 from ._errors import InvalidSubmission as InvalidSubmission
 from ._errors import InvalidTaskDefinition as InvalidTaskDefinition
 from ._errors import InvalidTaskInput as InvalidTaskInput
 from ._errors import InvalidTransition as InvalidTransition
 from ._errors import RetryableError as RetryableError
+from ._errors import ScheduleNotFound as ScheduleNotFound
 from ._errors import StoreError as StoreError
 from ._errors import SubscriptionOverflow as SubscriptionOverflow
 from ._errors import TaskbusError as TaskbusError
@@ -71,6 +73,7 @@ from ._reports import BusStats as BusStats
 from ._reports import ShutdownReport as ShutdownReport
 from ._retention import RetentionPolicy as RetentionPolicy
 from ._retry import RetryPolicy as RetryPolicy
+from ._schedule import Schedule as Schedule
 from ._snapshot import DeadLetterReason as DeadLetterReason
 from ._snapshot import ErrorInfo as ErrorInfo
 from ._snapshot import TaskSnapshot as TaskSnapshot
@@ -114,6 +117,7 @@ __all__ = [
     "EventBus",
     "FatalError",
     "Identity",
+    "InvalidSchedule",
     "InvalidSubmission",
     "InvalidTaskDefinition",
     "InvalidTaskInput",
@@ -126,6 +130,8 @@ __all__ = [
     "RetentionPolicy",
     "RetryPolicy",
     "RetryableError",
+    "Schedule",
+    "ScheduleNotFound",
     "ShutdownReport",
     "StoreError",
     "StoreOutage",

@@ -6,8 +6,10 @@
     ├── TaskNotFound (LookupError)          no task has that id
     ├── TaskNotRetryable                    retry() of a task not failed or cancelled
     ├── UnknownTaskType (LookupError)       no task type has that name
+    ├── ScheduleNotFound (LookupError)      no schedule has that id
     ├── InvalidTaskInput (pydantic ValidationError, so also ValueError)
     ├── InvalidSubmission (ValueError)      priority, delay or metadata out of range
+    │   └── InvalidSchedule                 a cron text, time zone or interval that cannot work
     ├── InvalidTaskDefinition (ValueError)  a handler or option that cannot work
     ├── DuplicateTaskType (ValueError)      a name registered twice
     ├── InvalidTransition (RuntimeError)    a state change the table forbids
@@ -48,11 +50,13 @@ __all__ = [
     "DuplicateTaskType",
     "ErrorType",
     "FatalError",
+    "InvalidSchedule",
     "InvalidSubmission",
     "InvalidTaskDefinition",
     "InvalidTaskInput",
     "InvalidTransition",
     "RetryableError",
+    "ScheduleNotFound",
     "StoreError",
     "SubscriptionOverflow",
     "TaskCancellation",
@@ -139,6 +143,20 @@ class InvalidTaskInput(TaskbusError, ValidationError):
 
 class InvalidSubmission(TaskbusError, ValueError):
     """Raised when a submit option (priority, delay, metadata, owner) is out of range."""
+
+
+class InvalidSchedule(InvalidSubmission):
+    """Raised when a schedule cannot work: bad cron text, an unknown time zone, an
+    interval of zero or less, both or neither of cron and every, or cron without
+    croniter installed."""
+
+
+class ScheduleNotFound(TaskbusError, LookupError):
+    """Raised when no schedule has the given id."""
+
+    def __init__(self, schedule_id: object) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule with id {schedule_id!r}")
 
 
 class InvalidTaskDefinition(TaskbusError, ValueError):

@@ -4,7 +4,7 @@ records, store, announce and queue them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,10 +26,11 @@ from ._leasing import LeaseKeeper
 from ._lifecycle import Lifecycle
 from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
+from ._schedule import Schedule
 from ._submission import prepare_batch
 from ._validation import check_delay, check_metadata, check_priority, check_text, delay_until
 from .stores import LiveRecordStore, Store
-from .stores._base import KeyInUse
+from .stores._base import KeyInUse, ScheduleStore
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition, TaskRegistry
@@ -236,6 +237,84 @@ class Intake:
         """The last parent of a held child is final: it runs now."""
         self._queue.push(record, self._clock.monotonic(), None)
         self._executor.notify()
+
+    def scheduled(
+        self, schedule: Schedule, fires_for: float, not_before: float | None
+    ) -> tuple[TaskRecord, TaskDefinition[Any, Any]]:
+        """The record of one fire of `schedule`: its input checked again (the type may
+        have changed since it was stored); raises as `take` does."""
+        definition = self._registry.get(schedule.task_type)
+        value = (
+            None
+            if schedule.input is None and not definition.takes_input
+            else definition.validate_input(schedule.input)
+        )
+        priority = definition.default_priority if schedule.priority is None else schedule.priority
+        metadata = {
+            **schedule.metadata,
+            "schedule_id": schedule.id,
+            "scheduled_for": datetime.fromtimestamp(fires_for, UTC).isoformat(),
+        }
+        if definition.keyed:  # its concurrency and rate keys, as `take` computes them
+            metadata.update(definition.task_keys(schedule.owner, value))
+        record = TaskRecord(
+            new_task_id(),
+            schedule.task_type,
+            value,
+            priority,
+            self._now(),
+            definition.max_attempts,
+            schedule.owner,
+            metadata,
+            None,
+            not_before,
+        )
+        return record, definition
+
+    async def add_fire(
+        self,
+        store: ScheduleStore,
+        schedule_id: str,
+        *,
+        due: float,
+        next_fire_at: float,
+        fired: tuple[TaskRecord, TaskDefinition[Any, Any]] | None,
+        fires_for: float | None,
+    ) -> bool:
+        """Claim one fire of a schedule and add its task in one step of the store
+        (`ScheduleStore.fire_schedule`); then announce and queue the task as `enqueue`
+        does. False: the fire was not due any more (another process fired it)."""
+        if fired is None:
+            return await store.fire_schedule(
+                schedule_id, due=due, next_fire_at=next_fire_at, record=None
+            )
+        record, definition = fired
+        lifecycle = self._lifecycle
+        logs = lifecycle.log is not None
+        claimed = await store.fire_schedule(
+            schedule_id,
+            due=due,
+            next_fire_at=next_fire_at,
+            record=record,
+            fired_for=fires_for,
+            event=lifecycle.queued_event(record, definition) if logs else None,
+        )
+        if not claimed:
+            return False
+        if not logs:
+            lifecycle.announce_queued(record, definition)
+        if self._leases is not None:  # the store holds the queue
+            if not logs:  # else its task-queued event wakes the claims
+                self._leases.wake()
+            return True
+        not_before = record.not_before
+        wait = None if not_before is None else not_before - record.created_at
+        self._queue.push(record, self._clock.monotonic(), wait)
+        if not_before is None:
+            self._executor.notify()
+        else:
+            self._executor.schedule_delayed()
+        return True
 
     async def add_batch(
         self,

@@ -197,6 +197,11 @@ class Lifecycle:
         await self.store.add(record)
         self.announce_queued(record, definition)
 
+    def queued_event(self, record: TaskRecord, definition: _Estimated) -> Event:
+        """The task-queued event of a record a store is about to add with it (logged)."""
+        log_queued(record)
+        return _queued_event(record, definition)
+
     def announce_queued(self, record: TaskRecord, definition: _Estimated) -> None:
         """Publish task-queued (the record is already stored)."""
         log_queued(record)

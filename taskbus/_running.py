@@ -21,6 +21,7 @@ from ._record import TaskRecord
 from ._recovery import recover
 from ._reports import ShutdownReport
 from ._retention import RetentionPolicy, retain
+from ._scheduler import Scheduler
 from ._shutdown import shut_down
 from ._timers import Timers
 from .stores import LiveRecordStore, Store
@@ -49,6 +50,7 @@ class BusRun:
         fail_expired: Callable[[TaskRecord], Awaitable[object]],
         leases: LeaseKeeper | None,
         waiting: Callable[[], list[TaskRecord]] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -62,6 +64,7 @@ class BusRun:
         self._fail_expired = fail_expired
         self._leases = leases
         self._waiting = waiting
+        self._scheduler = scheduler
         self._durable = not isinstance(store, LiveRecordStore)  # keeps tasks for the next start
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -89,6 +92,8 @@ class BusRun:
             if retention is not None:
                 tg.start_soon(retain, self._store, self._clock, retention)
             tg.start_soon(expire_held, self._held, self._clock, self._fail_expired)
+            if self._scheduler is not None:
+                tg.start_soon(self._scheduler.run)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self.report = None

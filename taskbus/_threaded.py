@@ -51,7 +51,7 @@ from ._states import TaskState
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
-    from datetime import datetime
+    from datetime import datetime, timedelta
     from types import TracebackType
 
     from ._bus import EventBus, Listener
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ._handle import TaskHandle
     from ._registry import TaskRegistry, _Decorator
     from ._reports import BusStats, ShutdownReport
+    from ._schedule import MisfirePolicy, Schedule
     from ._subscription import EventBuffer
 
 __all__ = [
@@ -162,6 +163,29 @@ class AsyncTaskBus(Protocol):
         dead_letter: bool = False,
     ) -> builtins.list[TaskSnapshot]: ...
     async def stats(self) -> BusStats: ...
+    async def schedule(
+        self,
+        task_type: str,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str = "UTC",
+        input: Any = None,
+        id: str | None = None,
+        jitter: timedelta | float | None = None,
+        misfire: MisfirePolicy = "once",
+        misfire_limit: int = 100,
+        misfire_grace: timedelta | float = 60.0,
+        priority: int | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        paused: bool | None = None,
+    ) -> Schedule: ...
+    async def schedules(self, *, owner: str | None = None) -> builtins.list[Schedule]: ...
+    async def get_schedule(self, schedule_id: str) -> Schedule: ...
+    async def pause_schedule(self, schedule_id: str) -> Schedule: ...
+    async def resume_schedule(self, schedule_id: str) -> Schedule: ...
+    async def remove_schedule(self, schedule_id: str) -> None: ...
 
 
 class ThreadedHandle(Generic[ResultT_co]):
@@ -665,6 +689,30 @@ class ThreadedTaskBus:
     def stats(self) -> BusStats:
         """Counts by state and by type."""
         return self._call(self._bus.stats, "stats")
+
+    def schedule(self, task_type: str, **options: Any) -> Schedule:
+        """Store a schedule (the keywords of `TaskBus.schedule`) and return it."""
+        return self._call(partial(self._bus.schedule, task_type, **options), "schedule")
+
+    def schedules(self, *, owner: str | None = None) -> builtins.list[Schedule]:
+        """Every stored schedule (of `owner`, if given), by id."""
+        return self._call(partial(self._bus.schedules, owner=owner), "schedules")
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """The stored schedule; raises `ScheduleNotFound`."""
+        return self._call(partial(self._bus.get_schedule, schedule_id), "get_schedule")
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Stop a schedule firing until resumed; raises `ScheduleNotFound`."""
+        return self._call(partial(self._bus.pause_schedule, schedule_id), "pause_schedule")
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Let a paused schedule fire again, from its next time after now."""
+        return self._call(partial(self._bus.resume_schedule, schedule_id), "resume_schedule")
+
+    def remove_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; raises `ScheduleNotFound`."""
+        self._call(partial(self._bus.remove_schedule, schedule_id), "remove_schedule")
 
     # -- lifecycle -----------------------------------------------------------------
 

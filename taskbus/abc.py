@@ -8,7 +8,9 @@ leases (`acquire`, `release`, `extend_leases`, `reap_expired`), and, as its
 written in the same step as the change each event describes (a final state and
 its final event are durable together). SQLite implements it; the contract
 suites in ``tests/stores`` and the bus scenarios say what every implementation
-must do.
+must do. A store that keeps schedules implements `ScheduleStore` too (every
+built-in store does): its `fire_schedule` claims a due fire and adds its task in
+one step.
 """
 
 from ._events import CancelRequested
@@ -20,6 +22,7 @@ from .stores._base import (
     KeyInUse,
     LiveRecordStore,
     ReportsOutage,
+    ScheduleStore,
     Store,
     StoreOutage,
     StoreStats,
@@ -35,6 +38,7 @@ __all__ = [
     "KeyInUse",
     "LiveRecordStore",
     "ReportsOutage",
+    "ScheduleStore",
     "Store",
     "StoreOutage",
     "StoreStats",

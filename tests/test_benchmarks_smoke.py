@@ -68,6 +68,16 @@ EXPECTED: dict[str, set[str]] = {
         "target_ratio",
         "in_order",
     },
+    "schedule_drift": {
+        "store",
+        "interval_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "reference_p50_ms",
+        "reference_p99_ms",
+        "target_p99_ms",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -202,10 +212,11 @@ CASES = {
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
     "keyed_concurrency": {"memory", "sqlite", "redis"},
     "dependencies": {"chains"},
+    "schedule_drift": {"schedule-drift"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
-QUICK_TIMEOUT = {"redis": 60}
+QUICK_TIMEOUT = {"redis": 60, "schedule_drift": 40}
 
 
 def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
@@ -238,6 +249,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "redis",
         "keyed_concurrency",
         "dependencies",
+        "schedule_drift",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

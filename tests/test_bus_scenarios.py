@@ -9,6 +9,7 @@ on events and bounded waits; two scenarios need a durable store (SQLite only).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from taskbus import (
     TaskNotFound,
     TaskNotRetryable,
     TaskProgress,
+    TaskQueued,
     TaskRetrying,
     TaskStarted,
     TaskState,
@@ -49,7 +51,7 @@ from taskbus import (
 )
 from taskbus.abc import ClaimsOnAdd, TaskStore
 from taskbus.stores import Store
-from taskbus.testing import EventRecorder
+from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -1248,3 +1250,168 @@ async def test_a_running_task_names_its_worker_on_a_shared_store(new_bus: MakeBu
     assert running.worker == expected
     assert [getattr(event, "worker", "?") for event in started] == [expected]
     assert done.worker is None  # it no longer runs
+
+
+# -- schedules ------------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], Any], *, timeout: float = WAIT) -> None:
+    """Wait, bounded, until the async `condition` holds (it reads the store)."""
+    with anyio.fail_after(timeout):
+        # The store is the truth and tells nobody: read it again (bounded).
+        while not await condition():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+async def fired_for(bus: TaskBus, schedule_id: str) -> list[str]:
+    """The intended fire times of the tasks a schedule fired, in order."""
+    tasks = await bus.list(limit=1000)
+    return sorted(
+        t.metadata["scheduled_for"] for t in tasks if t.metadata.get("schedule_id") == schedule_id
+    )
+
+
+async def test_a_schedule_fires_a_task_whose_metadata_names_it(new_bus: MakeBus) -> None:
+    clock = FakeClock(start=time.time())
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        schedule = await bus.schedule("sc:build", every=timedelta(seconds=60), input={"n": 4})
+        assert schedule.id == "sc:build"
+        assert schedule.next_fire == pytest.approx(clock.now() + 60)
+        due = schedule.next_fire_at
+        assert due is not None
+        clock.advance(60)
+        queued = await recorder.wait_for(TaskQueued, timeout=WAIT)
+        done = await recorder.wait_for(TaskCompleted, task_id=queued.task_id, timeout=WAIT)
+        stored = await bus.get_schedule("sc:build")
+    assert queued.metadata == {"schedule_id": "sc:build", "scheduled_for": due.isoformat()}
+    assert Report.model_validate(done.result) == Report(rows=8)
+    assert stored.last_task_id == queued.task_id
+    assert stored.last_fire_at == due
+    assert stored.next_fire_at == due + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("misfire", "fired"),
+    [("skip", []), ("once", [50]), ("all", [30, 40, 50])],
+)
+async def test_fires_missed_while_down_follow_the_misfire_policy(
+    new_bus: MakeBus, misfire: Any, fired: list[int]
+) -> None:
+    clock = FakeClock(start=float(int(time.time())))
+    start = clock.now()
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        await bus.schedule(
+            "sc:build",
+            every=10,
+            input={"n": 1},
+            misfire=misfire,
+            misfire_limit=3,
+            misfire_grace=1,
+        )
+        clock.advance(55)  # due at +10, +20, +30, +40 and +50: all missed but the last is late
+
+        async def caught_up() -> bool:
+            return (await bus.get_schedule("sc:build")).next_fire == start + 60
+
+        await until(caught_up)
+        times = await fired_for(bus, "sc:build")
+    expected = [datetime.fromtimestamp(start + n, UTC).isoformat() for n in fired]
+    assert times == expected
+
+
+async def test_a_paused_schedule_never_fires_and_resumes_from_now(new_bus: MakeBus) -> None:
+    clock = FakeClock(start=float(int(time.time())))
+    start = clock.now()
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        await bus.schedule("sc:build", id="paused", every=10, input={"n": 1})
+        await bus.schedule("sc:build", id="witness", every=10, input={"n": 2})
+        paused = await bus.pause_schedule("paused")
+        assert paused.paused
+        clock.advance(10)
+
+        async def witness_fired() -> bool:
+            return len(await fired_for(bus, "witness")) == 1
+
+        await until(witness_fired)  # the same pass looked at the paused one
+        assert await fired_for(bus, "paused") == []
+        clock.advance(25)
+        resumed = await bus.resume_schedule("paused")
+        assert not resumed.paused
+        assert resumed.next_fire == start + 45, "from now, not catching up"
+        await bus.remove_schedule("witness")
+        assert [s.id for s in await bus.schedules()] == ["paused"]
+
+
+async def test_registering_a_schedule_again_keeps_one_schedule_and_its_time(
+    new_bus: MakeBus,
+) -> None:
+    clock = FakeClock(start=time.time())
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        first = await bus.schedule("sc:build", every=60, input={"n": 1}, owner="alice")
+        clock.advance(5)  # a second process starting a little later
+        again = await bus.schedule("sc:build", every=60, input={"n": 2}, owner="alice")
+        changed = await bus.schedule("sc:build", every=30, input={"n": 2}, owner="alice")
+        listed = await bus.schedules(owner="alice")
+    assert first.id == again.id == "alice/sc:build"
+    assert again.next_fire_at == first.next_fire_at
+    assert again.input == {"n": 2}
+    assert changed.next_fire == pytest.approx(clock.now() + 30)
+    assert [s.id for s in listed] == ["alice/sc:build"]
+
+
+async def test_a_jittered_fire_waits_without_a_worker_then_runs(new_bus: MakeBus) -> None:
+    clock = FakeClock(start=float(int(time.time())))
+    start = clock.now()
+    bus = new_bus(clock=clock)
+    register_build(bus)
+    async with bus:
+        recorder = EventRecorder(bus)
+        await bus.schedule("sc:build", every=10, input={"n": 1}, jitter=5)
+        clock.advance(10)
+        queued = await recorder.wait_for(TaskQueued, timeout=WAIT)
+        task = await bus.get(queued.task_id)
+        assert task.not_before is not None
+        assert start + 10 <= task.not_before.timestamp() <= start + 15
+        assert task.state is TaskState.QUEUED
+        clock.advance(5)
+        done = await recorder.wait_for(TaskCompleted, task_id=queued.task_id, timeout=WAIT)
+    assert Report.model_validate(done.result) == Report(rows=2)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_three_buses_on_one_store_fire_each_time_exactly_once(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Three buses share a store (as three processes would) and one clock: every
+    one of them wakes for every fire, and each fire still makes one task."""
+    clock = FakeClock(start=float(int(time.time())))
+    start = clock.now()
+    buses = [
+        TaskBus(store=STORES[kind](tmp_path), workers=1, clock=clock, shutdown_grace=1.0)
+        for _ in range(3)
+    ]
+    for bus in buses:
+        register_build(bus)
+    async with buses[0], buses[1], buses[2]:
+        for bus in buses:  # each process registers it at start-up
+            await bus.schedule("sc:build", every=1, input={"n": 1}, misfire="all")
+        for step in range(1, 11):
+            clock.advance(1)
+
+            async def moved_on(step: int = step) -> bool:
+                schedule = await buses[0].get_schedule("sc:build")
+                return schedule.next_fire == start + step + 1
+
+            await until(moved_on)
+        times = await fired_for(buses[0], "sc:build")
+    expected = [datetime.fromtimestamp(start + n, UTC).isoformat() for n in range(1, 11)]
+    assert times == expected

@@ -836,3 +836,39 @@ def test_worker_logs_each_transition_it_makes_once_as_json(
     assert [line["message"].split()[0] for line in mine] == ["started", "completed"], mine
     assert {(line["task_id"], line["task_type"]) for line in mine} == {(task_id, "demo:flaky")}
     assert "Traceback" not in out.read_text() + err.read_text()
+
+
+def test_schedules_add_list_pause_resume_and_remove(server: str) -> None:
+    payload = json.dumps({"failures": 0})
+    code, out = cli(server, "schedules", "add", "demo:flaky", "--every", "3600", "--json", payload)
+    assert code == 0, out
+    assert out.startswith("alice/demo:flaky next fire "), out
+    code, out = cli(server, "schedules")
+    assert code == 0, out
+    for column in ("id", "type", "when", "next fire", "paused"):
+        assert column in out
+    assert "alice/demo:flaky" in out and "every 3600.0 s" in out
+    code, out = cli(server, "schedules", "--json")
+    assert code == 0, out
+    listed = json.loads(out)
+    assert [s["id"] for s in listed] == ["alice/demo:flaky"]
+    code, out = cli(server, "schedules", "pause", "alice/demo:flaky")
+    assert (code, out.strip()) == (0, "paused alice/demo:flaky")
+    assert json.loads(cli(server, "schedules", "--json")[1])[0]["paused"] is True
+    code, out = cli(server, "schedules", "resume", "alice/demo:flaky")
+    assert (code, out.strip()) == (0, "resumed alice/demo:flaky")
+    code, out = cli(server, "schedules", "remove", "alice/demo:flaky")
+    assert (code, out.strip()) == (0, "removed alice/demo:flaky")
+    assert json.loads(cli(server, "schedules", "--json")[1]) == []
+
+
+def test_schedules_bad_input_says_why(server: str) -> None:
+    code, out = cli(server, "schedules", "add", "demo:flaky", "--cron", "never")
+    assert code == 1
+    assert "not a cron expression" in out
+    code, out = cli(server, "schedules", "add", "demo:nothing", "--every", "5")
+    assert code == 1
+    assert "no task type named 'demo:nothing'" in out
+    code, out = cli(server, "schedules", "pause", "nope")
+    assert code == 1
+    assert "no schedule with id 'nope'" in out

@@ -757,4 +757,37 @@ def test_dead_letters_are_a_filter_and_the_pane_retries_a_failed_or_cancelled_ta
         expect(page.locator("#detail-id")).not_to_have_text(waiting, timeout=WAIT_MS)
         expect(page.locator("#detail-state")).to_have_text("running", timeout=WAIT_MS)
         expect(page.locator("#detail-retry-of")).to_have_text(waiting)
+
+
+def test_the_schedules_panel_lists_pauses_and_resumes(browser: Browser) -> None:
+    """The page lists the caller's schedules with their next fire; Pause and Resume
+    change the stored schedule; another owner's schedule is not shown."""
+    bus = make_bus()
+    tokens: dict[str, str | Identity] = {ALICE: "alice", BOB: "bob"}
+    with serve(create_app(bus, tokens=tokens, manage_bus=True)) as url:
+        for token, item in ((ALICE, 3), (BOB, 4)):
+            answer = httpx.post(
+                f"{url}/schedules",
+                json={"type": "ui:steps", "every": 3600, "input": {"steps": item}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.status_code == 200, answer.text
+        page = browser.new_page()
+        page.goto(f"{url}/?token={ALICE}")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=WAIT_MS)
+        rows = page.locator("#schedules tr")
+        expect(rows).to_have_count(1, timeout=WAIT_MS)
+        row = page.locator('#schedules tr[data-schedule-id="alice/ui:steps"]')
+        expect(row.locator(".when")).to_have_text("every 3600 s")
+        expect(row.locator(".next")).not_to_have_text("paused")
+        row.locator("button.toggle").click()
+        expect(row).to_have_attribute("data-paused", "true", timeout=WAIT_MS)
+        expect(row.locator(".next")).to_have_text("paused")
+        mine = httpx.get(
+            f"{url}/schedules/alice/ui:steps", headers={"Authorization": f"Bearer {ALICE}"}
+        )
+        assert mine.json()["paused"] is True
+        row.locator("button.toggle").click()
+        expect(row).to_have_attribute("data-paused", "false", timeout=WAIT_MS)
+        expect(row.locator("button.toggle")).to_have_text("Pause")
         page.close()

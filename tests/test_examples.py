@@ -116,6 +116,14 @@ EXPECTED: dict[str, list[str]] = {
         "on_parent_failure=fail: failed (parent task ",
         "on_parent_failure=run: completed (ci:build failed)",
     ],
+    "schedules.py": [
+        "registered twice, one schedule: 1",
+        "next fire kept: True",
+        "nightly next fires at 02:30 in Paris",
+        "beat: api is alive (schedule ops:heartbeat)",
+        "refused: not a cron expression: 'every night'",
+        "paused: True",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",

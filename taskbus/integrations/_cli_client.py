@@ -158,7 +158,7 @@ class ApiClient:
             raise ServerUnreachable(self.url) from exc
         if response.is_error:
             raise ApiError.from_response(response)
-        return response.json()
+        return None if response.status_code == 204 else response.json()
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/healthz")
@@ -238,6 +238,27 @@ class ApiClient:
 
     def types(self) -> builtins.list[dict[str, Any]]:
         result: builtins.list[dict[str, Any]] = self._call("GET", "/types")
+        return result
+
+    def schedules(self, *, owner: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = {"owner": owner} if owner else None
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/schedules", params=params)[
+            "items"
+        ]
+        return result
+
+    def store_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /schedules``: `body` holds the keywords of `TaskBus.schedule`."""
+        result: dict[str, Any] = self._call("POST", "/schedules", json=body)
+        return result
+
+    def schedule_action(self, schedule_id: str, action: str) -> dict[str, Any] | None:
+        """``pause`` or ``resume`` a schedule (POST), or ``remove`` it (DELETE)."""
+        path = f"/schedules/{quote(schedule_id, safe='/:')}"
+        if action == "remove":
+            self._call("DELETE", path)
+            return None
+        result: dict[str, Any] = self._call("POST", f"{path}/{action}")
         return result
 
     def events(

@@ -26,6 +26,7 @@ from .. import (
     AnyTaskEvent,
     BatchFinished,
     BatchProgress,
+    Schedule,
     TaskDefinition,
     TaskSnapshot,
     TaskState,
@@ -42,6 +43,7 @@ from ._http_models import (
     TaskPage,
     TypeInfo,
 )
+from ._http_schedules import ScheduleBody, ScheduleList
 
 __all__ = ["openapi_document"]
 
@@ -51,9 +53,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ERRORS = {
     "400": "Malformed JSON, query parameter, cursor or Last-Event-ID.",
     "401": "Missing or unknown bearer token.",
-    "404": "No such task (or another owner's), or no such task type.",
     "409": "The task cannot be retried: it is queued, running or completed "
     "(`not_retryable`), or its type is no longer registered (`unknown_task_type`).",
+    "404": "No such task or schedule (or another owner's), or no such task type.",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -78,6 +80,9 @@ def openapi_document(
         ("me", "serialization", CallerAnswer),
         ("error", "serialization", ErrorAnswer),
         ("events", "serialization", AnyTaskEvent | BatchProgress | BatchFinished),
+        ("schedule_body", "validation", ScheduleBody),
+        ("schedule", "serialization", Schedule),
+        ("schedules", "serialization", ScheduleList),
     ]
     inputs: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
         (key, mode, TypeAdapter(model)) for key, mode, model in fixed
@@ -299,6 +304,7 @@ def _paths(
             )
         },
     }
+    paths.update(_schedule_paths(ref, guard))
     if dashboard:
         paths["/"] = {
             "get": _operation(
@@ -315,6 +321,62 @@ def _paths(
             )
         }
     return paths
+
+
+_SCHEDULE_ID = {
+    "name": "schedule_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+}
+
+
+def _schedule_paths(ref: dict[str, Any], guard: list[str]) -> dict[str, Any]:
+    location = {"Location": {"description": "The schedule's url.", "schema": {"type": "string"}}}
+    one = {"200": _json(ref["schedule"], "The schedule.")}
+
+    def switch(summary: str) -> dict[str, Any]:
+        return {
+            "parameters": [_SCHEDULE_ID],
+            "post": _operation(summary, dict(one), [*guard, "404"], ref),
+        }
+
+    return {
+        "/schedules": {
+            "get": _operation(
+                "The schedules (with auth: yours; an administrator's: every one)",
+                {"200": _json(ref["schedules"], "The schedules, by id.")},
+                ["400", *guard],
+                ref,
+                parameters=[_query("owner", "Only this owner's (with auth: yours only).", _NAME)],
+            ),
+            "post": _operation(
+                "Store a schedule (the same id again replaces it, keeping its next fire "
+                "when the timing is unchanged)",
+                {"200": _json(ref["schedule"], "The stored schedule.", headers=location)},
+                ["400", *guard, "404", "413", "422", "503"],
+                ref,
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": ref["schedule_body"]}},
+                },
+            ),
+        },
+        "/schedules/{schedule_id}": {
+            "parameters": [_SCHEDULE_ID],
+            "get": _operation("A schedule", dict(one), [*guard, "404"], ref),
+            "delete": _operation(
+                "Remove a schedule (the tasks it fired stay)",
+                {"204": {"description": "Removed."}},
+                [*guard, "404"],
+                ref,
+            ),
+        },
+        "/schedules/{schedule_id}/pause": switch("Pause a schedule: it never fires until resumed"),
+        "/schedules/{schedule_id}/resume": switch(
+            "Resume a schedule, from its next fire time after now"
+        ),
+    }
 
 
 def _events(ref: dict[str, Any], guard: list[str]) -> dict[str, Any]:

@@ -80,6 +80,7 @@ from taskbus import (
     __version__,
 )
 from taskbus.integrations._cli_logging import LogFormat, LogLevel, configure_logging
+from taskbus.integrations._cli_schedules import CliHelpers, make_schedules_app
 from taskbus.integrations.demo import (
     DEMO_DEADLINE,
     DEMO_PLAN,
@@ -859,6 +860,22 @@ def stats(
         console.print(table)
 
     _run_client(action)
+
+
+app.add_typer(
+    make_schedules_app(
+        CliHelpers(
+            console=_console,
+            client=_client,
+            run=_run_client,
+            parse_json=_parse_json,
+            url_option=URL_OPTION,
+            token_option=TOKEN_OPTION,
+            default_url=DEFAULT_URL,
+        )
+    ),
+    name="schedules",
+)
 
 
 def main() -> None:

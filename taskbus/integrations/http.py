@@ -96,6 +96,7 @@ from ._http_models import (
     TaskPage,
     TypeInfo,
 )
+from ._http_schedules import ScheduleRoutes
 from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
@@ -540,6 +541,7 @@ def create_app(
     )
     bus.on("*", history)
     api = _Api(bus, auth, max_body, history, dashboard)
+    schedules = ScheduleRoutes(bus, api.caller, max_body)
     routes: list[Route | Mount] = [
         _route("/tasks", POST=api.submit, GET=api.list_tasks),
         _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
@@ -550,6 +552,11 @@ def create_app(
         _route("/healthz", GET=api.healthz),
         _route("/events", GET=api.events),
         _route("/openapi.json", GET=api.openapi),
+        _route("/schedules", GET=schedules.list, POST=schedules.store),
+        # Ids may hold "/" (``owner/type``): the actions first, then the id alone.
+        _route("/schedules/{schedule_id:path}/pause", POST=schedules.pause),
+        _route("/schedules/{schedule_id:path}/resume", POST=schedules.resume),
+        _route("/schedules/{schedule_id:path}", GET=schedules.get, DELETE=schedules.remove),
     ]
     if dashboard:
         routes.append(_route("/", GET=api.dashboard))

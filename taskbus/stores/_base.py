@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .._errors import StoreError
 from .._events import Event
 from .._record import TaskRecord
+from .._schedule import Schedule
 from .._states import TaskState
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "KeyScope",
     "LiveRecordStore",
     "ReportsOutage",
+    "ScheduleStore",
     "Store",
     "StoreOutage",
     "StoreStats",
@@ -457,4 +459,65 @@ class TaskStore(EventBroker, Protocol):
 
     async def follow(self) -> None:
         """Deliver the events other processes log, until cancelled."""
+        ...
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """A store that keeps schedules (`taskbus.Schedule`), shared by every process on it.
+
+    Reads return copies. `fire_schedule` is the one step that makes a fire happen
+    once across processes: it moves a due schedule's next fire time on and adds
+    the fire's task (and its task-queued event) together, or does nothing.
+    """
+
+    async def put_schedule(self, schedule: Schedule, *, keep_paused: bool = False) -> Schedule:
+        """Add or replace a schedule, in one step, and return what is stored.
+
+        If one with that id and the same `Schedule.timing` is stored, its
+        `next_fire_at`, `last_fire_at`, `last_task_id` and `created_at` are kept (and
+        its `paused`, with `keep_paused`): registering a schedule again at start-up
+        neither moves nor repeats a fire.
+        """
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+
+    async def list_schedules(self, *, owner: str | None = None) -> builtins.list[Schedule]:
+        """Every schedule (of `owner`, if given), by id."""
+        ...
+
+    async def remove_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none. Its fired tasks stay."""
+        ...
+
+    async def pause_schedule(
+        self, schedule_id: str, *, paused: bool, next_fire_at: float | None = None
+    ) -> Schedule | None:
+        """Set `paused` (and, if given, the next fire time, epoch seconds); None if
+        there is no such schedule."""
+        ...
+
+    async def due_schedules(self, until: float, *, limit: int = 1000) -> builtins.list[Schedule]:
+        """Schedules not paused whose next fire time is at or before `until`,
+        earliest first."""
+        ...
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        due: float,
+        next_fire_at: float,
+        record: TaskRecord | None,
+        fired_for: float | None = None,
+        event: Event | None = None,
+    ) -> bool:
+        """If the schedule is stored, not paused, and its next fire time is `due`
+        (to the microsecond), move it to `next_fire_at` and add `record` (queued,
+        with `event`; its `last_task_id`, and `fired_for` its `last_fire_at`), in one
+        atomic step, and return True; otherwise write nothing and return False.
+
+        With no record, the fire time only moves on (fires skipped).
+        """
         ...

@@ -22,7 +22,16 @@ from ._base import StoreOutage
 from ._outage import OutageWatch
 from ._redis_calls import Call, ScriptCalls
 from ._redis_rows import decode, scope_key
-from ._redis_scripts import ACQUIRE, DELETE, EXPIRED, WRITE
+from ._redis_scripts import (
+    ACQUIRE,
+    DELETE,
+    EXPIRED,
+    SCHEDULE_FIRE,
+    SCHEDULE_PAUSE,
+    SCHEDULE_PUT,
+    SCHEDULE_REMOVE,
+    WRITE,
+)
 
 __all__ = ["RedisBase"]
 
@@ -89,7 +98,16 @@ class RedisBase:
         reader = Redis.from_url(self.url, decode_responses=True)
         calls = ScriptCalls(
             client,
-            {"write": WRITE, "acquire": ACQUIRE, "expired": EXPIRED, "delete": DELETE},
+            {
+                "write": WRITE,
+                "acquire": ACQUIRE,
+                "expired": EXPIRED,
+                "delete": DELETE,
+                "schedule_put": SCHEDULE_PUT,
+                "schedule_pause": SCHEDULE_PAUSE,
+                "schedule_remove": SCHEDULE_REMOVE,
+                "schedule_fire": SCHEDULE_FIRE,
+            },
             repr(self),
             merged={"write": len(self._args())},  # the shared head, then one item per result
             watch=self._watch,

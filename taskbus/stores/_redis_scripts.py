@@ -31,7 +31,16 @@ from __future__ import annotations
 
 from .._record import AWAITING_PARENTS
 
-__all__ = ["ACQUIRE", "DELETE", "EXPIRED", "WRITE"]
+__all__ = [
+    "ACQUIRE",
+    "DELETE",
+    "EXPIRED",
+    "SCHEDULE_FIRE",
+    "SCHEDULE_PAUSE",
+    "SCHEDULE_PUT",
+    "SCHEDULE_REMOVE",
+    "WRITE",
+]
 
 _LIBRARY = (
     r"""
@@ -437,5 +446,103 @@ for k = 3, #ARGV do
   end
 end
 return n
+"""
+)
+
+# Schedules: ``P sch:<id>``, a hash (spec: the definition as JSON, timing, owner,
+# paused '0'/'1', next, last, last_task, created; '' for none); ``P sch``: every
+# schedule id (score 0, so by id); ``P sch:due``: ids of schedules not paused by
+# next fire time.
+_SCHEDULES = r"""
+local function schedule_indexed(id)
+  local key = P .. 'sch:' .. id
+  local s = redis.call('HMGET', key, 'paused', 'next')
+  if s[1] == '0' and s[2] and s[2] ~= '' then
+    redis.call('ZADD', P .. 'sch:due', s[2], id)
+  else
+    redis.call('ZREM', P .. 'sch:due', id)
+  end
+  return redis.call('HGETALL', key)
+end
+"""
+
+#: Add or replace a schedule, keeping the state of one with the same timing. ARGV:
+#: prefix, keep, id, spec, timing, owner, paused, next, last, last task, created,
+#: keep paused ('1'/'0'). Returns the stored hash, flattened.
+SCHEDULE_PUT = (
+    _LIBRARY
+    + _SCHEDULES
+    + r"""
+local id = ARGV[3]
+local key = P .. 'sch:' .. id
+local old = redis.call('HMGET', key, 'timing', 'next', 'last', 'last_task', 'created', 'paused')
+local paused, next_, last, last_task, created = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+if old[1] and old[1] == ARGV[5] then
+  next_, last, last_task, created = old[2], old[3], old[4], old[5]
+  if ARGV[12] == '1' then paused = old[6] end
+end
+redis.call('DEL', key)
+redis.call('HSET', key, 'spec', ARGV[4], 'timing', ARGV[5], 'owner', ARGV[6], 'paused', paused,
+           'next', next_, 'last', last, 'last_task', last_task, 'created', created)
+redis.call('ZADD', P .. 'sch', 0, id)
+return schedule_indexed(id)
+"""
+)
+
+#: Pause or resume a schedule. ARGV: prefix, keep, id, paused ('1'/'0'), next fire
+#: time ('': kept). Returns the stored hash, flattened, or 0 if there is none.
+SCHEDULE_PAUSE = (
+    _LIBRARY
+    + _SCHEDULES
+    + r"""
+local key = P .. 'sch:' .. ARGV[3]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'paused', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', key, 'next', ARGV[5]) end
+return schedule_indexed(ARGV[3])
+"""
+)
+
+#: Remove a schedule. ARGV: prefix, keep, id. Returns 1, or 0 if there was none.
+SCHEDULE_REMOVE = (
+    _LIBRARY
+    + r"""
+redis.call('ZREM', P .. 'sch', ARGV[3])
+redis.call('ZREM', P .. 'sch:due', ARGV[3])
+return redis.call('DEL', P .. 'sch:' .. ARGV[3])
+"""
+)
+
+#: Fire a due schedule: if it is not paused and its next fire time is the one
+#: given, move that on and add the fire's task with its events, in this one step.
+#: ARGV: prefix, keep, id, due, next, fired for ('': no task), task id (''), the
+#: task as a `WRITE` item ('': none). Returns 0 (not due: nothing written) or the
+#: ids of the events logged ({} when the same call was sent before: its reply was
+#: lost, and the task is stored).
+SCHEDULE_FIRE = (
+    _LIBRARY
+    + r"""
+local key = P .. 'sch:' .. ARGV[3]
+local s = redis.call('HMGET', key, 'paused', 'next')
+local due = s[1] == '0' and s[2] and s[2] ~= ''
+    and math.abs(tonumber(s[2]) - tonumber(ARGV[4])) <= 1e-6
+if not due then
+  if ARGV[7] ~= '' and redis.call('EXISTS', P .. 't:' .. ARGV[7]) == 1 then return {} end
+  return 0
+end
+redis.call('HSET', key, 'next', ARGV[5])
+redis.call('ZADD', P .. 'sch:due', ARGV[5], ARGV[3])
+if ARGV[8] == '' then return {} end
+redis.call('HSET', key, 'last', ARGV[6], 'last_task', ARGV[7])
+local item = cjson.decode(ARGV[8])
+local id, written_by, to_set, events = item[1], item[6], item[7], item[9]
+local fields = {'_seq', redis.call('INCR', P .. 'seq')}
+if written_by ~= '' then fields[#fields + 1] = '_w'; fields[#fields + 1] = written_by end
+for k = 1, #to_set do fields[#fields + 1] = to_set[k] end
+redis.call('HSET', P .. 't:' .. id, unpack(fields))
+index(id, read_index(id))
+local ids = {}
+for k = 1, #events, 2 do ids[#ids + 1] = log(events[k], events[k + 1]) end
+return ids
 """
 )

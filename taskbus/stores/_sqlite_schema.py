@@ -174,6 +174,28 @@ def _rate_limits(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schedules(conn: sqlite3.Connection) -> None:
+    # Schedules (`taskbus.Schedule`): the definition as JSON, the state as columns; the
+    # partial index serves finding the due ones.
+    _run_script(
+        conn,
+        """
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            owner TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            next_fire_at REAL,
+            last_fire_at REAL,
+            last_task_id TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+        CREATE INDEX schedules_owner ON schedules (owner) WHERE owner IS NOT NULL
+        """,
+    )
+
+
 def _dependencies(conn: sqlite3.Connection) -> None:
     # Task dependencies (`_dependencies`): a child submitted after parents carries
     # their ids in its metadata ("after") and, while one is unfinished, the
@@ -229,6 +251,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v7,
     _rate_limits,
     _dependencies,
+    _schedules,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -272,9 +295,15 @@ def apply_pragmas(conn: sqlite3.Connection, pragmas: Mapping[str, str | int]) ->
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Check that the file is ours (or new) and bring its schema up to date."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    conn.execute("BEGIN")  # one snapshot: another process may be migrating the file
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[
+            0
+        ]
+    finally:
+        conn.execute("COMMIT")
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
         raise StoreError(
             f"SQLite store {str(path)!r}: this database belongs to another application "
@@ -285,12 +314,17 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             f"SQLite store {str(path)!r}: schema version {version} was written by a newer "
             f"taskbus (this one knows up to {SCHEMA_VERSION}); upgrade taskbus"
         )
-    for step in range(version, SCHEMA_VERSION):
+    while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[step](conn)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {step + 1}")
+            # Read again under the write lock: processes that open a new file at once
+            # all read version 0 above, and only the first may run each step.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from .._record import TaskRecord
 from .._states import TaskState
 from ._base import KeyScope, StoreStats, TaskQuery, key_scope
+from ._schedules_memory import MemorySchedules
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(MemorySchedules):
     """The default store: fast, and gone with the process.
 
     It keeps the runtime's live records (a `LiveRecordStore`), so the runtime
@@ -28,6 +29,7 @@ class MemoryStore:
         if max_finished is not None and (type(max_finished) is not int or max_finished < 0):
             raise ValueError(f"max_finished must be an int >= 0 or None, not {max_finished!r}")
         self.max_finished = max_finished
+        super().__init__(lambda record, event: self.add_now(record))
         self._records: dict[str, TaskRecord] = {}
         self._keys: dict[KeyScope, TaskRecord] = {}
         self._finished: deque[TaskRecord] = deque()

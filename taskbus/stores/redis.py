@@ -36,13 +36,14 @@ from ._codec import row_from_record
 from ._redis_claims import RedisClaims
 from ._redis_items import NONE, item, storable
 from ._redis_rows import text
+from ._redis_schedules import RedisSchedules
 
 __all__ = ["RedisStore"]
 
 _READ_BATCH = 1000
 
 
-class RedisStore(RedisClaims):
+class RedisStore(RedisClaims, RedisSchedules):
     """`TaskStore` (and so `Store` and `EventBroker`) on Redis.
 
     `url` is a redis-py URL (``redis://host:6379/0``, ``rediss://`` for TLS,

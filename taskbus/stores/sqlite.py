@@ -49,6 +49,7 @@ from ._codec_read import record_from_row
 from ._sqlite_base import SELECT, change_row
 from ._sqlite_claims import SqliteClaims
 from ._sqlite_eventlog import SqliteEventLog
+from ._sqlite_schedules import SqliteSchedules
 
 __all__ = ["SqliteStore"]
 
@@ -58,7 +59,7 @@ _FINAL_STATES = ("completed", "failed", "cancelled")
 _STATES = {state.value: state for state in TaskState}
 
 
-class SqliteStore(SqliteClaims, SqliteEventLog):
+class SqliteStore(SqliteClaims, SqliteEventLog, SqliteSchedules):
     """A task store in one SQLite file (WAL mode, one writer thread).
 
     `path` is a file path; ``TaskBus(store="sqlite:///jobs.db")`` builds one.

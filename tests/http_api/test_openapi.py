@@ -62,6 +62,10 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/healthz",
         "/events",
         "/openapi.json",
+        "/schedules",
+        "/schedules/{schedule_id}",
+        "/schedules/{schedule_id}/pause",
+        "/schedules/{schedule_id}/resume",
     }
 
 

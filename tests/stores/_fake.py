@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from taskbus import Event, StoreError, TaskState, UnstorableValue
+from taskbus import Event, Schedule, StoreError, TaskState, UnstorableValue
 from taskbus._events import CancelRequested, stamp
 from taskbus._record import AWAITING_PARENTS, TaskRecord
 from taskbus._task_keys import concurrency_key_of, key_reason
@@ -46,6 +46,8 @@ from taskbus.stores._leases import (
     lease_end,
     settle_expired,
 )
+from taskbus.stores._schedule_codec import schedule_from, spec_of
+from taskbus.stores._schedules_memory import SCHEDULE_TOLERANCE, merge_schedule
 
 __all__ = ["ValueStore"]
 
@@ -76,6 +78,32 @@ def _storable(record: TaskRecord) -> Row:
         return unstorable_row(record, exc, time.time())
 
 
+_StoredSchedule = tuple[str, bool, float | None, float | None, str | None, float]
+
+
+def _schedule_row(schedule: Schedule) -> _StoredSchedule:
+    return (
+        spec_of(schedule),
+        schedule.paused,
+        schedule.next_fire,
+        None if schedule.last_fire_at is None else schedule.last_fire_at.timestamp(),
+        schedule.last_task_id,
+        schedule.created_at.timestamp(),
+    )
+
+
+def _schedule_of(row: _StoredSchedule) -> Schedule:
+    spec, paused, next_fire_at, last_fire_at, last_task_id, created_at = row
+    return schedule_from(
+        spec,
+        paused=paused,
+        next_fire_at=next_fire_at,
+        last_fire_at=last_fire_at,
+        last_task_id=last_task_id,
+        created_at=created_at,
+    )
+
+
 class ValueStore:
     """`TaskStore` (so also `Store` and `EventBroker`) on a dict of rows and a list of
     logged events."""
@@ -89,6 +117,8 @@ class ValueStore:
         self._delivering = False
         #: Children waiting for parents (not-before `AWAITING_PARENTS`).
         self._waiting: set[str] = set()
+        #: Schedules as text: id -> (spec JSON, paused, next, last, last task, created).
+        self._schedules: dict[str, _StoredSchedule] = {}
 
     async def _step(self) -> None:
         """Yield once, as a store that awaits I/O does; then act without yielding."""
@@ -508,3 +538,77 @@ class ValueStore:
             setattr(stored, name, getattr(record, name))
         self._rows[record.id] = _storable(stored)
         self._logs([event])
+
+    # -- schedules (`ScheduleStore`) ------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule, *, keep_paused: bool = False) -> Schedule:
+        await self._step()
+        old = self._schedules.get(schedule.id)
+        stored = merge_schedule(
+            None if old is None else _schedule_of(old), schedule, keep_paused=keep_paused
+        )
+        self._schedules[schedule.id] = _schedule_row(stored)
+        return _schedule_of(self._schedules[schedule.id])
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        await self._step()
+        row = self._schedules.get(schedule_id)
+        return None if row is None else _schedule_of(row)
+
+    async def list_schedules(self, *, owner: str | None = None) -> builtins.list[Schedule]:
+        await self._step()
+        found = [_schedule_of(row) for _, row in sorted(self._schedules.items())]
+        return [s for s in found if owner is None or s.owner == owner]
+
+    async def remove_schedule(self, schedule_id: str) -> bool:
+        await self._step()
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def pause_schedule(
+        self, schedule_id: str, *, paused: bool, next_fire_at: float | None = None
+    ) -> Schedule | None:
+        await self._step()
+        row = self._schedules.get(schedule_id)
+        if row is None:
+            return None
+        spec, _, old_next, last, last_task, created = row
+        new_next = old_next if next_fire_at is None else next_fire_at
+        self._schedules[schedule_id] = (spec, paused, new_next, last, last_task, created)
+        return _schedule_of(self._schedules[schedule_id])
+
+    async def due_schedules(self, until: float, *, limit: int = 1000) -> builtins.list[Schedule]:
+        await self._step()
+        due = sorted(
+            (row[2], schedule_id)
+            for schedule_id, row in self._schedules.items()
+            if not row[1] and row[2] is not None and row[2] <= until
+        )
+        return [_schedule_of(self._schedules[schedule_id]) for _, schedule_id in due[:limit]]
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        due: float,
+        next_fire_at: float,
+        record: TaskRecord | None,
+        fired_for: float | None = None,
+        event: Event | None = None,
+    ) -> bool:
+        row = None if record is None else row_from_record(record)
+        await self._step()
+        stored = self._schedules.get(schedule_id)
+        if (
+            stored is None
+            or stored[1]
+            or stored[2] is None
+            or abs(stored[2] - due) > SCHEDULE_TOLERANCE
+        ):
+            return False
+        spec, paused, _, last, last_task, created = stored
+        if record is not None and row is not None:
+            last, last_task = fired_for, record.id
+            self._rows[record.id] = row
+        self._schedules[schedule_id] = (spec, paused, next_fire_at, last, last_task, created)
+        self._logs([event])
+        return True

@@ -854,3 +854,36 @@ async def test_a_version_5_file_migrates_and_finds_its_batches(db_path: Path) ->
     assert [r.id for r in found] == [r.id for r in members]
     plan = raw_rows(db_path, "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE batch_id = ?", ("b-1",))
     assert any("tasks_batch" in str(step) for step in plan), plan
+
+
+def test_processes_that_open_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Each opener reads the schema version again under the write lock, so openers
+    that raced past the first read do not run a migration twice (no "table already
+    exists")."""
+    import threading
+
+    from taskbus.stores._sqlite_schema import connect, migrate
+
+    for attempt in range(10):
+        path = tmp_path / f"race-{attempt}.db"
+        start = threading.Barrier(4)
+        errors: list[Any] = []
+
+        def open_it(
+            path: Path = path, start: threading.Barrier = start, errors: list[Any] = errors
+        ) -> None:
+            with closing(connect(path, busy_timeout=10.0)) as conn:
+                start.wait()
+                try:
+                    migrate(conn, path)
+                except (StoreError, sqlite3.Error) as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
