@@ -13,11 +13,14 @@ import socket
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+from pydantic import TypeAdapter
 
+from ._asking import start_waiting
 from ._bus import EventBus
 from ._clock import Clock
 from ._errors import ErrorType, StoreError, TaskError
@@ -28,24 +31,34 @@ from ._events import (
     TaskCompleted,
     TaskEvent,
     TaskFailed,
+    TaskInputReceived,
+    TaskInputRequired,
     TaskProgress,
     TaskQueued,
     TaskRetrying,
     TaskStarted,
     build_trusted,
 )
+from ._input import InputQuestion
 from ._progress import ProgressDebouncer, estimate_remaining
 from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from ._transition_log import log_final, log_handed_back, log_queued, log_retrying, log_started
+from ._transition_log import (
+    log_final,
+    log_handed_back,
+    log_queued,
+    log_retrying,
+    log_started,
+    log_waiting,
+)
 from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
     from .stores import Store
 
-__all__ = ["Lifecycle", "error_info", "final_event"]
+__all__ = ["Lifecycle", "error_info", "final_event", "input_received_event"]
 
 
 class _Estimated(Protocol):
@@ -145,6 +158,11 @@ class Lifecycle:
         self.on_work: Callable[[str], None] | None = None
         #: Called when the log says a task ended (a per-type slot may be free).
         self.on_slot_freed: Callable[[], None] | None = None
+        #: The model of each question asked here (task id: key, adapter), so that an
+        #: answer given in this process is validated by it, not only its JSON schema.
+        self.asked_models: dict[str, tuple[str, TypeAdapter[Any]]] = {}
+        #: Called with each task-input-required (of any process on a logged store).
+        self.on_input_required: Callable[[TaskInputRequired], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
@@ -165,10 +183,14 @@ class Lifecycle:
             return
         if event.final and isinstance(event, TaskEvent):
             self._wake(event.task_id)  # a task another process ran, say
-        if name == "task-queued":
+        if name in _WORK_NAMES:
             if self.on_work is not None:
                 assert isinstance(event, TaskEvent)
                 self.on_work(event.task_id)
+        elif name == "task-input-required":
+            if self.on_input_required is not None:
+                assert isinstance(event, TaskInputRequired)
+                self.on_input_required(event)
         elif event.final and self.on_slot_freed is not None:
             self.on_slot_freed()
         self.events.publish(event)
@@ -294,6 +316,26 @@ class Lifecycle:
         else:
             await self.store.update(record)
         log_handed_back(record, reason)
+
+    async def waiting(self, record: TaskRecord, question: InputQuestion) -> None:
+        """Move a running task to waiting for input, its question stored and its
+        worker (and lease) let go; publish task-input-required."""
+        self.debouncer.finish(record.id)
+        start_waiting(record, question)
+        event = _input_required_event(record, question)
+        log_waiting(record, question.key)
+        if self.leases is not None:
+            self._release_soon(record, event, partial(self._retry_released, record))
+            return
+        if self.log is not None:
+            await self.log.update(record, event=event)
+            return
+        if not self.live:
+            await self.store.update(record)
+        if self.on_input_required is not None:
+            self.on_input_required(event)
+        if self.events.wants(event.name):
+            self.events.publish(event)
 
     async def hand_back_unstarted(self, record: TaskRecord) -> None:
         """Release a task claimed from a shared store that never started here."""
@@ -540,6 +582,39 @@ def _progress_event(record: TaskRecord, now: float) -> TaskProgress:
     )
 
 
+def _input_required_event(record: TaskRecord, question: InputQuestion) -> TaskInputRequired:
+    return build_trusted(
+        TaskInputRequired,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": question.asked_at,
+            "key": question.key,
+            "prompt": question.prompt,
+            "json_schema": question.json_schema,
+            "deadline": None
+            if question.deadline is None
+            else datetime.fromtimestamp(question.deadline, UTC),
+        },
+    )
+
+
+def input_received_event(record: TaskRecord, key: str, *, timed_out: bool) -> TaskInputReceived:
+    """The event of a waiting task answered (or out of time) and queued again."""
+    return build_trusted(
+        TaskInputReceived,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": record.queued_at,
+            "key": key,
+            "timed_out": timed_out,
+        },
+    )
+
+
 def _started_event(record: TaskRecord) -> TaskStarted:
     return build_trusted(
         TaskStarted,
@@ -553,6 +628,9 @@ def _started_event(record: TaskRecord) -> TaskStarted:
         },
     )
 
+
+#: Logged events after which a task may be ready to claim.
+_WORK_NAMES = frozenset({"task-queued", "task-input-received"})
 
 _FINAL_NAMES: dict[TaskState, str] = {
     state: f"task-{state.value}"

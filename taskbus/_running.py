@@ -3,9 +3,9 @@ at the end, shut down and close them all."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -48,6 +48,7 @@ class BusRun:
         held: HeldTasks,
         fail_expired: Callable[[TaskRecord], Awaitable[object]],
         leases: LeaseKeeper | None,
+        background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = (),
     ) -> None:
         self._store = store
         self._registry = registry
@@ -60,6 +61,8 @@ class BusRun:
         self._held = held
         self._fail_expired = fail_expired
         self._leases = leases
+        #: More tasks to run between start and stop (the input desk's deadlines).
+        self._background = background
         self._durable = not isinstance(store, LiveRecordStore)  # keeps tasks for the next start
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -87,6 +90,8 @@ class BusRun:
             if retention is not None:
                 tg.start_soon(retain, self._store, self._clock, retention)
             tg.start_soon(expire_held, self._held, self._clock, self._fail_expired)
+            for task in self._background:
+                tg.start_soon(task)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self.report = None

@@ -27,6 +27,7 @@ from ._queue import TaskQueue
 from ._registry import TaskDefinition, TaskRegistry, _Decorator
 from ._replay import EventReplay
 from ._reports import BusStats, ShutdownReport, StatsReader
+from ._respond import InputDesk
 from ._retention import RetentionPolicy
 from ._retire import TypeChanges
 from ._running import BusRun
@@ -168,6 +169,14 @@ class TaskBus:
             accepting=lambda: self._intake.open,
         )
         self.lifecycle.on_cancel_request = self._access.cancel_requested
+        self._inputs = InputDesk(
+            lifecycle=self.lifecycle,
+            access=self._access,
+            queue=self.queue,
+            executor=self.executor,
+            clock=self.clock,
+            timers=self.timers,
+        )
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
         )
@@ -183,6 +192,7 @@ class TaskBus:
             held=self._held,
             fail_expired=self._types.fail_unregistered,
             leases=self._leases,
+            background=(self._inputs.run,),
         )
         self.registry.submitter = self
         for definition in self.registry.definitions():
@@ -416,6 +426,17 @@ class TaskBus:
         it. Never retried.
         """
         return await self._access.cancel(task_id, reason)
+
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer the question a waiting task asked (``ctx.ask``), from any process on
+        its store; returns its snapshot, queued again (its handler runs from the top
+        and gets the answer).
+
+        `value` is checked against the question's model (or its stored JSON schema).
+        Raises `TaskNotFound`, `TaskNotWaiting` (it asks nothing now, or was answered
+        already) or `InvalidAnswer`; nothing is stored then.
+        """
+        return await self._inputs.respond(task_id, value)
 
     async def list(
         self,

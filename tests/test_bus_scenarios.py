@@ -24,8 +24,10 @@ from stores._fake import ValueStore
 import taskbus._leasing
 from taskbus import (
     BatchNotFound,
+    ErrorType,
     Event,
     FatalError,
+    InvalidAnswer,
     RetryableError,
     RetryPolicy,
     TaskBus,
@@ -33,7 +35,9 @@ from taskbus import (
     TaskCompleted,
     TaskContext,
     TaskFailedError,
+    TaskInputRequired,
     TaskNotFound,
+    TaskNotWaiting,
     TaskProgress,
     TaskRetrying,
     TaskStarted,
@@ -42,7 +46,7 @@ from taskbus import (
 )
 from taskbus.abc import ClaimsOnAdd, TaskStore
 from taskbus.stores import Store
-from taskbus.testing import EventRecorder
+from taskbus.testing import EventRecorder, FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -717,3 +721,201 @@ async def test_a_running_task_names_its_worker_on_a_shared_store(new_bus: MakeBu
     assert running.worker == expected
     assert [getattr(event, "worker", "?") for event in started] == [expected]
     assert done.worker is None  # it no longer runs
+
+
+# -- input required -------------------------------------------------------------------
+
+
+class Choice(BaseModel):
+    branch: str
+    depth: int = 1
+
+
+class Asker:
+    """A handler that asks which branch to build, and records each run."""
+
+    def __init__(self, bus: TaskBus, *, timeout: float | None = None) -> None:
+        self.runs: list[int] = []
+        self.recorder = EventRecorder(bus, timeout=WAIT)
+
+        @bus.task("sc:ask")
+        async def ask(ctx: TaskContext, params: Params) -> str:
+            self.runs.append(ctx.attempt)
+            choice = await ctx.ask("Which branch?", model=Choice, timeout=timeout)
+            return f"{choice.branch}:{choice.depth}:{params.n}"
+
+    async def until_asked(self, task_id: str, count: int = 1) -> TaskInputRequired:
+        return await self.recorder.wait_for(TaskInputRequired, task_id=task_id, count=count)
+
+
+async def test_a_task_that_asks_waits_holding_no_worker_and_resumes_with_the_answer(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus(workers=1)
+    asker = Asker(bus)
+    register_build(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 7})
+        asked = await asker.until_asked(handle.id)
+        waiting = await bus.get(handle.id)
+        # The one worker is free: another task runs to the end meanwhile.
+        other = await bus.submit("sc:build", {"n": 2})
+        assert await other.result(timeout=WAIT) == Report(rows=4)
+        assert (await bus.stats()).running == 0
+
+        queued = await bus.respond(handle.id, {"branch": "main"})
+        assert await handle.result(timeout=WAIT) == "main:1:7"
+        done = await bus.get(handle.id)
+        await bus.flush_events()
+        names = asker.recorder.names(handle.id)
+    assert (asked.key, asked.prompt, asked.deadline) == ("ask-1", "Which branch?", None)
+    assert asked.json_schema == Choice.model_json_schema()
+    assert waiting.state is TaskState.WAITING
+    assert waiting.question is not None and waiting.question.prompt == "Which branch?"
+    assert (waiting.waiting_for, waiting.worker) == ("Which branch?", None)
+    assert queued.state in (TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED)
+    assert asker.runs == [1, 1], "the handler ran again from the top, in the same attempt"
+    assert (done.state, done.attempts, done.question) == (TaskState.COMPLETED, 1, None)
+    assert names == [
+        "task-queued",
+        "task-started",
+        "task-input-required",
+        "task-input-received",
+        "task-started",
+        "task-completed",
+    ]
+
+
+async def test_an_answer_that_does_not_fit_is_refused_and_nothing_is_stored(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+    register_build(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+        with pytest.raises(InvalidAnswer, match="depth"):
+            await bus.respond(handle.id, {"branch": "main", "depth": "deep"})
+        with pytest.raises(TaskNotFound):
+            await bus.respond("no-such-task", {"branch": "main"})
+        still = await bus.get(handle.id)
+        assert still.state is TaskState.WAITING
+        assert still.question is not None
+
+        await bus.respond(handle.id, {"branch": "dev", "depth": 2})
+        assert await handle.result(timeout=WAIT) == "dev:2:1"
+        with pytest.raises(TaskNotWaiting, match="completed"):
+            await bus.respond(handle.id, {"branch": "late"})
+        plain = await bus.submit("sc:build", {"n": 1})
+        await plain.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting):
+            await bus.respond(plain.id, {"branch": "main"})
+    assert asker.runs == [1, 1]
+
+
+async def test_no_answer_in_time_fails_the_task_with_input_timeout(
+    new_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    bus = new_bus(clock=fake_clock)
+    asker = Asker(bus, timeout=600)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        asked = await asker.until_asked(handle.id)
+        assert asked.deadline is not None
+        assert asked.deadline.timestamp() == pytest.approx(fake_clock.now() + 600)
+        fake_clock.advance(601)
+        with pytest.raises(TaskFailedError, match="no answer") as caught:
+            await handle.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting):
+            await bus.respond(handle.id, {"branch": "main"})
+    error = caught.value.snapshot.error
+    assert error is not None
+    assert (error.error_type, error.exception_type) == (
+        ErrorType.FATAL,
+        "taskbus.InputTimeout",
+    )
+    assert asker.runs == [1, 1]
+
+
+async def test_a_task_waiting_for_input_is_cancelled_at_once(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+        with anyio.fail_after(WAIT):
+            assert await bus.cancel(handle.id, reason="never mind")
+        with pytest.raises(TaskCancelledError, match="never mind"):
+            await handle.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting, match="cancelled"):
+            await bus.respond(handle.id, {"branch": "main"})
+        assert [s.id for s in await bus.list(state=TaskState.WAITING)] == []
+    assert asker.runs == [1]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_another_bus_on_the_store_answers_and_the_running_bus_resumes(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    store = STORES[kind]
+    runner = TaskBus(store=store(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(runner)
+    client = TaskBus(store=store(tmp_path), workers=0)  # a web server, say: runs nothing
+    async with runner, client:
+        handle = await runner.submit("sc:ask", {"n": 3})
+        await asker.until_asked(handle.id)
+        seen = await client.get(handle.id)
+        assert seen.question is not None and seen.question.key == "ask-1"
+        # The client has no model: it checks the answer against the stored JSON schema.
+        with pytest.raises(InvalidAnswer, match="branch"):
+            await client.respond(handle.id, {"depth": 2})
+        await client.respond(handle.id, {"branch": "release", "depth": 3})
+        assert await client.result(handle.id, timeout=WAIT) == "release:3:3"
+    assert asker.runs == [1, 1]
+
+
+async def test_a_task_waiting_when_its_bus_stops_is_answered_and_finished_after_restart(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(first, timeout=3600)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 5})
+        await asker.until_asked(handle.id)
+    assert first.shutdown_report is not None
+    assert first.shutdown_report.handed_back == []
+
+    client = TaskBus(store=sqlite_url(tmp_path), workers=0)
+    async with client:  # answered while no bus runs it
+        waiting = await client.get(handle.id)
+        assert waiting.state is TaskState.WAITING
+        assert waiting.question is not None and waiting.question.deadline is not None
+        await client.respond(handle.id, {"branch": "main", "depth": 4})
+
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    again = Asker(second, timeout=3600)
+    async with second:
+        assert await second.result(handle.id, timeout=WAIT) == "main:4:5"
+        snap = await second.get(handle.id)
+    assert (asker.runs, again.runs) == ([1], [1]), "the stored answer came back at once"
+    assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
+
+
+async def test_a_question_not_answered_before_a_restart_is_still_asked_after_it(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(first)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 2})
+        await asker.until_asked(handle.id)
+
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    again = Asker(second)
+    async with second:
+        waiting = await second.get(handle.id)
+        assert waiting.question is not None and waiting.question.prompt == "Which branch?"
+        await second.respond(handle.id, {"branch": "hotfix"})
+        assert await second.result(handle.id, timeout=WAIT) == "hotfix:1:2"
+    assert (asker.runs, again.runs) == ([1], [1])

@@ -115,7 +115,7 @@ end
 #: none; a state of '' means the task must not exist), mode ('row': the fields
 #: are the whole row; 'patch': set and delete these), write token ('' for none),
 #: [field, value, ...] to set, [field, ...] to delete, [event name, body, ...],
-#: the key of an idempotency scope that no queued or running task may hold ('':
+#: the key of an idempotency scope that no unfinished task may hold ('':
 #: none)]. Every value is text. An empty id logs the events only. Returns, per item, 0
 #: (its condition failed: nothing written or logged) or the list of its event
 #: ids, or ``{'taken', id}`` when the task `id` holds the scope. A row write keeps its token (``_w``): the same item sent again (its reply
@@ -141,7 +141,9 @@ for i = 3, #ARGV do
   if scope ~= '' then
     for _, other in ipairs(redis.call('SMEMBERS', scope)) do
       local state = redis.call('HGET', P .. 't:' .. other, 'state')
-      if other ~= id and (state == 'queued' or state == 'running') then holder = other end
+      if other ~= id and (state == 'queued' or state == 'running' or state == 'waiting') then
+        holder = other
+      end
     end
   end
   if holder then

@@ -149,8 +149,22 @@ def _v7(conn: sqlite3.Connection) -> None:
     _run_script(conn, "ALTER TABLE tasks ADD COLUMN waiting_for TEXT")
 
 
+def _v8(conn: sqlite3.Connection) -> None:
+    # A task's pending question and recorded answers (``TaskRecord.asks``, JSON).
+    _run_script(conn, "ALTER TABLE tasks ADD COLUMN asks TEXT")
+
+
 #: MIGRATIONS[n] takes a database from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

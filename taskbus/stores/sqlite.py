@@ -145,7 +145,7 @@ class SqliteStore(SqliteClaims, SqliteEventLog):
         row = await self._read(
             lambda conn: conn.execute(
                 f"{SELECT} WHERE key = ? AND type = ? AND owner IS ? "
-                "AND state IN ('queued', 'running') LIMIT 1",
+                "AND state IN ('queued', 'running', 'waiting') LIMIT 1",
                 (key, task_type, owner),
             ).fetchone()
         )
