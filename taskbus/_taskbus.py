@@ -405,7 +405,7 @@ class TaskBus:
         unfinished = await self._batches.find_unfinished(batch_id)
         cancelled = 0
         # Queued ones first, so none of them starts while a running one winds down.
-        for wanted in (TaskState.QUEUED, TaskState.RUNNING):
+        for wanted in (TaskState.QUEUED, TaskState.WAITING, TaskState.RUNNING):
             for record in unfinished:
                 if record.state is wanted and await self.cancel(record.id, reason=reason):
                     cancelled += 1

@@ -126,6 +126,7 @@ class AsyncTaskBus(Protocol):
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskSnapshot: ...
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any: ...
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool: ...
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot: ...
     async def list(
         self,
         *,
@@ -551,6 +552,10 @@ class ThreadedTaskBus:
     def cancel(self, task_id: str, reason: str | None = None) -> bool:
         """Cancel a queued or running task; False if it had already finished."""
         return self._call(partial(self._bus.cancel, task_id, reason=reason), "cancel")
+
+    def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer the question a waiting task asked (see `TaskBus.respond`)."""
+        return self._call(partial(self._bus.respond, task_id, value), "respond")
 
     def list(
         self,
