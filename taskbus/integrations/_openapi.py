@@ -31,7 +31,7 @@ from .. import (
     TaskState,
     __version__,
 )
-from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, SubmitBody
+from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, AnswerBody, SubmitBody
 from ._http_models import (
     CallerAnswer,
     CancelAnswer,
@@ -52,6 +52,7 @@ _ERRORS = {
     "400": "Malformed JSON, query parameter, cursor or Last-Event-ID.",
     "401": "Missing or unknown bearer token.",
     "404": "No such task (or another owner's), or no such task type.",
+    "409": "The task waits for no input (it never asked, was answered, or finished).",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -64,6 +65,7 @@ def openapi_document(
     """The document for an app over these task types, with or without an auth hook."""
     fixed: list[tuple[str, JsonSchemaMode, Any]] = [
         ("submit", "validation", SubmitBody),
+        ("answer", "validation", AnswerBody),
         ("submitted", "serialization", SubmitAnswer),
         ("snapshot", "serialization", TaskSnapshot),
         ("state", "serialization", TaskState),
@@ -238,6 +240,19 @@ def _paths(
                 [*guard, "404", "422"],
                 ref,
                 parameters=[_query("reason", "Why (kept on the task, cut to 500 characters).")],
+            ),
+        },
+        "/tasks/{task_id}/input": {
+            "parameters": [_TASK_ID],
+            "post": _operation(
+                "Answer the question of a task waiting for input (ctx.ask)",
+                {"200": _json(ref["snapshot"], "Answered: the task is queued again.")},
+                ["400", *guard, "404", "409", "413", "422"],
+                ref,
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": ref["answer"]}},
+                },
             ),
         },
         "/stats": {

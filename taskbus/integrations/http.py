@@ -1,7 +1,9 @@
 """A `TaskBus` served over HTTP (starlette), from the ``http`` extra.
 
 ``create_app(bus)`` returns a Starlette app: ``POST /tasks`` (202 and the id at
-once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks`` (paged),
+once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``POST /tasks/{id}/input`` (answer a
+task waiting for input: 409 if it waits for none, 422 for an answer that does not
+fit), ``GET /tasks`` (paged),
 ``GET /stats``, ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
 ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
@@ -53,11 +55,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import (
     BusNotRunning,
     Event,
+    InvalidAnswer,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
     TaskEvent,
     TaskNotFound,
+    TaskNotWaiting,
     TaskSnapshot,
     TaskState,
     UnknownTaskType,
@@ -79,6 +83,7 @@ from ._http_input import (
     encode_cursor,
     int_param,
     last_event_id,
+    read_answer,
     read_submission,
     valid_task_id,
 )
@@ -265,6 +270,22 @@ class _Api:
             raise ApiError(422, "invalid_submission", str(exc)) from None
         answer = CancelAnswer(id=task_id, cancelled=cancelled, state=snapshot.state)
         return _json(model_json(answer))
+
+    async def answer_task(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        task_id = request.path_params["task_id"]
+        await self.visible(task_id, caller)
+        body = await read_answer(request, self.max_body)
+        try:
+            snapshot = await self.bus.respond(task_id, body.value)
+        except TaskNotFound:  # purged meanwhile
+            raise _not_found(task_id) from None
+        except TaskNotWaiting as exc:
+            raise ApiError(409, "not_waiting", str(exc), {"state": exc.state}) from None
+        except InvalidAnswer as exc:
+            details = [{**error, "loc": list(error.get("loc", ()))} for error in exc.errors]
+            raise ApiError(422, "invalid_answer", str(exc), details) from None
+        return _json(model_json(snapshot))
 
     async def list_tasks(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -500,6 +521,7 @@ def create_app(
     routes: list[Route | Mount] = [
         _route("/tasks", POST=api.submit, GET=api.list_tasks),
         _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
+        _route("/tasks/{task_id}/input", POST=api.answer_task),
         _route("/stats", GET=api.stats),
         _route("/types", GET=api.types),
         _route("/me", GET=api.me),
