@@ -235,6 +235,7 @@ def test_demo_task_types_are_registered() -> None:
     assert bus.registry.types() == [
         "demo:clone-repo",
         "demo:crunch",
+        "demo:deploy",
         "demo:flaky",
         "demo:long-job",
         "demo:slow-timeout",
