@@ -220,8 +220,17 @@ def _schema_problems(schema: dict[str, Any], value: Any) -> list[dict[str, Any]]
             "package: pip install 'taskbus[input]'"
         ) from None
     validator = jsonschema.Draft202012Validator(schema)
-    found = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
-    return [
-        {"loc": tuple(error.absolute_path), "msg": error.message, "type": error.validator}
-        for error in found
-    ]
+    problems = []
+    for error in validator.iter_errors(value):
+        where, message = tuple(error.absolute_path), error.message
+        if error.validator == "required":  # named as pydantic names it: at the field
+            missing = [
+                name
+                for name in error.validator_value
+                if isinstance(error.instance, dict) and name not in error.instance
+            ]
+            found = next((name for name in missing if repr(name) in message), None)
+            if found is not None:
+                where, message = (*where, found), "Field required"
+        problems.append({"loc": where, "msg": message, "type": str(error.validator)})
+    return sorted(problems, key=lambda problem: [str(part) for part in problem["loc"]])

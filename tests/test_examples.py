@@ -86,6 +86,14 @@ EXPECTED: dict[str, list[str]] = {
         "weekly ran no sooner than asked: True",
         "refused: run_at must be timezone-aware",
     ],
+    "input_required.py": [
+        "waiting: Which branch of shop?",
+        "meanwhile, with one worker: pong",
+        "the bus stopped while the task waited",
+        "after a restart it is still waiting",
+        "refused: branch field required",
+        "deployed shop@main",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",
