@@ -342,6 +342,10 @@ class TaskbusMCP:
         """Cancel a task; False if it had already finished."""
         return await self.bus.cancel(task_id, reason=reason)
 
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer a waiting task's question (`TaskBus.respond`)."""
+        return await self.bus.respond(task_id, value)
+
     def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
         """The ``submit_task`` answer for a task as it is now, with its result, as JSON.
 
