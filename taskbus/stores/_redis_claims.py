@@ -224,12 +224,18 @@ class RedisClaims(RedisEventLog):
         (written only if the task still waits when the write runs, logging
         ``event_for(record)`` with it): its new record, else None."""
         moment = check_now(now)
-        record = await self.get(task_id)
-        if record is None or not answer_waiting(record, key, answer, moment):
+        (stored,) = await self._hashes([task_id])
+        asked = stored.get("asks") if stored else None
+        if asked is None:
+            return None
+        record = decode(stored, moment)
+        if not answer_waiting(record, key, answer, moment):
             return None
         row = storable(record)
         event = event_for(record) if event_for is not None else None
-        (result,) = await self._write(item(task_id, state="waiting", row=row, events=[event]))
+        # Only if the question is still the one read: a new ask rewrites it.
+        write = item(task_id, state="waiting", row=row, events=[event], same=("asks", asked))
+        (result,) = await self._write(write)
         return record if result != 0 else None
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
