@@ -4,11 +4,14 @@ changes a waiting record the same way."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from ._events import TaskInputReceived, TaskInputRequired, build_trusted
 from ._input import InputAnswer, InputExchange, InputQuestion
 from ._record import TaskRecord
 from ._states import TaskState
 
-__all__ = ["answer_waiting", "start_waiting"]
+__all__ = ["answer_waiting", "input_received_event", "input_required_event", "start_waiting"]
 
 
 def start_waiting(record: TaskRecord, question: InputQuestion) -> None:
@@ -37,3 +40,37 @@ def answer_waiting(record: TaskRecord, key: str, answer: InputAnswer, now: float
     record.not_before = record.waiting_for = None
     record.attempt = max(record.attempt - 1, 0)
     return True
+
+
+def input_required_event(record: TaskRecord, question: InputQuestion) -> TaskInputRequired:
+    """The event of a task that started waiting for input."""
+    return build_trusted(
+        TaskInputRequired,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": question.asked_at,
+            "key": question.key,
+            "prompt": question.prompt,
+            "json_schema": question.json_schema,
+            "deadline": None
+            if question.deadline is None
+            else datetime.fromtimestamp(question.deadline, UTC),
+        },
+    )
+
+
+def input_received_event(record: TaskRecord, key: str, *, timed_out: bool) -> TaskInputReceived:
+    """The event of a waiting task answered (or out of time) and queued again."""
+    return build_trusted(
+        TaskInputReceived,
+        {
+            "task_id": record.id,
+            "task_type": record.type,
+            "owner": record.owner,
+            "timestamp": record.queued_at,
+            "key": key,
+            "timed_out": timed_out,
+        },
+    )

@@ -13,14 +13,13 @@ import socket
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from pydantic import TypeAdapter
 
-from ._asking import start_waiting
+from ._asking import input_required_event, start_waiting
 from ._bus import EventBus
 from ._clock import Clock
 from ._errors import ErrorType, StoreError, TaskError
@@ -31,7 +30,6 @@ from ._events import (
     TaskCompleted,
     TaskEvent,
     TaskFailed,
-    TaskInputReceived,
     TaskInputRequired,
     TaskProgress,
     TaskQueued,
@@ -58,7 +56,7 @@ from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskS
 if TYPE_CHECKING:
     from .stores import Store
 
-__all__ = ["Lifecycle", "error_info", "final_event", "input_received_event"]
+__all__ = ["Lifecycle", "error_info", "final_event"]
 
 
 class _Estimated(Protocol):
@@ -322,7 +320,7 @@ class Lifecycle:
         worker (and lease) let go; publish task-input-required."""
         self.debouncer.finish(record.id)
         start_waiting(record, question)
-        event = _input_required_event(record, question)
+        event = input_required_event(record, question)
         log_waiting(record, question.key)
         if self.leases is not None:
             self._release_soon(record, event, partial(self._retry_released, record))
@@ -578,39 +576,6 @@ def _progress_event(record: TaskRecord, now: float) -> TaskProgress:
             "total": record.total,
             "message": record.message,
             "estimated_time_remaining": record.eta,
-        },
-    )
-
-
-def _input_required_event(record: TaskRecord, question: InputQuestion) -> TaskInputRequired:
-    return build_trusted(
-        TaskInputRequired,
-        {
-            "task_id": record.id,
-            "task_type": record.type,
-            "owner": record.owner,
-            "timestamp": question.asked_at,
-            "key": question.key,
-            "prompt": question.prompt,
-            "json_schema": question.json_schema,
-            "deadline": None
-            if question.deadline is None
-            else datetime.fromtimestamp(question.deadline, UTC),
-        },
-    )
-
-
-def input_received_event(record: TaskRecord, key: str, *, timed_out: bool) -> TaskInputReceived:
-    """The event of a waiting task answered (or out of time) and queued again."""
-    return build_trusted(
-        TaskInputReceived,
-        {
-            "task_id": record.id,
-            "task_type": record.type,
-            "owner": record.owner,
-            "timestamp": record.queued_at,
-            "key": key,
-            "timed_out": timed_out,
         },
     )
 

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import ValidationError
 
-from ._asking import answer_waiting
+from ._asking import answer_waiting, input_received_event
 from ._errors import InvalidAnswer, StoreError, TaskNotWaiting, UnstorableValue
 from ._events import TaskInputRequired
 from ._input import InputAnswer, InputQuestion
-from ._lifecycle import input_received_event
 from ._states import TaskState
 from .stores._base import TaskQuery
 from .stores._codec import check_storable
