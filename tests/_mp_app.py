@@ -13,11 +13,19 @@ import os
 import time
 
 import anyio
+from pydantic import BaseModel
 
 from taskbus import RetryPolicy, TaskBus, TaskContext
 from taskbus.stores import Store
 
-GATE_SUFFIX = ".open"  # a "gated" task waits until <db>.open exists
+GATE_SUFFIX = ".open"
+
+
+class Branch(BaseModel):
+    name: str
+
+
+# a "gated" task waits until <db>.open exists
 
 
 def _log(kind: str, task_id: str) -> None:
@@ -64,5 +72,12 @@ def make() -> TaskBus:
             await anyio.sleep(0.01)
         _log("end", ctx.task_id)
         return "through"
+
+    @bus.task("mp:ask")
+    async def ask(ctx: TaskContext) -> str:
+        _log("start", ctx.task_id)
+        branch = await ctx.ask("Which branch?", model=Branch)
+        _log("end", ctx.task_id)
+        return branch.name
 
     return bus
