@@ -189,6 +189,9 @@ class Lifecycle:
             if self.on_input_required is not None:
                 assert isinstance(event, TaskInputRequired)
                 self.on_input_required(event)
+        elif name == "task-input-received" and self.asked_models:
+            assert isinstance(event, TaskEvent)
+            self.asked_models.pop(event.task_id, None)  # answered, here or elsewhere
         elif event.final and self.on_slot_freed is not None:
             self.on_slot_freed()
         self.events.publish(event)
@@ -472,6 +475,8 @@ class Lifecycle:
 
     def _mark_final(self, record: TaskRecord, state: TaskState, announce: bool = True) -> None:
         record.move(state)
+        if self.asked_models:
+            self.asked_models.pop(record.id, None)
         record.finished_at = self._now()
         if self._finish_now is not None:
             self._finish_now(record)
