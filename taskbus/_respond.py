@@ -184,10 +184,17 @@ class InputDesk:
             offset += _PAGE
 
     async def _expire(self, task_id: str, key: str) -> None:
-        answer = InputAnswer(answered_at=self._clock.now(), timed_out=True)
+        now = self._clock.now()
+        answer = InputAnswer(answered_at=now, timed_out=True)
         try:
             record = await self._access.record(task_id)
-            if record.state is not TaskState.WAITING:
+            pending = record.asks.pending if record.asks is not None else None
+            if record.state is not TaskState.WAITING or pending is None or pending.key != key:
+                return
+            if pending.deadline is None:
+                return
+            if pending.deadline > now:  # asked again since this timer was armed
+                self._arm(task_id, key, pending.deadline)
                 return
             if await self._settle(record, key, answer) is not None:
                 logger.info("no answer to %s %s (%s) in time", record.id, record.type, key)

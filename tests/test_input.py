@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from taskbus import (
     InputTimeout,
+    RetryableError,
     RetryPolicy,
     TaskBus,
     TaskContext,
@@ -86,6 +87,30 @@ async def test_a_timed_out_question_is_asked_again_when_the_type_retries_it(
         await bus.respond(handle.id, "yes")
         assert await handle.result(timeout=WAIT) == "yes"
     assert attempts == [1, 1, 2, 2]
+
+
+async def test_a_retry_after_a_later_failure_gets_the_recorded_answer_without_asking(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus()
+    recorder = EventRecorder(bus, timeout=WAIT)
+    runs: list[tuple[int, str]] = []
+
+    @bus.task("in:flaky", retry=RetryPolicy(max_attempts=2, base_delay=0, jitter=0))
+    async def flaky(ctx: TaskContext) -> str:
+        branch = await ctx.ask("Which branch?")
+        runs.append((ctx.attempt, branch))
+        if ctx.attempt == 1:
+            raise RetryableError("the deploy target hung up")
+        return branch
+
+    async with bus:
+        handle = await bus.submit("in:flaky")
+        await recorder.wait_for(TaskInputRequired, task_id=handle.id)
+        await bus.respond(handle.id, "main")
+        assert await handle.result(timeout=WAIT) == "main"
+    assert runs == [(1, "main"), (2, "main")]
+    assert len(recorder.of(TaskInputRequired, handle.id)) == 1
 
 
 async def test_a_sync_handler_that_asks_fails_with_a_clear_error(make_bus: MakeBus) -> None:
