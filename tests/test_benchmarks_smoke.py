@@ -51,6 +51,15 @@ EXPECTED: dict[str, set[str]] = {
     "http_api": set(),
     "multiprocess": {"backend", "store", "processes", "workers_per_process", "submitters"},
     "redis": {"system", "version", "store", "redis_py"},
+    "input_required": {
+        "store",
+        "p50_us",
+        "p99_us",
+        "reference_p50_us",
+        "reference_p99_us",
+        "ratio_p50",
+        "ratio_p99",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -181,6 +190,7 @@ CASES = {
     "http_api": {"submit", "sse-fan-out"},
     "multiprocess": {"end-to-end", "exactly-once", "event-latency"},
     "redis": {"end-to-end", "submit-to-start", "memory-per-queued-task", "event-latency"},
+    "input_required": {"respond-to-result"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -206,7 +216,17 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(70)  # above every run_quick timeout
 @pytest.mark.parametrize(
-    "script", ["throughput", "latency", "memory", "durable", "http_api", "multiprocess", "redis"]
+    "script",
+    [
+        "throughput",
+        "latency",
+        "memory",
+        "durable",
+        "http_api",
+        "multiprocess",
+        "redis",
+        "input_required",
+    ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
     if script == "memory":
