@@ -25,7 +25,10 @@ def start_waiting(record: TaskRecord, question: InputQuestion) -> None:
 def answer_waiting(record: TaskRecord, key: str, answer: InputAnswer, now: float) -> bool:
     """Record `answer` to the pending question `key` and queue the task again (the
     attempt is not counted again: the handler's run goes on from the top); False,
-    changing nothing, if the record waits for no such question."""
+    changing nothing, if the record waits for no such question.
+
+    What a store's `TaskStore.answer_input` does to the stored record, in one step.
+    """
     asks = record.asks
     if (
         record.state is not TaskState.WAITING

@@ -11,7 +11,9 @@ suites in ``tests/stores`` and the bus scenarios say what every implementation
 must do.
 """
 
+from ._asking import answer_waiting
 from ._events import CancelRequested
+from ._input import InputAnswer, InputExchange
 from ._record import TaskRecord
 from .stores._base import (
     ClaimsOnAdd,
@@ -32,6 +34,8 @@ __all__ = [
     "ClaimsOnAdd",
     "EventBroker",
     "FinalStateWatcher",
+    "InputAnswer",
+    "InputExchange",
     "KeyInUse",
     "LiveRecordStore",
     "ReportsOutage",
@@ -41,6 +45,7 @@ __all__ = [
     "TaskQuery",
     "TaskRecord",
     "TaskStore",
+    "answer_waiting",
 ]
 
 

@@ -420,8 +420,9 @@ class TaskStore(EventBroker, Protocol):
         event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
         """If the task waits for input on the question `key`, record `answer` and queue
-        it again (`taskbus._asking.answer_waiting`), logging ``event_for(record)``, in
-        one step: its new record; else None, changing nothing."""
+        it again (as `taskbus.abc.answer_waiting` changes a record), logging
+        ``event_for(record)``, in one step: its new record; else None, changing
+        nothing."""
         ...
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
