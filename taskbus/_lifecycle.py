@@ -189,6 +189,8 @@ class Lifecycle:
             if self.on_input_required is not None:
                 assert isinstance(event, TaskInputRequired)
                 self.on_input_required(event)
+            if self.on_slot_freed is not None:  # a waiting task holds no per-type slot
+                self.on_slot_freed()
         elif name == "task-input-received" and self.asked_models:
             assert isinstance(event, TaskEvent)
             self.asked_models.pop(event.task_id, None)  # answered, here or elsewhere

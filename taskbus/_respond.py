@@ -104,6 +104,9 @@ class InputDesk:
         leases = lifecycle.leases
         timed_out = answer.timed_out
         if leases is not None:
+            # A question asked here a moment ago may not be written yet: its release
+            # goes first, so the answer finds the task waiting.
+            await leases.flush()
             answered = await leases.answer_input(
                 record.id,
                 key,

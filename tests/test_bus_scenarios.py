@@ -786,6 +786,26 @@ async def test_a_task_that_asks_waits_holding_no_worker_and_resumes_with_the_ans
     ]
 
 
+async def test_an_answer_given_the_moment_the_question_is_asked_is_taken(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asking = anyio.Event()
+
+    @bus.task("sc:quick-ask")
+    async def quick_ask(ctx: TaskContext) -> str:
+        asking.set()  # the test answers as soon as this is set
+        return await ctx.ask("Now?")
+
+    async with bus:
+        handle = await bus.submit("sc:quick-ask")
+        with anyio.fail_after(WAIT):
+            await asking.wait()
+        # The question may not be written to the store yet; the answer still finds it.
+        await bus.respond(handle.id, "yes")
+        assert await handle.result(timeout=WAIT) == "yes"
+
+
 async def test_an_answer_that_does_not_fit_is_refused_and_nothing_is_stored(
     new_bus: MakeBus,
 ) -> None:
