@@ -6,8 +6,9 @@ schemas), ``submit_task(type, input, priority?)`` (answers the id and first stat
 at once), ``task_status(task_id)``, ``task_result(task_id, wait_seconds?)`` (the
 result as JSON, "not done yet", or a tool error for a failed or cancelled task;
 while it waits, task progress goes out as MCP progress notifications if the
-client sent a progress token), ``cancel_task(task_id, reason?)`` and
-``list_tasks(state?, type_prefix?)``.
+client sent a progress token), ``cancel_task(task_id, reason?)``,
+``answer_task(task_id, value)`` (answers a task waiting for input; its
+``task_status`` shows the question) and ``list_tasks(state?, type_prefix?)``.
 
 ``TaskbusMCP(bus, ...).install(server)`` adds the same tools to a server of your
 own. The bus is yours to run: serve inside ``async with bus:``.
@@ -59,10 +60,12 @@ from taskbus import (
     BusNotRunning,
     ErrorType,
     Identity,
+    InvalidAnswer,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
     TaskNotFound,
+    TaskNotWaiting,
     TaskProgress,
     TaskSnapshot,
     TaskState,
@@ -165,6 +168,7 @@ class TaskbusMCP:
         server.add_tool(self.task_status, annotations=_READ_ONLY)
         server.add_tool(self.task_result, annotations=_READ_ONLY)
         server.add_tool(self.cancel_task, annotations=ToolAnnotations(destructive_hint=True))
+        server.add_tool(self.answer_task)
         server.add_tool(self.list_tasks, annotations=_READ_ONLY)
         return server
 
@@ -268,6 +272,26 @@ class TaskbusMCP:
             raise ToolError(str(TaskNotFound(task_id))) from exc
         snapshot = await self._get(task_id)
         return CancelAnswer(task_id=task_id, cancelled=cancelled, state=snapshot.state)
+
+    async def answer_task(
+        self,
+        task_id: Annotated[str, Field(description="A task waiting for input.")],
+        value: Annotated[
+            Any, Field(description="The answer: JSON that matches the question's json_schema.")
+        ],
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskStatusAnswer:
+        """Answer the question of a task waiting for input (task_status shows it while
+        the state is waiting); the task runs on with the answer."""
+        await self._owned(ctx, task_id)
+        try:
+            snapshot = await self.bus.respond(task_id, value)
+        except TaskNotFound as exc:
+            raise ToolError(str(TaskNotFound(task_id))) from exc
+        except (TaskNotWaiting, InvalidAnswer) as exc:
+            raise ToolError(str(exc)) from exc
+        return TaskStatusAnswer.of(snapshot)
 
     async def list_tasks(
         self,
