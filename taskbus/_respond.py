@@ -85,14 +85,12 @@ class InputDesk:
         if local is not None and local[0] == question.key:
             adapter = local[1]
             try:
-                typed = adapter.validate_python(value)
+                value = adapter.dump_python(adapter.validate_python(value), mode="json")
             except ValidationError as exc:
                 raise InvalidAnswer(record.id, _errors(exc)) from None
-            return adapter.dump_python(typed, mode="json")
-        try:
-            check_storable(value, f"the answer to task {record.id}")
-        except UnstorableValue as exc:
-            raise InvalidAnswer(record.id, [{"loc": (), "msg": str(exc)}]) from None
+            _check_storable(record.id, value)
+            return value
+        _check_storable(record.id, value)
         problems = _schema_problems(question.json_schema, value)
         if problems:
             raise InvalidAnswer(record.id, problems)
@@ -210,6 +208,14 @@ def _pending(record: TaskRecord) -> InputQuestion:
     if record.state is not TaskState.WAITING or pending is None:
         raise TaskNotWaiting(record.id, record.state.value)
     return pending
+
+
+def _check_storable(task_id: str, value: Any) -> None:
+    """`InvalidAnswer` for an answer no store can hold (a lone surrogate, say)."""
+    try:
+        check_storable(value, f"the answer to task {task_id}")
+    except UnstorableValue as exc:
+        raise InvalidAnswer(task_id, [{"loc": (), "msg": str(exc)}]) from None
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

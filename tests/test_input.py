@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from taskbus import (
     InputTimeout,
+    InvalidAnswer,
     RetryableError,
     RetryPolicy,
     TaskBus,
@@ -111,6 +112,28 @@ async def test_a_retry_after_a_later_failure_gets_the_recorded_answer_without_as
         assert await handle.result(timeout=WAIT) == "main"
     assert runs == [(1, "main"), (2, "main")]
     assert len(recorder.of(TaskInputRequired, handle.id)) == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_an_answer_no_store_can_hold_is_refused_as_invalid(
+    make_bus: MakeBus, tmp_path: Any, store: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'answers.db'}" if store == "sqlite" else None
+    bus = make_bus(store=url)
+    recorder = EventRecorder(bus, timeout=WAIT)
+
+    @bus.task("in:text")
+    async def text(ctx: TaskContext) -> str:
+        return await ctx.ask("Text?")
+
+    async with bus:
+        handle = await bus.submit("in:text")
+        await recorder.wait_for(TaskInputRequired, task_id=handle.id)
+        with pytest.raises(InvalidAnswer, match="surrogate"):
+            await bus.respond(handle.id, "bad \ud800")
+        assert (await bus.get(handle.id)).state is TaskState.WAITING
+        await bus.respond(handle.id, "good")
+        assert await handle.result(timeout=WAIT) == "good"
 
 
 async def test_a_sync_handler_that_asks_fails_with_a_clear_error(make_bus: MakeBus) -> None:
