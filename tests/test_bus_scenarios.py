@@ -939,3 +939,22 @@ async def test_a_question_not_answered_before_a_restart_is_still_asked_after_it(
         await second.respond(handle.id, {"branch": "hotfix"})
         assert await second.result(handle.id, timeout=WAIT) == "hotfix:1:2"
     assert (asker.runs, again.runs) == ([1], [1])
+
+
+async def test_a_deadline_that_passed_while_no_bus_ran_times_the_question_out_at_start(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    before = FakeClock()
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0, clock=before)
+    asker = Asker(first, timeout=600)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+
+    after = FakeClock(start=before.now() + 3600)  # the next start, an hour later
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0, clock=after)
+    again = Asker(second, timeout=600)
+    async with second:
+        with pytest.raises(TaskFailedError, match="no answer"):
+            await second.result(handle.id, timeout=WAIT)
+    assert (asker.runs, again.runs) == ([1], [1])
