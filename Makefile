@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/durable.py
 	$(BIN)/python benchmarks/multiprocess.py
+	$(BIN)/python benchmarks/input_required.py
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/redis.py
 	$(BIN)/python benchmarks/keyed_concurrency.py

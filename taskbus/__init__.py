@@ -21,6 +21,8 @@ from ._errors import BusNotRunning as BusNotRunning
 from ._errors import DuplicateTaskType as DuplicateTaskType
 from ._errors import ErrorType as ErrorType
 from ._errors import FatalError as FatalError
+from ._errors import InputTimeout as InputTimeout
+from ._errors import InvalidAnswer as InvalidAnswer
 from ._errors import InvalidSchedule as InvalidSchedule
 from ._errors import InvalidSubmission as InvalidSubmission
 from ._errors import InvalidTaskDefinition as InvalidTaskDefinition
@@ -38,6 +40,7 @@ from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TaskInterruptedError as TaskInterruptedError
 from ._errors import TaskNotFound as TaskNotFound
 from ._errors import TaskNotRetryable as TaskNotRetryable
+from ._errors import TaskNotWaiting as TaskNotWaiting
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnknownTaskType as UnknownTaskType
 from ._errors import UnstorableValue as UnstorableValue
@@ -52,6 +55,8 @@ from ._events import TaskCancelled as TaskCancelled
 from ._events import TaskCompleted as TaskCompleted
 from ._events import TaskEvent as TaskEvent
 from ._events import TaskFailed as TaskFailed
+from ._events import TaskInputReceived as TaskInputReceived
+from ._events import TaskInputRequired as TaskInputRequired
 from ._events import TaskProgress as TaskProgress
 from ._events import TaskQueued as TaskQueued
 from ._events import TaskRetrying as TaskRetrying
@@ -60,6 +65,7 @@ from ._events import event_order as event_order
 from ._executor import TaskExecutor as TaskExecutor
 from ._handle import TaskHandle as TaskHandle
 from ._identity import Identity as Identity
+from ._input import InputQuestion as InputQuestion
 from ._json_log import JsonFormatter as JsonFormatter
 from ._process_context import ProcessContext as ProcessContext
 from ._queue import MAX_PRIORITY as MAX_PRIORITY
@@ -117,6 +123,9 @@ __all__ = [
     "EventBus",
     "FatalError",
     "Identity",
+    "InputQuestion",
+    "InputTimeout",
+    "InvalidAnswer",
     "InvalidSchedule",
     "InvalidSubmission",
     "InvalidTaskDefinition",
@@ -151,9 +160,12 @@ __all__ = [
     "TaskFailed",
     "TaskFailedError",
     "TaskHandle",
+    "TaskInputReceived",
+    "TaskInputRequired",
     "TaskInterruptedError",
     "TaskNotFound",
     "TaskNotRetryable",
+    "TaskNotWaiting",
     "TaskOptions",
     "TaskProgress",
     "TaskQueue",

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskAccess"]
 
+_NOT_RUNNING = frozenset({TaskState.QUEUED, TaskState.WAITING})
+
 
 class TaskAccess:
     """Get, wait for, and cancel tasks for one bus."""
@@ -136,7 +138,7 @@ class TaskAccess:
         if self._leases is not None and self._leases.local(task_id) is None:
             return await self._cancel_elsewhere(task_id, reason)
         lifecycle = self._lifecycle
-        if record.state is TaskState.QUEUED:
+        if record.state in _NOT_RUNNING:  # queued, or waiting for input: no worker holds it
             if await lifecycle.cancelled(record, reason):
                 self._queue.discard(record)
                 self._held.discard(record)

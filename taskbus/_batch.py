@@ -75,6 +75,7 @@ class BatchSummary(BaseModel):
     cancelled: int
     running: int
     queued: int
+    waiting: int = Field(default=0, description="Tasks waiting for input (ctx.ask).")
     progress: float = Field(
         description="Percent done: finished tasks count 100; below 100 until every task is final."
     )
@@ -195,6 +196,7 @@ def summarize(
         "cancelled": cancelled + by_state[TaskState.CANCELLED],
         "running": by_state[TaskState.RUNNING],
         "queued": by_state[TaskState.QUEUED],
+        "waiting": by_state[TaskState.WAITING],
     }
     total = counts["total"]
     done = counts["completed"] + counts["failed"] + counts["cancelled"]
@@ -436,7 +438,9 @@ def _mirror(record: TaskRecord | None, event: Event) -> None:
     elif name == "task-progress":
         record.progress = getattr(event, "progress", None)
         record.message = getattr(event, "message", None)
-    elif name == "task-retrying":
+    elif name in ("task-retrying", "task-input-received"):
         record.state, record.progress = TaskState.QUEUED, None
+    elif name == "task-input-required":
+        record.state = TaskState.WAITING
     elif name in _FINAL_STATES:
         record.state, record.finished_at = _FINAL_STATES[name], stamp

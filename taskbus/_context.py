@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Generator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio.from_thread
+from pydantic import TypeAdapter
 
-from ._errors import TaskCancellation
+from ._errors import InputTimeout, TaskCancellation
+from ._input import AwaitingInput, InputQuestion
 from ._validation import check_count, check_text
 
 if TYPE_CHECKING:
@@ -41,6 +44,21 @@ class _Done:
 
 _DONE = _Done()
 
+T = TypeVar("T")
+
+
+class _Ready(Awaitable[T]):
+    """An awaitable that is already done with a value (a recorded answer)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._value
+        yield
+
 
 class TaskContext:
     """Handed to a handler as its first argument.
@@ -50,7 +68,15 @@ class TaskContext:
     ``ctx.raise_if_cancelled()``.
     """
 
-    __slots__ = ("_cancel_reason", "_in_thread", "_lifecycle", "_logger", "_parents", "_record")
+    __slots__ = (
+        "_asked",
+        "_cancel_reason",
+        "_in_thread",
+        "_lifecycle",
+        "_logger",
+        "_parents",
+        "_record",
+    )
 
     def __init__(
         self,
@@ -65,6 +91,7 @@ class TaskContext:
         self._parents = parents
         self._cancel_reason: str | None = None
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._asked = 0
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -140,6 +167,79 @@ class TaskContext:
         else:
             self._lifecycle.progress(self._record, percent, message, current, total)
         return _DONE
+
+    @overload
+    def ask(
+        self, prompt: str, *, timeout: float | None = None, key: str | None = None
+    ) -> Awaitable[str]: ...
+    @overload
+    def ask(
+        self, prompt: str, model: type[T], *, timeout: float | None = None, key: str | None = None
+    ) -> Awaitable[T]: ...
+    def ask(
+        self,
+        prompt: str,
+        model: Any = str,
+        *,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Awaitable[Any]:
+        """Ask the task's caller for input: ``answer = await ctx.ask("Which branch?",
+        model=BranchChoice, timeout=600)``.
+
+        With an answer recorded for this question, returns it (validated into
+        `model`) at once. Otherwise the handler's run ends here: the task waits,
+        holding no worker, its question (`prompt`, the JSON schema of `model`, the
+        deadline) stored and published as task-input-required. `TaskBus.respond`
+        records the answer and queues the task again; the handler then runs **from
+        the top**, and this call returns the answer. Steps before an ask therefore
+        run again: make them idempotent. Questions are told apart by `key`, by
+        default their order within the run (``"ask-1"``, ``"ask-2"``, ...).
+
+        Raises `InputTimeout` once `timeout` seconds passed without an answer (fatal
+        unless the type lists it in ``retry_on``). Async handlers only: a sync or
+        process handler gets `TypeError`.
+        """
+        check_text(prompt, "prompt", ValueError)
+        if timeout is not None and (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if key is None:
+            self._asked += 1
+            key = f"ask-{self._asked}"
+        else:
+            check_text(key, "key", ValueError)
+        if self._in_thread:
+            raise TypeError(
+                "ctx.ask needs an async handler: a sync handler's thread cannot be "
+                "set aside while the task waits for its answer"
+            )
+        adapter: TypeAdapter[Any] = TypeAdapter(model)
+        record = self._record
+        asks = record.asks
+        answer = asks.answers.get(key) if asks is not None else None
+        if answer is not None:
+            if answer.timed_out:
+                assert asks is not None
+                record.asks = asks.without(key)  # a retry asks again
+                raise InputTimeout(f"no answer to {prompt!r} ({key}) in time")
+            return _Ready(adapter.validate_python(answer.value))
+        self.raise_if_cancelled()
+        lifecycle = self._lifecycle
+        now = lifecycle.clock.now()
+        question = InputQuestion(
+            key=key,
+            prompt=prompt,
+            json_schema=adapter.json_schema(),
+            asked_at=now,
+            deadline=None if timeout is None else now + timeout,
+        )
+        lifecycle.asked_models[record.id] = (key, adapter)
+        raise AwaitingInput(question)
 
     def _request_cancel(self, reason: str) -> None:
         if self._cancel_reason is None:

@@ -19,6 +19,8 @@
     │   ├── UnstorableValue (ValueError)    a value the store cannot encode
     │   └── CorruptRecord                   a stored row that cannot be read back
     │                                       (defined beside the stores: taskbus.stores._base)
+    ├── TaskNotWaiting (RuntimeError)       respond() to a task that asks nothing now
+    ├── InvalidAnswer (ValueError)          respond() with an answer that does not fit
     ├── TaskFailedError                     awaited task ended failed
     ├── TaskCancelledError                  awaited task ended cancelled
     └── TaskError                           raised *by handlers* to classify a failure
@@ -26,6 +28,7 @@
         ├── FatalError                      never worth another attempt
         ├── UserActionableError             a person must act (suggested_action)
         ├── TaskTimeoutError (TimeoutError) the handler overran its timeout
+        ├── InputTimeout (TimeoutError)     no answer to ctx.ask() before its timeout
         └── TaskInterruptedError            its process stopped while it ran
 
     TaskCancellation (BaseException)        raised *inside* a handler by
@@ -50,6 +53,8 @@ __all__ = [
     "DuplicateTaskType",
     "ErrorType",
     "FatalError",
+    "InputTimeout",
+    "InvalidAnswer",
     "InvalidSchedule",
     "InvalidSubmission",
     "InvalidTaskDefinition",
@@ -66,6 +71,7 @@ __all__ = [
     "TaskInterruptedError",
     "TaskNotFound",
     "TaskNotRetryable",
+    "TaskNotWaiting",
     "TaskTimeoutError",
     "TaskbusError",
     "UnknownTaskType",
@@ -191,6 +197,31 @@ class StoreError(TaskbusError):
     database locked by another process, a read-only location, a full disk."""
 
 
+class TaskNotWaiting(TaskbusError, RuntimeError):
+    """Raised when `respond` answers a task that is not waiting for input (it never
+    asked, was answered already, or has finished); nothing is stored."""
+
+    def __init__(self, task_id: str, state: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        super().__init__(f"task {task_id!r} is not waiting for input (it is {state})")
+
+
+class InvalidAnswer(TaskbusError, ValueError):
+    """Raised when `respond` gets an answer that does not match the question's model or
+    JSON schema; nothing is stored. `errors` lists what is wrong (pydantic's form)."""
+
+    def __init__(self, task_id: str, errors: list[dict[str, Any]]) -> None:
+        self.task_id = task_id
+        self.errors = errors
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ())) or 'answer'}: "
+            f"{error.get('msg', '')}"
+            for error in errors
+        )
+        super().__init__(f"the answer does not fit the question of task {task_id!r}: {details}")
+
+
 class TaskFailedError(TaskbusError):
     """Raised when awaiting the result of a task that ended failed."""
 
@@ -280,6 +311,13 @@ class TaskTimeoutError(TaskError, TimeoutError):
     """Raised (recorded) when a handler runs past its task type's timeout."""
 
     error_type = ErrorType.RETRYABLE
+
+
+class InputTimeout(TaskError, TimeoutError):
+    """Raised by ``ctx.ask`` when no answer came within its timeout. Fatal unless the
+    task type lists it in ``retry_on`` (a retry asks again)."""
+
+    error_type = ErrorType.FATAL
 
 
 class TaskInterruptedError(TaskError):

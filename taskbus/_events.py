@@ -29,6 +29,8 @@ __all__ = [
     "TaskCompleted",
     "TaskEvent",
     "TaskFailed",
+    "TaskInputReceived",
+    "TaskInputRequired",
     "TaskProgress",
     "TaskQueued",
     "TaskRetrying",
@@ -43,6 +45,8 @@ EventName = Literal[
     "task-completed",
     "task-failed",
     "task-cancelled",
+    "task-input-required",
+    "task-input-received",
 ]
 
 
@@ -235,6 +239,26 @@ class TaskCancelled(TaskEvent):
     reason: str | None = Field(description="Why, as given to cancel().")
 
 
+class TaskInputRequired(TaskEvent):
+    """A handler asked its caller for input (``ctx.ask``): the task waits, holding no
+    worker, until `respond` answers or the deadline passes."""
+
+    name: Literal["task-input-required"] = "task-input-required"
+    key: str = Field(description="Names the question within the task.")
+    prompt: str = Field(description="The question, for a person.")
+    json_schema: dict[str, Any] = Field(description="JSON schema an answer must match.")
+    deadline: datetime | None = Field(description="When the handler stops waiting.")
+
+
+class TaskInputReceived(TaskEvent):
+    """The question was answered (or its deadline passed): the task is queued again and
+    its handler runs from the top, where ``ctx.ask`` returns the answer."""
+
+    name: Literal["task-input-received"] = "task-input-received"
+    key: str = Field(description="The question answered.")
+    timed_out: bool = Field(default=False, description="No answer came before the deadline.")
+
+
 class CancelRequested(TaskEvent):
     """A request, through the store's event log, that whichever process runs the
     task cancel it (internal: never delivered to listeners)."""
@@ -268,7 +292,9 @@ AnyTaskEvent = Annotated[
     | TaskRetrying
     | TaskCompleted
     | TaskFailed
-    | TaskCancelled,
+    | TaskCancelled
+    | TaskInputRequired
+    | TaskInputReceived,
     Field(discriminator="name"),
 ]
 
@@ -285,6 +311,8 @@ EVENT_TYPES: dict[str, type[TaskEvent]] = {
         TaskCompleted,
         TaskFailed,
         TaskCancelled,
+        TaskInputRequired,
+        TaskInputReceived,
     )
 }
 

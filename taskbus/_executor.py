@@ -37,6 +37,7 @@ from ._errors import (
     UnstorableValue,
 )
 from ._held import HeldTasks
+from ._input import AwaitingInput, InputQuestion
 from ._lifecycle import Lifecycle, error_info
 from ._process_run import run_in_process
 from ._queue import TaskQueue
@@ -334,6 +335,7 @@ class TaskExecutor:
         ctx = worker.ctx = TaskContext(lifecycle, record, definition.run_in == "thread", parents)
         self._watch_deadline(worker, record, definition.timeout)
         failure: Exception | None = None
+        asked: InputQuestion | None = None
         result: Any = None
         token = _current.set(ctx)
         try:
@@ -343,8 +345,8 @@ class TaskExecutor:
                 result = await self._call(definition, ctx, record)
         except Exception as exc:  # noqa: BLE001 - the executor boundary: every failure is settled
             failure = exc
-        except TaskCancellation as exc:
-            failure = self._stray_task_cancellation(worker, definition, exc)
+        except (TaskCancellation, AwaitingInput) as exc:
+            failure, asked = self._signalled(worker, definition, exc)
         except anyio.get_cancelled_exc_class():
             failure = self._stray_cancellation(worker, definition)
             if failure is None:
@@ -352,7 +354,8 @@ class TaskExecutor:
         finally:
             _current.reset(token)
         worker.deadline = math.inf
-        if worker.interrupt is not None:
+        if worker.interrupt is not None or asked is not None:
+            await self._set_aside(worker, record, asked)
             return
         if failure is None and (definition.checks_output or not lifecycle.live):
             result, failure = self._checked_result(definition, record, result)
@@ -418,12 +421,31 @@ class TaskExecutor:
             return False
         return True
 
-    def _stray_task_cancellation(
-        self, worker: _Worker, definition: TaskDefinition[Any, Any], exc: TaskCancellation
-    ) -> Exception | None:
+    def _signalled(
+        self,
+        worker: _Worker,
+        definition: TaskDefinition[Any, Any],
+        exc: TaskCancellation | AwaitingInput,
+    ) -> tuple[Exception | None, InputQuestion | None]:
+        """(failure, question) of a handler that stopped by a signal: it asked for input
+        (`ctx.ask`), or it stopped as cancelled."""
+        if isinstance(exc, AwaitingInput):
+            return None, exc.question
         if worker.interrupt is not None:
-            return None  # settled as the interrupt says
-        return FatalError(f"{definition.name} raised {exc!r} without being cancelled")
+            return None, None  # settled as the interrupt says
+        return FatalError(f"{definition.name} raised {exc!r} without being cancelled"), None
+
+    async def _set_aside(
+        self, worker: _Worker, record: TaskRecord, asked: InputQuestion | None
+    ) -> None:
+        """End a run that was interrupted (settled by `_work`), or that asked for input:
+        the task waits in the store, holding no worker, until its answer queues it
+        again (see `_input`)."""
+        if worker.interrupt is not None or asked is None:
+            return
+        worker.settling = True
+        await self._lifecycle.waiting(record, asked)
+        self._release(worker, record)
 
     async def _prepare(
         self,

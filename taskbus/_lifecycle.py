@@ -17,7 +17,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+from pydantic import TypeAdapter
 
+from ._asking import input_required_event, start_waiting
 from ._bus import EventBus
 from ._clock import Clock
 from ._dependencies import RecentFinals
@@ -29,18 +31,27 @@ from ._events import (
     TaskCompleted,
     TaskEvent,
     TaskFailed,
+    TaskInputRequired,
     TaskProgress,
     TaskQueued,
     TaskRetrying,
     TaskStarted,
     build_trusted,
 )
+from ._input import InputQuestion
 from ._progress import ProgressDebouncer, estimate_remaining
 from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
-from ._transition_log import log_final, log_handed_back, log_queued, log_retrying, log_started
+from ._transition_log import (
+    log_final,
+    log_handed_back,
+    log_queued,
+    log_retrying,
+    log_started,
+    log_waiting,
+)
 from .stores._base import EventBroker, FinalStateWatcher, LiveRecordStore, TaskStore
 
 if TYPE_CHECKING:
@@ -153,6 +164,11 @@ class Lifecycle:
         self.finals: RecentFinals | None = None
         #: Called with the parent ids of a child whose task-queued the log delivers.
         self.on_children: Callable[[list[Any]], None] | None = None
+        #: The model of each question asked here (task id: key, adapter), so that an
+        #: answer given in this process is validated by it, not only its JSON schema.
+        self.asked_models: dict[str, tuple[str, TypeAdapter[Any]]] = {}
+        #: Called with each task-input-required (of any process on a logged store).
+        self.on_input_required: Callable[[TaskInputRequired], None] | None = None
         #: Whether an event of that name must be built (a log keeps every event).
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
@@ -162,6 +178,13 @@ class Lifecycle:
             self.log.deliver_events(self._logged)
             self.wants = _always
             self.emit = self.log.log_event
+
+    def _children_queued(self, event: Event) -> None:
+        """A task-queued from the log: if it names parents, tell the parents' watch."""
+        assert isinstance(event, TaskQueued) and self.on_children is not None
+        after = event.metadata.get("after")
+        if after and isinstance(after, list):
+            self.on_children(after)
 
     def _logged(self, event: Event) -> None:
         """An event the store's log delivers (of this process or another), in id order."""
@@ -175,15 +198,21 @@ class Lifecycle:
             self._wake(event.task_id)  # a task another process ran, say
             if self.on_final is not None:
                 self.on_final(event.task_id)
-        if name == "task-queued":
-            if self.on_children is not None:
-                assert isinstance(event, TaskQueued)
-                after = event.metadata.get("after")
-                if after and isinstance(after, list):
-                    self.on_children(after)
+        if name == "task-queued" and self.on_children is not None:
+            self._children_queued(event)
+        if name in _WORK_NAMES:
             if self.on_work is not None:
                 assert isinstance(event, TaskEvent)
                 self.on_work(event.task_id)
+        elif name == "task-input-required":
+            if self.on_input_required is not None:
+                assert isinstance(event, TaskInputRequired)
+                self.on_input_required(event)
+            if self.on_slot_freed is not None:  # a waiting task holds no per-type slot
+                self.on_slot_freed()
+        elif name == "task-input-received" and self.asked_models:
+            assert isinstance(event, TaskEvent)
+            self.asked_models.pop(event.task_id, None)  # answered, here or elsewhere
         elif event.final and self.on_slot_freed is not None:
             self.on_slot_freed()
         self.events.publish(event)
@@ -314,6 +343,26 @@ class Lifecycle:
         else:
             await self.store.update(record)
         log_handed_back(record, reason)
+
+    async def waiting(self, record: TaskRecord, question: InputQuestion) -> None:
+        """Move a running task to waiting for input, its question stored and its
+        worker (and lease) let go; publish task-input-required."""
+        self.debouncer.finish(record.id)
+        start_waiting(record, question)
+        event = input_required_event(record, question)
+        log_waiting(record, question.key)
+        if self.leases is not None:
+            self._release_soon(record, event, partial(self._retry_released, record))
+            return
+        if self.log is not None:
+            await self.log.update(record, event=event)
+            return
+        if not self.live:
+            await self.store.update(record)
+        if self.on_input_required is not None:
+            self.on_input_required(event)
+        if self.events.wants(event.name):
+            self.events.publish(event)
 
     async def hand_back_unstarted(self, record: TaskRecord) -> None:
         """Release a task claimed from a shared store that never started here."""
@@ -452,6 +501,8 @@ class Lifecycle:
 
     def _mark_final(self, record: TaskRecord, state: TaskState, announce: bool = True) -> None:
         record.move(state)
+        if self.asked_models:
+            self.asked_models.pop(record.id, None)
         record.finished_at = self._now()
         if self._finish_now is not None:
             self._finish_now(record)
@@ -578,6 +629,9 @@ def _started_event(record: TaskRecord) -> TaskStarted:
         },
     )
 
+
+#: Logged events after which a task may be ready to claim.
+_WORK_NAMES = frozenset({"task-queued", "task-input-received"})
 
 _FINAL_NAMES: dict[TaskState, str] = {
     state: f"task-{state.value}"

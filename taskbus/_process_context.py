@@ -131,6 +131,12 @@ class ProcessContext:
             except OSError:
                 self._lost()
 
+    def ask(self, prompt: str, model: Any = str, **options: Any) -> Any:
+        """Not available in a worker process: raises `TypeError` (see `TaskContext.ask`)."""
+        raise TypeError(
+            "ctx.ask needs an async handler on the bus's event loop, not a process handler"
+        )
+
     def _poll(self) -> None:
         if self._cancel_reason is not None:
             return

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._compact import is_compact, packers
 from ._errors import InvalidTransition
+from ._input import InputExchange
 from ._snapshot import ErrorInfo, TaskSnapshot
 from ._states import TRANSITIONS, TaskState
 
@@ -59,6 +60,7 @@ class TaskRecord:
 
     __slots__ = (
         "_input",
+        "asks",
         "attempt",
         "cancel_reason",
         "created_at",
@@ -132,8 +134,11 @@ class TaskRecord:
         self.result: Any = None
         self.error: ErrorInfo | None = None
         self.cancel_reason: str | None = None
-        #: Why a queued task is not running yet (its parents, a rate limit), or None.
+        #: Why a queued task is not running yet (its parents, a rate limit), or, while
+        #: it waits for input, the prompt; else None.
         self.waiting_for: str | None = None
+        #: Its pending question and recorded answers (``ctx.ask``), if it ever asked.
+        self.asks: InputExchange | None = None
         #: The worker holding the task's lease, and until when (epoch seconds); None
         #: for a task not leased (queued, final, or claimed by a single process).
         self.worker: str | None = None
@@ -209,5 +214,11 @@ class TaskRecord:
             finished_at=_dt(self.finished_at),
             not_before=None if self.not_before == AWAITING_PARENTS else _dt(self.not_before),
             worker=self.worker if self.state is TaskState.RUNNING else None,
-            waiting_for=self.waiting_for if self.state is TaskState.QUEUED else None,
+            waiting_for=self.waiting_for if self.state in _HELD_BACK else None,
+            question=self.asks.pending
+            if self.asks is not None and self.state is TaskState.WAITING
+            else None,
         )
+
+
+_HELD_BACK = frozenset({TaskState.QUEUED, TaskState.WAITING})

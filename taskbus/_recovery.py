@@ -40,6 +40,8 @@ async def recover(
     requeued = failed = 0
     now = clock.now()
     for record in records:
+        if record.state is TaskState.WAITING:
+            continue  # its answer queues it again, not a restart
         definition = registry.find(record.type)
         if definition is not None and record.loaded:
             try:

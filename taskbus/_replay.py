@@ -44,10 +44,13 @@ class EventReplay:
         has finished) put in it first."""
         if after is not None:
             check_event_id(after)
-        record = await self._record(task_id) if task_id is not None else None
         async with self._events.subscribe(
             task_id=task_id, task_type=task_type, events=events, buffer=buffer
         ) as stream:
+            # Read the task only once the live subscription is open: a final event
+            # published while it is read is then either heard live or replayed here
+            # (the stream closes at the first one, so never both).
+            record = await self._record(task_id) if task_id is not None else None
             if after is not None:
                 stream.replay(await self.events_after(after, limit=stream.hard_limit))
             elif record is not None and self._lifecycle.settled(record):

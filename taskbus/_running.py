@@ -3,9 +3,9 @@ at the end, shut down and close them all."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -51,6 +51,7 @@ class BusRun:
         leases: LeaseKeeper | None,
         waiting: Callable[[], list[TaskRecord]] | None = None,
         scheduler: Scheduler | None = None,
+        background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = (),
     ) -> None:
         self._store = store
         self._registry = registry
@@ -65,6 +66,8 @@ class BusRun:
         self._leases = leases
         self._waiting = waiting
         self._scheduler = scheduler
+        #: More tasks to run between start and stop (the input desk's deadlines).
+        self._background = background
         self._durable = not isinstance(store, LiveRecordStore)  # keeps tasks for the next start
         self._exit_stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -94,6 +97,8 @@ class BusRun:
             tg.start_soon(expire_held, self._held, self._clock, self._fail_expired)
             if self._scheduler is not None:
                 tg.start_soon(self._scheduler.run)
+            for task in self._background:
+                tg.start_soon(task)
             self._task_group = tg
             self._exit_stack = stack.pop_all()
         self.report = None

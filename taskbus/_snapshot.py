@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ._error_type import ErrorType
+from ._input import InputQuestion
 from ._states import TaskState
 
 __all__ = ["RETRY_OF", "DeadLetterReason", "ErrorInfo", "TaskSnapshot"]
@@ -79,7 +80,12 @@ class TaskSnapshot(BaseModel):
     waiting_for: str | None = Field(
         default=None,
         description="Why a queued task is not running yet (e.g. 'parents' or "
-        "'rate limit 10/minute (key alice)'); None when nothing holds it back.",
+        "'rate limit 10/minute (key alice)'), or the prompt of a task waiting for "
+        "input; None when nothing holds it back.",
+    )
+    question: InputQuestion | None = Field(
+        default=None,
+        description="While it waits for input: the question (answer it with respond).",
     )
 
     @computed_field  # type: ignore[prop-decorator]

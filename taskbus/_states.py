@@ -12,6 +12,8 @@ class TaskState(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    #: Asked its caller for input (``ctx.ask``); holds no worker until answered.
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -28,11 +30,19 @@ FINAL_STATES: frozenset[TaskState] = frozenset(
 
 #: Every legal move. A retry takes a running task back to queued; a queued task
 #: fails without running when its type is unregistered or it cannot be recovered.
+#: A task that asks for input waits; its answer (or the deadline) queues it again.
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.CANCELLED, TaskState.FAILED}),
     TaskState.RUNNING: frozenset(
-        {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED}
+        {
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.CANCELLED,
+            TaskState.QUEUED,
+            TaskState.WAITING,
+        }
     ),
+    TaskState.WAITING: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
     TaskState.COMPLETED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.CANCELLED: frozenset(),

@@ -36,6 +36,7 @@ from ._registry import TaskDefinition, TaskRegistry, _Decorator
 from ._replay import EventReplay
 from ._reports import BusStats, ShutdownReport, StatsReader
 from ._rerun import check_retryable, rerun_input, rerun_metadata
+from ._respond import InputDesk
 from ._retention import RetentionPolicy
 from ._retire import TypeChanges
 from ._running import BusRun
@@ -208,6 +209,14 @@ class TaskBus:
             scheduler=scheduler,
             running=lambda: self._intake.open,
         )
+        self._inputs = InputDesk(
+            lifecycle=self.lifecycle,
+            access=self._access,
+            queue=self.queue,
+            executor=self.executor,
+            clock=self.clock,
+            timers=self.timers,
+        )
         self._replay = EventReplay(
             events=self.events, lifecycle=self.lifecycle, record=self._access.record
         )
@@ -225,6 +234,7 @@ class TaskBus:
             leases=self._leases,
             waiting=self._intake.waits.take_all,
             scheduler=scheduler,
+            background=(self._inputs.run,),
         )
         self.registry.submitter = self
         for definition in self.registry.definitions():
@@ -591,7 +601,7 @@ class TaskBus:
         unfinished = await self._batches.find_unfinished(batch_id)
         cancelled = 0
         # Queued ones first, so none of them starts while a running one winds down.
-        for wanted in (TaskState.QUEUED, TaskState.RUNNING):
+        for wanted in (TaskState.QUEUED, TaskState.WAITING, TaskState.RUNNING):
             for record in unfinished:
                 if record.state is wanted and await self.cancel(record.id, reason=reason):
                     cancelled += 1
@@ -612,6 +622,17 @@ class TaskBus:
         it. Never retried.
         """
         return await self._access.cancel(task_id, reason)
+
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer the question a waiting task asked (``ctx.ask``), from any process on
+        its store; returns its snapshot, queued again (its handler runs from the top
+        and gets the answer).
+
+        `value` is checked against the question's model (or its stored JSON schema).
+        Raises `TaskNotFound`, `TaskNotWaiting` (it asks nothing now, or was answered
+        already) or `InvalidAnswer`; nothing is stored then.
+        """
+        return await self._inputs.respond(task_id, value)
 
     async def list(
         self,

@@ -149,6 +149,7 @@ class AsyncTaskBus(Protocol):
         run_at: datetime | None = None,
         key: str | None = None,
     ) -> TaskHandle[Any]: ...
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot: ...
     async def list(
         self,
         *,
@@ -657,6 +658,10 @@ class ThreadedTaskBus:
             "retry",
         )
         return ThreadedHandle(self, handle.id, handle.type)
+
+    def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer the question a waiting task asked (see `TaskBus.respond`)."""
+        return self._call(partial(self._bus.respond, task_id, value), "respond")
 
     def list(
         self,

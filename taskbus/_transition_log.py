@@ -22,6 +22,7 @@ __all__ = [
     "log_queued",
     "log_retrying",
     "log_started",
+    "log_waiting",
     "logger",
 ]
 
@@ -84,6 +85,16 @@ def log_handed_back(record: TaskRecord, reason: str) -> None:
         record.type,
         reason,
         extra=_fields(record, reason=reason),
+    )
+
+
+def log_waiting(record: TaskRecord, key: str) -> None:
+    logger.info(
+        "waiting %s %s for input (%s), its worker free",
+        record.id,
+        record.type,
+        key,
+        extra=_fields(record),
     )
 
 

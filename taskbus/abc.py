@@ -13,7 +13,9 @@ built-in store does): its `fire_schedule` claims a due fire and adds its task in
 one step.
 """
 
+from ._asking import answer_waiting
 from ._events import CancelRequested
+from ._input import InputAnswer, InputExchange
 from ._record import TaskRecord
 from .stores._base import (
     ClaimsOnAdd,
@@ -35,6 +37,8 @@ __all__ = [
     "ClaimsOnAdd",
     "EventBroker",
     "FinalStateWatcher",
+    "InputAnswer",
+    "InputExchange",
     "KeyInUse",
     "LiveRecordStore",
     "ReportsOutage",
@@ -45,6 +49,7 @@ __all__ = [
     "TaskQuery",
     "TaskRecord",
     "TaskStore",
+    "answer_waiting",
 ]
 
 

@@ -14,11 +14,19 @@ import time
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
 from taskbus import RetryableError, RetryPolicy, TaskBus, TaskContext
 from taskbus.stores import Store
 
-GATE_SUFFIX = ".open"  # a "gated" task waits until <db>.open exists
+GATE_SUFFIX = ".open"
+
+
+class Branch(BaseModel):
+    name: str
+
+
+# a "gated" task waits until <db>.open exists
 
 
 def _log(kind: str, task_id: str) -> None:
@@ -93,5 +101,12 @@ def make() -> TaskBus:
     async def stuck(ctx: TaskContext) -> None:
         _log("start", ctx.task_id)
         await anyio.sleep_forever()
+
+    @bus.task("mp:ask")
+    async def ask(ctx: TaskContext) -> str:
+        _log("start", ctx.task_id)
+        branch = await ctx.ask("Which branch?", model=Branch)
+        _log("end", ctx.task_id)
+        return branch.name
 
     return bus

@@ -23,6 +23,10 @@ def count_with_progress(ctx: ProcessContext, steps: int) -> int:
     return steps
 
 
+def ask_in_a_process(ctx: ProcessContext) -> Any:
+    return ctx.ask("Which branch?")
+
+
 def report_then_wait(ctx: ProcessContext, path: str) -> str:
     ctx.progress(50, "half way")
     _wait_for(Path(path))

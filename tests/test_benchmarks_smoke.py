@@ -78,6 +78,15 @@ EXPECTED: dict[str, set[str]] = {
         "reference_p99_ms",
         "target_p99_ms",
     },
+    "input_required": {
+        "store",
+        "p50_us",
+        "p99_us",
+        "reference_p50_us",
+        "reference_p99_us",
+        "ratio_p50",
+        "ratio_p99",
+    },
 }
 #: Keys of one case only, for scripts whose lines differ by case.
 EXPECTED_BY_CASE: dict[tuple[str, str], set[str]] = {
@@ -213,6 +222,7 @@ CASES = {
     "keyed_concurrency": {"memory", "sqlite", "redis"},
     "dependencies": {"chains"},
     "schedule_drift": {"schedule-drift"},
+    "input_required": {"respond-to-result"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -250,6 +260,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "keyed_concurrency",
         "dependencies",
         "schedule_drift",
+        "input_required",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

@@ -28,8 +28,10 @@ from taskbus import (
     BatchNotFound,
     BusNotRunning,
     DeadLetterReason,
+    ErrorType,
     Event,
     FatalError,
+    InvalidAnswer,
     InvalidSubmission,
     InvalidTaskInput,
     RetryableError,
@@ -39,8 +41,10 @@ from taskbus import (
     TaskCompleted,
     TaskContext,
     TaskFailedError,
+    TaskInputRequired,
     TaskNotFound,
     TaskNotRetryable,
+    TaskNotWaiting,
     TaskProgress,
     TaskQueued,
     TaskRetrying,
@@ -367,6 +371,8 @@ async def test_subscribe_to_a_task_sees_its_events_in_order_and_ends(new_bus: Ma
         blocker = await bus.submit("sc:hold", {"n": 0})
         await gate.until_running()
         handle = await bus.submit("sc:steps")  # waits behind the blocker
+        # A store's log delivers task-queued after submit returns: let it pass first.
+        await bus.flush_events()
         async with bus.subscribe(task_id=handle.id) as events:
             gate.open.set()
             with anyio.fail_after(WAIT):  # the iteration ends after the final event
@@ -1415,3 +1421,284 @@ async def test_three_buses_on_one_store_fire_each_time_exactly_once(
         times = await fired_for(buses[0], "sc:build")
     expected = [datetime.fromtimestamp(start + n, UTC).isoformat() for n in range(1, 11)]
     assert times == expected
+
+
+# -- input required -------------------------------------------------------------------
+
+
+class Choice(BaseModel):
+    branch: str
+    depth: int = 1
+
+
+class Asker:
+    """A handler that asks which branch to build, and records each run."""
+
+    def __init__(self, bus: TaskBus, *, timeout: float | None = None) -> None:
+        self.runs: list[int] = []
+        self.recorder = EventRecorder(bus, timeout=WAIT)
+
+        @bus.task("sc:ask")
+        async def ask(ctx: TaskContext, params: Params) -> str:
+            self.runs.append(ctx.attempt)
+            choice = await ctx.ask("Which branch?", model=Choice, timeout=timeout)
+            return f"{choice.branch}:{choice.depth}:{params.n}"
+
+    async def until_asked(self, task_id: str, count: int = 1) -> TaskInputRequired:
+        return await self.recorder.wait_for(TaskInputRequired, task_id=task_id, count=count)
+
+
+async def test_a_task_that_asks_waits_holding_no_worker_and_resumes_with_the_answer(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus(workers=1)
+    asker = Asker(bus)
+    register_build(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 7})
+        asked = await asker.until_asked(handle.id)
+        waiting = await bus.get(handle.id)
+        # The one worker is free: another task runs to the end meanwhile.
+        other = await bus.submit("sc:build", {"n": 2})
+        assert await other.result(timeout=WAIT) == Report(rows=4)
+        assert (await bus.stats()).running == 0
+
+        queued = await bus.respond(handle.id, {"branch": "main"})
+        assert await handle.result(timeout=WAIT) == "main:1:7"
+        done = await bus.get(handle.id)
+        await bus.flush_events()
+        names = asker.recorder.names(handle.id)
+    assert (asked.key, asked.prompt, asked.deadline) == ("ask-1", "Which branch?", None)
+    assert asked.json_schema == Choice.model_json_schema()
+    assert waiting.state is TaskState.WAITING
+    assert waiting.question is not None and waiting.question.prompt == "Which branch?"
+    assert (waiting.waiting_for, waiting.worker) == ("Which branch?", None)
+    assert queued.state in (TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED)
+    assert asker.runs == [1, 1], "the handler ran again from the top, in the same attempt"
+    assert (done.state, done.attempts, done.question) == (TaskState.COMPLETED, 1, None)
+    assert names == [
+        "task-queued",
+        "task-started",
+        "task-input-required",
+        "task-input-received",
+        "task-started",
+        "task-completed",
+    ]
+
+
+async def test_a_child_of_a_task_waiting_for_input_waits_until_it_is_answered(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+    ran: list[Any] = []
+
+    @bus.task("sc:after-ask")
+    async def after_ask(ctx: TaskContext) -> None:
+        ran.append([parent.result for parent in ctx.parents])
+
+    async with bus:
+        parent = await bus.submit("sc:ask", {"n": 3})
+        await asker.until_asked(parent.id)
+        # The parent holds no worker while it waits, but it is not finished.
+        child = await after_ask.submit(after=[parent])
+        waiting_child = await bus.get(child.id)
+        assert (waiting_child.state, waiting_child.waiting_for) == (TaskState.QUEUED, "parents")
+        assert ran == []
+        await bus.respond(parent.id, {"branch": "dev"})
+        await child.result(timeout=WAIT)
+    assert ran == [["dev:1:3"]]
+
+
+async def test_cancelling_a_task_waiting_for_input_applies_its_childs_policy(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+
+    @bus.task("sc:after-ask")
+    async def after_ask(ctx: TaskContext) -> None:
+        pass
+
+    async with bus:
+        parent = await bus.submit("sc:ask", {"n": 3})
+        await asker.until_asked(parent.id)
+        child = await after_ask.submit(after=[parent], on_parent_failure="cancel")
+        await bus.cancel(parent.id, reason="no answer coming")
+        final = await child.wait(timeout=WAIT)
+    assert final.state is TaskState.CANCELLED
+    assert final.cancel_reason is not None and parent.id in final.cancel_reason
+
+
+async def test_an_answer_given_the_moment_the_question_is_asked_is_taken(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asking = anyio.Event()
+
+    @bus.task("sc:quick-ask")
+    async def quick_ask(ctx: TaskContext) -> str:
+        asking.set()  # the test answers as soon as this is set
+        return await ctx.ask("Now?")
+
+    async with bus:
+        handle = await bus.submit("sc:quick-ask")
+        with anyio.fail_after(WAIT):
+            await asking.wait()
+        # The question may not be written to the store yet; the answer still finds it.
+        await bus.respond(handle.id, "yes")
+        assert await handle.result(timeout=WAIT) == "yes"
+
+
+async def test_an_answer_that_does_not_fit_is_refused_and_nothing_is_stored(
+    new_bus: MakeBus,
+) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+    register_build(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+        with pytest.raises(InvalidAnswer, match="depth"):
+            await bus.respond(handle.id, {"branch": "main", "depth": "deep"})
+        with pytest.raises(TaskNotFound):
+            await bus.respond("no-such-task", {"branch": "main"})
+        still = await bus.get(handle.id)
+        assert still.state is TaskState.WAITING
+        assert still.question is not None
+
+        await bus.respond(handle.id, {"branch": "dev", "depth": 2})
+        assert await handle.result(timeout=WAIT) == "dev:2:1"
+        with pytest.raises(TaskNotWaiting, match="completed"):
+            await bus.respond(handle.id, {"branch": "late"})
+        plain = await bus.submit("sc:build", {"n": 1})
+        await plain.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting):
+            await bus.respond(plain.id, {"branch": "main"})
+    assert asker.runs == [1, 1]
+
+
+async def test_no_answer_in_time_fails_the_task_with_input_timeout(
+    new_bus: MakeBus, fake_clock: FakeClock
+) -> None:
+    bus = new_bus(clock=fake_clock)
+    asker = Asker(bus, timeout=600)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        asked = await asker.until_asked(handle.id)
+        assert asked.deadline is not None
+        assert asked.deadline.timestamp() == pytest.approx(fake_clock.now() + 600)
+        fake_clock.advance(601)
+        with pytest.raises(TaskFailedError, match="no answer") as caught:
+            await handle.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting):
+            await bus.respond(handle.id, {"branch": "main"})
+    error = caught.value.snapshot.error
+    assert error is not None
+    assert (error.error_type, error.exception_type) == (
+        ErrorType.FATAL,
+        "taskbus.InputTimeout",
+    )
+    assert asker.runs == [1, 1]
+
+
+async def test_a_task_waiting_for_input_is_cancelled_at_once(new_bus: MakeBus) -> None:
+    bus = new_bus()
+    asker = Asker(bus)
+    async with bus:
+        handle = await bus.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+        with anyio.fail_after(WAIT):
+            assert await bus.cancel(handle.id, reason="never mind")
+        with pytest.raises(TaskCancelledError, match="never mind"):
+            await handle.result(timeout=WAIT)
+        with pytest.raises(TaskNotWaiting, match="cancelled"):
+            await bus.respond(handle.id, {"branch": "main"})
+        assert [s.id for s in await bus.list(state=TaskState.WAITING)] == []
+    assert asker.runs == [1]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_another_bus_on_the_store_answers_and_the_running_bus_resumes(
+    kind: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    store = STORES[kind]
+    runner = TaskBus(store=store(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(runner)
+    client = TaskBus(store=store(tmp_path), workers=0)  # a web server, say: runs nothing
+    async with runner, client:
+        handle = await runner.submit("sc:ask", {"n": 3})
+        await asker.until_asked(handle.id)
+        seen = await client.get(handle.id)
+        assert seen.question is not None and seen.question.key == "ask-1"
+        # The client has no model: it checks the answer against the stored JSON schema.
+        with pytest.raises(InvalidAnswer, match="branch"):
+            await client.respond(handle.id, {"depth": 2})
+        await client.respond(handle.id, {"branch": "release", "depth": 3})
+        assert await client.result(handle.id, timeout=WAIT) == "release:3:3"
+    assert asker.runs == [1, 1]
+
+
+async def test_a_task_waiting_when_its_bus_stops_is_answered_and_finished_after_restart(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(first, timeout=3600)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 5})
+        await asker.until_asked(handle.id)
+    assert first.shutdown_report is not None
+    assert first.shutdown_report.handed_back == []
+
+    client = TaskBus(store=sqlite_url(tmp_path), workers=0)
+    async with client:  # answered while no bus runs it
+        waiting = await client.get(handle.id)
+        assert waiting.state is TaskState.WAITING
+        assert waiting.question is not None and waiting.question.deadline is not None
+        await client.respond(handle.id, {"branch": "main", "depth": 4})
+
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    again = Asker(second, timeout=3600)
+    async with second:
+        assert await second.result(handle.id, timeout=WAIT) == "main:4:5"
+        snap = await second.get(handle.id)
+    assert (asker.runs, again.runs) == ([1], [1]), "the stored answer came back at once"
+    assert (snap.state, snap.attempts) == (TaskState.COMPLETED, 1)
+
+
+async def test_a_question_not_answered_before_a_restart_is_still_asked_after_it(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    asker = Asker(first)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 2})
+        await asker.until_asked(handle.id)
+
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0)
+    again = Asker(second)
+    async with second:
+        waiting = await second.get(handle.id)
+        assert waiting.question is not None and waiting.question.prompt == "Which branch?"
+        await second.respond(handle.id, {"branch": "hotfix"})
+        assert await second.result(handle.id, timeout=WAIT) == "hotfix:1:2"
+    assert (asker.runs, again.runs) == ([1], [1])
+
+
+async def test_a_deadline_that_passed_while_no_bus_ran_times_the_question_out_at_start(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    before = FakeClock()
+    first = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0, clock=before)
+    asker = Asker(first, timeout=600)
+    async with first:
+        handle = await first.submit("sc:ask", {"n": 1})
+        await asker.until_asked(handle.id)
+
+    after = FakeClock(start=before.now() + 3600)  # the next start, an hour later
+    second = TaskBus(store=sqlite_url(tmp_path), workers=1, shutdown_grace=1.0, clock=after)
+    again = Asker(second, timeout=600)
+    async with second:
+        with pytest.raises(TaskFailedError, match="no answer"):
+            await second.result(handle.id, timeout=WAIT)
+    assert (asker.runs, again.runs) == ([1], [1])

@@ -678,6 +678,34 @@ def test_dead_letters_are_listed_and_retried(server: str) -> None:
     assert out.startswith("taskbus: no task")
 
 
+def test_show_prints_the_question_and_respond_answers_it(server: str) -> None:
+    code, out = cli(server, "submit", "demo:deploy", "--json", '{"service": "api"}')
+    assert code == 0, out
+    task_id = out.strip()
+    deadline = time.monotonic() + 10
+    while (snap := json.loads(cli(server, "show", task_id, "--json")[1]))["state"] != "waiting":
+        assert time.monotonic() < deadline, snap
+        time.sleep(0.02)
+    code, out = cli(server, "show", task_id)
+    assert code == 0, out
+    for expected in ("waiting", "asks", "Which branch of api to deploy? (ask-1)", "branch"):
+        assert expected in out, out
+    code, out = cli(server, "respond", task_id, '{"dry_run": true}')
+    assert code == 1, out
+    assert "branch" in out and "Field required" in out
+    code, out = cli(server, "respond", task_id, "{not json")
+    assert code == 2, out
+    code, out = cli(server, "respond", task_id, '{"branch": "main"}')
+    assert code == 0, out
+    assert f"answered {task_id}" in out
+    code, out = cli(server, "watch", task_id)
+    assert code == 0, out
+    assert "deployed api@main" in out
+    code, out = cli(server, "respond", task_id, '{"branch": "again"}')
+    assert code == 1, out
+    assert "not waiting" in out
+
+
 def test_types_lists_names_descriptions_and_inputs(server: str) -> None:
     code, out = cli(server, "types")
     assert code == 0, out

@@ -790,4 +790,63 @@ def test_the_schedules_panel_lists_pauses_and_resumes(browser: Browser) -> None:
         row.locator("button.toggle").click()
         expect(row).to_have_attribute("data-paused", "false", timeout=WAIT_MS)
         expect(row.locator("button.toggle")).to_have_text("Pause")
+
+
+class Release(BaseModel):
+    branch: str
+    notes: str = ""
+
+
+def test_a_waiting_task_shows_its_question_and_is_answered_from_the_pane(
+    browser: Browser, tmp_path: Path
+) -> None:
+    bus = make_bus(f"sqlite:///{tmp_path / 'ask.db'}")
+
+    @bus.task("ui:release", description="Ask which branch, then release it")
+    async def release(ctx: TaskContext) -> str:
+        choice = await ctx.ask("Which branch to release?", model=Release)
+        return f"released {choice.branch}"
+
+    with serve(create_app(bus, manage_bus=True)) as url:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(f"{url}/")
+        expect(page.locator("#connection")).to_have_text("live", timeout=WAIT_MS)
+        answer = httpx.post(f"{url}/tasks", json={"type": "ui:release"})
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["id"]
+        row = page.locator(f'tr[data-task-id="{task_id}"]')
+        expect(row.locator(".state")).to_have_text("waiting", timeout=WAIT_MS)
+        expect(row.locator(".message")).to_have_text("asks: Which branch to release?")
+        expect(row.locator(".cancel")).to_be_visible()
+
+        row.click()
+        expect(page.locator("#detail-state")).to_have_text("waiting", timeout=WAIT_MS)
+        expect(page.locator("#detail-question")).to_be_visible()
+        expect(page.locator("#detail-prompt")).to_have_text("Which branch to release?")
+        expect(page.locator("#answer-input")).to_have_value('{\n  "branch": "",\n  "notes": ""\n}')
+        expect(page.locator('#detail-events li[data-event="task-input-required"]')).to_have_count(
+            1, timeout=WAIT_MS
+        )
+        page.screenshot(path=str(tmp_path / "dashboard-question.png"))
+
+        # An answer that is not JSON, then one that does not fit: said next to the form.
+        page.fill("#answer-input", "{branch")
+        page.click("#answer-button")
+        expect(page.locator("#answer-error")).to_contain_text("not valid JSON")
+        page.fill("#answer-input", '{"notes": "hi"}')
+        page.click("#answer-button")
+        expect(page.locator("#answer-error")).to_contain_text("branch: Field required")
+        assert (httpx.get(f"{url}/tasks/{task_id}").json())["state"] == "waiting"
+
+        page.fill("#answer-input", '{"branch": "main"}')
+        page.click("#answer-button")
+        expect(row.locator(".state")).to_have_text("completed", timeout=WAIT_MS)
+        expect(page.locator("#detail-state")).to_have_text("completed", timeout=WAIT_MS)
+        expect(page.locator("#detail-question")).to_be_hidden()
+        expect(page.locator("#detail-result")).to_have_text('"released main"')
+        expect(page.locator('#detail-events li[data-event="task-input-received"]')).to_have_count(1)
+
+        # The state filter offers waiting tasks.
+        page.select_option("#state-filter", "waiting")
+        expect(page.locator("#empty")).to_be_visible(timeout=WAIT_MS)
         page.close()

@@ -124,6 +124,14 @@ EXPECTED: dict[str, list[str]] = {
         "refused: not a cron expression: 'every night'",
         "paused: True",
     ],
+    "input_required.py": [
+        "waiting: Which branch of shop?",
+        "meanwhile, with one worker: pong",
+        "the bus stopped while the task waited",
+        "after a restart it is still waiting",
+        "refused: branch field required",
+        "deployed shop@main",
+    ],
     "cancel.py": [
         "cancel queued: True",
         "cancel running: True",
@@ -273,6 +281,7 @@ def test_demo_task_types_are_registered() -> None:
     assert bus.registry.types() == [
         "demo:clone-repo",
         "demo:crunch",
+        "demo:deploy",
         "demo:flaky",
         "demo:long-job",
         "demo:slow-timeout",

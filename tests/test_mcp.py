@@ -45,6 +45,7 @@ from taskbus import (
     TaskBus,
     TaskContext,
     TaskFailed,
+    TaskInputRequired,
     TaskProgress,
     TaskRetrying,
     TaskState,
@@ -58,6 +59,7 @@ MakeBus = Callable[..., TaskBus]
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "examples" / "mcp_command_runner.py"
 TOOLS = {
+    "answer_task",
     "cancel_task",
     "list_task_types",
     "list_tasks",
@@ -314,6 +316,35 @@ async def test_a_dead_letter_is_listed_and_retried_by_its_owner_only(
     assert "no licence" in failure
     assert (rerun.retry_of, rerun.owner, rerun.priority) == (broken, "alice", 9)
     assert "only a failed or cancelled task can be retried" in not_again
+
+
+async def test_a_task_waiting_for_input_shows_its_question_and_answer_task_answers_it(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus()
+
+    @bus.task("ask:size")
+    async def size(ctx: TaskContext) -> int:
+        return (await ctx.ask("How many?", model=int)) * 2
+
+    recorder = EventRecorder(bus)
+    async with bus, Client(create_mcp_server(bus), mode="legacy") as client:
+        task_id = (await call(client, "submit_task", type="ask:size"))["task_id"]
+        await recorder.wait_for(TaskInputRequired, task_id=task_id)
+        status = await call(client, "task_status", task_id=task_id)
+        refused = await call_error(client, "answer_task", task_id=task_id, value="many")
+        answered = await call(client, "answer_task", task_id=task_id, value=21)
+        result = await call(client, "task_result", task_id=task_id, wait_seconds=5)
+        again = await call_error(client, "answer_task", task_id=task_id, value=1)
+        unknown = await call_error(client, "answer_task", task_id="nope", value=1)
+    assert status["state"] == "waiting"
+    assert status["question"]["prompt"] == "How many?"
+    assert status["question"]["json_schema"] == {"type": "integer"}
+    assert "does not fit" in refused
+    assert answered["state"] in ("queued", "running", "completed")
+    assert result["result"] == 42
+    assert "not waiting for input" in again
+    assert "no task with id 'nope'" in unknown
 
 
 def by_client_name(ctx: Context[Any, Any]) -> str | None:

@@ -319,6 +319,91 @@ async def test_tasks_update_is_acknowledged_and_ignored(make_bus: MakeBus, era: 
     assert done["result"]["structuredContent"]["result"] == {"value": 6}
 
 
+class Branch(BaseModel):
+    name: str
+    depth: int = 1
+
+
+def register_asking(bus: TaskBus) -> None:
+    @bus.task("ask:branch")
+    async def branch(ctx: TaskContext) -> str:
+        choice = await ctx.ask("Which branch?", model=Branch)
+        return f"{choice.name}/{choice.depth}"
+
+    @bus.task("ask:word")
+    async def word(ctx: TaskContext) -> str:
+        return (await ctx.ask("One word?")).upper()
+
+
+def waiting(task: dict[str, Any]) -> bool:
+    return bool(task["status"] == "input_required")
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_task_waiting_for_input_is_input_required_and_tasks_update_answers_it(
+    make_bus: MakeBus, era: str
+) -> None:
+    bus = make_bus()
+    register_asking(bus)
+    async with bus, connect(create_mcp_server(bus), era) as client:
+        task_id = task_id_of(await submit(client, type="ask:branch"))
+        asked = await poll(client, task_id, waiting)
+        with pytest.raises(MCPError) as caught:
+            await tasks(
+                client,
+                "tasks/update",
+                task_id,
+                input_responses={"ask-1": {"action": "accept", "content": {"depth": 2}}},
+            )
+        assert (await bus.get(task_id)).state is TaskState.WAITING
+        ack = await tasks(
+            client,
+            "tasks/update",
+            task_id,
+            input_responses={
+                "ask-1": {"action": "accept", "content": {"name": "main", "depth": 3}},
+                "never-asked": {"action": "accept"},
+            },
+        )
+        done = await poll(client, task_id, final)
+
+        word_id = task_id_of(await submit(client, type="ask:word"))
+        word = await poll(client, word_id, waiting)
+        await tasks(
+            client,
+            "tasks/update",
+            word_id,
+            input_responses={"ask-1": {"action": "accept", "content": {"value": "yes"}}},
+        )
+        word_done = await poll(client, word_id, final)
+
+        declined_id = task_id_of(await submit(client, type="ask:branch"))
+        await poll(client, declined_id, waiting)
+        await tasks(
+            client, "tasks/update", declined_id, input_responses={"ask-1": {"action": "decline"}}
+        )
+        declined = await poll(client, declined_id, final)
+    assert asked["statusMessage"] == "Which branch?"
+    request = asked["inputRequests"]["ask-1"]
+    assert request["method"] == "elicitation/create"
+    assert request["params"]["mode"] == "form"
+    assert request["params"]["message"] == "Which branch?"
+    assert request["params"]["requestedSchema"]["required"] == ["name"]
+    assert caught.value.error.code == INVALID_PARAMS
+    assert "name" in caught.value.error.message
+    assert set(ack) - {"resultType", "_meta"} == set()
+    assert "inputRequests" not in done
+    assert done["result"]["structuredContent"]["result"] == "main/3"
+    assert word["inputRequests"]["ask-1"]["params"]["requestedSchema"] == {
+        "type": "object",
+        "properties": {"value": {"type": "string"}},
+        "required": ["value"],
+    }
+    assert word_done["result"]["structuredContent"]["result"] == "YES"
+    assert declined["status"] == "cancelled"
+    assert declined["statusMessage"] == "input declined by the MCP client"
+
+
 async def test_bad_submissions_answer_as_the_plain_tool_does(make_bus: MakeBus) -> None:
     bus = make_bus()
     register(bus, Gate())

@@ -25,14 +25,17 @@ from anyio.streams.text import TextReceiveStream
 
 from taskbus import (
     DeadLetterReason,
+    InvalidAnswer,
     TaskBus,
     TaskCancelledError,
     TaskEvent,
     TaskFailedError,
+    TaskInputRequired,
     TaskState,
     event_order,
 )
 from taskbus._leasing import is_dead
+from taskbus.testing import EventRecorder
 
 pytestmark = pytest.mark.anyio
 
@@ -301,6 +304,38 @@ async def test_a_client_cancels_a_task_another_process_runs(
                 await handle.result(timeout=10)
             assert (await client.get(handle.id)).state is TaskState.CANCELLED
         assert nodes.entries("end") == []
+
+
+async def test_a_task_waiting_for_input_is_answered_by_a_client_and_survives_its_worker(
+    cluster: ClusterFactory,
+) -> None:
+    """A worker process asks; the client answers (checked against the stored schema)
+    and the worker finishes it. Another asks, its worker is killed while it waits, and a
+    new worker finishes it once the client answers."""
+    async with cluster() as nodes:
+        first = await nodes.worker()
+        client = nodes.client()
+        asked = EventRecorder(client, timeout=20)
+        async with client:
+            handle = await client.submit("mp:ask")
+            await asked.wait_for(TaskInputRequired, task_id=handle.id)
+            with pytest.raises(InvalidAnswer, match="name"):
+                await client.respond(handle.id, {"branch": "main"})
+            await client.respond(handle.id, {"name": "main"})
+            assert await handle.result(timeout=10) == "main"
+
+            orphan = await client.submit("mp:ask")
+            await asked.wait_for(TaskInputRequired, task_id=orphan.id)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            second = await nodes.worker()
+            waiting = await client.get(orphan.id)
+            assert waiting.state is TaskState.WAITING and waiting.question is not None
+            await client.respond(orphan.id, {"name": "hotfix"})
+            assert await orphan.result(timeout=10) == "hotfix"
+        runs = {task_id: pid for kind, task_id, pid, _ in nodes.entries("end")}
+    assert runs[handle.id] == first.pid
+    assert runs[orphan.id] == second.pid
 
 
 async def test_a_cancel_asked_of_a_dead_worker_holds_when_its_task_is_reaped(

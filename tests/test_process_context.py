@@ -47,6 +47,15 @@ async def test_progress_reaches_listeners_in_order_and_debounced(make_bus: MakeB
     assert snap.current == 200 and snap.message == "step 200"
 
 
+async def test_a_process_handler_that_asks_fails_with_a_clear_error(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    asking = bus.task("pp:ask", run_in="process")(_process_handlers.ask_in_a_process)
+    async with bus:
+        handle = await asking.submit()
+        with pytest.raises(TaskFailedError, match=r"ctx\.ask needs an async handler"):
+            await handle.result(timeout=30)
+
+
 async def test_progress_arrives_while_the_handler_runs(make_bus: MakeBus, tmp_path: Path) -> None:
     bus = make_bus()
     waiter = bus.task("pp:wait", run_in="process")(_process_handlers.report_then_wait)

@@ -67,6 +67,10 @@ def tb(app: QCoreApplication) -> Iterator[ThreadedTaskBus]:
         def fail() -> None:
             raise FatalError("nope")
 
+        @bus.task("t:ask")
+        async def ask(ctx: TaskContext) -> str:
+            return await ctx.ask("Name?")
+
         yield bus
         gate.set()
 
@@ -155,6 +159,22 @@ def test_failed_and_cancelled_signals(app: QCoreApplication, tb: ThreadedTaskBus
     assert "nope" in by_name["failed"].error
     assert isinstance(by_name["cancelled"], TaskCancelled)
     assert by_name["cancelled"].reason == "user pressed Cancel"
+
+
+def test_a_question_reaches_the_gui_thread(app: QCoreApplication, tb: ThreadedTaskBus) -> None:
+    seen: list[str] = []
+    on_gui_thread: list[bool] = []
+
+    def asked(event: Any) -> None:
+        on_gui_thread.append(QThread.currentThread() == app.thread())
+        seen.append(event.prompt)
+
+    tb.on("task-input-required", asked)
+    handle = tb.submit("t:ask")
+    run_until(lambda: seen == ["Name?"])
+    tb.respond(handle.id, "Ada")
+    assert handle.result(timeout=WAIT) == "Ada"
+    assert (seen, on_gui_thread) == (["Name?"], [True])
 
 
 def test_the_dispatcher_runs_listeners_on_the_gui_thread(

@@ -24,6 +24,7 @@ from taskbus import (
     UnknownTaskType,
     UserActionableError,
 )
+from taskbus._record import TaskRecord
 from taskbus.stores import MemoryStore, StoreStats
 from taskbus.testing import EventRecorder
 
@@ -309,6 +310,44 @@ async def test_subscribe_to_one_task_ends_after_its_final_event(make_bus: MakeBu
                 replay = [event async for event in events]
         assert [e.name for e in replay] == ["task-completed"], "a finished task replays its end"
         assert replay[0].result == Report(rows=3)
+
+
+async def test_a_task_ending_while_subscribe_reads_it_is_still_heard_to_end(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus(workers=1)
+    gate = anyio.Event()
+
+    @bus.task("reports:gated")
+    async def gated(ctx: TaskContext) -> str:
+        await gate.wait()
+        return "done"
+
+    async with bus:
+        handle = await bus.submit("reports:gated")
+        read = bus._replay._record
+
+        async def read_then_finish(task_id: str) -> Any:
+            # The task is read unfinished, then ends before the read returns: the
+            # race a subscriber lost when it read before listening.
+            record = await read(task_id)
+            assert not record.state.is_final
+            gate.set()
+            await bus.wait(handle.id, timeout=5)
+            return _unfinished_copy(record)
+
+        bus._replay._record = read_then_finish
+        async with bus.subscribe(task_id=handle.id) as events:
+            with anyio.fail_after(5):
+                names = [event.name async for event in events]
+    assert names[-1] == "task-completed"
+
+
+def _unfinished_copy(record: Any) -> Any:
+    """The record as it was read, running (the memory store's is live: it ended since)."""
+    copy = TaskRecord(record.id, record.type, None, record.priority, record.created_at)
+    copy.state = TaskState.RUNNING
+    return copy
 
 
 async def test_a_crashing_listener_never_affects_the_task(make_bus: MakeBus) -> None:

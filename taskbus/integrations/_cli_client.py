@@ -210,6 +210,12 @@ class ApiClient:
         result: dict[str, Any] = self._call("DELETE", f"/tasks/{task_id}", params=params)
         return result
 
+    def respond(self, task_id: str, value: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/tasks/{task_id}/input", json={"value": value}
+        )
+        return result
+
     def list(
         self,
         *,

@@ -9,7 +9,7 @@ code in it is ever interpreted.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -97,7 +97,20 @@ def _outcome(snap: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("suggested action", str(error["suggested_action"])))
     if state == "cancelled":
         rows.append(("reason", str(snap.get("cancel_reason") or "-")))
+    question = snap.get("question")
+    if state == "waiting" and isinstance(question, dict):
+        rows.append(("asks", f"{question.get('prompt')} ({question.get('key')})"))
+        rows.append(("answer schema", _json(question.get("json_schema"))))
+        if question.get("deadline") is not None:
+            rows.append(("answer by", _when(_iso(question["deadline"]))))
     return rows
+
+
+def _iso(stamp: Any) -> Any:
+    """An epoch time as ISO text (as the snapshot's other times are), else as given."""
+    if isinstance(stamp, int | float):
+        return datetime.fromtimestamp(stamp, UTC).isoformat()
+    return stamp
 
 
 def snapshot_table(snap: dict[str, Any]) -> Table:

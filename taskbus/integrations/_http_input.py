@@ -34,12 +34,14 @@ from ._http_errors import ApiError, echo, pydantic_details
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "AnswerBody",
     "RetryBody",
     "SubmitBody",
     "decode_cursor",
     "encode_cursor",
     "int_param",
     "last_event_id",
+    "read_answer",
     "read_json",
     "read_retry",
     "read_submission",
@@ -186,6 +188,25 @@ async def read_retry(request: Request, max_body: int) -> RetryBody:
     except ValidationError as exc:
         details = pydantic_details(exc, with_input=False)
         raise ApiError(422, "invalid_submission", "invalid retry", details) from None
+
+
+class AnswerBody(BaseModel):
+    """The body of ``POST /tasks/{id}/input``: the answer to the task's question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = Field(description="The answer; it must match the question's JSON schema.")
+
+
+async def read_answer(request: Request, max_body: int) -> AnswerBody:
+    payload = await read_json(request, max_body)
+    try:
+        return AnswerBody.model_validate(payload)
+    except ValidationError as exc:
+        details = pydantic_details(exc, with_input=False)
+        raise ApiError(
+            422, "invalid_answer", 'the body is {"value": <the answer>}', details
+        ) from None
 
 
 def _too_large(max_body: int) -> ApiError:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskbus import TaskSnapshot, TaskState
+from taskbus import InputQuestion, TaskSnapshot, TaskState
 
 __all__ = [
     "CancelAnswer",
@@ -38,7 +38,10 @@ class TaskStatusAnswer(BaseModel):
 
     task_id: str
     type: str
-    state: TaskState = Field(description="queued, running, completed, failed or cancelled.")
+    state: TaskState = Field(
+        description="queued, running, waiting (for input: see question), completed, failed "
+        "or cancelled."
+    )
     done: bool = Field(description="True once the state is final (completed, failed, cancelled).")
     progress: float | None = Field(default=None, description="Percent done, 0-100.")
     current: int | None = None
@@ -52,6 +55,11 @@ class TaskStatusAnswer(BaseModel):
     )
     error: TaskErrorInfo | None = None
     cancel_reason: str | None = None
+    question: InputQuestion | None = Field(
+        default=None,
+        description="While the task waits for input: what it asks, and the JSON schema of "
+        "the answer (answer it with answer_task).",
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -85,6 +93,7 @@ class TaskStatusAnswer(BaseModel):
                 suggested_action=error.suggested_action,
             ),
             cancel_reason=snapshot.cancel_reason,
+            question=snapshot.question,
             created_at=snapshot.created_at,
             started_at=snapshot.started_at,
             finished_at=snapshot.finished_at,

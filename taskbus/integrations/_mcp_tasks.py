@@ -10,9 +10,14 @@ taskbus states map onto the extension's: queued and running are ``working``
 (the progress, current operation and retry wait go into ``statusMessage``),
 ``completed``, ``cancelled``; a task that failed is ``completed`` with a tool
 result that has ``isError: true``, since the specification keeps ``failed`` for
-JSON-RPC errors (here: a result that cannot be sent as JSON). taskbus has no
-input-required state, so ``tasks/update`` acknowledges and ignores responses,
-as the specification says for keys that are not outstanding.
+JSON-RPC errors (here: a result that cannot be sent as JSON). A task waiting
+for input (``ctx.ask``) is ``input_required``: its ``inputRequests`` hold one
+form elicitation under the question's key (its prompt, and the answer's JSON
+schema; one that is not an object is wrapped as the property ``value``), and
+``tasks/update`` with an ``accept`` response under that key answers it
+(``TaskBus.respond``; an answer that does not fit is an invalid-params error),
+while ``decline`` or ``cancel`` cancels the task. Responses under keys that are
+not outstanding are acknowledged and ignored, as the specification says.
 """
 
 from __future__ import annotations
@@ -27,13 +32,29 @@ from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import Context, require_client_extension
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolRequestParams, CallToolResult, RequestParams, TextContent
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    RequestParams,
+    TextContent,
+)
 from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from taskbus import Identity, TaskNotFound, TaskSnapshot, TaskState
+from taskbus import (
+    Identity,
+    InputQuestion,
+    InvalidAnswer,
+    TaskNotFound,
+    TaskNotWaiting,
+    TaskSnapshot,
+    TaskState,
+)
 
 __all__ = ["EXTENSION_ID", "TaskTools", "TasksExtension"]
 
@@ -67,6 +88,10 @@ class TaskTools(Protocol):
 
     async def cancel(self, task_id: str, reason: str) -> bool:
         """Cancel a task; False if it had already finished."""
+        ...
+
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer a waiting task's question (`TaskBus.respond`)."""
         ...
 
     def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
@@ -166,15 +191,46 @@ class TasksExtension(Extension):
     async def _update(
         self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
     ) -> HandlerResult:
-        await self._owned(ctx, params.task_id)
-        if params.input_responses:
-            # No taskbus task asks for input, so no key is outstanding: the spec says ignore.
+        snapshot = await self._owned(ctx, params.task_id)
+        question = snapshot.question if snapshot.state is TaskState.WAITING else None
+        ignored = set(params.input_responses)
+        if question is not None and question.key in params.input_responses:
+            ignored.discard(question.key)
+            await self._take_response(snapshot, question, params.input_responses[question.key])
+        if ignored:  # no request is outstanding under those keys: the spec says ignore
             logger.debug(
-                "tasks/update for %s: ignored %d response(s) to no outstanding request",
+                "tasks/update for %s: ignored response(s) to no outstanding request: %s",
                 params.task_id,
-                len(params.input_responses),
+                sorted(ignored),
             )
         return {}
+
+    async def _take_response(
+        self, snapshot: TaskSnapshot, question: InputQuestion, response: Any
+    ) -> None:
+        """Answer the task's question with an elicitation result, or cancel the task
+        when the user declined it."""
+        try:
+            result = ElicitResult.model_validate(response)
+        except ValidationError as exc:
+            raise MCPError(
+                code=INVALID_PARAMS, message=f"not an elicitation result: {exc}"
+            ) from exc
+        try:
+            if result.action != "accept":
+                done = "declined" if result.action == "decline" else "cancelled"
+                await self.source.cancel(snapshot.id, f"input {done} by the MCP client")
+                return
+            content = result.content or {}
+            wrapped = _wrapped(question.json_schema)
+            value = content.get("value") if wrapped else content
+            await self.source.respond(snapshot.id, value)
+        except InvalidAnswer as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+        except TaskNotWaiting:  # answered or cancelled meanwhile: nothing is outstanding
+            logger.debug("tasks/update for %s: no longer waiting", snapshot.id)
+        except TaskNotFound as exc:  # purged in between
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
 
     async def _owned(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskSnapshot:
         require_client_extension(ctx, EXTENSION_ID)
@@ -202,6 +258,8 @@ class TasksExtension(Extension):
         }
         if message:
             task["statusMessage"] = message
+        if snapshot.state is TaskState.WAITING and snapshot.question is not None:
+            task["inputRequests"] = {snapshot.question.key: _elicitation(snapshot.question)}
         return task
 
     def _detailed(self, snapshot: TaskSnapshot) -> dict[str, Any]:
@@ -246,6 +304,9 @@ def _status(snapshot: TaskSnapshot) -> tuple[str, str | None]:
         return "completed", f"failed: {error.message}" if error is not None else "failed"
     if state is TaskState.CANCELLED:
         return "cancelled", snapshot.cancel_reason
+    if state is TaskState.WAITING:
+        question = snapshot.question
+        return "input_required", question.prompt if question is not None else None
     if state is TaskState.QUEUED:
         if snapshot.error is not None:
             return "working", f"queued to run again after: {snapshot.error.message}"
@@ -254,6 +315,22 @@ def _status(snapshot: TaskSnapshot) -> tuple[str, str | None]:
     if snapshot.message:
         details.append(snapshot.message)
     return "working", "running: " + ", ".join(details) if details else "running"
+
+
+def _wrapped(schema: dict[str, Any]) -> bool:
+    """Whether an answer's schema is not an object, so the form asks for ``value``."""
+    return schema.get("type") != "object"
+
+
+def _elicitation(question: InputQuestion) -> dict[str, Any]:
+    """A form elicitation (``elicitation/create``) for a waiting task's question."""
+    schema = question.json_schema
+    if _wrapped(schema):
+        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+    request = ElicitRequest(
+        params=ElicitRequestFormParams(message=question.prompt, requested_schema=schema)
+    )
+    return request.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def _last_updated(snapshot: TaskSnapshot) -> datetime:

@@ -32,7 +32,7 @@ from .. import (
     TaskState,
     __version__,
 )
-from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, RetryBody, SubmitBody
+from ._http_input import MAX_ID_LENGTH, MAX_NAME_LENGTH, AnswerBody, RetryBody, SubmitBody
 from ._http_models import (
     CallerAnswer,
     CancelAnswer,
@@ -53,9 +53,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ERRORS = {
     "400": "Malformed JSON, query parameter, cursor or Last-Event-ID.",
     "401": "Missing or unknown bearer token.",
-    "409": "The task cannot be retried: it is queued, running or completed "
-    "(`not_retryable`), or its type is no longer registered (`unknown_task_type`).",
     "404": "No such task or schedule (or another owner's), or no such task type.",
+    "409": "The task cannot be retried: it is queued, running, waiting or completed "
+    "(`not_retryable`), or its type is no longer registered (`unknown_task_type`); or "
+    "it waits for no input (it never asked, was answered, or finished: `not_waiting`).",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -69,6 +70,7 @@ def openapi_document(
     fixed: list[tuple[str, JsonSchemaMode, Any]] = [
         ("submit", "validation", SubmitBody),
         ("retry", "validation", RetryBody),
+        ("answer", "validation", AnswerBody),
         ("submitted", "serialization", SubmitAnswer),
         ("snapshot", "serialization", TaskSnapshot),
         ("state", "serialization", TaskState),
@@ -264,6 +266,19 @@ def _paths(
                 requestBody={
                     "required": False,
                     "content": {"application/json": {"schema": ref["retry"]}},
+                },
+            ),
+        },
+        "/tasks/{task_id}/input": {
+            "parameters": [_TASK_ID],
+            "post": _operation(
+                "Answer the question of a task waiting for input (ctx.ask)",
+                {"200": _json(ref["snapshot"], "Answered: the task is queued again.")},
+                ["400", *guard, "404", "409", "413", "422"],
+                ref,
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": ref["answer"]}},
                 },
             ),
         },

@@ -73,6 +73,8 @@ from taskbus import (
     TaskCompleted,
     TaskEvent,
     TaskFailed,
+    TaskInputReceived,
+    TaskInputRequired,
     TaskProgress,
     TaskRetrying,
     TaskStarted,
@@ -422,6 +424,10 @@ class TaskBar:
             update(self._row, completed=event.progress, message=event.message or "")
         elif isinstance(event, TaskRetrying):
             update(self._row, completed=0, state="retrying", message=event.error)
+        elif isinstance(event, TaskInputRequired):
+            update(self._row, state="waiting", message=f"asks: {event.prompt}")
+        elif isinstance(event, TaskInputReceived):
+            update(self._row, state="queued", message="answered")
         elif event.final:
             self.final = event
             done = 100 if isinstance(event, TaskCompleted) else None
@@ -833,6 +839,31 @@ def cancel(
             return 0
         console.print(f"[yellow]not cancelled: {escape(task_id)} is {answer.get('state')}[/yellow]")
         return 1
+
+    _run_client(action)
+
+
+@app.command()
+def respond(
+    task_id: Annotated[str, typer.Argument(help="The task waiting for input.")],
+    answer: Annotated[str, typer.Argument(help='The answer as JSON, e.g. \'{"branch": "main"}\'.')],
+    url: Annotated[str, URL_OPTION] = DEFAULT_URL,
+    token: Annotated[str | None, TOKEN_OPTION] = None,
+) -> None:
+    """Answer the question of a task waiting for input (``taskbus show`` prints it);
+    exit 1 if it waits for none or the answer does not fit."""
+    console = _console()
+    try:
+        value = json.loads(answer)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"the answer is not valid JSON: {exc}", 2) from None
+
+    def action() -> None:
+        with _client(url, token) as client:
+            snap = client.respond(task_id, value)
+        console.print(
+            f"answered {task_id}: it is {snap.get('state')}", markup=False, highlight=False
+        )
 
     _run_client(action)
 

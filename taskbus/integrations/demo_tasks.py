@@ -7,7 +7,9 @@
 - ``demo:slow-timeout``: overruns its 1 s timeout and is never retried;
 - ``demo:long-job``: reports progress in a loop until it is cancelled (or done);
 - ``demo:crunch``: CPU-bound, in a worker process, reporting progress and checking
-  for cancellation through its `ProcessContext`.
+  for cancellation through its `ProcessContext`;
+- ``demo:deploy``: asks which branch to deploy (``ctx.ask``) and waits, holding no
+  worker, until someone answers (``taskbus respond``, the dashboard, HTTP).
 
 The handlers sleep for small amounts only, so a whole demo takes seconds.
 Their input models refuse unknown keys (a misspelt option is an error, not a
@@ -27,11 +29,14 @@ __all__ = [
     "CloneResult",
     "CrunchParams",
     "DemoInput",
+    "DeployChoice",
+    "DeployParams",
     "FlakyParams",
     "LongJobParams",
     "SlowParams",
     "clone_repo",
     "crunch",
+    "deploy",
     "flaky",
     "long_job",
     "register_demo_tasks",
@@ -133,6 +138,32 @@ async def long_job(ctx: TaskContext, params: LongJobParams) -> int:
     return params.steps
 
 
+class DeployParams(DemoInput):
+    """Input of demo:deploy."""
+
+    service: str = Field(default="web", description="The service to deploy.")
+
+
+class DeployChoice(BaseModel):
+    """The answer demo:deploy asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: str = Field(min_length=1, description="The branch to deploy.")
+    dry_run: bool = Field(default=False, description="Only say what would happen.")
+
+
+async def deploy(ctx: TaskContext, params: DeployParams) -> str:
+    """Ask which branch to deploy, then deploy it (simulated)."""
+    await ctx.progress(10, "looking up branches")
+    choice = await ctx.ask(f"Which branch of {params.service} to deploy?", model=DeployChoice)
+    for percent in (40, 70, 100):
+        await anyio.sleep(0.02)
+        await ctx.progress(percent, f"deploying {choice.branch}")
+    verb = "would deploy" if choice.dry_run else "deployed"
+    return f"{verb} {params.service}@{choice.branch}"
+
+
 #: Numbers tested between two progress reports (and cancellation checks) of crunch.
 _CRUNCH_CHUNK = 5_000
 
@@ -193,4 +224,10 @@ def register_demo_tasks(bus: TaskBus) -> None:
         retry=RetryPolicy.never(),
         description="Count primes in a worker process (CPU-bound), with progress",
         estimated_duration=0.5,
+    )
+    registry.register(
+        f"{NAMESPACE}:deploy",
+        deploy,
+        description="Ask which branch to deploy, wait for the answer, then deploy it",
+        estimated_duration=0.1,
     )

@@ -3,7 +3,9 @@
 ``create_app(bus)`` returns a Starlette app: ``POST /tasks`` (202 and the id at
 once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``POST /tasks/{id}/retry``
 (a failed or cancelled task again, as a new task: 202, or 409 for one that
-cannot be), ``GET /tasks`` (paged; ``dead_letter=true``: failed tasks only),
+cannot be), ``POST /tasks/{id}/input`` (answer a task waiting for input: 409 if
+it waits for none, 422 for an answer that does not fit), ``GET /tasks`` (paged;
+``dead_letter=true``: failed tasks only),
 ``GET /stats``, ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
 ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
@@ -55,12 +57,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import (
     BusNotRunning,
     Event,
+    InvalidAnswer,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
     TaskEvent,
     TaskNotFound,
     TaskNotRetryable,
+    TaskNotWaiting,
     TaskSnapshot,
     TaskState,
     UnknownTaskType,
@@ -82,6 +86,7 @@ from ._http_input import (
     encode_cursor,
     int_param,
     last_event_id,
+    read_answer,
     read_retry,
     read_submission,
     valid_task_id,
@@ -305,6 +310,22 @@ class _Api:
             raise ApiError(422, "invalid_submission", str(exc)) from None
         answer = CancelAnswer(id=task_id, cancelled=cancelled, state=snapshot.state)
         return _json(model_json(answer))
+
+    async def answer_task(self, request: Request) -> Response:
+        caller = await self.caller(request)
+        task_id = request.path_params["task_id"]
+        await self.visible(task_id, caller)
+        body = await read_answer(request, self.max_body)
+        try:
+            snapshot = await self.bus.respond(task_id, body.value)
+        except TaskNotFound:  # purged meanwhile
+            raise _not_found(task_id) from None
+        except TaskNotWaiting as exc:
+            raise ApiError(409, "not_waiting", str(exc), {"state": exc.state}) from None
+        except InvalidAnswer as exc:
+            details = [{**error, "loc": list(error.get("loc", ()))} for error in exc.errors]
+            raise ApiError(422, "invalid_answer", str(exc), details) from None
+        return _json(model_json(snapshot))
 
     async def list_tasks(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -546,6 +567,7 @@ def create_app(
         _route("/tasks", POST=api.submit, GET=api.list_tasks),
         _route("/tasks/{task_id}", GET=api.get_task, DELETE=api.cancel_task),
         _route("/tasks/{task_id}/retry", POST=api.retry_task),
+        _route("/tasks/{task_id}/input", POST=api.answer_task),
         _route("/stats", GET=api.stats),
         _route("/types", GET=api.types),
         _route("/me", GET=api.me),

@@ -8,7 +8,9 @@ result as JSON, "not done yet", or a tool error for a failed or cancelled task;
 while it waits, task progress goes out as MCP progress notifications if the
 client sent a progress token), ``cancel_task(task_id, reason?)``,
 ``retry_task(task_id, priority?)`` (a failed or cancelled task again, as a new
-task) and ``list_tasks(state?, type_prefix?, dead_letter?)``.
+task), ``answer_task(task_id, value)`` (answers a task waiting for input; its
+``task_status`` shows the question) and ``list_tasks(state?, type_prefix?,
+dead_letter?)``.
 
 ``TaskbusMCP(bus, ...).install(server)`` adds the same tools to a server of your
 own. The bus is yours to run: serve inside ``async with bus:``.
@@ -60,11 +62,13 @@ from taskbus import (
     BusNotRunning,
     ErrorType,
     Identity,
+    InvalidAnswer,
     InvalidSubmission,
     InvalidTaskInput,
     TaskBus,
     TaskNotFound,
     TaskNotRetryable,
+    TaskNotWaiting,
     TaskProgress,
     TaskSnapshot,
     TaskState,
@@ -168,6 +172,7 @@ class TaskbusMCP:
         server.add_tool(self.task_result, annotations=_READ_ONLY)
         server.add_tool(self.cancel_task, annotations=ToolAnnotations(destructive_hint=True))
         server.add_tool(self.retry_task)
+        server.add_tool(self.answer_task)
         server.add_tool(self.list_tasks, annotations=_READ_ONLY)
         return server
 
@@ -298,6 +303,26 @@ class TaskbusMCP:
         logger.debug("MCP client retried %s as %s", task_id, handle.id)
         return TaskStatusAnswer.of(snapshot)
 
+    async def answer_task(
+        self,
+        task_id: Annotated[str, Field(description="A task waiting for input.")],
+        value: Annotated[
+            Any, Field(description="The answer: JSON that matches the question's json_schema.")
+        ],
+        *,
+        ctx: Context[Any, Any],
+    ) -> TaskStatusAnswer:
+        """Answer the question of a task waiting for input (task_status shows it while
+        the state is waiting); the task runs on with the answer."""
+        await self._owned(ctx, task_id)
+        try:
+            snapshot = await self.bus.respond(task_id, value)
+        except TaskNotFound as exc:
+            raise ToolError(str(TaskNotFound(task_id))) from exc
+        except (TaskNotWaiting, InvalidAnswer) as exc:
+            raise ToolError(str(exc)) from exc
+        return TaskStatusAnswer.of(snapshot)
+
     async def list_tasks(
         self,
         state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None,
@@ -380,6 +405,10 @@ class TaskbusMCP:
     async def cancel(self, task_id: str, reason: str) -> bool:
         """Cancel a task; False if it had already finished."""
         return await self.bus.cancel(task_id, reason=reason)
+
+    async def respond(self, task_id: str, value: Any) -> TaskSnapshot:
+        """Answer a waiting task's question (`TaskBus.respond`)."""
+        return await self.bus.respond(task_id, value)
 
     def answer(self, snapshot: TaskSnapshot) -> dict[str, Any]:
         """The ``submit_task`` answer for a task as it is now, with its result, as JSON.

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._errors import StoreError
 from .._events import Event
+from .._input import InputAnswer
 from .._record import TaskRecord
 from .._schedule import Schedule
 from .._states import TaskState
@@ -436,7 +437,23 @@ class TaskStore(EventBroker, Protocol):
         now: float | None = None,
         event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
-        """Cancel the task if it is still queued, in one step; its record, else None."""
+        """Cancel the task if it is still queued or waiting for input, in one step; its
+        record, else None."""
+        ...
+
+    async def answer_input(
+        self,
+        task_id: str,
+        key: str,
+        answer: InputAnswer,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """If the task waits for input on the question `key`, record `answer` and queue
+        it again (as `taskbus.abc.answer_waiting` changes a record), logging
+        ``event_for(record)``, in one step: its new record; else None, changing
+        nothing."""
         ...
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:

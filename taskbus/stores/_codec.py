@@ -5,7 +5,7 @@ Writing never lets a value reach SQLite that it cannot take. Field by field:
 - **identity text** (id, type, owner, key, worker): text that is not valid Unicode (a
   lone surrogate such as ``"k\\ud800"``) is refused with `UnstorableValue`
   naming the task and the field: escaping it would change whose task it is.
-- **JSON values** (input, metadata, result): must become UTF-8 JSON; bytes that
+- **JSON values** (input, metadata, result, asks): must become UTF-8 JSON; bytes that
   are not UTF-8 and strings with lone surrogates are refused (`UnstorableValue`).
   A type JSON does not know is stored as its ``repr()``, with a warning.
   `check_storable` applies the same rules to one value.
@@ -87,6 +87,7 @@ COLUMNS: tuple[str, ...] = (
     "lease_until",
     "batch_id",
     "waiting_for",
+    "asks",
 )
 
 Row = tuple[Any, ...]
@@ -237,6 +238,7 @@ def _encode(record: TaskRecord, encoder: _Encoder) -> Row:
         _finite(record.lease_until),
         _text(batch_of(record)),
         _text(record.waiting_for),
+        encoder.json("asks", None if record.asks is None else record.asks.model_dump(mode="json")),
     )
 
 
@@ -277,6 +279,7 @@ def row_from_record(record: TaskRecord) -> Row:
             record.lease_until,
             batch_of(record),
             record.waiting_for,
+            None if record.asks is None else record.asks.model_dump_json(),
         )
     except _JSON_ERRORS:
         return _encode(record, _Encoder(record, strict=True))
@@ -290,7 +293,7 @@ def _odd(row: Row) -> bool:
     integer beyond 64 bits, a float that is not finite)."""
     (id_, type_, _, priority, owner, key, _, _, attempt, max_attempts, created_at, queued_at,
      not_before, started_at, finished_at, progress, current, total, message, eta, _, _,
-     reason, worker, lease_until, batch_id, waiting_for) = row  # fmt: skip
+     reason, worker, lease_until, batch_id, waiting_for, _) = row  # fmt: skip
     for text in (id_, type_, owner, key, message, reason, worker, batch_id, waiting_for):
         if text.__class__ is str and not text.isascii():
             return True

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from .._errors import ErrorType
+from .._input import InputExchange
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._snapshot import ErrorInfo
@@ -104,6 +105,16 @@ class _Decoder:
             self.bad("state", f"{value!r} is not a task state")
             return TaskState.FAILED
 
+    def asks(self) -> InputExchange | None:
+        value = self.values["asks"]
+        if value is None:
+            return None
+        try:
+            return InputExchange.model_validate_json(value)
+        except (ValidationError, ValueError, TypeError):
+            self.bad("asks", "not a stored question and answers")
+            return None
+
     def error(self) -> ErrorInfo | None:
         value = self.values["error"]
         if value is None:
@@ -137,7 +148,7 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     (task_id, task_type, state, priority, owner, key, input_, metadata, attempt,
      max_attempts, created_at, queued_at, not_before, started_at, finished_at, progress,
      current, total, message, eta, result, error, reason, worker, lease_until, _,
-     waiting_for) = row  # fmt: skip
+     waiting_for, asks) = row  # fmt: skip
     task_state = _STATES.get(state)
     if (
         task_state is None
@@ -157,6 +168,7 @@ def _decode_plain(row: Row) -> TaskRecord | None:
         meta = None if metadata is None else from_json(metadata)
         outcome = None if result is None else from_json(result)
         info = None if error is None else ErrorInfo.model_validate_json(error)
+        exchange = None if asks is None else InputExchange.model_validate_json(asks)
     except (ValueError, TypeError):  # ValidationError is a ValueError
         return None
     if meta is not None and meta.__class__ is not dict:
@@ -178,6 +190,7 @@ def _decode_plain(row: Row) -> TaskRecord | None:
     record.error = info
     record.cancel_reason = reason
     record.waiting_for = waiting_for
+    record.asks = exchange
     record.worker = worker
     record.lease_until = lease_until
     record.loaded = True
@@ -252,6 +265,7 @@ def _decode(row: Row) -> tuple[TaskRecord, dict[str, str]]:
     record.cancel_reason = None if reason is None else _as_text(reason)
     waiting_for = values["waiting_for"]
     record.waiting_for = None if waiting_for is None else _as_text(waiting_for)
+    record.asks = read.asks()
     record.worker = read.text("worker", optional=True)
     record.lease_until = read.time("lease_until", optional=True)
     record.loaded = True

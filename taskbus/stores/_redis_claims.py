@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
+from .._asking import answer_waiting
 from .._events import CancelRequested, Event
+from .._input import InputAnswer
 from .._queue import MAX_PRIORITY, MIN_PRIORITY
 from .._record import TaskRecord
 from .._states import TaskState
@@ -31,6 +33,8 @@ __all__ = ["RedisClaims"]
 _DUE_HINT_FOR = 1.0  # seconds an acquire's view of the next due time is used
 
 logger = logging.getLogger("taskbus.stores.redis")
+
+_CANCELLABLE = frozenset({TaskState.QUEUED, TaskState.WAITING})
 
 
 class RedisClaims(RedisEventLog):
@@ -202,22 +206,50 @@ class RedisClaims(RedisEventLog):
         now: float | None = None,
         event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
-        """Cancel the task if it is queued, in one step (written only if it is still
-        queued when the write runs); its new record, else None."""
+        """Cancel the task if it is queued or waiting for input, in one step (written
+        only if it is still so when the write runs); its new record, else None."""
         reason, moment = check_reason(reason), check_now(now)
         for _ in range(10):  # each pass loses only to a claim or a cancel in between
             record = await self.get(task_id)
-            if record is None or record.state is not TaskState.QUEUED:
+            if record is None or record.state not in _CANCELLABLE:
                 return None
+            was = record.state.value
             record.state, record.finished_at = TaskState.CANCELLED, moment
             record.cancel_reason = reason
             row = storable(record)
             cancelled = decode(hash_of(fields(row)), moment)  # the reason as stored
             event = event_for(cancelled) if event_for is not None else None
-            (result,) = await self._write(item(task_id, state="queued", row=row, events=[event]))
+            (result,) = await self._write(item(task_id, state=was, row=row, events=[event]))
             if result != 0:
                 return cancelled
         return None
+
+    async def answer_input(
+        self,
+        task_id: str,
+        key: str,
+        answer: InputAnswer,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """Record `answer` to the question `key` of a waiting task and queue it again
+        (written only if the task still waits when the write runs, logging
+        ``event_for(record)`` with it): its new record, else None."""
+        moment = check_now(now)
+        (stored,) = await self._hashes([task_id])
+        asked = stored.get("asks") if stored else None
+        if asked is None:
+            return None
+        record = decode(stored, moment)
+        if not answer_waiting(record, key, answer, moment):
+            return None
+        row = storable(record)
+        event = event_for(record) if event_for is not None else None
+        # Only if the question is still the one read: a new ask rewrites it.
+        write = item(task_id, state="waiting", row=row, events=[event], same=("asks", asked))
+        (result,) = await self._write(write)
+        return record if result != 0 else None
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
         """Write the progress fields of `record` and log `event` while `worker_id`

@@ -54,9 +54,11 @@ def item(
     set_: Mapping[str, Any] | None = None,
     events: Iterable[Event | None] = (),
     scope: str = "",
+    same: tuple[str, str] | None = None,
 ) -> str:
     """One item of the `WRITE` script, as JSON: a whole row, or the columns in `set_`
-    (None: deleted), on the conditions given."""
+    (None: deleted), on the conditions given (with `same`, a field must still hold
+    the text the caller read)."""
     to_delete: list[str] = []
     written_by = ""
     if row is not None:
@@ -70,6 +72,8 @@ def item(
                 to_set += (name, text(value))
     item = [task_id, state, worker, lease, mode, written_by, to_set, to_delete]
     item += [_logged(events), scope]
+    if same is not None:
+        item.append(list(same))
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -140,7 +140,7 @@ local function release_child(child)
   if not (r and r.state == 'queued' and tonumber(r.not_before) == WAITING) then return end
   for _, parent in ipairs(parents_of(child)) do
     local state = redis.call('HGET', P .. 't:' .. tostring(parent), 'state')
-    if state == 'queued' or state == 'running' then return end
+    if state and not FINAL[state] then return end
   end
   unindex(child, r)
   redis.call('HDEL', P .. 't:' .. child, 'not_before', 'waiting_for')
@@ -176,8 +176,8 @@ end
 #: none; a state of '' means the task must not exist), mode ('row': the fields
 #: are the whole row; 'patch': set and delete these), write token ('' for none),
 #: [field, value, ...] to set, [field, ...] to delete, [event name, body, ...],
-#: the key of an idempotency scope that no queued or running task may hold ('':
-#: none)]. Every value is text. An empty id logs the events only. Returns, per item, 0
+#: the key of an idempotency scope that no unfinished task may hold ('':
+#: none), and optionally [field, text]: the field must still hold that text]. Every value is text. An empty id logs the events only. Returns, per item, 0
 #: (its condition failed: nothing written or logged) or the list of its event
 #: ids, or ``{'taken', id}`` when the task `id` holds the scope. A row write keeps its token (``_w``): the same item sent again (its reply
 #: was lost) finds it and succeeds without writing or logging again.
@@ -202,7 +202,9 @@ for i = 3, #ARGV do
   if scope ~= '' then
     for _, other in ipairs(redis.call('SMEMBERS', scope)) do
       local state = redis.call('HGET', P .. 't:' .. other, 'state')
-      if other ~= id and (state == 'queued' or state == 'running') then holder = other end
+      if other ~= id and (state == 'queued' or state == 'running' or state == 'waiting') then
+        holder = other
+      end
     end
   end
   if holder then
@@ -212,6 +214,9 @@ for i = 3, #ARGV do
     old = read_index(id)
     ok = holds(old and old.state, want_state) and holds(old and old.worker, want_worker)
         and holds(old and old.lease_until, want_lease)
+    if ok and item[11] then  -- and a field still holds the text the writer read
+      ok = redis.call('HGET', tkey, item[11][1]) == item[11][2]
+    end
     if ok then
       local seq = old and old._seq or redis.call('INCR', P .. 'seq')
       if old then unindex(id, old) end

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._errors import StoreError
 from .._events import CancelRequested, Event, build_trusted
+from .._input import InputAnswer
 from .._record import TaskRecord
 from .._states import TaskState
 from . import _leases as checks
@@ -216,7 +217,7 @@ class SqliteClaims(SqliteBase):
         now: float | None = None,
         event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
-        """Cancel the task if it is queued, in one step (logging ``event_for(record)``
+        """Cancel the task if it is queued or waiting for input, in one step (logging ``event_for(record)``
         with it): its new record, else None."""
         reason = checks.check_reason(reason)
         work = partial(
@@ -226,6 +227,30 @@ class SqliteClaims(SqliteBase):
         def events(result: tuple[TaskRecord | None, Any]) -> builtins.list[Event]:
             cancelled = result[0]
             event = None if cancelled is None or event_for is None else event_for(cancelled)
+            return [] if event is None else [event]
+
+        record, corrupt = await self._in_writer(work, events=events)
+        self._leased([] if record is None else [record], corrupt)
+        return record
+
+    async def answer_input(
+        self,
+        task_id: str,
+        key: str,
+        answer: InputAnswer,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """Record `answer` to the question `key` of a waiting task and queue it again, in
+        one step (logging ``event_for(record)`` with it): its new record, else None."""
+        work = partial(
+            leases.answer, task_id=task_id, key=key, answer=answer, now=checks.check_now(now)
+        )
+
+        def events(result: tuple[TaskRecord | None, Any]) -> builtins.list[Event]:
+            answered = result[0]
+            event = None if answered is None or event_for is None else event_for(answered)
             return [] if event is None else [event]
 
         record, corrupt = await self._in_writer(work, events=events)

@@ -17,11 +17,13 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from .._asking import answer_waiting
+from .._input import InputAnswer
 from .._record import TaskRecord
 from .._states import TaskState
 from .._task_keys import concurrency_key_of, key_reason
 from ._base import CorruptRecord
-from ._codec import COLUMNS, Row, escape_text, salvage_row
+from ._codec import COLUMNS, Row, escape_text, row_from_record, salvage_row
 from ._codec_read import record_from_row
 from ._leases import (
     ClaimArgs,
@@ -31,6 +33,7 @@ from ._sqlite_schema import CONCURRENCY_KEY_SQL, UPSERT
 
 __all__ = [
     "Pick",
+    "answer",
     "cancel_queued",
     "extend",
     "give_back",
@@ -60,6 +63,7 @@ _SETTLED = (
     "error",
     "cancel_reason",
     "waiting_for",
+    "asks",
 )
 _SETTLED_AT = tuple(COLUMNS.index(name) for name in _SETTLED)
 
@@ -362,8 +366,9 @@ def reap(
 def cancel_queued(
     conn: sqlite3.Connection, *, task_id: str, reason: str | None, now: float
 ) -> tuple[TaskRecord | None, list[CorruptRecord]]:
-    """Cancel the task if it is queued; returns (its record or None, corrupt rows)."""
-    rows = _fetch(conn, f"{_SELECT} WHERE id = ? AND state = 'queued'", [task_id])
+    """Cancel the task if it is queued or waiting for input; returns (its record or
+    None, corrupt rows)."""
+    rows = _fetch(conn, f"{_SELECT} WHERE id = ? AND state IN ('queued', 'waiting')", [task_id])
     if not rows:
         return None, []
     rowid, *values = rows[0]
@@ -378,6 +383,31 @@ def cancel_queued(
     conn.execute(
         "UPDATE tasks SET state = 'cancelled', finished_at = ?, cancel_reason = ? WHERE rowid = ?",
         (now, record.cancel_reason, rowid),
+    )
+    return record, []
+
+
+def answer(
+    conn: sqlite3.Connection, *, task_id: str, key: str, answer: InputAnswer, now: float
+) -> tuple[TaskRecord | None, list[CorruptRecord]]:
+    """Record the answer to the question `key` of a waiting task and queue it again
+    (`answer_waiting`); returns (its record, or None if it waits for no such
+    question, corrupt rows)."""
+    rows = _fetch(conn, f"{_SELECT} WHERE id = ? AND state = 'waiting'", [task_id])
+    if not rows:
+        return None, []
+    rowid, *values = rows[0]
+    try:
+        record = record_from_row(tuple(values))
+    except CorruptRecord as exc:
+        _settle(conn, exc, now)
+        return None, [exc]
+    if not answer_waiting(record, key, answer, now):
+        return None, []
+    row = row_from_record(record)
+    conn.execute(
+        f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in _SETTLED)} WHERE rowid = ?",
+        (*(row[index] for index in _SETTLED_AT), rowid),
     )
     return record, []
 

@@ -208,7 +208,7 @@ def _dependencies(conn: sqlite3.Connection) -> None:
     waiting = f"not_before = {AWAITING_PARENTS!r}"
     none_unfinished = (
         "NOT EXISTS (SELECT 1 FROM task_parents AS e JOIN tasks AS p ON p.id = e.parent "
-        "WHERE e.child = tasks.id AND p.state IN ('queued', 'running'))"
+        "WHERE e.child = tasks.id AND p.state NOT IN ('completed', 'failed', 'cancelled'))"
     )
     for statement in (
         """CREATE TABLE task_parents (
@@ -226,7 +226,7 @@ def _dependencies(conn: sqlite3.Connection) -> None:
         END""",
         f"""CREATE TRIGGER tasks_release_children AFTER UPDATE OF state ON tasks
         WHEN NEW.state IN ('completed', 'failed', 'cancelled')
-            AND OLD.state IN ('queued', 'running')
+            AND OLD.state NOT IN ('completed', 'failed', 'cancelled')
         BEGIN
             UPDATE tasks SET not_before = NULL, waiting_for = NULL
             WHERE id IN (SELECT child FROM task_parents WHERE parent = NEW.id)
@@ -238,6 +238,11 @@ def _dependencies(conn: sqlite3.Connection) -> None:
         END""",
     ):
         conn.execute(statement)
+
+
+def _input_asks(conn: sqlite3.Connection) -> None:
+    # A task's pending question and recorded answers (``TaskRecord.asks``, JSON).
+    _run_script(conn, "ALTER TABLE tasks ADD COLUMN asks TEXT")
 
 
 #: MIGRATIONS[n] takes a database from version n to n + 1.
@@ -252,6 +257,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _rate_limits,
     _dependencies,
     _schedules,
+    _input_asks,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -157,7 +157,7 @@ class SqliteStore(SqliteClaims, SqliteEventLog, SqliteSchedules):
         row = await self._read(
             lambda conn: conn.execute(
                 f"{SELECT} WHERE key = ? AND type = ? AND owner IS ? "
-                "AND state IN ('queued', 'running') LIMIT 1",
+                "AND state IN ('queued', 'running', 'waiting') LIMIT 1",
                 (key, task_type, owner),
             ).fetchone()
         )

@@ -56,6 +56,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/tasks",
         "/tasks/{task_id}",
         "/tasks/{task_id}/retry",
+        "/tasks/{task_id}/input",
         "/stats",
         "/types",
         "/me",
@@ -120,6 +121,10 @@ async def test_answers_and_errors_come_from_the_models(make_bus: Callable[..., T
     page = doc["paths"]["/tasks"]["get"]["responses"]["200"]["content"]["application/json"]
     items = resolve(doc, page["schema"]["$ref"])["properties"]["items"]
     assert items["items"] == {"$ref": SCHEMAS + "TaskSnapshot"}
+    answer = doc["paths"]["/tasks/{task_id}/input"]["post"]
+    assert set(answer["responses"]) == {"200", "400", "404", "409", "413", "422"}
+    body = answer["requestBody"]["content"]["application/json"]["schema"]
+    assert resolve(doc, body["$ref"])["required"] == ["value"]
     events = doc["paths"]["/events"]["get"]["responses"]
     assert set(events["200"]["content"]) == {"text/event-stream"}
     sse = events["200"]["content"]["text/event-stream"]["schema"]

@@ -30,7 +30,9 @@ import anyio
 import anyio.lowlevel
 
 from taskbus import Event, Schedule, StoreError, TaskState, UnstorableValue
+from taskbus._asking import answer_waiting
 from taskbus._events import CancelRequested, stamp
+from taskbus._input import InputAnswer
 from taskbus._record import AWAITING_PARENTS, TaskRecord
 from taskbus._task_keys import concurrency_key_of, key_reason
 from taskbus.stores import StoreStats, TaskQuery
@@ -513,12 +515,12 @@ class ValueStore:
         now: float | None = None,
         event_for: Callable[[TaskRecord], Event | None] | None = None,
     ) -> TaskRecord | None:
-        """Cancel the task if it is queued (nothing else is touched), logging
-        ``event_for(record)`` with it: its new record, else None."""
+        """Cancel the task if it is queued or waiting for input (nothing else is
+        touched), logging ``event_for(record)`` with it: its new record, else None."""
         reason, moment = check_reason(reason), check_now(now)
         await self._step()
         row = self._rows.get(task_id)
-        if row is None or _col(row, "state") != "queued":
+        if row is None or _col(row, "state") not in ("queued", "waiting"):
             return None
         record = record_from_row(row)
         record.state, record.finished_at, record.cancel_reason = TaskState.CANCELLED, moment, reason
@@ -527,6 +529,30 @@ class ValueStore:
         cancelled = record_from_row(self._rows[task_id])  # the reason as stored (escaped)
         self._logs([event_for(cancelled) if event_for is not None else None])
         return cancelled
+
+    async def answer_input(
+        self,
+        task_id: str,
+        key: str,
+        answer: InputAnswer,
+        *,
+        now: float | None = None,
+        event_for: Callable[[TaskRecord], Event | None] | None = None,
+    ) -> TaskRecord | None:
+        """Record `answer` to the pending question `key` of a waiting task and queue it
+        again (`answer_waiting`), logging ``event_for(record)``: its new record, else
+        None (not waiting, or for another question)."""
+        moment = check_now(now)
+        await self._step()
+        row = self._rows.get(task_id)
+        if row is None:
+            return None
+        record = record_from_row(row)
+        if not answer_waiting(record, key, answer, moment):
+            return None
+        self._rows[task_id] = row_from_record(record)
+        self._logs([event_for(record) if event_for is not None else None])
+        return record_from_row(self._rows[task_id])
 
     def report_progress(self, worker_id: str, record: TaskRecord, event: Event | None) -> None:
         """Write the progress fields of `record` (`_PROGRESS`) and log `event` if

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from taskbus import DeadLetterReason, ErrorInfo, ErrorType, TaskState
+from taskbus._asking import answer_waiting, start_waiting
+from taskbus._input import InputAnswer, InputExchange, InputQuestion
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores import LiveRecordStore, Store, TaskQuery
 
@@ -220,6 +222,43 @@ async def test_a_running_task_shows_no_waiting_for(make_store: StoreFactory) -> 
     await claim(store, record)
     got = await store.get(record.id)
     assert got is not None and got.snapshot().waiting_for is None
+
+
+async def test_a_question_and_its_answers_are_kept_by_every_store(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store()
+    record = make_record(owner="alice")
+    await store.add(record)
+    await claim(store, record)
+    question = InputQuestion(
+        key="ask-1",
+        prompt="Which branch? \u00e9",
+        json_schema={"type": "object", "properties": {"branch": {"type": "string"}}},
+        asked_at=T0 + 5,
+        deadline=T0 + 605,
+    )
+    start_waiting(record, question)
+    await store.update(record)
+    [listed] = await store.list(TaskQuery(state=TaskState.WAITING))
+    assert listed.id == record.id
+    assert listed.asks is not None and listed.asks.pending == question
+    snapshot = listed.snapshot()
+    assert (snapshot.state, snapshot.question, snapshot.waiting_for) == (
+        TaskState.WAITING,
+        question,
+        "Which branch? \u00e9",
+    )
+    assert (await store.stats()).by_state[TaskState.WAITING] == 1
+
+    answer = InputAnswer(value={"branch": "main", "n": [1, 2.5, None]}, answered_at=T0 + 9)
+    assert answer_waiting(record, "ask-1", answer, T0 + 9)
+    await store.update(record)
+    got = await store.get(record.id)
+    assert got is not None and got.state is TaskState.QUEUED
+    assert got.asks == InputExchange(answers={"ask-1": answer})
+    assert got.snapshot().question is None
+    assert_copy_unless_live(store, got, record)
 
 
 async def test_failed_and_cancelled_records_keep_their_reason(make_store: StoreFactory) -> None:

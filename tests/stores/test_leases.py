@@ -16,6 +16,8 @@ import anyio
 import pytest
 
 from taskbus import CorruptRecord, ErrorInfo, ErrorType, TaskState, UnstorableValue
+from taskbus._asking import start_waiting
+from taskbus._input import InputAnswer, InputQuestion
 from taskbus._record import TaskRecord
 from taskbus.stores import Store, TaskQuery
 from taskbus.stores._codec import COLUMNS, row_from_record
@@ -61,6 +63,10 @@ class LeasingStore(Store, Protocol):
 
     async def cancel_queued(
         self, task_id: str, reason: str | None, *, now: float | None = None
+    ) -> TaskRecord | None: ...
+
+    async def answer_input(
+        self, task_id: str, key: str, answer: InputAnswer, *, now: float | None = None
     ) -> TaskRecord | None: ...
 
     def request_cancel(self, task_id: str, reason: str | None) -> None: ...
@@ -564,6 +570,68 @@ async def test_cancel_queued_cancels_only_a_queued_task(store: LeasingStore) -> 
     assert (await stored(store, running)).state is TaskState.RUNNING
     assert await store.cancel_queued("no-such-task", None) is None
     assert await store.acquire("w", 5, LEASE, now=T0 + 4) == []
+
+
+# -- input required: answer_input, cancel_queued of a waiting task ----------------------
+
+
+async def waiting_task(store: LeasingStore, key: str = "ask-1") -> TaskRecord:
+    """A task claimed by worker w, which asked a question and let its lease go."""
+    await queue(store)
+    (record,) = await store.acquire("w", 1, LEASE, now=T0)
+    question = InputQuestion(
+        key=key, prompt="Which branch?", json_schema={"type": "string"}, asked_at=T0 + 1
+    )
+    start_waiting(record, question)
+    assert await store.release("w", record)
+    return record
+
+
+async def test_a_waiting_task_holds_no_lease_and_is_never_claimed_or_reaped(
+    store: LeasingStore,
+) -> None:
+    record = await waiting_task(store)
+    got = await stored(store, record)
+    assert (got.state, got.worker, got.lease_until, got.attempt) == (
+        TaskState.WAITING,
+        None,
+        None,
+        1,
+    )
+    assert await store.acquire("w2", 5, LEASE, now=T0 + 2) == []
+    assert await store.reap_expired(now=T0 + 10 * LEASE) == []
+    assert (await stored(store, record)).state is TaskState.WAITING
+
+
+async def test_answer_input_records_the_answer_and_queues_the_task_once(
+    store: LeasingStore,
+) -> None:
+    record = await waiting_task(store)
+    answer = InputAnswer(value="main", answered_at=T0 + 3)
+
+    assert await store.answer_input(record.id, "ask-2", answer, now=T0 + 3) is None
+    answered = await store.answer_input(record.id, "ask-1", answer, now=T0 + 3)
+
+    assert answered is not None
+    assert (answered.state, answered.queued_at, answered.attempt) == (TaskState.QUEUED, T0 + 3, 0)
+    assert answered.asks is not None and answered.asks.answers == {"ask-1": answer}
+    assert answered.asks.pending is None
+    late = InputAnswer(value="dev", answered_at=T0 + 4)
+    assert await store.answer_input(record.id, "ask-1", late, now=T0 + 4) is None
+    assert await store.answer_input("no-such-task", "ask-1", late) is None
+    (again,) = await store.acquire("w2", 1, LEASE, now=T0 + 5)
+    assert (again.id, again.attempt) == (record.id, 1), "the run goes on: not a new attempt"
+    assert again.asks is not None and again.asks.answers["ask-1"].value == "main"
+
+
+async def test_cancel_queued_also_cancels_a_task_waiting_for_input(store: LeasingStore) -> None:
+    record = await waiting_task(store)
+    cancelled = await store.cancel_queued(record.id, "never mind", now=T0 + 2)
+    assert cancelled is not None
+    assert (cancelled.state, cancelled.cancel_reason) == (TaskState.CANCELLED, "never mind")
+    answer = InputAnswer(value="main", answered_at=T0 + 3)
+    assert await store.answer_input(record.id, "ask-1", answer, now=T0 + 3) is None
+    assert (await stored(store, record)).state is TaskState.CANCELLED
 
 
 # -- value semantics and arguments ---------------------------------------------------

@@ -16,7 +16,9 @@ from _redis import URL, prefix_for, redis_store
 from anyio.abc import Process
 
 from taskbus import StoreError, TaskBus, TaskContext, TaskState
+from taskbus._asking import start_waiting
 from taskbus._events import TaskQueued, build_trusted
+from taskbus._input import InputAnswer, InputQuestion
 from taskbus.abc import KeyInUse
 from taskbus.stores import TaskQuery, _redis_claims, open_store
 from taskbus.stores._codec import row_from_record
@@ -391,5 +393,36 @@ async def test_an_acquire_sent_again_answers_what_it_claimed_and_claims_no_more(
         (again,) = await store.acquire("w", 1, 30.0)  # the same call, sent again
         assert claimed.id == again.id == first.id and again.attempt == 1
         assert (await store.get(second.id)).state is TaskState.QUEUED  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_an_answer_is_written_only_while_the_question_is_the_one_read(
+    tmp_path: Path,
+) -> None:
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        record = make_record()
+        question = InputQuestion(key="ask-1", prompt="?", json_schema={}, asked_at=1.0)
+        await store.add(record)
+        record.move(TaskState.RUNNING)
+        start_waiting(record, question)
+        await store.update(record)
+        asked = record.asks.model_dump_json() if record.asks is not None else ""
+        later = question.model_copy(update={"asked_at": 2.0})
+        row = row_from_record(record)
+        stale = item(record.id, state="waiting", row=row, same=("asks", asked + " "))
+        assert await store._write(stale) == [0]
+        current = item(record.id, state="waiting", row=row, same=("asks", asked))
+        assert await store._write(current) == [[]]
+        # A new ask rewrote the question: an answer read before it is refused.
+        start_again = record.asks.asking(later) if record.asks is not None else None
+        record.asks = start_again
+        await store.update(record)
+        assert await store._write(current) == [0]
+        answer = InputAnswer(value=1, answered_at=3.0)
+        answered = await store.answer_input(record.id, "ask-1", answer, now=3.0)
+        assert answered is not None and answered.state is TaskState.QUEUED
     finally:
         await store.close()
