@@ -330,14 +330,12 @@ class LeaseKeeper:
         self._queue.push(record)
 
     def _limits(self) -> dict[str, int]:
-        limits = {
+        # A type whose rate window is full is still claimed: each task claimed is
+        # handed back with its reason (`waiting_for`) and a not-before time at the
+        # window's reset, so its snapshot says why it waits.
+        return {
             d.name: d.concurrency for d in self._registry.definitions() if d.concurrency is not None
         }
-        for name in self._executor.rates.full_types():
-            definition = self._registry.find(name)
-            if definition is not None and definition.options.rate_key is None:
-                limits[name] = 0  # its one window is full: claim none until it has room
-        return limits
 
     def _key_limits(self) -> dict[str, int]:
         return {

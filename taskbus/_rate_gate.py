@@ -109,16 +109,3 @@ class RateGate:
         for window, until in list(self._full_until.items()):
             if until <= now:
                 del self._full_until[window]
-
-    def full_types(self) -> list[str]:
-        """The types whose own window (for tasks without a rate key) is known full
-        now: for a type without `rate_key`, claiming its tasks would only hand them
-        back."""
-        now = time.time()
-        full = []
-        for (task_type, key), until in list(self._full_until.items()):
-            if until <= now:
-                del self._full_until[(task_type, key)]
-            elif key is None:
-                full.append(task_type)
-        return full
