@@ -1,7 +1,7 @@
 """Prometheus metrics of a bus (extra ``taskbus[prometheus]``).
 
-``metrics = instrument(bus)`` adds one listener to the bus and registers a
-collector; nothing is counted, and nothing costs, until it is called.
+``metrics = instrument(bus)`` adds listeners to the bus (not to progress events)
+and registers a collector; nothing is counted, and nothing costs, until it is called.
 
 Several worker processes: every series a process counts itself carries a
 ``worker`` label (the bus's `TaskBus.worker_id`), and a process counts only the
@@ -12,15 +12,15 @@ every process: read them from any one of them (``max by (type, state)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._events import Event, TaskEvent, TaskFailed, TaskQueued, TaskRetrying, TaskStarted
+from ._events import TaskEvent, TaskFailed, TaskQueued, TaskRetrying, TaskStarted
 from ._reports import BusStats
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class BusMetrics:
         self._queued: dict[str, datetime] = {}
         #: Started time and type of the attempts this process runs.
         self._mine: dict[str, tuple[datetime, str]] = {}
+        self._listening: dict[str, Callable[[Any], None]] = {}
         labels = ["worker", "type"]
         self.wait = Histogram(
             "taskbus_task_wait_seconds",
@@ -70,52 +71,74 @@ class BusMetrics:
             [*labels, "error_type"],
             registry=registry,
         )
+        self._by_type: dict[str, tuple[Any, Any]] = {}
+        self._outcomes: dict[tuple[str, str, str], Any] = {}
+        self._retries: dict[tuple[str, str], Any] = {}
         registry.register(_ScrapeCollector(self))
 
     @property
     def worker(self) -> str:
         return self.bus.worker_id
 
-    def __call__(self, event: Event) -> None:
-        """The bus listener (every event)."""
-        if not isinstance(event, TaskEvent):
-            return
-        name = event.name
-        if name == "task-queued":
-            assert isinstance(event, TaskQueued)
-            self._queued[event.task_id] = event.timestamp
-        elif name == "task-started":
-            assert isinstance(event, TaskStarted)
-            self._started(event)
-        elif name == "task-retrying":
-            assert isinstance(event, TaskRetrying)
-            if self._ran(event) is not None:
-                self.retries.labels(self.worker, event.task_type, event.error_type.value).inc()
-        elif event.final:
-            self._queued.pop(event.task_id, None)
-            if self._ran(event) is not None:
-                error_type = event.error_type.value if isinstance(event, TaskFailed) else ""
-                outcome = name.removeprefix("task-")
-                self.outcomes.labels(self.worker, event.task_type, outcome, error_type).inc()
+    def listeners(self) -> dict[str, Callable[[Any], None]]:
+        """The bus listener of each event counted (progress events are not)."""
+        return {
+            "task-queued": self._on_queued,
+            "task-started": self._on_started,
+            "task-retrying": self._on_retrying,
+            "task-completed": self._on_final,
+            "task-failed": self._on_final,
+            "task-cancelled": self._on_final,
+        }
 
-    def _started(self, event: TaskStarted) -> None:
+    def _on_queued(self, event: TaskQueued) -> None:
+        self._queued[event.task_id] = event.timestamp
+
+    def _on_started(self, event: TaskStarted) -> None:
         queued = self._queued.pop(event.task_id, None)
         if event.worker is not None and event.worker != self.worker:
             return  # another process runs it and counts it
         self._mine[event.task_id] = (event.timestamp, event.task_type)
         if queued is not None and event.attempt == 1:
             seconds = (event.timestamp - queued).total_seconds()
-            self.wait.labels(self.worker, event.task_type).observe(max(seconds, 0.0))
+            self._timings(event.task_type)[0].observe(max(seconds, 0.0))
 
-    def _ran(self, event: TaskEvent) -> float | None:
-        """Seconds the attempt this process ran took, ending with `event` (None when
-        the attempt was not this process's)."""
+    def _on_retrying(self, event: TaskRetrying) -> None:
+        if self._ran(event):
+            key = (event.task_type, event.error_type.value)
+            child = self._retries.get(key)
+            if child is None:
+                child = self._retries[key] = self.retries.labels(self.worker, *key)
+            child.inc()
+
+    def _on_final(self, event: TaskEvent) -> None:
+        self._queued.pop(event.task_id, None)
+        if self._ran(event):
+            error_type = event.error_type.value if isinstance(event, TaskFailed) else ""
+            key = (event.task_type, event.name.removeprefix("task-"), error_type)
+            child = self._outcomes.get(key)
+            if child is None:
+                child = self._outcomes[key] = self.outcomes.labels(self.worker, *key)
+            child.inc()
+
+    def _ran(self, event: TaskEvent) -> bool:
+        """Observe the run time of the attempt `event` ends, if this process ran it."""
         started = self._mine.pop(event.task_id, None)
         if started is None:
-            return None
-        seconds = max((event.timestamp - started[0]).total_seconds(), 0.0)
-        self.run.labels(self.worker, event.task_type).observe(seconds)
-        return seconds
+            return False
+        seconds = (event.timestamp - started[0]).total_seconds()
+        self._timings(event.task_type)[1].observe(max(seconds, 0.0))
+        return True
+
+    def _timings(self, task_type: str) -> tuple[Any, Any]:
+        """The wait and run histograms of a type (label lookups are cached)."""
+        pair = self._by_type.get(task_type)
+        if pair is None:
+            pair = self._by_type[task_type] = (
+                self.wait.labels(self.worker, task_type),
+                self.run.labels(self.worker, task_type),
+            )
+        return pair
 
     def running_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -129,8 +152,10 @@ class BusMetrics:
         self._stats = await self.bus.stats()
 
     def close(self) -> None:
-        """Stop counting: remove the listener (the registry keeps its series)."""
-        self.bus.off("*", self)
+        """Stop counting: remove the listeners (the registry keeps its series)."""
+        for name, listener in self._listening.items():
+            self.bus.off(name, listener)
+        self._listening = {}
 
 
 class _ScrapeCollector(Collector):
@@ -200,5 +225,7 @@ def instrument(bus: TaskBus, registry: CollectorRegistry | None = None) -> BusMe
     """Count `bus`'s figures into `registry` (prometheus_client's default one when
     None) and return them; ``close()`` stops counting."""
     metrics = BusMetrics(bus, REGISTRY if registry is None else registry)
-    bus.on("*", metrics)
+    metrics._listening = metrics.listeners()
+    for name, listener in metrics._listening.items():
+        bus.on(name, listener)
     return metrics

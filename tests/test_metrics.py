@@ -1,6 +1,8 @@
 """Prometheus metrics (`taskbus.metrics`): ``GET /metrics`` parsed with
-prometheus_client's own text parser after a known run, on every store; two buses
-sharing one store (as two processes would) each count only what they ran.
+prometheus_client's own text parser after a known run, on memory, SQLite and
+Redis; two buses sharing one SQLite file (as two processes would) each count only
+what they ran; the admin-only rule with tokens; the event bus's count of progress
+events dropped from slow subscriptions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from taskbus import FatalError, RetryableError, RetryPolicy, TaskBus, TaskContext
+from taskbus import (
+    FatalError,
+    RetryableError,
+    RetryPolicy,
+    TaskBus,
+    TaskContext,
+    TaskProgress,
+)
+from taskbus._bus import EventBus
 from taskbus.integrations.http import create_app
 from taskbus.metrics import BusMetrics, instrument
 from taskbus.stores import Store
@@ -219,3 +229,30 @@ async def test_a_listener_error_and_a_closed_metrics_object() -> None:
         (("error_type", ""), ("outcome", "completed"), ("type", "m:ok")),
     )
     assert found[key] == 1
+
+
+def _progress(percent: float) -> TaskProgress:
+    return TaskProgress.trusted(
+        task_id="t1",
+        task_type="m:ok",
+        owner=None,
+        timestamp=0.0,
+        progress=percent,
+        current=None,
+        total=None,
+        message=None,
+        estimated_time_remaining=None,
+    )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_progress_dropped_from_a_slow_subscription_is_counted(anyio_backend: str) -> None:
+    events = EventBus()
+    async with events.subscribe(buffer=1) as stream:
+        for percent in (10.0, 20.0, 30.0):
+            events.publish(_progress(percent))
+        assert events.dropped_events == 2
+        with anyio.fail_after(WAIT):
+            kept = await stream.__anext__()
+    assert kept.progress == 30.0
+    assert events.dropped_events == 2  # kept once the subscription ends
