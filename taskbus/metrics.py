@@ -12,12 +12,19 @@ every process: read them from any one of them (``max by (type, state)``).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ._events import TaskEvent, TaskFailed, TaskQueued, TaskRetrying, TaskStarted
@@ -30,6 +37,7 @@ __all__ = ["BusMetrics", "instrument"]
 
 #: Seconds: from a few milliseconds to an hour.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_BOUNDS = [*(str(float(bound)) for bound in BUCKETS), "+Inf"]
 
 
 class BusMetrics:
@@ -38,47 +46,25 @@ class BusMetrics:
     def __init__(self, bus: TaskBus, registry: CollectorRegistry) -> None:
         self.bus = bus
         self.registry = registry
+        self._worker = bus.worker_id  # fixed for the bus's life
         self._stats: BusStats | None = None
         #: Queued time of tasks not yet started (heard from any process).
         self._queued: dict[str, datetime] = {}
         #: Started time and type of the attempts this process runs.
         self._mine: dict[str, tuple[datetime, str]] = {}
         self._listening: dict[str, Callable[[Any], None]] = {}
-        labels = ["worker", "type"]
-        self.wait = Histogram(
-            "taskbus_task_wait_seconds",
-            "Seconds from queued to the first attempt's start, by type.",
-            labels,
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        self.run = Histogram(
-            "taskbus_task_run_seconds",
-            "Seconds an attempt ran, by type (every attempt, whatever its outcome).",
-            labels,
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        self.outcomes = Counter(
-            "taskbus_task_outcomes",
-            "Tasks this process ran that ended, by type, outcome and error type.",
-            [*labels, "outcome", "error_type"],
-            registry=registry,
-        )
-        self.retries = Counter(
-            "taskbus_task_retries",
-            "Attempts this process ran that failed and will be retried, by type.",
-            [*labels, "error_type"],
-            registry=registry,
-        )
-        self._by_type: dict[str, tuple[Any, Any]] = {}
-        self._outcomes: dict[tuple[str, str, str], Any] = {}
-        self._retries: dict[tuple[str, str], Any] = {}
+        # Plain tallies, turned into Prometheus families at scrape time: far cheaper
+        # per event than prometheus_client's locked metric objects.
+        self.wait = _Tally()
+        self.run = _Tally()
+        self.outcomes: dict[tuple[str, str, str], int] = {}
+        self.retries: dict[tuple[str, str], int] = {}
         registry.register(_ScrapeCollector(self))
 
     @property
     def worker(self) -> str:
-        return self.bus.worker_id
+        """The ``worker`` label: the bus's `TaskBus.worker_id`."""
+        return self._worker
 
     def listeners(self) -> dict[str, Callable[[Any], None]]:
         """The bus listener of each event counted (progress events are not)."""
@@ -96,49 +82,31 @@ class BusMetrics:
 
     def _on_started(self, event: TaskStarted) -> None:
         queued = self._queued.pop(event.task_id, None)
-        if event.worker is not None and event.worker != self.worker:
+        if event.worker is not None and event.worker != self._worker:
             return  # another process runs it and counts it
         self._mine[event.task_id] = (event.timestamp, event.task_type)
         if queued is not None and event.attempt == 1:
-            seconds = (event.timestamp - queued).total_seconds()
-            self._timings(event.task_type)[0].observe(max(seconds, 0.0))
+            self.wait.observe(event.task_type, (event.timestamp - queued).total_seconds())
 
     def _on_retrying(self, event: TaskRetrying) -> None:
         if self._ran(event):
             key = (event.task_type, event.error_type.value)
-            child = self._retries.get(key)
-            if child is None:
-                child = self._retries[key] = self.retries.labels(self.worker, *key)
-            child.inc()
+            self.retries[key] = self.retries.get(key, 0) + 1
 
     def _on_final(self, event: TaskEvent) -> None:
         self._queued.pop(event.task_id, None)
         if self._ran(event):
             error_type = event.error_type.value if isinstance(event, TaskFailed) else ""
             key = (event.task_type, event.name.removeprefix("task-"), error_type)
-            child = self._outcomes.get(key)
-            if child is None:
-                child = self._outcomes[key] = self.outcomes.labels(self.worker, *key)
-            child.inc()
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     def _ran(self, event: TaskEvent) -> bool:
         """Observe the run time of the attempt `event` ends, if this process ran it."""
         started = self._mine.pop(event.task_id, None)
         if started is None:
             return False
-        seconds = (event.timestamp - started[0]).total_seconds()
-        self._timings(event.task_type)[1].observe(max(seconds, 0.0))
+        self.run.observe(event.task_type, (event.timestamp - started[0]).total_seconds())
         return True
-
-    def _timings(self, task_type: str) -> tuple[Any, Any]:
-        """The wait and run histograms of a type (label lookups are cached)."""
-        pair = self._by_type.get(task_type)
-        if pair is None:
-            pair = self._by_type[task_type] = (
-                self.wait.labels(self.worker, task_type),
-                self.run.labels(self.worker, task_type),
-            )
-        return pair
 
     def running_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -167,6 +135,32 @@ class _ScrapeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
         bus, worker = metrics.bus, metrics.worker
+        yield metrics.wait.family(
+            "taskbus_task_wait_seconds",
+            "Seconds from queued to the first attempt's start, by type.",
+            worker,
+        )
+        yield metrics.run.family(
+            "taskbus_task_run_seconds",
+            "Seconds an attempt ran, by type (every attempt, whatever its outcome).",
+            worker,
+        )
+        outcomes = CounterMetricFamily(
+            "taskbus_task_outcomes",
+            "Tasks this process ran that ended, by type, outcome and error type.",
+            labels=["worker", "type", "outcome", "error_type"],
+        )
+        for key, count in sorted(metrics.outcomes.items()):
+            outcomes.add_metric([worker, *key], count)
+        yield outcomes
+        retries = CounterMetricFamily(
+            "taskbus_task_retries",
+            "Attempts this process ran that failed and will be retried, by type.",
+            labels=["worker", "type", "error_type"],
+        )
+        for retried, count in sorted(metrics.retries.items()):
+            retries.add_metric([worker, *retried], count)
+        yield retries
         running = metrics.running_by_type()
         workers = bus.executor.workers
         gauge = GaugeMetricFamily(
@@ -207,6 +201,30 @@ class _ScrapeCollector(Collector):
                 for state, count in sorted(by_state.items()):
                     tasks.add_metric([task_type, state.value], count)
         yield tasks
+
+
+class _Tally:
+    """Histograms by type: a count per bucket (not cumulative) and a sum."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, tuple[list[int], list[float]]] = {}
+
+    def observe(self, task_type: str, seconds: float) -> None:
+        found = self.by_type.get(task_type)
+        if found is None:
+            found = self.by_type[task_type] = ([0] * (len(BUCKETS) + 1), [0.0])
+        seconds = max(seconds, 0.0)
+        found[0][bisect_left(BUCKETS, seconds)] += 1
+        found[1][0] += seconds
+
+    def family(self, name: str, documentation: str, worker: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=["worker", "type"])
+        for task_type, (counts, total) in sorted(self.by_type.items()):
+            cumulative = list(accumulate(counts))
+            family.add_metric(
+                [worker, task_type], list(zip(_BOUNDS, cumulative, strict=True)), total[0]
+            )
+        return family
 
 
 def _gauge(name: str, documentation: str, worker: str, value: float) -> GaugeMetricFamily:
