@@ -1,8 +1,8 @@
 """Prometheus metrics (`taskbus.metrics`): ``GET /metrics`` parsed with
 prometheus_client's own text parser after a known run, on memory, SQLite and
-Redis; two buses sharing one SQLite file (as two processes would) each count only
-what they ran; the admin-only rule with tokens; the event bus's count of progress
-events dropped from slow subscriptions.
+Redis; two buses sharing one store (as two processes would) each count only what
+they ran, on SQLite and Redis; the admin-only rule with tokens; the event bus's
+count of progress events dropped from slow subscriptions.
 """
 
 from __future__ import annotations
@@ -156,17 +156,29 @@ async def test_instrument_counts_into_the_registry_given(anyio_backend: str) -> 
     assert worker_of == {bus.worker_id}
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_two_buses_on_one_store_each_count_only_the_attempts_they_ran(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    buses = [TaskBus(store=url, workers=2, shutdown_grace=1.0) for _ in range(2)]
+    # Two stores over one file or one Redis prefix, as two processes would have.
+    buses = [TaskBus(store=STORES[kind](tmp_path), workers=2, shutdown_grace=1.0) for _ in range(2)]
     metrics: list[BusMetrics] = []
     for bus in buses:  # one registry each, as each process has its own
         register(bus)
         metrics.append(instrument(bus, CollectorRegistry()))
+    heard: list[str] = []
+    all_heard = anyio.Event()
+
+    def hear(event: Any) -> None:
+        heard.append(event.task_id)
+        if len(heard) == 5:
+            all_heard.set()
+
+    buses[1].on("task-completed", hear)
     async with buses[0], buses[1]:
         await known_run(buses[0])
+        with anyio.fail_after(WAIT):
+            await all_heard.wait()  # the second bus hears every task's end
         for each in metrics:
             await each.refresh()
         texts = [generate_latest(each.registry).decode() for each in metrics]
