@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/redis.py
 	$(BIN)/python benchmarks/keyed_concurrency.py
+	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/dependencies.py
 	$(BIN)/python benchmarks/schedule_drift.py
 

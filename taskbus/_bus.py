@@ -129,10 +129,16 @@ class EventBus:
         self._streams: set[EventBuffer] = set()
         self._any = 0
         self.listener_errors = 0
+        self._dropped_closed = 0
 
     def wants(self, name: str) -> bool:
         """True when at least one listener or subscriber would receive `name`."""
         return self._any > 0 or name in self._counts
+
+    @property
+    def dropped_events(self) -> int:
+        """Progress events dropped from subscriptions that read too slowly, so far."""
+        return self._dropped_closed + sum(stream.dropped for stream in self._streams)
 
     def listener_count(self, event: _EventKey = ALL_EVENTS) -> int:
         name = _event_name(event)
@@ -286,6 +292,7 @@ class EventBus:
             yield stream
         finally:
             self._streams.discard(stream)
+            self._dropped_closed += stream.dropped
             self._emitter.remove_listener(ALL_EVENTS, stream.put)
             self._count(ALL_EVENTS, -1)
             stream.close()

@@ -78,6 +78,15 @@ EXPECTED: dict[str, set[str]] = {
         "reference_p99_ms",
         "target_p99_ms",
     },
+    "metrics": {
+        "store",
+        "tasks_per_s",
+        "reference_tasks_per_s",
+        "ratio",
+        "reference_listener_tasks_per_s",
+        "ratio_to_listener",
+        "target_ratio",
+    },
     "input_required": {
         "store",
         "p50_us",
@@ -223,6 +232,7 @@ CASES = {
     "dependencies": {"chains"},
     "schedule_drift": {"schedule-drift"},
     "input_required": {"respond-to-result"},
+    "metrics": {"on-vs-off"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -261,6 +271,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "dependencies",
         "schedule_drift",
         "input_required",
+        "metrics",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

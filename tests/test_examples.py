@@ -80,6 +80,13 @@ EXPECTED: dict[str, list[str]] = {
         "result() raised TaskCancelledError: user pressed stop",
         "cancelled task: cancelled",
     ],
+    "metrics.py": [
+        "'error_type': '', 'outcome': 'completed', 'type': 'images:thumbnail'} 4",
+        "'error_type': 'fatal', 'outcome': 'failed', 'type': 'images:thumbnail'} 1",
+        "taskbus_task_retries_total {'error_type': 'retryable', 'type': 'images:thumbnail'} 1",
+        "taskbus_task_run_seconds_count {'type': 'images:thumbnail'} 6",
+        "taskbus_tasks {'state': 'completed', 'type': 'images:thumbnail'} 4",
+    ],
     "run_at.py": [
         "weekly is queued until",
         "overdue ran at once: True",

@@ -57,6 +57,7 @@ _ERRORS = {
     "409": "The task cannot be retried: it is queued, running, waiting or completed "
     "(`not_retryable`), or its type is no longer registered (`unknown_task_type`); or "
     "it waits for no input (it never asked, was answered, or finished: `not_waiting`).",
+    "403": "Only an administrator may read the metrics.",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -64,7 +65,11 @@ _ERRORS = {
 
 
 def openapi_document(
-    definitions: Sequence[TaskDefinition[Any, Any]], *, auth: bool, dashboard: bool
+    definitions: Sequence[TaskDefinition[Any, Any]],
+    *,
+    auth: bool,
+    dashboard: bool,
+    metrics: bool = False,
 ) -> dict[str, Any]:
     """The document for an app over these task types, with or without an auth hook."""
     fixed: list[tuple[str, JsonSchemaMode, Any]] = [
@@ -103,7 +108,7 @@ def openapi_document(
             "answer is the `ErrorAnswer` shape; a method a path does not serve is a 405 "
             "with `Allow`.",
         },
-        "paths": _paths(ref, submit, auth=auth, dashboard=dashboard),
+        "paths": _paths(ref, submit, auth=auth, dashboard=dashboard, metrics=metrics),
         "components": {"schemas": schemas},
     }
     if auth:
@@ -199,7 +204,7 @@ def _operation(
 
 
 def _paths(
-    ref: dict[str, Any], submit: dict[str, Any], *, auth: bool, dashboard: bool
+    ref: dict[str, Any], submit: dict[str, Any], *, auth: bool, dashboard: bool, metrics: bool
 ) -> dict[str, Any]:
     guard = ["401"] if auth else []
     state = ref["state"]
@@ -320,6 +325,20 @@ def _paths(
         },
     }
     paths.update(_schedule_paths(ref, guard))
+    if metrics:
+        paths["/metrics"] = {
+            "get": _operation(
+                "Prometheus metrics: aggregate counts only (an administrator's, with auth)",
+                {
+                    "200": {
+                        "description": "The text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                [*guard, "403"] if auth else [],
+                ref,
+            )
+        }
     if dashboard:
         paths["/"] = {
             "get": _operation(

@@ -37,7 +37,7 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -92,6 +92,7 @@ from ._http_input import (
     valid_task_id,
 )
 from ._http_json import model_json
+from ._http_metrics import MetricsRoute, app_metrics
 from ._http_models import (
     CallerAnswer,
     CancelAnswer,
@@ -104,6 +105,9 @@ from ._http_models import (
 from ._http_schedules import ScheduleRoutes
 from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
+
+if TYPE_CHECKING:
+    from ..metrics import BusMetrics
 
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
@@ -193,8 +197,10 @@ class _Api:
         max_body: int,
         history: EventHistory,
         dashboard: bool,
+        metrics: bool = False,
     ) -> None:
         self.bus = bus
+        self.with_metrics = metrics
         self.auth = auth
         self.max_body = max_body
         self.history = history
@@ -428,6 +434,7 @@ class _Api:
             self.bus.registry.definitions(),
             auth=self.auth is not None,
             dashboard=self.with_dashboard,
+            metrics=self.with_metrics,
         )
         root = request.scope.get("root_path")
         if root:  # mounted: the paths are relative to the mount
@@ -539,6 +546,7 @@ def create_app(
     manage_bus: bool = False,
     dashboard: bool = True,
     cors_origins: Sequence[str] | None = None,
+    metrics: BusMetrics | bool | None = None,
 ) -> Starlette:
     """The HTTP API (and dashboard) over `bus`, as a Starlette app (see the module doc).
 
@@ -546,6 +554,10 @@ def create_app(
     `event_history_bytes` of them once encoded. `cors_origins` (e.g.
     ``["https://app.example"]``) lets pages from exactly those origins call the
     API from a browser; without it, no CORS header is sent.
+
+    ``GET /metrics`` serves Prometheus figures: `metrics` given (see
+    `taskbus.metrics.instrument`), or by default new ones when ``taskbus[prometheus]``
+    is installed; ``metrics=False`` leaves the route out.
     """
     if auth is not None and tokens is not None:
         raise ValueError("give auth or tokens, not both")
@@ -561,7 +573,8 @@ def create_app(
         client_bytes=max(event_history_bytes, DEFAULT_HISTORY_BYTES),
     )
     bus.on("*", history)
-    api = _Api(bus, auth, max_body, history, dashboard)
+    served_metrics = app_metrics(bus, metrics)
+    api = _Api(bus, auth, max_body, history, dashboard, served_metrics is not None)
     schedules = ScheduleRoutes(bus, api.caller, max_body)
     routes: list[Route | Mount] = [
         _route("/tasks", POST=api.submit, GET=api.list_tasks),
@@ -580,6 +593,8 @@ def create_app(
         _route("/schedules/{schedule_id:path}/resume", POST=schedules.resume),
         _route("/schedules/{schedule_id:path}", GET=schedules.get, DELETE=schedules.remove),
     ]
+    if served_metrics is not None:
+        routes.append(_route("/metrics", GET=MetricsRoute(served_metrics, api.caller).get))
     if dashboard:
         routes.append(_route("/", GET=api.dashboard))
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False)))

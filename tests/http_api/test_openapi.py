@@ -67,6 +67,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/schedules/{schedule_id}",
         "/schedules/{schedule_id}/pause",
         "/schedules/{schedule_id}/resume",
+        "/metrics",
     }
 
 
