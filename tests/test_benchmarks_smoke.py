@@ -78,6 +78,16 @@ EXPECTED: dict[str, set[str]] = {
         "reference_p99_ms",
         "target_p99_ms",
     },
+    "tracing": {
+        "tasks",
+        "workers",
+        "tasks_per_s",
+        "reference_tracing_off_tasks_per_s",
+        "ratio",
+        "spans_exported",
+        "target_ratio",
+        "meets_target",
+    },
     "input_required": {
         "store",
         "p50_us",
@@ -223,6 +233,7 @@ CASES = {
     "dependencies": {"chains"},
     "schedule_drift": {"schedule-drift"},
     "input_required": {"respond-to-result"},
+    "tracing": {"traces-on"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -261,6 +272,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "dependencies",
         "schedule_drift",
         "input_required",
+        "tracing",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:
