@@ -150,6 +150,25 @@ async def test_a_cancelled_attempt_says_so_in_its_span(traces: Traces, anyio_bac
     assert run.events[0].attributes == {"reason": "user pressed stop"}
 
 
+async def test_a_timed_out_attempt_is_an_error_that_says_so(
+    traces: Traces, anyio_backend: str
+) -> None:
+    bus = TaskBus(workers=1)
+    instrument(bus, tracer_provider=traces.provider)
+
+    @bus.task("otel:slow", timeout=0.05, retry=RetryPolicy.never())
+    async def slow(ctx: TaskContext) -> None:
+        await anyio.sleep_forever()
+
+    async with bus:
+        handle = await bus.submit("otel:slow")
+        with pytest.raises(TaskFailedError):
+            await handle.result(timeout=10)
+    run = traces.one("taskbus.run otel:slow")
+    assert [event.name for event in run.events] == ["taskbus.timeout"]
+    assert run.status.status_code is StatusCode.ERROR
+
+
 async def test_a_thread_handler_runs_inside_its_attempts_span(
     traces: Traces, anyio_backend: str
 ) -> None:
