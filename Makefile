@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/dependencies.py
 	$(BIN)/python benchmarks/schedule_drift.py
+	$(BIN)/python benchmarks/tracing.py
 
 # The documentation site, into site/ (strict: a broken link or a stale API name fails).
 docs: $(STAMP)

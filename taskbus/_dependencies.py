@@ -22,6 +22,7 @@ from ._errors import InvalidSubmission
 from ._record import AWAITING_PARENTS, TaskRecord
 from ._snapshot import TaskSnapshot
 from ._states import TaskState
+from ._tracing import TRACE_KEYS
 
 if TYPE_CHECKING:
     from ._handle import TaskHandle
@@ -85,12 +86,19 @@ def check_after(after: Iterable[str | TaskHandle[Any]] | None, on_parent_failure
 
 def check_reserved(metadata: dict[str, Any]) -> None:
     """`InvalidSubmission` for metadata that names parents itself: only `after`
-    may (else a task could read tasks it may not see through `TaskContext.parents`)."""
+    may (else a task could read tasks it may not see through `TaskContext.parents`);
+    nor may it carry a trace context, which only the submitting span gives."""
     for key in (AFTER_KEY, POLICY_KEY):
         if key in metadata:
             raise InvalidSubmission(
                 f"metadata key {key!r} is taskbus's: give parents with after= and "
                 "on_parent_failure="
+            )
+    for key in TRACE_KEYS:
+        if key in metadata:
+            raise InvalidSubmission(
+                f"metadata key {key!r} is taskbus's: the trace context is taken from "
+                "the span current at submit (taskbus.otel.instrument)"
             )
 
 

@@ -49,6 +49,7 @@ from ._states import TaskState
 from ._task_keys import concurrency_key_of
 from ._thread_run import ThreadRun
 from ._timers import TimerHandle, Timers
+from ._tracing import Interruption, Tracing
 from .stores._codec import check_storable
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ class TaskExecutor:
         #: Told the seconds until a task handed back to a shared store for its rate
         #: may start (the store's claims wake then).
         self.on_deferred: Callable[[float], None] | None = None
+        #: Wraps each attempt in a span (`taskbus.otel`); None costs one check a task.
+        self.tracing: Tracing | None = None
 
     @property
     def running_ids(self) -> list[str]:
@@ -297,7 +300,10 @@ class TaskExecutor:
                 and not await self._admitted(worker, record, rated)
             ):
                 continue  # its rate's window is full: back in the queue, unstarted
-            await self._execute(worker, record)
+            if self.tracing is None:
+                await self._execute(worker, record)
+            else:
+                await self._traced(worker, record, self.tracing)
             if worker.interrupt is not None:
                 return
             # Handlers that never suspend would otherwise starve the loop; yielding
@@ -306,6 +312,22 @@ class TaskExecutor:
             if time.monotonic() - last_yield > _YIELD_SLICE:
                 await anyio.lowlevel.checkpoint()
                 last_yield = time.monotonic()
+
+    async def _traced(self, worker: _Worker, record: TaskRecord, tracing: Tracing) -> None:
+        with tracing.attempt(record):
+            try:
+                await self._execute(worker, record)
+            finally:
+                interrupt = worker.interrupt
+                if interrupt is not None:
+                    kind: Interruption = (
+                        "handed-back"
+                        if interrupt.requeue
+                        else "cancelled"
+                        if interrupt.timeout is None
+                        else "timeout"
+                    )
+                    tracing.interrupted(record, kind, interrupt.reason)
 
     async def _wait_for_work(self) -> None:
         event = anyio.Event()
@@ -587,6 +609,8 @@ class TaskExecutor:
         error_type = classify(exc, retry_on=options.retry_on, fatal_on=options.fatal_on)
         info = error_info(exc, error_type)
         delay = next_delay(definition.retrying, record.attempt, exc)
+        if self.tracing is not None:
+            self.tracing.failed(record, exc, delay)
         if delay is None:
             await self._lifecycle.failed(record, info)
             return

@@ -28,6 +28,7 @@ from ._queue import TaskQueue
 from ._record import TaskRecord, new_task_id
 from ._schedule import Schedule
 from ._submission import prepare_batch
+from ._tracing import Tracing
 from ._validation import check_delay, check_metadata, check_priority, check_text, delay_until
 from .stores import LiveRecordStore, Store
 from .stores._base import KeyInUse, ScheduleStore
@@ -72,6 +73,8 @@ class Intake:
         self._recent = RecentTasks()
         #: Whether submissions are taken: True between start and the beginning of shutdown.
         self.open = False
+        #: Adds the submitting span's context to each task (`taskbus.otel`).
+        self.tracing: Tracing | None = None
 
     def take(
         self,
@@ -115,6 +118,8 @@ class Intake:
             check_text(key, "key")
         if definition.keyed:
             metadata = {**(metadata or {}), **definition.task_keys(owner, value)} or None
+        if self.tracing is not None:
+            metadata = self.tracing.inject(metadata)
         record = TaskRecord(
             new_task_id(),
             task_type,
@@ -336,6 +341,9 @@ class Intake:
             metadata=metadata,
         )
         records = [record for record, _ in prepared]
+        if self.tracing is not None:
+            for record in records:
+                record.metadata = self.tracing.inject(record.metadata)
         batch = self._batches.new(records)
         self._batches.track(batch, records)  # before any task can finish
         stored = 0

@@ -44,6 +44,7 @@ from ._record import TaskRecord, new_task_id
 from ._snapshot import ErrorInfo
 from ._states import FINAL_STATES, TaskState
 from ._timers import Timers
+from ._tracing import Tracing
 from ._transition_log import (
     log_final,
     log_handed_back,
@@ -173,6 +174,8 @@ class Lifecycle:
         self.wants: Callable[[str], bool] = events.wants
         #: Publish an event that changes no task (progress, a batch's).
         self.emit: Callable[[Event], None] = events.publish
+        #: Told of each (debounced) progress report, for the attempt's span (`taskbus.otel`).
+        self.tracing: Tracing | None = None
         if self.log is not None:
             events.numbering = False
             self.log.deliver_events(self._logged)
@@ -282,11 +285,15 @@ class Lifecycle:
             record.total = total
         if record.progress is not None:
             record.eta = estimate_remaining(record.progress, record.run_clock, self._monotonic())
-        if self.wants(_PROGRESS):
+        if self.wants(_PROGRESS) or self.tracing is not None:
             self.debouncer.update(record)
 
     def _publish_progress(self, record: TaskRecord) -> None:
-        if record.state is not TaskState.RUNNING or not self.wants(_PROGRESS):
+        if record.state is not TaskState.RUNNING:
+            return
+        if self.tracing is not None:
+            self.tracing.progress(record)
+        if not self.wants(_PROGRESS):
             return
         event = _progress_event(record, self.clock.now())
         if self.leases is not None:

@@ -12,6 +12,7 @@ from ._dependencies import AFTER_KEY, POLICY_KEY
 from ._errors import InvalidTaskInput, TaskNotRetryable
 from ._snapshot import RETRY_OF, TaskSnapshot
 from ._states import TaskState
+from ._tracing import TRACE_KEYS
 
 if TYPE_CHECKING:
     from ._registry import TaskDefinition
@@ -51,8 +52,9 @@ def rerun_input(definition: TaskDefinition[Any, Any], snapshot: TaskSnapshot) ->
 
 
 #: Metadata a re-run does not inherit: a batch's tasks are fixed when it is
-#: submitted, and a re-run of a child runs on its own (its parents have ended).
-_NOT_INHERITED = frozenset({"batch_id", AFTER_KEY, POLICY_KEY})
+#: submitted, a re-run of a child runs on its own (its parents have ended), and
+#: a re-run belongs to the trace of the call that asked for it.
+_NOT_INHERITED = frozenset({"batch_id", AFTER_KEY, POLICY_KEY, *TRACE_KEYS})
 
 
 def rerun_metadata(snapshot: TaskSnapshot) -> dict[str, Any]:

@@ -87,6 +87,16 @@ EXPECTED: dict[str, set[str]] = {
         "ratio_to_listener",
         "target_ratio",
     },
+    "tracing": {
+        "tasks",
+        "workers",
+        "tasks_per_s",
+        "reference_tracing_off_tasks_per_s",
+        "ratio",
+        "spans_exported",
+        "target_ratio",
+        "meets_target",
+    },
     "input_required": {
         "store",
         "p50_us",
@@ -233,6 +243,7 @@ CASES = {
     "schedule_drift": {"schedule-drift"},
     "input_required": {"respond-to-result"},
     "metrics": {"on-vs-off"},
+    "tracing": {"traces-on"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
@@ -272,6 +283,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "schedule_drift",
         "input_required",
         "metrics",
+        "tracing",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

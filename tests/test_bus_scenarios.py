@@ -1702,3 +1702,34 @@ async def test_a_deadline_that_passed_while_no_bus_ran_times_the_question_out_at
         with pytest.raises(TaskFailedError, match="no answer"):
             await second.result(handle.id, timeout=WAIT)
     assert (asker.runs, again.runs) == ([1], [1])
+
+
+async def test_a_traced_attempt_is_a_child_of_the_span_that_submitted_it(
+    new_bus: MakeBus,
+) -> None:
+    """The trace context goes through the store with the task (`taskbus.otel`); the
+    metadata keys that carry it are taskbus's on every store."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from taskbus.otel import instrument
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    bus = new_bus()
+    build = register_build(bus)
+    instrument(bus, tracer_provider=provider)
+    async with bus:
+        with pytest.raises(InvalidSubmission, match="traceparent"):
+            await build.submit(Params(n=1), metadata={"traceparent": "forged"})
+        with provider.get_tracer("tests").start_as_current_span("request") as request:
+            handle = await build.submit(Params(n=2))
+        assert (await handle.result(timeout=WAIT)).rows == 4
+        assert "traceparent" in (await bus.get(handle.id)).metadata
+    (run,) = [span for span in exporter.get_finished_spans() if span.name == "taskbus.run sc:build"]
+    assert run.parent is not None
+    assert run.parent.span_id == request.get_span_context().span_id
+    assert run.attributes is not None and run.attributes["taskbus.task.attempt"] == 1
+    provider.shutdown()

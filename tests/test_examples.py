@@ -206,6 +206,14 @@ EXPECTED: dict[str, list[str]] = {
         "last task-completed",
         "result: cloned https://example.com/big.git (240 objects)",
     ],
+    "tracing.py": [
+        "stored trace context: True",
+        "result: report 2025",
+        "POST /reports [UNSET]",
+        "  taskbus.run reports:build [ERROR] taskbus.progress, exception, taskbus.retrying",
+        "  taskbus.run reports:build [UNSET] taskbus.progress",
+        "    render [UNSET]",
+    ],
 }
 
 #: Arguments and environment for examples that need them (Qt with no display).

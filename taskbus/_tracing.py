@@ -1,0 +1,44 @@
+"""The seam through which a tracer sees tasks (`taskbus.otel` fills it).
+
+The core never imports a tracing library: the bus holds a `Tracing` only when one
+was installed (`taskbus.otel.instrument`), and otherwise checks one attribute for
+None, so tracing off costs no per-task work. The submitting span's context travels
+in the task's metadata (`TRACE_KEYS`, W3C Trace Context), which every store keeps,
+so a worker in another process continues the trace.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ._record import TaskRecord
+
+__all__ = ["TRACE_KEYS", "Interruption", "Tracing"]
+
+#: The metadata keys that carry a task's trace context; taskbus's own (reserved).
+TRACE_KEYS = ("traceparent", "tracestate")
+
+#: How an attempt was stopped from outside its handler.
+Interruption = Literal["cancelled", "timeout", "handed-back"]
+
+
+class Tracing(Protocol):
+    """What the bus tells a tracer; every method is called on the event loop."""
+
+    def inject(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`metadata` (already checked) plus the current trace context, if any."""
+
+    def attempt(self, record: TaskRecord) -> AbstractContextManager[None]:
+        """Around one attempt of `record`, from its start to its settled state."""
+
+    def failed(self, record: TaskRecord, exc: BaseException, retry_in: float | None) -> None:
+        """The attempt of `record` that runs now raised `exc`; it runs again after
+        `retry_in` seconds, or never (None)."""
+
+    def progress(self, record: TaskRecord) -> None:
+        """`record` reported progress (debounced, as its events are)."""
+
+    def interrupted(self, record: TaskRecord, kind: Interruption, reason: str) -> None:
+        """The attempt of `record` that runs now was stopped from outside."""
