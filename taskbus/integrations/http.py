@@ -107,6 +107,7 @@ from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
 if TYPE_CHECKING:
+    from .._handle import TaskHandle
     from ..metrics import BusMetrics
 
 __all__ = [
@@ -260,16 +261,9 @@ class _Api:
             )
         except UnknownTaskType as exc:
             raise ApiError(404, "unknown_task_type", str(exc)) from None
-        except InvalidTaskInput as exc:
-            details = pydantic_details(exc, with_input=True)
-            raise ApiError(422, "invalid_input", exc.title, details) from None
-        except InvalidSubmission as exc:
-            raise ApiError(422, "invalid_submission", str(exc)) from None
-        except BusNotRunning as exc:
-            raise ApiError(503, "bus_not_running", str(exc)) from None
-        url = f"/tasks/{handle.id}"
-        answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
-        return _json(model_json(answer), 202, {"Location": url})
+        except (InvalidTaskInput, InvalidSubmission, BusNotRunning) as exc:
+            raise _submission_error(exc) from None
+        return _accepted(handle)
 
     async def retry_task(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -286,16 +280,9 @@ class _Api:
             raise ApiError(409, "not_retryable", str(exc), {"state": exc.state}) from None
         except UnknownTaskType as exc:
             raise ApiError(409, "unknown_task_type", str(exc)) from None
-        except InvalidTaskInput as exc:
-            details = pydantic_details(exc, with_input=True)
-            raise ApiError(422, "invalid_input", exc.title, details) from None
-        except InvalidSubmission as exc:
-            raise ApiError(422, "invalid_submission", str(exc)) from None
-        except BusNotRunning as exc:
-            raise ApiError(503, "bus_not_running", str(exc)) from None
-        url = f"/tasks/{handle.id}"
-        answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
-        return _json(model_json(answer), 202, {"Location": url})
+        except (InvalidTaskInput, InvalidSubmission, BusNotRunning) as exc:
+            raise _submission_error(exc) from None
+        return _accepted(handle)
 
     async def get_task(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -613,6 +600,22 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
     )
+
+
+def _submission_error(exc: InvalidTaskInput | InvalidSubmission | BusNotRunning) -> ApiError:
+    """The answer to a submit or a retry the bus refused (422, or 503 while stopped)."""
+    if isinstance(exc, InvalidTaskInput):
+        return ApiError(422, "invalid_input", exc.title, pydantic_details(exc, with_input=True))
+    if isinstance(exc, InvalidSubmission):
+        return ApiError(422, "invalid_submission", str(exc))
+    return ApiError(503, "bus_not_running", str(exc))
+
+
+def _accepted(handle: TaskHandle[Any]) -> Response:
+    """202 for a task just queued (a submit, or a retry's new task), with its URL."""
+    url = f"/tasks/{handle.id}"
+    answer = SubmitAnswer.model_construct(id=handle.id, type=handle.type, url=url)
+    return _json(model_json(answer), 202, {"Location": url})
 
 
 @asynccontextmanager
