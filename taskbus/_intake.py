@@ -116,21 +116,8 @@ class Intake:
             check_text(owner, "owner")
         if key is not None:
             check_text(key, "key")
-        if definition.keyed:
-            metadata = {**(metadata or {}), **definition.task_keys(owner, value)} or None
-        if self.tracing is not None:
-            metadata = self.tracing.inject(metadata)
-        record = TaskRecord(
-            new_task_id(),
-            task_type,
-            value,
-            priority,
-            now,
-            definition.max_attempts,
-            owner,
-            metadata,
-            key,
-            not_before,
+        record = self._record(
+            task_type, definition, value, priority, now, owner, metadata, key, not_before
         )
         live = self._live_store
         if key is not None or live is None or after:
@@ -260,21 +247,50 @@ class Intake:
             "schedule_id": schedule.id,
             "scheduled_for": datetime.fromtimestamp(fires_for, UTC).isoformat(),
         }
-        if definition.keyed:  # its concurrency and rate keys, as `take` computes them
-            metadata.update(definition.task_keys(schedule.owner, value))
-        record = TaskRecord(
-            new_task_id(),
+        now = self._now()
+        record = self._record(
             schedule.task_type,
+            definition,
             value,
             priority,
-            self._now(),
-            definition.max_attempts,
+            now,
             schedule.owner,
             metadata,
             None,
             not_before,
         )
         return record, definition
+
+    def _record(
+        self,
+        task_type: str,
+        definition: TaskDefinition[Any, Any],
+        value: Any,
+        priority: int,
+        now: float,
+        owner: str | None,
+        metadata: dict[str, Any] | None,
+        key: str | None,
+        not_before: float | None,
+    ) -> TaskRecord:
+        """A new queued record of `task_type` (values checked), its metadata with the
+        task's concurrency and rate keys and, when tracing, the current trace."""
+        if definition.keyed:
+            metadata = {**(metadata or {}), **definition.task_keys(owner, value)} or None
+        if self.tracing is not None:
+            metadata = self.tracing.inject(metadata)
+        return TaskRecord(
+            new_task_id(),
+            task_type,
+            value,
+            priority,
+            now,
+            definition.max_attempts,
+            owner,
+            metadata,
+            key,
+            not_before,
+        )
 
     async def add_fire(
         self,
