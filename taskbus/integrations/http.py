@@ -107,7 +107,7 @@ from ._openapi import openapi_document
 from ._sse_history import DEFAULT_HISTORY_BYTES, EventHistory, EventStream, final_event_of
 
 if TYPE_CHECKING:
-    from .._handle import TaskHandle
+    from .. import TaskHandle
     from ..metrics import BusMetrics
 
 __all__ = [
