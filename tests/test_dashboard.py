@@ -331,7 +331,9 @@ def test_the_live_view_shows_throughput_queue_depth_and_failures(
         page.goto(f"{url}/")
         expect(page.locator("#activity")).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#activity-window")).to_have_text("10 minutes")
-        runs = [("ui:steps", {"steps": 0, "delay": 0}, None)] * 5
+        runs: list[tuple[str, dict[str, int], int | None]] = [
+            ("ui:steps", {"steps": 0, "delay": 0}, None)
+        ] * 5
         runs += [("ui:fail", {"seconds": 1}, None)] * 2
         runs += [("ui:wait", {"seconds": 1}, 3600)] * 3
         for task_type, task_input, delay in runs:

@@ -26,8 +26,10 @@ from taskbus import (
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskStarted,
 )
 from taskbus.integrations._http_history import HISTORY_WINDOW, StatsHistory
+from taskbus.integrations._http_models import HistoryPoint
 from taskbus.stores import MemoryStore, StoreStats
 from taskbus.testing import EventRecorder, FakeClock
 
@@ -63,7 +65,7 @@ async def known_run(submitter: TaskBus, heard: EventRecorder) -> None:
     await heard.wait_for(TaskCancelled, timeout=WAIT)
 
 
-def figures(point: Any) -> dict[str, Any]:
+def figures(point: HistoryPoint) -> dict[str, Any]:
     return point.model_dump(exclude={"timestamp"})
 
 
@@ -113,7 +115,7 @@ async def test_a_bus_that_runs_nothing_counts_the_finals_of_another_on_its_store
         await known_run(front, heard_front)
         await heard_worker.wait_for(TaskCancelled, timeout=WAIT)
         points = [await front_history.sample(), await worker_history.sample()]
-    ran_by = {e.worker for e in heard_front.events if e.name == "task-started"}
+    ran_by = {e.worker for e in heard_front.of(TaskStarted)}
     assert ran_by == {worker.worker_id}, "the front bus ran none of them"
     for point in points:  # each process counts every final once
         assert (point.completed, point.failed, point.cancelled) == (5, 2, 1)
@@ -141,7 +143,7 @@ class Watched(StatsHistory):
         super().__init__(*args, **kwargs)
         self.taken = anyio.Event()
 
-    async def sample(self) -> Any:
+    async def sample(self) -> HistoryPoint:
         point = await super().sample()
         self.taken.set()
         self.taken = anyio.Event()
