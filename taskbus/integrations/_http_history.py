@@ -139,11 +139,6 @@ class StatsHistory:
             points=list(self.points),
         )
 
-    def close(self) -> None:
-        """Stop hearing the bus's events."""
-        for name in _FINALS:
-            self._bus.off(name, self._heard)
-
 
 class HistoryRoute:
     """The handler of ``GET /stats/history``."""
