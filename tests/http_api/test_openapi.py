@@ -58,6 +58,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/tasks/{task_id}/retry",
         "/tasks/{task_id}/input",
         "/stats",
+        "/stats/history",
         "/types",
         "/me",
         "/healthz",
