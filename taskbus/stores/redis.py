@@ -14,9 +14,9 @@ far as its persistence does (use AOF with ``appendfsync everysec`` or
 raises `StoreError`. One Redis server or primary: not Redis Cluster.
 
 The pieces: `_redis_base` (connections, reads, writes), `_redis_eventlog` (the
-stream), `_redis_claims` (leases, reaping, cancels), `_redis_items` (what a write
-carries), `_redis_rows` (rows as hashes), `_redis_calls` (ordered, pipelined
-script calls), `_redis_scripts` (the Lua).
+stream), `_redis_claims` (leases, reaping, cancels), `_redis_counts` (the
+stats), `_redis_items` (what a write carries), `_redis_rows` (rows as hashes),
+`_redis_calls` (ordered, pipelined script calls), `_redis_scripts` (the Lua).
 """
 
 from __future__ import annotations
