@@ -66,6 +66,7 @@ class OtelMetrics:
             ("counter", "taskbus.listener.errors", "Listener calls that raised.", self._errors),
             ("counter", "taskbus.subscription.dropped_events", "Events dropped.", self._dropped),
             ("gauge", "taskbus.tasks", "Tasks in the store by type and state.", self._tasks),
+            ("gauge", "taskbus.queued", "Queued tasks by type and priority.", self._queued),
         ]
         makers = {
             "counter": meter.create_observable_counter,
@@ -150,3 +151,11 @@ class OtelMetrics:
         for task_type, by_state in list(stats.by_type.items()):
             for state, count in list(by_state.items()):
                 yield Observation(count, {_TYPE: task_type, "taskbus.task.state": state.value})
+
+    def _queued(self) -> Iterator[Observation]:
+        stats = self._stats
+        if stats is None:
+            return
+        for task_type, by_priority in list(stats.queued_by_priority.items()):
+            for priority, count in list(by_priority.items()):
+                yield Observation(count, {_TYPE: task_type, "taskbus.task.priority": priority})

@@ -142,12 +142,22 @@ class _ScrapeCollector(Collector):
             'every process; state="queued" is the queue depth).',
             labels=["type", "state"],
         )
+        queued = GaugeMetricFamily(
+            "taskbus_queued",
+            "Queued tasks in the store by type and priority (10 most urgent), as of the "
+            "last refresh; delayed ones and those waiting for parents included.",
+            labels=["type", "priority"],
+        )
         stats = metrics._stats
         if stats is not None:
             for task_type, by_state in sorted(stats.by_type.items()):
                 for state, count in sorted(by_state.items()):
                     tasks.add_metric([task_type, state.value], count)
+            for task_type, by_priority in sorted(stats.queued_by_priority.items()):
+                for priority, count in sorted(by_priority.items()):
+                    queued.add_metric([task_type, str(priority)], count)
         yield tasks
+        yield queued
 
 
 def _histogram(tally: Tally, name: str, documentation: str, worker: str) -> HistogramMetricFamily:

@@ -326,6 +326,26 @@ async def test_a_task_cancelled_while_queued_is_counted_by_the_process_that_canc
     assert outcome_totals(samples(texts[1])) == {}
 
 
+async def test_the_queue_depth_by_type_and_priority(store: Store | str) -> None:
+    bus = TaskBus(store=store, workers=1, shutdown_grace=1.0)
+    register(bus)
+    metrics = instrument(bus, CollectorRegistry())
+    async with bus:
+        for priority in (9, 9, 2):
+            await bus.submit("m:ok", {"n": priority}, priority=priority, delay=3600)
+        await bus.submit("m:bad", {"n": 1}, priority=5, delay=3600)
+        await metrics.refresh()
+        found = samples(generate_latest(metrics.registry).decode())
+        for task in await bus.list(limit=10):
+            await bus.cancel(task.id)
+    queued = {
+        (dict(labels)["type"], dict(labels)["priority"]): value
+        for (name, labels), value in found.items()
+        if name == "taskbus_queued"
+    }
+    assert queued == {("m:ok", "9"): 2, ("m:ok", "2"): 1, ("m:bad", "5"): 1}
+
+
 async def test_a_delayed_task_waits_from_its_not_before_time() -> None:
     clock = FakeClock(start=time.time())
     bus = TaskBus(workers=1, clock=clock)

@@ -100,6 +100,26 @@ async def test_the_figures_after_a_known_run(store: Store | str, anyio_backend: 
     assert found[point("taskbus.worker.utilisation")] == 0.0
 
 
+async def test_the_queue_depth_by_type_and_priority() -> None:
+    reader = InMemoryMetricReader()
+    bus = TaskBus(workers=1)
+    register(bus)
+    exported = instrument_metrics(bus, meter_provider=MeterProvider(metric_readers=[reader]))
+    async with bus:
+        for priority in (9, 9, 2):
+            await bus.submit("m:ok", {"n": priority}, priority=priority, delay=3600)
+        await exported.refresh()
+        found = read(reader)
+        for task in await bus.list(limit=10):
+            await bus.cancel(task.id)
+    queued = {
+        dict(attributes)["taskbus.task.priority"]: value
+        for (name, attributes), value in found.items()
+        if name == "taskbus.queued"
+    }
+    assert queued == {9: 2, 2: 1}
+
+
 async def test_opentelemetry_and_prometheus_read_the_same_figures() -> None:
     reader = InMemoryMetricReader()
     registry = CollectorRegistry()

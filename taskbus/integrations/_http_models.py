@@ -78,6 +78,12 @@ class StatsAnswer(_Answer):
 
     by_state: dict[TaskState, int]
     by_type: dict[str, dict[TaskState, int]]
+    queued_by_priority: dict[str, dict[int, int]] = Field(
+        default_factory=dict,
+        description="Queued tasks by type, then by priority (10 most urgent ... 1), "
+        "non-zero counts only; queued includes tasks delayed, retrying later, waiting for "
+        "their parents or a rate window. With auth, the caller's own tasks.",
+    )
     store_outage: StoreOutage | None = Field(
         default=None,
         description="Set while the store cannot be reached (the counts are then the last "

@@ -367,11 +367,15 @@ class _Api:
         if caller is None or caller.admin:
             stats = await self.bus.stats()
             answer = StatsAnswer(
-                by_state=stats.by_state, by_type=stats.by_type, store_outage=stats.store_outage
+                by_state=stats.by_state,
+                by_type=stats.by_type,
+                queued_by_priority=stats.queued_by_priority,
+                store_outage=stats.store_outage,
             )
             return JsonAnswer(answer.model_dump(mode="json"))
         by_state: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
+        queued: dict[str, dict[int, int]] = {}
         offset, page = 0, 10_000
         while True:
             found = await self.bus.list(owner=caller.owner, limit=page, offset=offset)
@@ -380,10 +384,15 @@ class _Api:
                 by_state[state] = by_state.get(state, 0) + 1
                 counts = by_type.setdefault(snapshot.type, {})
                 counts[state] = counts.get(state, 0) + 1
+                if snapshot.state is TaskState.QUEUED:
+                    levels = queued.setdefault(snapshot.type, {})
+                    levels[snapshot.priority] = levels.get(snapshot.priority, 0) + 1
             if len(found) < page:
                 break
             offset += page
-        answer = StatsAnswer.model_validate({"by_state": by_state, "by_type": by_type})
+        answer = StatsAnswer.model_validate(
+            {"by_state": by_state, "by_type": by_type, "queued_by_priority": queued}
+        )
         return JsonAnswer(answer.model_dump(mode="json"))
 
     async def types(self, request: Request) -> Response:
