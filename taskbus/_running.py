@@ -3,8 +3,10 @@ at the end, shut down and close them all."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from ._registry import TaskRegistry
 
 __all__ = ["BusRun"]
+
+logger = logging.getLogger("taskbus.bus")
 
 
 class BusRun:
@@ -74,11 +78,12 @@ class BusRun:
         #: What the last stop did; None until a stop has shut the tasks down.
         self.report: ShutdownReport | None = None
 
-    def keep_running(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run `task` from each start to its stop, beginning now if the bus runs."""
-        self._background += (task,)
+    def add_service(self, service: Callable[[], Awaitable[None]]) -> None:
+        """Run `service` from each start to its stop, beginning now if the bus runs."""
+        guarded = partial(_serve, service)
+        self._background += (guarded,)
         if self._task_group is not None:
-            self._task_group.start_soon(task)
+            self._task_group.start_soon(guarded)
 
     async def start(self, retention: RetentionPolicy | None) -> None:
         """Open the store, recover what a previous run left, start the background tasks."""
@@ -152,3 +157,12 @@ class BusRun:
         """Give back to the store the tasks claimed here that never started."""
         for record in records:
             await self._lifecycle.hand_back_unstarted(record)
+
+
+async def _serve(service: Callable[[], Awaitable[None]]) -> None:
+    """Run a service until it returns or the bus stops; if it raises, log it: the bus
+    goes on without it."""
+    try:
+        await service()
+    except Exception:
+        logger.exception("the service %r raised; the bus runs on without it", service)

@@ -250,6 +250,17 @@ class TaskBus:
         """
         return await self._types.fail_held(reason)
 
+    def add_service(self, service: Callable[[], Awaitable[None]]) -> None:
+        """Run the async function `service` while the bus runs: from each start until
+        its stop (cancelled then), beginning now if the bus is running.
+
+        For work that lives beside the tasks, such as a poller or a figures sampler.
+        If `service` raises, the error is logged and the bus runs on without it.
+        """
+        if not callable(service):
+            raise TypeError(f"a service is an async function, not {service!r}")
+        self._run.add_service(service)
+
     def background(
         self,
         target: str | TaskDefinition[Any, Any] | Callable[..., Any],

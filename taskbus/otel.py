@@ -138,5 +138,5 @@ def instrument_metrics(
     ``close()`` stops exporting."""
     meter = metrics.get_meter("taskbus", _VERSION, meter_provider)
     exported = OtelMetrics(bus, meter, stats_interval=stats_interval)
-    bus._run.keep_running(exported.keep_refreshing)
+    bus.add_service(exported.keep_refreshing)
     return exported

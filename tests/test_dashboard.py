@@ -146,8 +146,8 @@ def server_url() -> Iterator[str]:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The mounted app's own lifespan samples the live view's figures.
-        async with bus, api.router.lifespan_context(api):
+        # The mounted app's lifespan does not run: the bus samples the live view.
+        async with bus:
             yield
 
     with serve(Starlette(routes=[Mount("/jobs", app=api)], lifespan=lifespan)) as url:

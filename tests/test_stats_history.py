@@ -155,21 +155,21 @@ async def test_the_sampler_takes_a_point_at_once_then_every_interval_of_the_bus_
     bus = TaskBus(workers=1, clock=clock)
     register(bus)
     history = Watched(bus, interval=5)
+    bus.add_service(history.serve)
     heard = EventRecorder(bus)
     assert not history.sampling
     async with bus:
         with anyio.fail_after(WAIT):
-            async with history.run():
-                assert history.sampling
-                await history.taken.wait()  # the first point, at once
-                handle = await bus.submit("h:ok", 1)
-                await heard.wait_for(TaskCompleted, task_id=handle.id)
-                taken = history.taken
-                clock.advance(5)
-                await taken.wait()
-                taken = history.taken
-                clock.advance(5)
-                await taken.wait()
+            await history.taken.wait()  # the first point, at once
+            assert history.sampling
+            handle = await bus.submit("h:ok", 1)
+            await heard.wait_for(TaskCompleted, task_id=handle.id)
+            taken = history.taken
+            clock.advance(5)
+            await taken.wait()
+            taken = history.taken
+            clock.advance(5)
+            await taken.wait()
     assert not history.sampling
     assert [p.completed for p in history.points] == [0, 1, 0]
     stamps = [p.timestamp.timestamp() - clock.now() for p in history.points]

@@ -9,7 +9,7 @@ store's event log, so a dashboard in front of separate workers shows their
 throughput. No extra is needed (not ``prometheus``). A ring of
 ``ceil(HISTORY_WINDOW / interval)`` points bounds the memory.
 
-`run()` takes points while it is entered (the app's lifespan). A sample never
+`serve()` takes points while the bus runs (a service of the bus). A sample never
 raises: while the store cannot be reached the point repeats the last counts the bus
 read and says so (``store_outage``); any other error is logged and leaves a gap
 (``queued`` and ``running`` null) in that point.
@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -80,7 +79,7 @@ class StatsHistory:
 
     @property
     def sampling(self) -> bool:
-        """Whether `run()` is entered (the app's lifespan runs)."""
+        """Whether `serve()` runs (the bus runs)."""
         return self._sampling > 0
 
     def _heard(self, event: TaskEvent) -> None:
@@ -113,23 +112,17 @@ class StatsHistory:
         self.points.append(point)
         return point
 
-    async def _loop(self) -> None:
-        while True:
-            await self.sample()
-            await self._bus.clock.sleep(self.interval)
-
-    @asynccontextmanager
-    async def run(self) -> AsyncIterator[None]:
-        """Take a point at once and then every `interval` (on the bus's clock) while
-        entered."""
-        async with anyio.create_task_group() as group:
-            self._sampling += 1
-            group.start_soon(self._loop)
-            try:
-                yield
-            finally:
-                self._sampling -= 1
-                group.cancel_scope.cancel()
+    async def serve(self) -> None:
+        """Take a point at once and then every `interval` (on the bus's clock), until
+        cancelled: the app runs it as a service of the bus (`TaskBus.add_service`),
+        so it samples whenever the bus runs, mounted in another app or not."""
+        self._sampling += 1
+        try:
+            while True:
+                await self.sample()
+                await self._bus.clock.sleep(self.interval)
+        finally:
+            self._sampling -= 1
 
     def answer(self) -> StatsHistoryAnswer:
         return StatsHistoryAnswer.model_construct(

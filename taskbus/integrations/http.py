@@ -559,8 +559,7 @@ def create_app(
     is installed; ``metrics=False`` leaves the route out.
 
     ``GET /stats/history`` keeps one point every `stats_interval` seconds of the bus's
-    clock, taken while the app's lifespan runs: an app mounted in another enters it
-    from the host's lifespan (``async with bus, app.router.lifespan_context(app):``).
+    clock, taken while the bus runs (a service of the bus, `TaskBus.add_service`).
     """
     if auth is not None and tokens is not None:
         raise ValueError("give auth or tokens, not both")
@@ -577,6 +576,7 @@ def create_app(
     )
     bus.on("*", history)
     stats_history = StatsHistory(bus, stats_interval)
+    bus.add_service(stats_history.serve)
     served_metrics = app_metrics(bus, metrics)
     api = _Api(bus, auth, max_body, history, dashboard, served_metrics is not None)
     schedules = ScheduleRoutes(bus, api.caller, max_body)
@@ -607,11 +607,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_bus:
-            async with bus, stats_history.run():
+            async with bus:
                 yield
         else:
-            async with stats_history.run():
-                yield
+            yield
 
     return Starlette(
         routes=routes,

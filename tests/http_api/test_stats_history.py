@@ -77,7 +77,7 @@ async def test_the_history_after_a_known_run(kind: str, tmp_path: Path) -> None:
     register(bus)
     app = create_app(bus, stats_interval=2.5)
     heard = EventRecorder(bus)
-    async with bus, app.router.lifespan_context(app), asgi_client(app) as client:
+    async with bus, asgi_client(app) as client:
         first = await points(client, 1)
         delayed = await bus.submit("h:ok", 99, delay=3600)
         for n in range(5):
@@ -112,18 +112,26 @@ async def test_the_history_after_a_known_run(kind: str, tmp_path: Path) -> None:
     assert after["timestamp"] > start["timestamp"]
 
 
-async def test_the_app_samples_while_its_lifespan_runs_and_says_when_it_does_not() -> None:
+async def test_the_app_samples_while_the_bus_runs_and_says_when_it_does_not() -> None:
     bus = TaskBus(workers=1, shutdown_grace=1.0, clock=FakeClock())
-    app = create_app(bus, manage_bus=True)
+    app = create_app(bus)  # mounted elsewhere, say: its lifespan never runs
     async with asgi_client(app) as client:  # httpx's ASGI transport runs no lifespan
         idle = (await client.get("/stats/history")).json()
-        async with app.router.lifespan_context(app):
-            assert bus.running
+        async with bus:
             live = await points(client, 1)
         stopped = (await client.get("/stats/history")).json()
     assert idle == {"interval": 5.0, "window": 600.0, "sampling": False, "points": []}
     assert live["sampling"] is True and len(live["points"]) == 1
     assert stopped["sampling"] is False and stopped["points"] == live["points"]
+
+
+async def test_an_app_that_runs_its_bus_samples_from_its_lifespan() -> None:
+    bus = TaskBus(workers=1, shutdown_grace=1.0, clock=FakeClock())
+    app = create_app(bus, manage_bus=True)
+    async with asgi_client(app) as client, app.router.lifespan_context(app):
+        assert bus.running
+        live = await points(client, 1)
+    assert live["sampling"] is True
 
 
 @pytest.mark.parametrize("interval", [0, -5, 601, float("nan")])
@@ -168,7 +176,7 @@ async def test_a_store_outage_and_a_broken_store_are_no_5xx() -> None:
     bus = TaskBus(store=store, workers=1, shutdown_grace=1.0, clock=clock)
     register(bus)
     app = create_app(bus)
-    async with bus, app.router.lifespan_context(app), asgi_client(app) as client:
+    async with bus, asgi_client(app) as client:
         await bus.submit("h:ok", 0, delay=3600)
         await points(client, 1)
         store.down = True
