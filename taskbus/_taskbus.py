@@ -394,6 +394,47 @@ class TaskBus:
         failed ("fail") or run anyway ("run"). An unknown parent is
         `InvalidSubmission`.
         """
+        tracing = self._intake.tracing
+        if tracing is not None:
+            with tracing.submitting(task_type):
+                return await self._submit(
+                    task_type,
+                    input,
+                    priority,
+                    owner,
+                    metadata,
+                    delay,
+                    key,
+                    run_at,
+                    after,
+                    on_parent_failure,
+                )
+        return await self._submit(
+            task_type,
+            input,
+            priority,
+            owner,
+            metadata,
+            delay,
+            key,
+            run_at,
+            after,
+            on_parent_failure,
+        )
+
+    async def _submit(
+        self,
+        task_type: str,
+        input: Any,
+        priority: int | None,
+        owner: str | None,
+        metadata: dict[str, Any] | None,
+        delay: float | None,
+        key: str | None,
+        run_at: datetime | None,
+        after: Iterable[str | TaskHandle[Any]] | None,
+        on_parent_failure: ParentFailurePolicy,
+    ) -> TaskHandle[Any]:
         parents = None
         if after is not None or on_parent_failure != "cancel":  # not on the common path
             parents = check_after(after, on_parent_failure)
