@@ -24,8 +24,9 @@ exporters (without one, the API's spans are no-ops).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import Token
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - the message says what to instal
     raise ImportError("taskbus.otel needs OpenTelemetry: pip install 'taskbus[otel]'") from exc
 
 from ._states import TaskState
-from ._tracing import TRACE_KEYS, Interruption
+from ._tracing import Interruption
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,10 +101,13 @@ class _OtelTracing:
             }
         return self._producer(f"taskbus.submit {name}", kept)
 
-    def _producer(self, name: str, attributes: Any) -> AbstractContextManager[object]:
-        return self._tracer.start_as_current_span(
-            name, kind=SpanKind.PRODUCER, attributes=attributes
+    def _producer(
+        self, name: str, attributes: Any, context: Context | None = None
+    ) -> AbstractContextManager[object]:
+        span = self._tracer.start_span(
+            name, context, SpanKind.PRODUCER, attributes, set_status_on_exception=False
         )
+        return _Producing(span, context_api.attach(trace.set_span_in_context(span)))
 
     def firing(self, schedule: Schedule, fires_for: float) -> AbstractContextManager[object]:
         attributes = {
@@ -113,12 +117,7 @@ class _OtelTracing:
             "taskbus.schedule.id": schedule.id,
             "taskbus.schedule.fire_time": datetime.fromtimestamp(fires_for, UTC).isoformat(),
         }
-        return self._tracer.start_as_current_span(
-            f"taskbus.schedule {schedule.id}",
-            context=_ROOT,
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-        )
+        return self._producer(f"taskbus.schedule {schedule.id}", attributes, _ROOT)
 
     def inject(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         if not trace.get_current_span().get_span_context().is_valid:
@@ -147,8 +146,8 @@ class _OtelTracing:
 
     def failed(self, record: TaskRecord, exc: BaseException, retry_in: float | None) -> None:
         span = self._spans.get(record.id)
-        if span is None:  # a timeout, settled after its span ended (`interrupted`)
-            return
+        if span is None or not span.is_recording():  # None: a timeout, settled after
+            return  # its span ended (`interrupted`)
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         if retry_in is not None:
@@ -156,7 +155,7 @@ class _OtelTracing:
 
     def interrupted(self, record: TaskRecord, kind: Interruption, reason: str) -> None:
         span = self._spans.get(record.id)
-        if span is None:
+        if span is None or not span.is_recording():
             return
         if kind == "timeout":
             span.set_status(Status(StatusCode.ERROR, reason))
@@ -177,6 +176,36 @@ class _OtelTracing:
 _SENDING = {"messaging.system": "taskbus", "messaging.operation.type": "send"}
 
 
+class _Producing:
+    """A submit's (or a fire's) span, current until it ends; a refused submit's error.
+
+    Started when made, as ``start_as_current_span`` would, without its generator."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span, token: Token[Context]) -> None:
+        self._span = span
+        self._token = token
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span = self._span
+        try:
+            if exc is not None and isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end()
+        finally:
+            context_api.detach(self._token)
+
+
 class _Attempt:
     """The run span of one attempt, current from its start to its settled state.
 
@@ -195,11 +224,11 @@ class _Attempt:
         # Without a stored context the attempt starts a trace of its own, rather than
         # joining whatever span was current when the bus started.
         parent = _ROOT
-        if metadata is not None and "traceparent" in metadata:
-            carrier = {
-                key: metadata[key] for key in TRACE_KEYS if isinstance(metadata.get(key), str)
-            }
-            parent = _PROPAGATOR.extract(carrier)
+        if metadata is not None:
+            traceparent = metadata.get("traceparent")
+            if isinstance(traceparent, str):
+                tracestate = metadata.get("tracestate")
+                parent = _parent(traceparent, tracestate if isinstance(tracestate, str) else None)
         attributes: dict[str, str | int] = {
             "taskbus.task.id": record.id,
             "taskbus.task.type": record.type,
@@ -237,6 +266,16 @@ class _Attempt:
             span.end()
         finally:
             context_api.detach(self._token)
+
+
+@lru_cache(maxsize=1024)
+def _parent(traceparent: str, tracestate: str | None) -> Context:
+    """The context stored with a task, parsed once: the tasks of a batch share it, and
+    a retry has its first attempt's."""
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    return _PROPAGATOR.extract(carrier)
 
 
 def _run_in_context(carrier: dict[str, str], handler: Callable[..., Any], *args: Any) -> Any:
