@@ -17,7 +17,7 @@ run span is a trace's root (what it would cost to make a submit span always is t
 "span" case's cost, as that makes both).
 
 Three rounds (one with ``--quick``); the best of each counts. One JSON line per
-case: both throughputs, their ratio, the cost per task in µs (1/on − 1/off) and
+case: both throughputs, their ratio, the cost per task in µs (1/on - 1/off) and
 the spans exported (a batch processor drops what overflows its queue).
 """
 
