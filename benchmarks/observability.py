@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from _observed import WORKERS, calibrate, provider, run, workloads
 from _reference import emit, parser, rounded
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
 from taskbus import TaskBus
@@ -68,7 +69,9 @@ def main() -> None:
             caller.shutdown()
             traced, _ = provider("batch", sampler)
 
-            def observe(bus: TaskBus, traced: Any = traced) -> tuple[Any, CollectorRegistry]:
+            def observe(
+                bus: TaskBus, traced: TracerProvider = traced
+            ) -> tuple[Any, CollectorRegistry]:
                 trace(bus, tracer_provider=traced)
                 registry = CollectorRegistry()
                 return instrument(bus, registry), registry

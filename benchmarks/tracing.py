@@ -28,6 +28,7 @@ from functools import partial
 import anyio
 from _observed import WORKERS, calibrate, provider, run, workloads
 from _reference import emit, parser, rounded
+from opentelemetry.sdk.trace import TracerProvider
 
 from taskbus import TaskBus
 from taskbus.otel import instrument
@@ -57,12 +58,14 @@ def main() -> None:
         exported = 0
         for _ in range(rounds):
             reference, _ = provider(processor, sampler)
-            off.append(anyio.run(partial(run, load, caller=reference if caller == "span" else None)))
+            off.append(
+                anyio.run(partial(run, load, caller=reference if caller == "span" else None))
+            )
             reference.shutdown()
             traced, exporter = provider(processor, sampler)
 
-            def trace(bus: TaskBus, traced: object = traced) -> None:
-                instrument(bus, tracer_provider=traced)  # type: ignore[arg-type]
+            def trace(bus: TaskBus, traced: TracerProvider = traced) -> None:
+                instrument(bus, tracer_provider=traced)
 
             on.append(
                 anyio.run(
