@@ -17,8 +17,11 @@ run span is a trace's root (what it would cost to make a submit span always is t
 "span" case's cost, as that makes both).
 
 Three rounds (one with ``--quick``); the best of each counts. One JSON line per
-case: both throughputs, their ratio, the cost per task in µs (1/on - 1/off) and
-the spans exported (a batch processor drops what overflows its queue).
+case: both throughputs, their ratio, the cost per task in µs (1/on - 1/off), the
+process's CPU time per task on and off with their difference and ratio (other
+processes on a busy machine move these much less than the wall clock), and the
+spans exported, the caller's included (a batch processor drops what overflows
+its queue). ``--case NAME`` (repeatable) runs only those cases.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from __future__ import annotations
 from functools import partial
 
 import anyio
-from _observed import WORKERS, calibrate, provider, run, workloads
-from _reference import emit, parser, rounded
+from _observed import WORKERS, Best, calibrate, compare, provider, run, workloads
+from _reference import emit, parser
 from opentelemetry.sdk.trace import TracerProvider
 
 from taskbus import TaskBus
@@ -47,35 +50,37 @@ CASES = [
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    options = parser(__doc__)
+    options.add_argument(
+        "--case", action="append", choices=[case[0] for case in CASES], help="only these cases"
+    )
+    args = options.parse_args()
     rounds = 1 if args.quick else ROUNDS
     iterations = calibrate()
     loads = workloads(args.quick)
     for case, load_name, processor, sampler, caller in CASES:
+        if args.case and case not in args.case:
+            continue
         load = loads[load_name]
-        off: list[float] = []
-        on: list[float] = []
+        off, on = Best(), Best()
         exported = 0
         for _ in range(rounds):
             reference, _ = provider(processor, sampler)
-            off.append(
-                anyio.run(partial(run, load, caller=reference if caller == "span" else None))
-            )
+            off.add(anyio.run(partial(run, load, caller=reference if caller == "span" else None)))
             reference.shutdown()
             traced, exporter = provider(processor, sampler)
 
             def trace(bus: TaskBus, traced: TracerProvider = traced) -> None:
                 instrument(bus, tracer_provider=traced)
 
-            on.append(
+            on.add(
                 anyio.run(
                     partial(run, load, caller=traced if caller == "span" else None, setup=trace)
                 )
             )
             traced.shutdown()  # flushes a batch processor
             exported = exporter.exported
-        best_off, best_on = max(off), max(on)
-        ratio = best_on / best_off
+        figures = compare(on, off)
         emit(
             {
                 "bench": "tracing",
@@ -87,13 +92,11 @@ def main() -> None:
                 "caller": caller,
                 "tasks": load.tasks,
                 "workers": WORKERS,
-                "tasks_per_s": round(best_on),
-                "reference_tracing_off_tasks_per_s": round(best_off),
-                "ratio": rounded(ratio),
-                "cost_per_task_us": rounded((1 / best_on - 1 / best_off) * 1e6, 2),
+                **figures,
+                "reference_tracing_off_tasks_per_s": round(off.tasks_per_s),
                 "spans_exported": exported,
                 "target_ratio": TARGET_RATIO,
-                "meets_target": ratio >= TARGET_RATIO,
+                "meets_target": figures["ratio"] >= TARGET_RATIO,
             }
         )
 
