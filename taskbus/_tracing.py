@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from ._record import TaskRecord
-    from ._schedule import Schedule
 
 __all__ = ["TRACE_KEYS", "Interruption", "Tracing"]
 
@@ -33,8 +32,10 @@ class Tracing(Protocol):
         """Around one submit of task type `name` (None: a batch of `count` tasks): the
         context current inside is the one `inject` stores with each task."""
 
-    def firing(self, schedule: Schedule, fires_for: float) -> AbstractContextManager[object]:
-        """Around one fire of `schedule` (for the wall time `fires_for`): a trace of
+    def firing(
+        self, schedule_id: str, task_type: str, fires_for: float
+    ) -> AbstractContextManager[object]:
+        """Around one fire of a schedule (for the wall time `fires_for`): a trace of
         its own, whatever was current when the bus started."""
 
     def inject(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:

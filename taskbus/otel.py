@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._record import TaskRecord
-    from ._schedule import Schedule
     from ._taskbus import TaskBus
 
 __all__ = ["instrument"]
@@ -109,15 +108,17 @@ class _OtelTracing:
         )
         return _Producing(span, context_api.attach(trace.set_span_in_context(span)))
 
-    def firing(self, schedule: Schedule, fires_for: float) -> AbstractContextManager[object]:
+    def firing(
+        self, schedule_id: str, task_type: str, fires_for: float
+    ) -> AbstractContextManager[object]:
         attributes = {
             **_SENDING,
-            "messaging.destination.name": schedule.task_type,
-            "taskbus.task.type": schedule.task_type,
-            "taskbus.schedule.id": schedule.id,
+            "messaging.destination.name": task_type,
+            "taskbus.task.type": task_type,
+            "taskbus.schedule.id": schedule_id,
             "taskbus.schedule.fire_time": datetime.fromtimestamp(fires_for, UTC).isoformat(),
         }
-        return self._producer(f"taskbus.schedule {schedule.id}", attributes, _ROOT)
+        return self._producer(f"taskbus.schedule {schedule_id}", attributes, _ROOT)
 
     def inject(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         if not trace.get_current_span().get_span_context().is_valid:
