@@ -351,7 +351,7 @@ class Intake:
         items = list(items)
         if self.tracing is None:
             return await self._add_batch(items, priority, owner, metadata)
-        with self.tracing.submitting(None, len(items)):
+        with self.tracing.submitting(None, len(items)):  # one span for the batch
             return await self._add_batch(items, priority, owner, metadata)
 
     async def _add_batch(
