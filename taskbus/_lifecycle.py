@@ -38,6 +38,7 @@ from ._events import (
     TaskStarted,
     build_trusted,
 )
+from ._figures import Figures
 from ._input import InputQuestion
 from ._progress import ProgressDebouncer, estimate_remaining
 from ._record import TaskRecord, new_task_id
@@ -176,6 +177,8 @@ class Lifecycle:
         self.emit: Callable[[Event], None] = events.publish
         #: Told of each (debounced) progress report, for the attempt's span (`taskbus.otel`).
         self.tracing: Tracing | None = None
+        #: Counts attempts and outcomes, when metrics are on (`taskbus._figures`).
+        self.figures: Figures | None = None
         if self.log is not None:
             events.numbering = False
             self.log.deliver_events(self._logged)
@@ -259,6 +262,8 @@ class Lifecycle:
         record.attempt += 1
         record.started_at = self._now()
         record.run_clock = self._monotonic()
+        if self.figures is not None:
+            self.figures.started(record)
         record.not_before = record.waiting_for = None
         log_started(record)
         if publish and self.events.wants("task-started"):
@@ -303,6 +308,9 @@ class Lifecycle:
 
     async def retrying(self, record: TaskRecord, delay: float, info: ErrorInfo) -> None:
         now = self._requeue(record)
+        if self.figures is not None:
+            self.figures.stopped(record, now)
+            self.figures.retried(record, info.error_type.value)
         record.not_before = now + delay
         record.error = info
         event = None
@@ -342,7 +350,9 @@ class Lifecycle:
     async def handed_back(self, record: TaskRecord, reason: str) -> None:
         """Put a running task back in the store's queue, its attempt not counted (the
         bus is stopping; a durable store runs it again on the next start)."""
-        self._requeue(record)
+        now = self._requeue(record)
+        if self.figures is not None:
+            self.figures.stopped(record, now, counted=False)
         record.attempt -= 1
         record.started_at = record.run_clock = None
         if self.leases is not None:
@@ -355,6 +365,8 @@ class Lifecycle:
         """Move a running task to waiting for input, its question stored and its
         worker (and lease) let go; publish task-input-required."""
         self.debouncer.finish(record.id)
+        if self.figures is not None:
+            self.figures.stopped(record, self._now())
         start_waiting(record, question)
         event = input_required_event(record, question)
         log_waiting(record, question.key)
@@ -511,6 +523,8 @@ class Lifecycle:
         if self.asked_models:
             self.asked_models.pop(record.id, None)
         record.finished_at = self._now()
+        if self.figures is not None:
+            self.figures.stopped(record, record.finished_at)
         if self._finish_now is not None:
             self._finish_now(record)
         if announce:
@@ -532,6 +546,8 @@ class Lifecycle:
         """Wake the task's waiters, log its end, publish its final event."""
         self._wake(record.id)
         log_final(record)
+        if self.figures is not None:
+            self.figures.ended(record)
         if self.finals is not None:
             self.finals.add(record)
         if self.log is None:

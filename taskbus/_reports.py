@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import StoreError
 from ._states import TaskState
-from .stores._base import ReportsOutage, Store, StoreOutage, StoreStats
+from .stores._base import QUEUED_BY_PRIORITY, ReportsOutage, Store, StoreOutage, StoreStats
 
 __all__ = ["BusStats", "ShutdownReport", "StatsReader"]
 
@@ -34,7 +34,8 @@ class ShutdownReport(BaseModel):
 
 
 class BusStats(BaseModel):
-    """Counts by state and by type, plus the runtime's own gauges."""
+    """Counts by state and by type, queued tasks by type and priority, plus the
+    runtime's own gauges."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -42,6 +43,9 @@ class BusStats(BaseModel):
         description="Tasks by state; while the store cannot be reached, the last counts read."
     )
     by_type: dict[str, dict[TaskState, int]]
+    queued_by_priority: dict[str, dict[int, int]] = Field(
+        default_factory=dict, description=QUEUED_BY_PRIORITY
+    )
     workers: int
     running: int
     listener_errors: int

@@ -74,6 +74,12 @@ class BusRun:
         #: What the last stop did; None until a stop has shut the tasks down.
         self.report: ShutdownReport | None = None
 
+    def keep_running(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `task` from each start to its stop, beginning now if the bus runs."""
+        self._background += (task,)
+        if self._task_group is not None:
+            self._task_group.start_soon(task)
+
     async def start(self, retention: RetentionPolicy | None) -> None:
         """Open the store, recover what a previous run left, start the background tasks."""
         if self._exit_stack is not None:

@@ -670,13 +670,15 @@ class TaskBus:
         return [record.snapshot() for record in await self.store.list(query)]
 
     async def stats(self) -> BusStats:
-        """Counts by state and by type. While the store cannot be reached (Redis down),
+        """Counts by state and by type, and the queued tasks by type and priority
+        (`BusStats.queued_by_priority`). While the store cannot be reached (Redis down),
         `BusStats.store_outage` says since when and why, and the counts are the last
         ones read."""
         counts, outage = await self._stats.read()
         return BusStats(
             by_state=counts.by_state,
             by_type=counts.by_type,
+            queued_by_priority=counts.queued_by_priority,
             workers=self.executor.workers,
             running=len(self.executor.running_ids),
             listener_errors=self.events.listener_errors,

@@ -17,6 +17,8 @@
   retries are span events; a failed attempt records its exception and status
   ERROR; a cancel or timeout is an event (a timeout also ERROR).
 
+`instrument_metrics(bus)` exports the bus's figures as OpenTelemetry metrics.
+
 Only ``opentelemetry-api`` is needed here; the application chooses the SDK and
 exporters (without one, the API's spans are no-ops).
 """
@@ -32,13 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import context as context_api
-    from opentelemetry import trace
+    from opentelemetry import metrics, trace
     from opentelemetry.context import Context
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - the message says what to install
     raise ImportError("taskbus.otel needs OpenTelemetry: pip install 'taskbus[otel]'") from exc
 
+from ._otel_metrics import OtelMetrics
 from ._states import TaskState
 from ._tracing import Interruption
 
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
     from ._record import TaskRecord
     from ._taskbus import TaskBus
 
-__all__ = ["instrument"]
+__all__ = ["OtelMetrics", "instrument", "instrument_metrics"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _VERSION = "0.1.0"
@@ -286,3 +290,16 @@ def _run_in_context(carrier: dict[str, str], handler: Callable[..., Any], *args:
         return handler(*args)
     finally:
         context_api.detach(token)
+
+
+def instrument_metrics(
+    bus: TaskBus, *, meter_provider: MeterProvider | None = None, stats_interval: float = 10.0
+) -> OtelMetrics:
+    """Export `bus`'s figures (those `taskbus.metrics` gives Prometheus) as
+    OpenTelemetry metrics, through `meter_provider` (the global one when None).
+    The store's counts are read every `stats_interval` seconds while the bus runs;
+    ``close()`` stops exporting."""
+    meter = metrics.get_meter("taskbus", _VERSION, meter_provider)
+    exported = OtelMetrics(bus, meter, stats_interval=stats_interval)
+    bus._run.keep_running(exported.keep_refreshing)
+    return exported

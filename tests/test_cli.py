@@ -47,7 +47,7 @@ from taskbus.integrations._cli_client import (
     SseMessage,
     SseParser,
 )
-from taskbus.integrations._cli_views import schema_summary, snapshot_table
+from taskbus.integrations._cli_views import schema_summary, snapshot_table, stats_table
 from taskbus.integrations.cli import TaskBar, app
 from taskbus.integrations.cli import _report_final as report_final
 from taskbus.integrations.cli import _report_snapshot as report_snapshot
@@ -459,6 +459,30 @@ def test_show_prints_a_snapshot_with_user_text_as_is() -> None:
         "failed",
     ):
         assert expected in text
+
+
+def test_stats_show_the_queued_by_priority_most_urgent_first() -> None:
+    counts = {
+        "by_state": {"queued": 4, "completed": 1},
+        "by_type": {"mail:[b]send[/b]": {"queued": 3, "completed": 1}, "jobs": {"queued": 1}},
+        "queued_by_priority": {"mail:[b]send[/b]": {"2": 1, "10": 2}, "jobs": {"5": 1}},
+        "store_outage": None,
+    }
+    console = Console(record=True, width=200)
+    console.print(stats_table(counts, "stats at [red]x[/red]"))
+    lines = console.export_text().splitlines()
+    assert "stats at [red]x[/red]" in lines[0]
+    rows = {cells[0]: cells[1:] for cells in map(_cells, lines) if cells}
+    assert rows["type"][-1] == "queued by priority"
+    assert rows["mail:[b]send[/b]"] == ["3", "0", "0", "1", "0", "0", "p10 2  p2 1"]
+    assert rows["jobs"][-1] == "p5 1"
+    assert rows["all"] == ["4", "0", "0", "1", "0", "0", ""]
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one row of a rich table (none for a rule or the title)."""
+    separator = "│" if "│" in line else "┃"
+    return [cell.strip() for cell in line.split(separator)[1:-1]]
 
 
 def test_types_summarise_input_schemas() -> None:

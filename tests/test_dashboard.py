@@ -146,7 +146,8 @@ def server_url() -> Iterator[str]:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with bus:
+        # The mounted app's own lifespan samples the live view's figures.
+        async with bus, api.router.lifespan_context(api):
             yield
 
     with serve(Starlette(routes=[Mount("/jobs", app=api)], lifespan=lifespan)) as url:
@@ -229,6 +230,7 @@ def test_dashboard_submits_follows_and_cancels(
     expect(page.locator("tbody#tasks tr")).to_have_count(2)
     expect(page.locator(f'tr[data-task-id="{bobs.json()["id"]}"]')).to_have_count(0)
     expect(page.locator("#owner-filter")).to_be_hidden()  # an owner, not an administrator
+    expect(page.locator("#activity")).to_be_hidden()  # aggregate figures: not for an owner
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     # Without a token the page says how to get in.
@@ -260,6 +262,10 @@ def test_an_administrator_sees_every_owner_and_filters_by_owner(
     expect(bobs).to_be_visible()
     page.fill("#owner-filter", "")
     expect(alices).to_be_visible()
+    # An administrator sees the live view, sampled by the mounted app's lifespan.
+    expect(page.locator("#activity")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#spark-completed")).to_have_attribute("data-value", "2", timeout=WAIT_MS)
+    expect(page.locator("#activity-note")).to_be_empty()
     page.close()
 
 
@@ -309,6 +315,64 @@ def test_dashboard_shows_which_worker_runs_a_task_on_a_shared_store(
         row.locator(".cancel").click()
         expect(row.locator(".state")).to_have_text("cancelled", timeout=WAIT_MS)
         expect(row.locator(".worker")).to_have_text("")
+        page.close()
+
+
+def test_the_live_view_shows_throughput_queue_depth_and_failures(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """After 5 completed, 2 failed and 3 queued for an hour, the panel's figures say so,
+    its sparklines have drawn them, and a narrow window stacks the three."""
+    bus = make_seeded_bus()
+    with serve(create_app(bus, manage_bus=True, stats_interval=0.2)) as url:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{url}/")
+        expect(page.locator("#activity")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#activity-window")).to_have_text("10 minutes")
+        runs: list[tuple[str, dict[str, int], int | None]] = [
+            ("ui:steps", {"steps": 0, "delay": 0}, None)
+        ] * 5
+        runs += [("ui:fail", {"seconds": 1}, None)] * 2
+        runs += [("ui:wait", {"seconds": 1}, 3600)] * 3
+        for task_type, task_input, delay in runs:
+            body = {"type": task_type, "input": task_input, "delay": delay}
+            answer = httpx.post(f"{url}/tasks", json=body)
+            assert answer.status_code == 202, answer.text
+        completed, failed, queued = (
+            page.locator(f"#spark-{name}") for name in ("completed", "failed", "queued")
+        )
+        expect(completed).to_have_attribute("data-value", "5", timeout=WAIT_MS)
+        expect(failed).to_have_attribute("data-value", "2", timeout=WAIT_MS)
+        expect(queued).to_have_attribute("data-value", "3", timeout=WAIT_MS)
+        expect(completed.locator(".now")).to_have_text("5")
+        expect(failed.locator(".now")).to_have_text("2")
+        expect(queued.locator(".now")).to_have_text("3")
+        expect(queued.locator(".sub")).to_have_text("0 running")
+        expect(completed.locator("svg")).to_have_attribute(
+            "aria-label", re.compile(r"5 in the last minute$")
+        )
+        expect(failed.locator("svg")).to_have_attribute(
+            "aria-label", re.compile(r"2 in the last minute$")
+        )
+        assert completed.locator("svg rect").count() >= 1
+        assert failed.locator("svg rect").count() >= 1
+        path = queued.locator("svg path").get_attribute("d") or ""
+        assert path.startswith("M"), path
+        expect(page.locator("#activity-note")).to_be_empty()
+        page.locator("#activity").screenshot(path=str(tmp_path / "live-view.png"))
+
+        # Narrow: the three stack, and nothing scrolls sideways.
+        page.set_viewport_size({"width": 380, "height": 760})
+        fits = "document.documentElement.scrollWidth <= window.innerWidth"
+        assert page.evaluate(fits), page.evaluate("document.documentElement.scrollWidth")
+        boxes = [each.bounding_box() for each in (completed, queued, failed)]
+        assert all(box is not None for box in boxes)
+        tops = [box["y"] for box in boxes if box is not None]
+        assert tops == sorted(tops) and len(set(tops)) == 3, tops
+        page.locator("#activity").screenshot(path=str(tmp_path / "live-view-narrow.png"))
+        assert console_errors == []
         page.close()
 
 

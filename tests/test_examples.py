@@ -87,6 +87,13 @@ EXPECTED: dict[str, list[str]] = {
         "taskbus_task_run_seconds_count {'type': 'images:thumbnail'} 6",
         "taskbus_tasks {'state': 'completed', 'type': 'images:thumbnail'} 4",
     ],
+    "otel_metrics.py": [
+        "{'error.type': '', 'outcome': 'completed', 'type': 'images:thumbnail'} 4",
+        "{'error.type': 'fatal', 'outcome': 'failed', 'type': 'images:thumbnail'} 1",
+        "taskbus.task.retries {'error.type': 'retryable', 'type': 'images:thumbnail'} 1",
+        "taskbus.task.run {'type': 'images:thumbnail'} 6",
+        "taskbus.tasks {'state': 'completed', 'type': 'images:thumbnail'} 4",
+    ],
     "run_at.py": [
         "weekly is queued until",
         "overdue ran at once: True",

@@ -7,6 +7,7 @@ count of progress events dropped from slow subscriptions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from taskbus._bus import EventBus
 from taskbus.integrations.http import create_app
 from taskbus.metrics import BusMetrics, instrument
 from taskbus.stores import Store
+from taskbus.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -217,7 +219,7 @@ async def test_an_app_without_metrics_has_no_route() -> None:
     assert "/metrics" not in doc["paths"]
 
 
-async def test_a_listener_error_and_a_closed_metrics_object() -> None:
+async def test_a_listener_error_is_counted_and_a_closed_metrics_object_exports_nothing() -> None:
     bus = TaskBus(workers=1)
     register(bus)
     registry = CollectorRegistry()
@@ -228,19 +230,162 @@ async def test_a_listener_error_and_a_closed_metrics_object() -> None:
 
     bus.on("task-completed", broken)
     async with bus:
-        handle = await bus.submit("m:ok", {"n": 1})
-        await bus.wait(handle.id, timeout=WAIT)
+        for n in (1, 2):
+            handle = await bus.submit("m:ok", {"n": n})
+            await bus.wait(handle.id, timeout=WAIT)
+        found = samples(generate_latest(registry).decode())
         metrics.close()
-        again = await bus.submit("m:ok", {"n": 2})
-        await bus.wait(again.id, timeout=WAIT)
-        text = generate_latest(registry).decode()
-    found = samples(text)
+        metrics.close()  # twice is harmless
+        after = generate_latest(registry).decode()
     assert found[("taskbus_listener_errors_total", ())] == 2
     key = (
         "taskbus_task_outcomes_total",
         (("error_type", ""), ("outcome", "completed"), ("type", "m:ok")),
     )
+    assert found[key] == 2
+    assert "taskbus_" not in after
+
+
+async def test_metrics_count_without_building_a_single_event() -> None:
+    bus = TaskBus(workers=1)
+    register(bus)
+    registry = CollectorRegistry()
+    instrument(bus, registry)
+    built: list[str] = []
+    original = bus.events.publish
+
+    def publish(event: Any) -> None:
+        built.append(event.name)
+        original(event)
+
+    bus.events.publish = publish  # type: ignore[method-assign]
+    async with bus:
+        handle = await bus.submit("m:ok", {"n": 1})
+        await bus.wait(handle.id, timeout=WAIT)
+        found = samples(generate_latest(registry).decode())
+    assert built == []
+    key = (
+        "taskbus_task_outcomes_total",
+        (("error_type", ""), ("outcome", "completed"), ("type", "m:ok")),
+    )
     assert found[key] == 1
+
+
+def outcome_totals(found: Samples) -> dict[tuple[str, str], float]:
+    """Outcomes by (type, outcome), summed over error types."""
+    totals: dict[tuple[str, str], float] = {}
+    for (name, labels), value in found.items():
+        if name == "taskbus_task_outcomes_total":
+            by = dict(labels)
+            key = (by["type"], by["outcome"])
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+async def test_tasks_that_end_without_starting_are_counted_once(store: Store | str) -> None:
+    bus = TaskBus(store=store, workers=2, shutdown_grace=1.0)
+    register(bus)
+    registry = CollectorRegistry()
+    instrument(bus, registry)
+    async with bus:
+        later = await bus.submit("m:ok", {"n": 1}, delay=3600)
+        await bus.cancel(later.id)
+        parent = await bus.submit("m:bad", {"n": 0})
+        child = await bus.submit("m:ok", {"n": 2}, after=[parent], on_parent_failure="fail")
+        for task_id in (later.id, parent.id, child.id):
+            await bus.wait(task_id, timeout=WAIT)
+        found = samples(generate_latest(registry).decode())
+    assert outcome_totals(found) == {
+        ("m:ok", "cancelled"): 1,
+        ("m:ok", "failed"): 1,
+        ("m:bad", "failed"): 1,
+    }
+    # Only the parent ran: one run time, one wait time.
+    assert found[("taskbus_task_run_seconds_count", (("type", "m:bad"),))] == 1
+    assert ("taskbus_task_run_seconds_count", (("type", "m:ok"),)) not in found
+    assert ("taskbus_running", (("type", "m:ok"),)) not in found
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_task_cancelled_while_queued_is_counted_by_the_process_that_cancelled_it(
+    tmp_path: Path, kind: str
+) -> None:
+    submitter, worker = (
+        TaskBus(store=STORES[kind](tmp_path), workers=1, shutdown_grace=1.0) for _ in range(2)
+    )
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    for bus, registry in zip((submitter, worker), registries, strict=True):
+        register(bus)
+        instrument(bus, registry)
+    async with submitter, worker:
+        later = await submitter.submit("m:ok", {"n": 1}, delay=3600)
+        await submitter.cancel(later.id)
+        await worker.wait(later.id, timeout=WAIT)  # the worker hears it end
+        texts = [generate_latest(registry).decode() for registry in registries]
+    assert outcome_totals(samples(texts[0])) == {("m:ok", "cancelled"): 1}
+    assert outcome_totals(samples(texts[1])) == {}
+
+
+async def test_the_queue_depth_by_type_and_priority(store: Store | str) -> None:
+    bus = TaskBus(store=store, workers=1, shutdown_grace=1.0)
+    register(bus)
+    metrics = instrument(bus, CollectorRegistry())
+    async with bus:
+        for priority in (9, 9, 2):
+            await bus.submit("m:ok", {"n": priority}, priority=priority, delay=3600)
+        await bus.submit("m:bad", {"n": 1}, priority=5, delay=3600)
+        await metrics.refresh()
+        found = samples(generate_latest(metrics.registry).decode())
+        for task in await bus.list(limit=10):
+            await bus.cancel(task.id)
+    queued = {
+        (dict(labels)["type"], dict(labels)["priority"]): value
+        for (name, labels), value in found.items()
+        if name == "taskbus_queued"
+    }
+    assert queued == {("m:ok", "9"): 2, ("m:ok", "2"): 1, ("m:bad", "5"): 1}
+
+
+async def test_a_delayed_task_waits_from_its_not_before_time() -> None:
+    clock = FakeClock(start=time.time())
+    bus = TaskBus(workers=1, clock=clock)
+    register(bus)
+    registry = CollectorRegistry()
+    instrument(bus, registry)
+    async with bus:
+        handle = await bus.submit("m:ok", {"n": 1}, delay=60)
+        clock.advance(60)
+        await bus.wait(handle.id, timeout=WAIT)
+        found = samples(generate_latest(registry).decode())
+    assert found[("taskbus_task_wait_seconds_count", (("type", "m:ok"),))] == 1
+    assert found[("taskbus_task_wait_seconds_sum", (("type", "m:ok"),))] == 0.0
+
+
+async def test_a_task_waiting_for_input_holds_no_running_attempt() -> None:
+    bus = TaskBus(workers=1)
+    asked = anyio.Event()
+
+    @bus.task("m:ask")
+    async def ask(ctx: TaskContext) -> str:
+        answer: str = await ctx.ask("name?", model=str)
+        return answer
+
+    bus.on("task-input-required", lambda event: asked.set())
+    registry = CollectorRegistry()
+    instrument(bus, registry)
+    async with bus:
+        handle = await bus.submit("m:ask")
+        with anyio.fail_after(WAIT):
+            await asked.wait()
+        waiting = samples(generate_latest(registry).decode())
+        await bus.respond(handle.id, "ada")
+        await bus.wait(handle.id, timeout=WAIT)
+        done = samples(generate_latest(registry).decode())
+    run_count = ("taskbus_task_run_seconds_count", (("type", "m:ask"),))
+    assert ("taskbus_running", (("type", "m:ask"),)) not in waiting
+    assert waiting[run_count] == 1  # the attempt that asked
+    assert done[run_count] == 2  # and the one that ran again with the answer
+    assert outcome_totals(done) == {("m:ask", "completed"): 1}
 
 
 def _progress(percent: float) -> TaskProgress:

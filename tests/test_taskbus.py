@@ -246,6 +246,25 @@ async def test_list_and_stats(make_bus: MakeBus) -> None:
     assert stats.running == 0 and stats.workers == 2
 
 
+async def test_stats_count_the_queued_by_type_and_priority(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    register_build(bus)
+
+    @bus.task("mail:send", priority=3)
+    async def send(ctx: TaskContext) -> None:
+        return None
+
+    async with bus:
+        for year in (1, 2):
+            await bus.submit("reports:build", {"year": year}, priority=8, delay=3600)
+        await send.submit(delay=3600)  # at the type's priority
+        await bus.submit("mail:send", priority=10, delay=3600)
+        await (await send.submit()).wait(timeout=5)
+        stats = await bus.stats()
+    assert stats.queued_by_priority == {"reports:build": {8: 2}, "mail:send": {3: 1, 10: 1}}
+    assert stats.by_state == {TaskState.QUEUED: 4, TaskState.COMPLETED: 1}
+
+
 class FlakyStatsStore(MemoryStore):
     """A memory store whose counts cannot be read while `down` is set."""
 

@@ -1,7 +1,7 @@
-"""Rich tables of the ``taskbus types``, ``show`` and ``list`` commands.
+"""Rich tables of the ``taskbus types``, ``show``, ``list`` and ``stats`` commands.
 
 They render the HTTP API's JSON (``GET /types``, ``GET /tasks/{id}``, ``GET
-/tasks``). Every value that comes from a user (types, descriptions, inputs,
+/tasks``, ``GET /stats``). Every value that comes from a user (types, descriptions, inputs,
 results, messages, errors) goes in as a `rich.text.Text`, so no markup or emoji
 code in it is ever interpreted.
 """
@@ -15,7 +15,11 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["schema_summary", "snapshot_table", "tasks_table", "types_table"]
+from taskbus import TaskState
+
+__all__ = ["schema_summary", "snapshot_table", "stats_table", "tasks_table", "types_table"]
+
+_STATES = tuple(state.value for state in TaskState)
 
 
 def schema_summary(schema: Any) -> str:
@@ -156,3 +160,28 @@ def tasks_table(items: list[dict[str, Any]], title: str) -> Table:
             str(snap.get("created_at", ""))[:19].replace("T", " "),
         )
     return table
+
+
+def stats_table(counts: dict[str, Any], title: str) -> Table:
+    """Tasks of each type by state, then every type's; the queued ones by priority,
+    most urgent first (``p9 2`` is two tasks queued at priority 9)."""
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("type", no_wrap=True)
+    for state in _STATES:
+        table.add_column(state, justify="right")
+    table.add_column("queued by priority")
+    levels = counts.get("queued_by_priority") or {}
+    for name, by_state in sorted((counts.get("by_type") or {}).items()):
+        table.add_row(
+            Text(name),
+            *(str(by_state.get(state, 0)) for state in _STATES),
+            _levels(levels.get(name)),
+        )
+    total = counts.get("by_state") or {}
+    table.add_row("[bold]all[/bold]", *(str(total.get(state, 0)) for state in _STATES), "")
+    return table
+
+
+def _levels(counts: dict[str, int] | None) -> str:
+    ordered = sorted((counts or {}).items(), key=lambda item: -int(item[0]))
+    return "  ".join(f"p{priority} {count}" for priority, count in ordered)

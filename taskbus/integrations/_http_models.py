@@ -6,6 +6,7 @@ The request body (`SubmitBody`) lives with the parsing in `_http_input`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +19,9 @@ __all__ = [
     "ErrorAnswer",
     "ErrorDetail",
     "Health",
+    "HistoryPoint",
     "StatsAnswer",
+    "StatsHistoryAnswer",
     "SubmitAnswer",
     "TaskPage",
     "TypeInfo",
@@ -75,11 +78,47 @@ class StatsAnswer(_Answer):
 
     by_state: dict[TaskState, int]
     by_type: dict[str, dict[TaskState, int]]
+    queued_by_priority: dict[str, dict[int, int]] = Field(
+        default_factory=dict,
+        description="Queued tasks by type, then by priority (10 most urgent ... 1), "
+        "non-zero counts only; queued includes tasks delayed, retrying later, waiting for "
+        "their parents or a rate window. With auth, the caller's own tasks.",
+    )
     store_outage: StoreOutage | None = Field(
         default=None,
         description="Set while the store cannot be reached (the counts are then the last "
         "ones read); always null with auth.",
     )
+
+
+class HistoryPoint(_Answer):
+    """One point of ``GET /stats/history``: the finals since the previous point, and
+    the queue at this one. Finals are counted in every process that shares the store."""
+
+    timestamp: datetime = Field(description="When the point was taken (UTC).")
+    completed: int = Field(description="Tasks that completed since the previous point.")
+    failed: int = Field(description="Tasks that failed since the previous point.")
+    cancelled: int = Field(description="Tasks cancelled since the previous point.")
+    queued: int | None = Field(
+        description="Tasks queued (the queue depth) at this point; null: not read (a gap)."
+    )
+    running: int | None = Field(description="Tasks running at this point; null: not read.")
+    store_outage: bool = Field(
+        description="The store could not be reached: queued and running are the last counts read."
+    )
+
+
+class StatsHistoryAnswer(_Answer):
+    """``GET /stats/history``: the last minutes of figures, one point per interval, oldest
+    first (with auth, an administrator only)."""
+
+    interval: float = Field(description="Seconds between two points.")
+    window: float = Field(description="Seconds of history kept.")
+    sampling: bool = Field(
+        description="Whether points are being taken: false while the app's lifespan does "
+        "not run (a mounted app whose host does not enter it)."
+    )
+    points: list[HistoryPoint]
 
 
 class TypeInfo(_Answer):

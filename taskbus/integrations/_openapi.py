@@ -39,6 +39,7 @@ from ._http_models import (
     ErrorAnswer,
     Health,
     StatsAnswer,
+    StatsHistoryAnswer,
     SubmitAnswer,
     TaskPage,
     TypeInfo,
@@ -57,7 +58,7 @@ _ERRORS = {
     "409": "The task cannot be retried: it is queued, running, waiting or completed "
     "(`not_retryable`), or its type is no longer registered (`unknown_task_type`); or "
     "it waits for no input (it never asked, was answered, or finished: `not_waiting`).",
-    "403": "Only an administrator may read the metrics.",
+    "403": "Only an administrator may read the metrics and the stats history.",
     "413": "The body is larger than the app's `max_body`.",
     "422": "The body or the task's input does not validate (pydantic's errors in details).",
     "503": "The bus is not running.",
@@ -82,6 +83,7 @@ def openapi_document(
         ("page", "serialization", TaskPage),
         ("cancelled", "serialization", CancelAnswer),
         ("stats", "serialization", StatsAnswer),
+        ("stats_history", "serialization", StatsHistoryAnswer),
         ("types", "serialization", list[TypeInfo]),
         ("health", "serialization", Health),
         ("me", "serialization", CallerAnswer),
@@ -290,6 +292,15 @@ def _paths(
         "/stats": {
             "get": _operation(
                 "Counts by state and type", {"200": _json(ref["stats"], "Counts.")}, guard, ref
+            )
+        },
+        "/stats/history": {
+            "get": _operation(
+                "The last ten minutes of figures: finals per interval (every process on "
+                "the store), queue depth and running (an administrator's, with auth)",
+                {"200": _json(ref["stats_history"], "Points, oldest first.")},
+                [*guard, "403"] if auth else [],
+                ref,
             )
         },
         "/types": {

@@ -51,7 +51,6 @@ try:
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import Progress
-    from rich.table import Table
     from rich.text import Text
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise SystemExit(
@@ -78,7 +77,6 @@ from taskbus import (
     TaskProgress,
     TaskRetrying,
     TaskStarted,
-    TaskState,
     __version__,
 )
 from taskbus.integrations._cli_logging import LogFormat, LogLevel, configure_logging
@@ -873,22 +871,15 @@ def stats(
     url: Annotated[str, URL_OPTION] = DEFAULT_URL,
     token: Annotated[str | None, TOKEN_OPTION] = None,
 ) -> None:
-    """Task counts by state and by type."""
+    """Task counts by state and by type, and the queued ones by priority."""
+    from taskbus.integrations._cli_views import stats_table
+
     console = _console()
 
     def action() -> None:
         with _client(url, token) as client:
             counts = client.stats()
-        states = [state.value for state in TaskState]
-        table = Table(title=f"taskbus stats at {url}", title_justify="left")
-        table.add_column("type", no_wrap=True)
-        for state in states:
-            table.add_column(state, justify="right")
-        for name, by_state in sorted(counts.get("by_type", {}).items()):
-            table.add_row(escape(name), *(str(by_state.get(state, 0)) for state in states))
-        total = counts.get("by_state", {})
-        table.add_row("[bold]all[/bold]", *(str(total.get(state, 0)) for state in states))
-        console.print(table)
+        console.print(stats_table(counts, f"taskbus stats at {url}"))
 
     _run_client(action)
 

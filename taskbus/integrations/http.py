@@ -6,7 +6,8 @@ once), ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``POST /tasks/{id}/retry``
 cannot be), ``POST /tasks/{id}/input`` (answer a task waiting for input: 409 if
 it waits for none, 422 for an answer that does not fit), ``GET /tasks`` (paged;
 ``dead_letter=true``: failed tasks only),
-``GET /stats``, ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
+``GET /stats``, ``GET /stats/history`` (the last ten minutes of throughput, failures
+and queue depth, one point per `stats_interval`), ``GET /types``, ``GET /me``, ``GET /healthz``, ``GET /events`` (server-sent
 events, filterable and resumable with ``Last-Event-ID``; with ``task_id`` it
 ends after that task's final event), ``GET /openapi.json`` (the OpenAPI 3.1
 document, built from the models in `_http_models` and the registered types by
@@ -80,6 +81,7 @@ from ._http_errors import (
     error_response,
     pydantic_details,
 )
+from ._http_history import DEFAULT_STATS_INTERVAL, HistoryRoute, StatsHistory
 from ._http_input import (
     MAX_NAME_LENGTH,
     decode_cursor,
@@ -365,11 +367,15 @@ class _Api:
         if caller is None or caller.admin:
             stats = await self.bus.stats()
             answer = StatsAnswer(
-                by_state=stats.by_state, by_type=stats.by_type, store_outage=stats.store_outage
+                by_state=stats.by_state,
+                by_type=stats.by_type,
+                queued_by_priority=stats.queued_by_priority,
+                store_outage=stats.store_outage,
             )
             return JsonAnswer(answer.model_dump(mode="json"))
         by_state: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
+        queued: dict[str, dict[int, int]] = {}
         offset, page = 0, 10_000
         while True:
             found = await self.bus.list(owner=caller.owner, limit=page, offset=offset)
@@ -378,10 +384,15 @@ class _Api:
                 by_state[state] = by_state.get(state, 0) + 1
                 counts = by_type.setdefault(snapshot.type, {})
                 counts[state] = counts.get(state, 0) + 1
+                if snapshot.state is TaskState.QUEUED:
+                    levels = queued.setdefault(snapshot.type, {})
+                    levels[snapshot.priority] = levels.get(snapshot.priority, 0) + 1
             if len(found) < page:
                 break
             offset += page
-        answer = StatsAnswer.model_validate({"by_state": by_state, "by_type": by_type})
+        answer = StatsAnswer.model_validate(
+            {"by_state": by_state, "by_type": by_type, "queued_by_priority": queued}
+        )
         return JsonAnswer(answer.model_dump(mode="json"))
 
     async def types(self, request: Request) -> Response:
@@ -534,6 +545,7 @@ def create_app(
     dashboard: bool = True,
     cors_origins: Sequence[str] | None = None,
     metrics: BusMetrics | bool | None = None,
+    stats_interval: float = DEFAULT_STATS_INTERVAL,
 ) -> Starlette:
     """The HTTP API (and dashboard) over `bus`, as a Starlette app (see the module doc).
 
@@ -545,6 +557,10 @@ def create_app(
     ``GET /metrics`` serves Prometheus figures: `metrics` given (see
     `taskbus.metrics.instrument`), or by default new ones when ``taskbus[prometheus]``
     is installed; ``metrics=False`` leaves the route out.
+
+    ``GET /stats/history`` keeps one point every `stats_interval` seconds of the bus's
+    clock, taken while the app's lifespan runs: an app mounted in another enters it
+    from the host's lifespan (``async with bus, app.router.lifespan_context(app):``).
     """
     if auth is not None and tokens is not None:
         raise ValueError("give auth or tokens, not both")
@@ -560,6 +576,7 @@ def create_app(
         client_bytes=max(event_history_bytes, DEFAULT_HISTORY_BYTES),
     )
     bus.on("*", history)
+    stats_history = StatsHistory(bus, stats_interval)
     served_metrics = app_metrics(bus, metrics)
     api = _Api(bus, auth, max_body, history, dashboard, served_metrics is not None)
     schedules = ScheduleRoutes(bus, api.caller, max_body)
@@ -569,6 +586,7 @@ def create_app(
         _route("/tasks/{task_id}/retry", POST=api.retry_task),
         _route("/tasks/{task_id}/input", POST=api.answer_task),
         _route("/stats", GET=api.stats),
+        _route("/stats/history", GET=HistoryRoute(stats_history, api.caller).get),
         _route("/types", GET=api.types),
         _route("/me", GET=api.me),
         _route("/healthz", GET=api.healthz),
@@ -589,10 +607,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_bus:
-            async with bus:
+            async with bus, stats_history.run():
                 yield
         else:
-            yield
+            async with stats_history.run():
+                yield
 
     return Starlette(
         routes=routes,

@@ -17,6 +17,7 @@ from .._schedule import Schedule
 from .._states import TaskState
 
 __all__ = [
+    "QUEUED_BY_PRIORITY",
     "CorruptRecord",
     "EventBroker",
     "FinalStateWatcher",
@@ -136,13 +137,25 @@ def batch_of(record: TaskRecord) -> str | None:
     return batch_id if isinstance(batch_id, str) else None
 
 
+#: `StoreStats.queued_by_priority` and `BusStats.queued_by_priority`, described once.
+QUEUED_BY_PRIORITY = (
+    "Queued tasks by type, then by priority (10 most urgent ... 1): type -> priority -> "
+    "count, non-zero counts only. Queued is the state: tasks delayed, retrying later, "
+    "waiting for their parents or for a rate window are counted; running, waiting for "
+    "input and final tasks are not."
+)
+
+
 class StoreStats(BaseModel):
-    """Task counts by state and by type."""
+    """Task counts by state and by type, and the queued ones by type and priority."""
 
     model_config = ConfigDict(frozen=True)
 
     by_state: dict[TaskState, int] = Field(default_factory=dict)
     by_type: dict[str, dict[TaskState, int]] = Field(default_factory=dict)
+    queued_by_priority: dict[str, dict[int, int]] = Field(
+        default_factory=dict, description=QUEUED_BY_PRIORITY
+    )
 
     @property
     def total(self) -> int:

@@ -8,6 +8,9 @@ Keys (``P`` is the store's prefix, ``"taskbus:"`` by default):
 - ``P all``, ``P s:<state>``: ids by creation time (all, and by state);
 - ``P fin``: final tasks by finish time (purging);
 - ``P n``: counts, ``<state>:<type>`` -> tasks (stats, per-type limits);
+- ``P nq``: queued tasks by priority, ``<priority>:<type>`` -> tasks (stats),
+  and ``_all`` once it counts every queued task (`_redis_counts` recounts it
+  when that is missing: a store written by a taskbus that did not keep it);
 - ``P q:<type>:<priority>``: ready queued tasks by queued_at, members
   ``<seq, 16 digits>|<id>`` (FIFO, then insertion); ``P qt``: type -> ready
   count; ``P delayed``: queued tasks with a not-before time, by it (moved into
@@ -70,9 +73,10 @@ local function ready_key(r)
   return P .. 'q:' .. r.type .. ':' .. r.priority
 end
 
-local function count(field, by)
-  local n = redis.call('HINCRBY', P .. 'n', field, by)
-  if n <= 0 then redis.call('HDEL', P .. 'n', field) end
+local function count(field, by, key)
+  key = key or (P .. 'n')
+  local n = redis.call('HINCRBY', key, field, by)
+  if n <= 0 then redis.call('HDEL', key, field) end
 end
 
 -- Every index but 'all', which only DELETE leaves (a task keeps its creation time).
@@ -80,6 +84,7 @@ local function unindex(id, r)
   redis.call('ZREM', P .. 's:' .. r.state, id)
   count(r.state .. ':' .. r.type, -1)
   if r.state == 'queued' then
+    count(r.priority .. ':' .. r.type, -1, P .. 'nq')
     if redis.call('ZREM', ready_key(r), member(id, r)) == 1 then
       if redis.call('HINCRBY', P .. 'qt', r.type, -1) <= 0 then
         redis.call('HDEL', P .. 'qt', r.type)
@@ -100,6 +105,7 @@ local function index(id, r)
   redis.call('ZADD', P .. 's:' .. r.state, r.created_at, id)
   count(r.state .. ':' .. r.type, 1)
   if r.state == 'queued' then
+    count(r.priority .. ':' .. r.type, 1, P .. 'nq')
     if r.not_before then
       redis.call('ZADD', P .. 'delayed', r.not_before, id)
     else

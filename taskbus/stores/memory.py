@@ -113,10 +113,17 @@ class MemoryStore(MemorySchedules):
         by_type: defaultdict[str, defaultdict[TaskState, int]] = defaultdict(
             lambda: defaultdict(int)
         )
+        queued: defaultdict[str, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
         for record in self._records.values():
             by_state[record.state] += 1
             by_type[record.type][record.state] += 1
-        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
+            if record.state is TaskState.QUEUED:
+                queued[record.type][record.priority] += 1
+        return StoreStats(
+            by_state=dict(by_state),
+            by_type={k: dict(v) for k, v in by_type.items()},
+            queued_by_priority={k: dict(v) for k, v in queued.items()},
+        )
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
         final = sorted(

@@ -14,15 +14,14 @@ far as its persistence does (use AOF with ``appendfsync everysec`` or
 raises `StoreError`. One Redis server or primary: not Redis Cluster.
 
 The pieces: `_redis_base` (connections, reads, writes), `_redis_eventlog` (the
-stream), `_redis_claims` (leases, reaping, cancels), `_redis_items` (what a write
-carries), `_redis_rows` (rows as hashes), `_redis_calls` (ordered, pipelined
-script calls), `_redis_scripts` (the Lua).
+stream), `_redis_claims` (leases, reaping, cancels), `_redis_counts` (the
+stats), `_redis_items` (what a write carries), `_redis_rows` (rows as hashes),
+`_redis_calls` (ordered, pipelined script calls), `_redis_scripts` (the Lua).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -34,6 +33,7 @@ from .._states import TaskState
 from ._base import KeyInUse, StoreStats, TaskQuery
 from ._codec import row_from_record
 from ._redis_claims import RedisClaims
+from ._redis_counts import COUNTS, stats_from
 from ._redis_items import NONE, item, storable
 from ._redis_rows import text
 from ._redis_schedules import RedisSchedules
@@ -169,16 +169,11 @@ class RedisStore(RedisClaims, RedisSchedules):
         return matches[query.offset : wanted]
 
     async def stats(self) -> StoreStats:
-        counts = await self._read(lambda client: client.hgetall(self._key("n")))
-        by_state: Counter[TaskState] = Counter()
-        by_type: dict[str, Counter[TaskState]] = {}
-        for field, value in counts.items():
-            state_name, _, task_type = field.partition(":")
-            state, number = TaskState(state_name), int(value)
-            if number > 0:
-                by_state[state] += number
-                by_type.setdefault(task_type, Counter())[state] += number
-        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
+        """Counts by state and type, and queued by priority (`_redis_counts`)."""
+        return stats_from(await self._read(self._counts))
+
+    async def _counts(self, client: Redis) -> Any:
+        return await client.register_script(COUNTS)(args=[self.prefix])
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
         final = self._key("fin")

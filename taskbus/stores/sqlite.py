@@ -57,6 +57,10 @@ logger = logging.getLogger("taskbus.stores.sqlite")
 
 _FINAL_STATES = ("completed", "failed", "cancelled")
 _STATES = {state.value: state for state in TaskState}
+_COUNT_STATES = "SELECT type, state, count(*) FROM tasks GROUP BY type, state"
+_COUNT_QUEUED = (
+    "SELECT type, priority, count(*) FROM tasks WHERE state = 'queued' GROUP BY type, priority"
+)
 
 
 class SqliteStore(SqliteClaims, SqliteEventLog, SqliteSchedules):
@@ -192,13 +196,19 @@ class SqliteStore(SqliteClaims, SqliteEventLog, SqliteSchedules):
         return [self._load(row) for row in rows]
 
     async def stats(self) -> StoreStats:
-        """Counts by stored state; a row whose state no taskbus writes counts as failed."""
+        """Counts by stored state; a row whose state no taskbus writes counts as failed.
+        The queued by priority read only the queued rows (index ``tasks_state_created``)."""
         await self.flush()
-        rows = await self._read(
-            lambda conn: conn.execute(
-                "SELECT type, state, count(*) FROM tasks GROUP BY type, state"
-            ).fetchall()
-        )
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            conn.execute("BEGIN")  # one snapshot for both counts
+            try:
+                states = conn.execute(_COUNT_STATES).fetchall()
+                return states, conn.execute(_COUNT_QUEUED).fetchall()
+            finally:
+                conn.execute("COMMIT")
+
+        rows, queued_rows = await self._read(read)
         by_state: defaultdict[TaskState, int] = defaultdict(int)
         by_type: defaultdict[str, defaultdict[TaskState, int]] = defaultdict(
             lambda: defaultdict(int)
@@ -207,7 +217,15 @@ class SqliteStore(SqliteClaims, SqliteEventLog, SqliteSchedules):
             state = _STATES.get(stored_state, TaskState.FAILED)
             by_state[state] += count
             by_type[str(task_type)][state] += count
-        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
+        queued: defaultdict[str, dict[int, int]] = defaultdict(dict)
+        for task_type, priority, count in queued_rows:
+            if type(priority) is int:  # a corrupt row's is not: no level to count it at
+                queued[str(task_type)][priority] = count
+        return StoreStats(
+            by_state=dict(by_state),
+            by_type={k: dict(v) for k, v in by_type.items()},
+            queued_by_priority=dict(queued),
+        )
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
         def delete(conn: sqlite3.Connection) -> int:

@@ -164,7 +164,9 @@ headers = st.lists(
 )
 METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]
 paths = st.one_of(
-    st.sampled_from(["/tasks", "/stats", "/types", "/healthz", "/events", "/", "/static/x"]),
+    st.sampled_from(
+        ["/tasks", "/stats", "/stats/history", "/types", "/healthz", "/events", "/", "/static/x"]
+    ),
     segments.map(lambda segment: f"/tasks/{segment}"),
     segments.map(lambda segment: f"/tasks/{segment}/retry"),
     segments.map(lambda segment: f"/static/{segment}"),

@@ -178,6 +178,29 @@ async def test_another_owners_id_answers_404_as_fast_as_an_unknown_one(
 ADMIN_TOKENS: dict[str, str | Identity] = {**TOKENS, "ops-token": Identity(owner="ops", admin=True)}
 
 
+async def test_queued_by_priority_counts_only_the_callers_own_unless_administrator(
+    make_bus: Callable[..., TaskBus],
+) -> None:
+    bus = make_bus()
+    register(bus)
+    app = create_app(bus, tokens=ADMIN_TOKENS)
+    async with bus:
+        for token, priorities in (("alice-token", (2, 2, 7)), ("bob-token", (7, 9))):
+            async with asgi_client(app, token) as client:
+                for priority in priorities:
+                    later = {"type": "noop", "priority": priority, "delay": 3600}
+                    assert (await client.post("/tasks", json=later)).status_code == 202
+        seen = {}
+        for token in ("alice-token", "bob-token", "ops-token"):
+            async with asgi_client(app, token) as client:
+                seen[token] = (await client.get("/stats")).json()["queued_by_priority"]
+    assert seen == {
+        "alice-token": {"noop": {"2": 2, "7": 1}},
+        "bob-token": {"noop": {"7": 1, "9": 1}},
+        "ops-token": {"noop": {"2": 2, "7": 2, "9": 1}},
+    }
+
+
 async def test_an_administrator_sees_lists_cancels_and_streams_every_owners_tasks(
     make_bus: Callable[..., TaskBus],
 ) -> None:

@@ -58,6 +58,7 @@ async def test_the_document_is_valid_openapi_3_1(make_bus: Callable[..., TaskBus
         "/tasks/{task_id}/retry",
         "/tasks/{task_id}/input",
         "/stats",
+        "/stats/history",
         "/types",
         "/me",
         "/healthz",
@@ -218,8 +219,18 @@ async def test_stats_answer_one_documented_shape_with_and_without_auth(
     register(bus)
     async with bus:
         for app, token in ((create_app(bus), None), (create_app(bus, tokens=TOKENS), "bob-token")):
+            later = {"type": "noop", "priority": 2, "delay": 3600}
             async with asgi_client(app, token) as client:
-                assert (await client.post("/tasks", json={"type": "noop"})).status_code == 202
+                assert (await client.post("/tasks", json=later)).status_code == 202
                 stats = (await client.get("/stats")).json()
-            assert set(stats) == {"by_state", "by_type", "store_outage"}
+            assert set(stats) == {"by_state", "by_type", "queued_by_priority", "store_outage"}
             assert stats["store_outage"] is None
+            assert stats["queued_by_priority"] == {"noop": {"2": 1}}  # bob's own, with auth
+    doc = await document(create_app(bus))
+    answer = doc["paths"]["/stats"]["get"]["responses"]["200"]["content"]["application/json"]
+    queued = resolve(doc, answer["schema"]["$ref"])["properties"]["queued_by_priority"]
+    assert queued["additionalProperties"] == {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+    }
+    assert "10 most urgent" in queued["description"]

@@ -145,11 +145,14 @@ async def test_types_stats_and_health(make_bus: Callable[..., TaskBus]) -> None:
             assert set(order["input_schema"]["properties"]) == {"item", "quantity"}
             task = (await client.post("/tasks", json={"type": "noop"})).json()
             await wait_state(client, task["url"], "completed")
+            later = {"type": "noop", "priority": 9, "delay": 3600}
+            assert (await client.post("/tasks", json=later)).status_code == 202
             stats = (await client.get("/stats")).json()
-            assert set(stats) == {"by_state", "by_type", "store_outage"}
+            assert set(stats) == {"by_state", "by_type", "queued_by_priority", "store_outage"}
             assert stats["store_outage"] is None
-            assert stats["by_state"]["completed"] == 1
-            assert stats["by_type"]["noop"] == {"completed": 1}
+            assert stats["by_state"] == {"completed": 1, "queued": 1}
+            assert stats["by_type"]["noop"] == {"completed": 1, "queued": 1}
+            assert stats["queued_by_priority"] == {"noop": {"9": 1}}
 
 
 async def test_error_shapes(make_bus: Callable[..., TaskBus]) -> None:

@@ -63,7 +63,7 @@ def check_every_operation(schema: BaseSchema, owners: bool, examples: int) -> No
     checks: list[Any] = [CHECKS.get_one(name) for name in CHECK_NAMES]
     headers = ALICE if owners else None
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 19
+    assert len(operations) == 20
     for operation in operations:
         inputs = [operation.path_parameters, operation.query, operation.headers, operation.body]
         modes = [GenerationMode.POSITIVE]

@@ -302,11 +302,18 @@ class ValueStore:
         await self._step()
         by_state: Counter[TaskState] = Counter()
         by_type: dict[str, Counter[TaskState]] = {}
+        queued: dict[str, Counter[int]] = {}
         for row in self._rows.values():
             state = TaskState(_col(row, "state"))
             by_state[state] += 1
             by_type.setdefault(_col(row, "type"), Counter())[state] += 1
-        return StoreStats(by_state=dict(by_state), by_type={k: dict(v) for k, v in by_type.items()})
+            if state is TaskState.QUEUED:
+                queued.setdefault(_col(row, "type"), Counter())[_col(row, "priority")] += 1
+        return StoreStats(
+            by_state=dict(by_state),
+            by_type={k: dict(v) for k, v in by_type.items()},
+            queued_by_priority={k: dict(v) for k, v in queued.items()},
+        )
 
     async def purge(self, finished_before: float | None = None, keep: int | None = None) -> int:
         await self._step()

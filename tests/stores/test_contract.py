@@ -18,6 +18,7 @@ from pydantic_core import to_jsonable_python
 
 from taskbus import DeadLetterReason, ErrorInfo, ErrorType, TaskState
 from taskbus._asking import answer_waiting, start_waiting
+from taskbus._dependencies import mark_waiting
 from taskbus._input import InputAnswer, InputExchange, InputQuestion
 from taskbus._record import TaskRecord, new_task_id
 from taskbus.stores import LiveRecordStore, Store, TaskQuery
@@ -536,6 +537,44 @@ async def test_stats_count_by_state_and_by_type(make_store: StoreFactory) -> Non
         },
     }
     assert stats.total == 7
+
+
+async def test_stats_count_the_queued_by_type_and_priority(make_store: StoreFactory) -> None:
+    store = await make_store()
+    assert (await store.stats()).queued_by_priority == {}
+    mail = [make_record("mail:send", priority=p) for p in (5, 5, 5, 9, 1)]
+    reports = [make_record(priority=p) for p in (10, 3, 3, 7)]
+    for record in (*mail, *reports):
+        await store.add(record)
+    mail[3].not_before = T0 + 3600  # delayed: queued all the same
+    await store.update(mail[3])
+    await claim(store, mail[2])  # running: not queued
+    await finish(store, mail[4])  # final
+    await claim(store, reports[1])  # a retry: back to queued, not before a while
+    reports[1].move(TaskState.QUEUED)
+    reports[1].queued_at = reports[1].not_before = reports[1].created_at + 5
+    await store.update(reports[1])
+    await claim(store, reports[2])  # waiting for input: not queued
+    start_waiting(reports[2], InputQuestion(key="q", prompt="?", json_schema={}, asked_at=T0))
+    await store.update(reports[2])
+    await finish(store, reports[3], TaskState.CANCELLED)
+    child = make_record(priority=3, created_at=T0 + 50)  # held until its parent ends
+    mark_waiting(child, [reports[0].id], "cancel", pending=True)
+    await store.add(child)
+    await store.add(make_record("old:job", priority=8))
+    await finish(store, (await store.list(TaskQuery(type_prefix="old:")))[0])
+
+    stats = await store.stats()
+
+    assert stats.queued_by_priority == {
+        "mail:send": {5: 2, 9: 1},
+        "reports:build": {10: 1, 3: 2},
+    }
+    assert stats.by_state[TaskState.QUEUED] == 6
+    assert all(
+        sum(levels.values()) == stats.by_type[name][TaskState.QUEUED]
+        for name, levels in stats.queued_by_priority.items()
+    )
 
 
 # -- find_by_key --------------------------------------------------------------------
