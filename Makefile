@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dependencies.py
 	$(BIN)/python benchmarks/schedule_drift.py
 	$(BIN)/python benchmarks/tracing.py
+	$(BIN)/python benchmarks/observability.py
 
 # The documentation site, into site/ (strict: a broken link or a stale API name fails).
 docs: $(STAMP)

@@ -1,5 +1,6 @@
-"""OpenTelemetry traces: each attempt of a task is a span, a child of the span
-that submitted it, even when another bus (here, on the same SQLite file) runs it.
+"""OpenTelemetry traces: a submit made under a span is a span of its own (PRODUCER),
+and each attempt of the task a span (CONSUMER) under it, even when another bus
+(here, on the same SQLite file) runs it.
 
 Needs the ``otel`` extra and an SDK (``pip install 'taskbus[otel]' opentelemetry-sdk``);
 the spans go to the SDK's in-memory exporter and are printed as a tree.

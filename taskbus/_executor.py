@@ -593,9 +593,12 @@ class TaskExecutor:
                 abandon_on_cancel=True,
                 limiter=self._thread_calls,
             )
+        handler = definition.handler
+        if self.tracing is not None:  # the handler runs in its attempt's trace context
+            handler = self.tracing.in_process(handler)
         if definition.takes_context:
-            return await run_in_process(definition.handler, ctx, args[1:])
-        return await anyio.to_process.run_sync(definition.handler, *args, cancellable=True)
+            return await run_in_process(handler, ctx, args[1:])
+        return await anyio.to_process.run_sync(handler, *args, cancellable=True)
 
     def _track_thread(self, ctx: TaskContext) -> ThreadRun:
         worker = self._running[ctx.task_id]

@@ -348,6 +348,19 @@ class Intake:
         """Check every item, then enqueue them all as one tracked batch."""
         if not self.open:
             raise BusNotRunning(_NOT_RUNNING)
+        items = list(items)
+        if self.tracing is None:
+            return await self._add_batch(items, priority, owner, metadata)
+        with self.tracing.submitting(None, len(items)):  # one span for the batch
+            return await self._add_batch(items, priority, owner, metadata)
+
+    async def _add_batch(
+        self,
+        items: list[tuple[str, Any]],
+        priority: int | None,
+        owner: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> TaskBatch:
         prepared = prepare_batch(
             self._registry,
             items,

@@ -181,25 +181,35 @@ class Scheduler:
             self._report(schedule, f"cannot compute its fire times: {exc}")
             return False
         for step in steps:
-            fired = None
-            if step.fires_for is not None:
-                fired = self._record(schedule, step.fires_for)
-            claimed = await self._intake.add_fire(
-                self._store,
-                schedule.id,
-                due=step.due,
-                next_fire_at=step.next_fire_at,
-                fired=fired,
-                fires_for=step.fires_for,
-            )
+            tracing = self._intake.tracing
+            if tracing is None or step.fires_for is None:
+                claimed = await self._step(schedule, step)
+            else:
+                with tracing.firing(schedule.id, schedule.task_type, step.fires_for):
+                    claimed = await self._step(schedule, step)
             if not claimed:
                 return True  # fired by another process (or changed meanwhile): look again
-            if fired is not None:
-                logger.info(
-                    "schedule %s fired task %s (%s)", schedule.id, fired[0].id, fired[0].type
-                )
-            elif step.fires_for is None:
-                logger.info("schedule %s skipped the fires it missed", schedule.id)
+        return True
+
+    async def _step(self, schedule: Schedule, step: Fire) -> bool:
+        """Take one step of `plan`; False if another process took it first."""
+        fired = None
+        if step.fires_for is not None:
+            fired = self._record(schedule, step.fires_for)
+        claimed = await self._intake.add_fire(
+            self._store,
+            schedule.id,
+            due=step.due,
+            next_fire_at=step.next_fire_at,
+            fired=fired,
+            fires_for=step.fires_for,
+        )
+        if not claimed:
+            return False
+        if fired is not None:
+            logger.info("schedule %s fired task %s (%s)", schedule.id, fired[0].id, fired[0].type)
+        elif step.fires_for is None:
+            logger.info("schedule %s skipped the fires it missed", schedule.id)
         return True
 
     def _record(

@@ -9,6 +9,7 @@ so a worker in another process continues the trace.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -27,11 +28,25 @@ Interruption = Literal["cancelled", "timeout", "handed-back"]
 class Tracing(Protocol):
     """What the bus tells a tracer; every method is called on the event loop."""
 
+    def submitting(self, name: str | None, count: int = 1) -> AbstractContextManager[object]:
+        """Around one submit of task type `name` (None: a batch of `count` tasks): the
+        context current inside is the one `inject` stores with each task."""
+
+    def firing(
+        self, schedule_id: str, task_type: str, fires_for: float
+    ) -> AbstractContextManager[object]:
+        """Around one fire of a schedule (for the wall time `fires_for`): a trace of
+        its own, whatever was current when the bus started."""
+
     def inject(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         """`metadata` (already checked) plus the current trace context, if any."""
 
-    def attempt(self, record: TaskRecord) -> AbstractContextManager[None]:
+    def attempt(self, record: TaskRecord) -> AbstractContextManager[object]:
         """Around one attempt of `record`, from its start to its settled state."""
+
+    def in_process(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """`handler`, to be pickled to a worker process, where it runs in the
+        context current now (the attempt's)."""
 
     def failed(self, record: TaskRecord, exc: BaseException, retry_in: float | None) -> None:
         """The attempt of `record` that runs now raised `exc`; it runs again after

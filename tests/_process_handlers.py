@@ -76,3 +76,24 @@ def _wait_for(path: Path) -> None:
 def parent_results(ctx: ProcessContext, label: str) -> list[Any]:
     """The label, then each parent's result, as the worker process sees them."""
     return [label, *(parent.result for parent in ctx.parents)]
+
+
+def trace_ids() -> tuple[str, str]:
+    """The trace and span ids current in the worker process (hex)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def span_with_own_sdk(ctx: ProcessContext) -> tuple[str, str, str]:
+    """Make a span with an SDK of the worker process's own: its trace id, parent span
+    id and the current span's ids before it, as the test reads them."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    with provider.get_tracer("child").start_as_current_span("in process") as span:
+        parent = span.parent  # type: ignore[attr-defined]  # an SDK span has one
+        context = span.get_span_context()
+    provider.shutdown()
+    return f"{context.trace_id:032x}", f"{parent.span_id:016x}", ctx.task_id

@@ -88,12 +88,38 @@ EXPECTED: dict[str, set[str]] = {
         "target_ratio",
     },
     "tracing": {
+        "task",
+        "processor",
+        "sampler",
+        "caller",
         "tasks",
         "workers",
         "tasks_per_s",
         "reference_tracing_off_tasks_per_s",
         "ratio",
+        "cost_per_task_us",
+        "cpu_us_per_task",
+        "reference_cpu_us_per_task",
+        "cpu_cost_per_task_us",
+        "cpu_ratio",
         "spans_exported",
+        "target_ratio",
+        "meets_target",
+    },
+    "observability": {
+        "task",
+        "processor",
+        "sampler",
+        "tasks",
+        "workers",
+        "tasks_per_s",
+        "reference_off_tasks_per_s",
+        "ratio",
+        "cost_per_task_us",
+        "cpu_us_per_task",
+        "reference_cpu_us_per_task",
+        "cpu_cost_per_task_us",
+        "cpu_ratio",
         "target_ratio",
         "meets_target",
     },
@@ -243,11 +269,19 @@ CASES = {
     "schedule_drift": {"schedule-drift"},
     "input_required": {"respond-to-result"},
     "metrics": {"on-vs-off"},
-    "tracing": {"traces-on"},
+    "tracing": {
+        "traces-on",
+        "batch-processor",
+        "ratio-sampler",
+        "untraced-caller",
+        "realistic",
+        "realistic-ratio-sampler",
+    },
+    "observability": {"noop", "noop-sampled", "realistic", "realistic-sampled"},
 }
 #: Seconds a quick run may take, where 25 is too few: redis.py starts and stops two
 #: worker processes for each of four systems (about 12 s on an idle 2-core machine).
-QUICK_TIMEOUT = {"redis": 60, "schedule_drift": 40}
+QUICK_TIMEOUT = {"redis": 60, "schedule_drift": 40, "tracing": 40}
 
 
 def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
@@ -284,6 +318,7 @@ def run_quick(script: str, *extra: str) -> list[dict[str, Any]]:
         "input_required",
         "metrics",
         "tracing",
+        "observability",
     ],
 )
 def test_quick_run_prints_json_lines(script: str) -> None:

@@ -1728,8 +1728,11 @@ async def test_a_traced_attempt_is_a_child_of_the_span_that_submitted_it(
             handle = await build.submit(Params(n=2))
         assert (await handle.result(timeout=WAIT)).rows == 4
         assert "traceparent" in (await bus.get(handle.id)).metadata
-    (run,) = [span for span in exporter.get_finished_spans() if span.name == "taskbus.run sc:build"]
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    run, submit = spans["taskbus.run sc:build"], spans["taskbus.submit sc:build"]
+    assert submit.parent is not None and submit.context is not None
+    assert submit.parent.span_id == request.get_span_context().span_id
     assert run.parent is not None
-    assert run.parent.span_id == request.get_span_context().span_id
+    assert run.parent.span_id == submit.context.span_id
     assert run.attributes is not None and run.attributes["taskbus.task.attempt"] == 1
     provider.shutdown()

@@ -217,9 +217,10 @@ EXPECTED: dict[str, list[str]] = {
         "stored trace context: True",
         "result: report 2025",
         "POST /reports [UNSET]",
-        "  taskbus.run reports:build [ERROR] taskbus.progress, exception, taskbus.retrying",
-        "  taskbus.run reports:build [UNSET] taskbus.progress",
-        "    render [UNSET]",
+        "  taskbus.submit reports:build [UNSET]",
+        "    taskbus.run reports:build [ERROR] taskbus.progress, exception, taskbus.retrying",
+        "    taskbus.run reports:build [UNSET] taskbus.progress",
+        "      render [UNSET]",
     ],
 }
 

@@ -86,7 +86,15 @@ async def test_an_attempt_runs_under_a_span_that_is_a_child_of_the_submitting_sp
             handle = await bus.submit("otel:echo", "hi", owner="alice")
         assert await handle.result(timeout=10) == "hi"
     request, run = traces.one("request"), traces.one("taskbus.run otel:echo")
-    assert _is_child(run, request)
+    submit = traces.one("taskbus.submit otel:echo")
+    assert _is_child(submit, request) and _is_child(run, submit)
+    assert submit.kind is SpanKind.PRODUCER
+    assert submit.attributes == {
+        "messaging.system": "taskbus",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": "otel:echo",
+        "taskbus.task.type": "otel:echo",
+    }
     assert _is_child(traces.one("inside"), run)
     assert run.kind is SpanKind.CONSUMER
     assert run.attributes == {
@@ -116,8 +124,8 @@ async def test_each_attempt_has_a_span_and_a_failure_records_its_exception(
         with pytest.raises(TaskFailedError):
             await handle.result(timeout=10)
     first, second = traces.spans("taskbus.run otel:flaky")
-    request = traces.one("request")
-    assert _is_child(first, request) and _is_child(second, request)
+    submit = traces.one("taskbus.submit otel:flaky")
+    assert _is_child(first, submit) and _is_child(second, submit)
     assert [(span.attributes or {})["taskbus.task.attempt"] for span in (first, second)] == [1, 2]
     assert [event.name for event in first.events] == ["exception", "taskbus.retrying"]
     assert [event.name for event in second.events] == ["exception"]
@@ -185,7 +193,7 @@ async def test_a_thread_handler_runs_inside_its_attempts_span(
             handle = await bus.submit("otel:sync")
         assert await handle.result(timeout=10) == 7
     run = traces.one("taskbus.run otel:sync")
-    assert _is_child(run, traces.one("request"))
+    assert _is_child(run, traces.one("taskbus.submit otel:sync"))
     assert _is_child(traces.one("in thread"), run)
 
 
@@ -202,9 +210,10 @@ async def test_the_trace_context_is_taskbuss_metadata(traces: Traces, anyio_back
             await bus.submit("otel:noop", metadata={"traceparent": "00-" + "1" * 32 + "-2-01"})
         untraced = await bus.submit("otel:noop", metadata={"a": 1})
         assert (await bus.get(untraced.id)).metadata == {"a": 1}
-        with traces.tracer.start_as_current_span("request") as span:
+        with traces.tracer.start_as_current_span("request"):
             traced = await bus.submit("otel:noop")
-        context = span.get_span_context()
+        context = traces.one("taskbus.submit otel:noop").context
+        assert context is not None
         stored = (await bus.get(traced.id)).metadata
         flags = f"{context.trace_flags:02x}"
         assert stored == {
@@ -248,8 +257,12 @@ async def test_a_batch_and_a_rerun_join_the_trace_current_when_they_are_submitte
             again = await bus.retry(first)  # the stored context is not carried over
         await again.result(timeout=10)
     failed, rerun = traces.spans("taskbus.run otel:once")
-    assert _is_child(failed, traces.one("batch"))
-    assert _is_child(rerun, traces.one("rerun"))
+    batch_span = traces.one("taskbus.submit_batch")
+    assert batch_span.kind is SpanKind.PRODUCER
+    assert (batch_span.attributes or {})["messaging.batch.message_count"] == 1
+    assert _is_child(batch_span, traces.one("batch")) and _is_child(failed, batch_span)
+    resubmit = traces.one("taskbus.submit otel:once")
+    assert _is_child(resubmit, traces.one("rerun")) and _is_child(rerun, resubmit)
 
 
 async def test_the_context_goes_through_a_sqlite_file_to_another_bus(
@@ -266,7 +279,9 @@ async def test_the_context_goes_through_a_sqlite_file_to_another_bus(
             handle = await client.submit("otel:echo", "via sqlite")
         async with worker:
             assert await handle.result(timeout=10) == "via sqlite"
-    assert _is_child(traces.one("taskbus.run otel:echo"), traces.one("request"))
+    submit = traces.one("taskbus.submit otel:echo")
+    assert _is_child(submit, traces.one("request"))
+    assert _is_child(traces.one("taskbus.run otel:echo"), submit)
 
 
 async def _echo(ctx: TaskContext, text: str) -> str:
@@ -304,10 +319,10 @@ async def test_a_worker_process_continues_the_trace_of_the_submitting_process(
                     run = await _worker_span(spans_file, "taskbus.run otel:echo")
             finally:
                 process.kill()
-    request = traces.one("request")
-    assert request.context is not None
-    assert run["trace_id"] == f"{request.context.trace_id:032x}"
-    assert run["parent_id"] == f"{request.context.span_id:016x}"
+    submit = traces.one("taskbus.submit otel:echo")
+    assert submit.context is not None
+    assert run["trace_id"] == f"{submit.context.trace_id:032x}"
+    assert run["parent_id"] == f"{submit.context.span_id:016x}"
     assert run["attributes"] == {
         "taskbus.task.id": handle.id,
         "taskbus.task.type": "otel:echo",

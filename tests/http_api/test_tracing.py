@@ -1,5 +1,5 @@
-"""Traces over HTTP (`taskbus.otel`): a task submitted by ``POST /tasks`` joins the span
-current while the request is handled (here the test's own, as the in-process ASGI
+"""Traces over HTTP (`taskbus.otel`): a task submitted by ``POST /tasks`` is submitted
+under a span that is a child of the one current while the request is handled (here the test's own, as the in-process ASGI
 transport runs the app in the caller's context; in a server, the span of an
 OpenTelemetry ASGI middleware); a body that names the trace keys is a 422."""
 
@@ -44,7 +44,10 @@ async def test_a_task_posted_during_a_request_span_runs_as_its_child(
             answer = await client.post("/tasks", json={"type": "echo", "input": 2})
         assert answer.status_code == 202, answer.text
         assert await bus.result(answer.json()["id"], timeout=10) == 2
-    (run,) = [span for span in exporter.get_finished_spans() if span.name == "taskbus.run echo"]
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    run, submit = spans["taskbus.run echo"], spans["taskbus.submit echo"]
+    assert submit.parent is not None and submit.context is not None
+    assert submit.parent.span_id == request.get_span_context().span_id
     assert run.parent is not None
-    assert run.parent.span_id == request.get_span_context().span_id
+    assert run.parent.span_id == submit.context.span_id
     provider.shutdown()
