@@ -28,6 +28,9 @@ __all__ = ["BUCKETS", "Duration", "Figures", "Tally", "count_figures"]
 
 logger = logging.getLogger("taskbus.metrics")
 
+#: The outcome label of each state (an enum's ``value`` is a property: slower).
+_OUTCOME = {state: state.value for state in TaskState}
+
 #: Seconds: from a few milliseconds to an hour.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -36,17 +39,17 @@ Duration = Literal["wait", "run"]
 
 
 class Tally:
-    """A histogram by task type: a count per bucket (not cumulative) and a sum."""
+    """A histogram by task type: a count per bucket (not cumulative, the last one
+    past every bound), then the sum of the values, in one list per type."""
 
     def __init__(self) -> None:
-        self.by_type: dict[str, tuple[list[int], list[float]]] = {}
+        self.by_type: dict[str, list[float]] = {}
 
-    def observe(self, task_type: str, seconds: float) -> None:
-        found = self.by_type.get(task_type)
-        if found is None:
-            found = self.by_type[task_type] = ([0] * (len(BUCKETS) + 1), [0.0])
-        found[0][bisect_left(BUCKETS, seconds)] += 1
-        found[1][0] += seconds
+    def read(self) -> list[tuple[str, list[float], float]]:
+        """Each type's bucket counts and sum (a copy: exporters read from threads)."""
+        return [
+            (task_type, found[:-1], found[-1]) for task_type, found in list(self.by_type.items())
+        ]
 
 
 class Figures:
@@ -80,7 +83,7 @@ class Figures:
             not_before = record.not_before
             if not_before is not None and ready < not_before < AWAITING_PARENTS:
                 ready = not_before  # a delayed task waits from its time, not its submit
-            self._observe("wait", record.type, record.started_at - ready)
+            self._observe(self.wait, "wait", record.type, record.started_at - ready)
 
     def stopped(self, record: TaskRecord, now: float, *, counted: bool = True) -> None:
         """`record`'s attempt here ended at `now`; `counted=False` for one handed
@@ -88,7 +91,7 @@ class Figures:
         if self.running.pop(record.id, None) is None:
             return  # it did not start here, or its end was heard already
         if counted and record.started_at is not None:
-            self._observe("run", record.type, now - record.started_at)
+            self._observe(self.run, "run", record.type, now - record.started_at)
 
     def retried(self, record: TaskRecord, error_type: str) -> None:
         key = (record.type, error_type)
@@ -99,12 +102,21 @@ class Figures:
         state = record.state
         error = record.error
         error_type = error.error_type.value if state is TaskState.FAILED and error else ""
-        key = (record.type, state.value, error_type)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        key = (record.type, _OUTCOME[state], error_type)
+        outcomes = self.outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
 
-    def _observe(self, kind: Duration, task_type: str, seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        (self.wait if kind == "wait" else self.run).observe(task_type, seconds)
+    def _observe(self, tally: Tally, kind: Duration, task_type: str, seconds: float) -> None:
+        seconds = max(seconds, 0.0)  # a wall clock may step back
+        found = tally.by_type.get(task_type)  # the tally's work, inline: once per attempt
+        if found is None:
+            found = tally.by_type[task_type] = [0] * (len(BUCKETS) + 2)
+        found[bisect_left(BUCKETS, seconds)] += 1
+        found[-1] += seconds
+        if self.on_observe:
+            self._tell(kind, task_type, seconds)
+
+    def _tell(self, kind: Duration, task_type: str, seconds: float) -> None:
         for observer in self.on_observe:
             try:
                 observer(kind, task_type, seconds)

@@ -162,11 +162,9 @@ class _ScrapeCollector(Collector):
 
 def _histogram(tally: Tally, name: str, documentation: str, worker: str) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=["worker", "type"])
-    for task_type, (counts, total) in sorted(tally.by_type.items()):
+    for task_type, counts, total in sorted(tally.read()):
         cumulative = list(accumulate(counts))
-        family.add_metric(
-            [worker, task_type], list(zip(_BOUNDS, cumulative, strict=True)), total[0]
-        )
+        family.add_metric([worker, task_type], list(zip(_BOUNDS, cumulative, strict=True)), total)
     return family
 
 
