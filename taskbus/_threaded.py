@@ -102,6 +102,7 @@ class AsyncTaskBus(Protocol):
         tb: TracebackType | None,
     ) -> bool | None: ...
     def task(self, name: str, **options: Any) -> _Decorator: ...
+    def add_service(self, service: Callable[[], Awaitable[None]]) -> None: ...
     def on(self, event: str | type[Event], listener: Listener | None = None) -> Any: ...
     def off(self, event: str | type[Event], listener: Listener) -> None: ...
     def subscribe(
@@ -499,6 +500,11 @@ class ThreadedTaskBus:
                 with self._lock:
                     self._dispatched.setdefault(key, []).append(wrapper)
             raise
+
+    def add_service(self, service: Callable[[], Awaitable[None]]) -> None:
+        """Run the async function `service` on the bus's loop from now until the bus
+        stops (see `TaskBus.add_service`)."""
+        self._call_sync(partial(self._bus.add_service, service), "add_service")
 
     def subscribe(
         self,

@@ -140,6 +140,26 @@ def test_submit_result_get_wait_list_stats(start: Start) -> None:
     assert handle.get().owner == "alice"
 
 
+def test_a_service_added_through_the_facade_runs_on_the_loop_until_close(start: Start) -> None:
+    tb = start()
+    began: queue.Queue[int] = queue.Queue()
+    ended = threading.Event()
+
+    async def poller() -> None:
+        began.put(threading.get_ident())
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+
+    tb.add_service(poller)
+    loop_thread = began.get(timeout=WAIT)
+    assert loop_thread != threading.get_ident()  # on the bus's thread, not the caller's
+    assert not ended.is_set()
+    tb.close()
+    assert ended.is_set()
+
+
 def test_dead_letters_are_listed_and_retried_through_the_facade(start: Start) -> None:
     tb = start()
     register(tb)
