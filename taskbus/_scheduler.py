@@ -185,8 +185,10 @@ class Scheduler:
             if tracing is None or step.fires_for is None:
                 claimed = await self._step(schedule, step)
             else:
-                with tracing.firing(schedule.id, schedule.task_type, step.fires_for):
+                with tracing.firing(schedule.id, schedule.task_type, step.fires_for) as fire:
                     claimed = await self._step(schedule, step)
+                    if not claimed:
+                        fire.lost()
             if not claimed:
                 return True  # fired by another process (or changed meanwhile): look again
         return True

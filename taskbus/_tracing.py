@@ -16,13 +16,20 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from ._record import TaskRecord
 
-__all__ = ["TRACE_KEYS", "Interruption", "Tracing"]
+__all__ = ["TRACE_KEYS", "Fired", "Interruption", "Tracing"]
 
 #: The metadata keys that carry a task's trace context; taskbus's own (reserved).
 TRACE_KEYS = ("traceparent", "tracestate")
 
 #: How an attempt was stopped from outside its handler.
 Interruption = Literal["cancelled", "timeout", "handed-back"]
+
+
+class Fired(Protocol):
+    """The span of one schedule fire, while it is current."""
+
+    def lost(self) -> None:
+        """Another process fired it first: the span is dropped, never exported."""
 
 
 class Tracing(Protocol):
@@ -34,7 +41,7 @@ class Tracing(Protocol):
 
     def firing(
         self, schedule_id: str, task_type: str, fires_for: float
-    ) -> AbstractContextManager[object]:
+    ) -> AbstractContextManager[Fired]:
         """Around one fire of a schedule (for the wall time `fires_for`): a trace of
         its own, whatever was current when the bus started."""
 

@@ -30,7 +30,7 @@ from contextvars import Token
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 try:
     from opentelemetry import context as context_api
@@ -104,17 +104,13 @@ class _OtelTracing:
             }
         return self._producer(f"taskbus.submit {name}", kept)
 
-    def _producer(
-        self, name: str, attributes: Any, context: Context | None = None
-    ) -> AbstractContextManager[object]:
+    def _producer(self, name: str, attributes: Any, context: Context | None = None) -> _Producing:
         span = self._tracer.start_span(
             name, context, SpanKind.PRODUCER, attributes, set_status_on_exception=False
         )
         return _Producing(span, context_api.attach(trace.set_span_in_context(span)))
 
-    def firing(
-        self, schedule_id: str, task_type: str, fires_for: float
-    ) -> AbstractContextManager[object]:
+    def firing(self, schedule_id: str, task_type: str, fires_for: float) -> _Producing:
         attributes = {
             **_SENDING,
             "messaging.destination.name": task_type,
@@ -186,14 +182,19 @@ class _Producing:
 
     Started when made, as ``start_as_current_span`` would, without its generator."""
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_dropped", "_span", "_token")
 
     def __init__(self, span: Span, token: Token[Context]) -> None:
         self._span = span
         self._token = token
+        self._dropped = False
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> Self:
+        return self
+
+    def lost(self) -> None:
+        # A span never ended is never exported: no orphan fire in every other process.
+        self._dropped = True
 
     def __exit__(
         self,
@@ -203,6 +204,8 @@ class _Producing:
     ) -> None:
         span = self._span
         try:
+            if self._dropped:
+                return
             if exc is not None and isinstance(exc, Exception) and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

@@ -6,6 +6,7 @@ fire (a trace of its own), the threaded facade, and handlers in a worker process
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import _process_handlers
 import pytest
@@ -155,6 +156,30 @@ async def test_each_schedule_fire_starts_a_trace_of_its_own(
             "taskbus.schedule.id": schedule.id,
             "taskbus.schedule.fire_time": f"{at}+00:00",
         }
+
+
+async def test_a_fire_another_process_took_first_exports_no_span(
+    traces: Traces, tmp_path: Path, anyio_backend: str
+) -> None:
+    clock = FakeClock(start=1_700_000_000.0)
+    url = f"sqlite:///{tmp_path / 'bus.db'}"
+    buses = [TaskBus(store=url, workers=1, clock=clock) for _ in range(2)]
+    for bus in buses:  # two processes, as far as the store can tell
+        bus.task("flow:a")(_echo)
+        instrument(bus, tracer_provider=traces.provider)
+    async with buses[0], buses[1]:
+        recorder = EventRecorder(buses[0])
+        for bus in buses:  # every process registers it at start-up
+            await bus.schedule("flow:a", every=10, input=7, id="every-10")
+        for fired in (1, 2, 3):
+            clock.advance(10)
+            queued = await recorder.wait_for(TaskQueued, count=fired)
+            await buses[0].wait(queued.task_id, timeout=10)
+    fires = traces.spans("taskbus.schedule every-10")
+    runs = traces.spans("taskbus.run flow:a")
+    assert len(runs) == 3
+    assert len(fires) == 3  # one per fire, whichever process won it
+    assert all(any(_is_child(run, fire) for fire in fires) for run in runs)
 
 
 def test_a_span_current_in_the_calling_thread_is_the_parent_of_a_threaded_submit(
