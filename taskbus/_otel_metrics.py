@@ -34,7 +34,7 @@ class OtelMetrics:
     """The figures of one bus, as OpenTelemetry instruments of `meter`."""
 
     def __init__(self, bus: TaskBus, meter: Meter, *, stats_interval: float) -> None:
-        if not stats_interval > 0:
+        if isinstance(stats_interval, bool) or not stats_interval > 0:
             raise ValueError(f"stats_interval must be positive seconds, not {stats_interval!r}")
         self.bus = bus
         self.stats_interval = stats_interval

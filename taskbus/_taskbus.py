@@ -8,6 +8,7 @@ operation, each handing the work to a helper (`Intake`, `TaskAccess`,
 from __future__ import annotations
 
 import builtins
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -259,7 +260,7 @@ class TaskBus:
         For work that lives beside the tasks, such as a poller or a figures sampler.
         If `service` raises, the error is logged and the bus runs on without it.
         """
-        if not callable(service):
+        if not _is_async_callable(service):
             raise TypeError(f"a service is an async function, not {service!r}")
         self._run.add_service(service)
 
@@ -799,3 +800,9 @@ def _store_lease(store: object) -> float:
     default: 30 s, renewed every third of it."""
     lease = getattr(store, "lease", None)
     return DEFAULT_LEASE if lease is None else float(lease)
+
+
+def _is_async_callable(obj: object) -> bool:
+    """An async function, a partial of one, or an object whose ``__call__`` is one."""
+    call = type(obj).__call__ if callable(obj) and not inspect.isroutine(obj) else None
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(call)

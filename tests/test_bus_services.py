@@ -4,6 +4,8 @@ of the bus to its stop."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -81,7 +83,37 @@ async def test_a_service_that_raises_is_logged_and_the_bus_runs_on(
     assert any("poller bug" in str(r.exc_info) for r in caplog.records if r.exc_info)
 
 
-@pytest.mark.parametrize("service", [None, 3, "poll"])
+def poll() -> None:
+    return None
+
+
+@pytest.mark.parametrize("service", [None, 3, "poll", poll, print])
 async def test_a_service_that_is_not_a_function_is_refused(service: Any) -> None:
     with pytest.raises(TypeError, match="async function"):
         TaskBus().add_service(service)
+
+
+async def test_a_service_may_be_a_partial_or_a_bound_method() -> None:
+    bus = TaskBus(workers=1)
+    seen: list[str] = []
+    done = anyio.Event()
+
+    async def note(word: str) -> None:
+        seen.append(word)
+        if len(seen) == 2:
+            done.set()
+
+    bus.add_service(partial(note, "partial"))
+    bus.add_service(Noter(note).run)
+    async with bus:
+        with anyio.fail_after(WAIT):
+            await done.wait()
+    assert sorted(seen) == ["method", "partial"]
+
+
+class Noter:
+    def __init__(self, note: Callable[[str], Awaitable[None]]) -> None:
+        self._note = note
+
+    async def run(self) -> None:
+        await self._note("method")

@@ -217,7 +217,7 @@ async def test_a_closed_exporter_reports_nothing_more() -> None:
     assert not any(name == "taskbus.task.outcomes" for name, _ in found)
 
 
-@pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan"), True])
 async def test_a_bad_stats_interval_is_refused(interval: float) -> None:
     with pytest.raises(ValueError, match="stats_interval"):
         instrument_metrics(TaskBus(), stats_interval=interval)
