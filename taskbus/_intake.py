@@ -214,6 +214,11 @@ class Intake:
                 self.waits.hold(record, unfinished)
                 return
             record.not_before = record.waiting_for = None
+        self._push(record)
+
+    def _push(self, record: TaskRecord) -> None:
+        """Put a stored record in this process's queue and wake a worker, or the
+        timer of delayed tasks."""
         not_before = record.not_before
         wait = None if not_before is None else not_before - record.created_at
         self._queue.push(record, self._clock.monotonic(), wait)
@@ -328,13 +333,7 @@ class Intake:
             if not logs:  # else its task-queued event wakes the claims
                 self._leases.wake()
             return True
-        not_before = record.not_before
-        wait = None if not_before is None else not_before - record.created_at
-        self._queue.push(record, self._clock.monotonic(), wait)
-        if not_before is None:
-            self._executor.notify()
-        else:
-            self._executor.schedule_delayed()
+        self._push(record)
         return True
 
     async def add_batch(
